@@ -1,0 +1,150 @@
+"""What each configuration key may hold: type, range, allowed values.
+
+Defaults themselves live in ``config/station.toml`` (the documented file); this module only says
+what is allowed. ``station.config`` checks that the two agree, so a key cannot exist in one and
+not in the other.
+
+A section is a dict of key -> Field. A key whose value is a list of tables (``[[categories.rule]]``)
+is a ``Table`` field holding the schema of one table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Field:
+    """One scalar or list key.
+
+    kind: "int", "float", "bool", "str", "str_list"
+    lo/hi: inclusive numeric bounds (None = unbounded)
+    choices: allowed values (None = any)
+    pattern: regular expression a str value must match in full (None = any)
+    regex: the value itself must compile as a regular expression
+    """
+
+    kind: str
+    lo: float | None = None
+    hi: float | None = None
+    choices: tuple[Any, ...] | None = None
+    pattern: str | None = None
+    regex: bool = False
+
+    def describe(self) -> str:
+        """Human-readable statement of what is allowed, for error messages."""
+        what = {"int": "an integer", "float": "a number", "bool": "true or false",
+                "str": "a string", "str_list": "a list of strings"}[self.kind]
+        if self.choices is not None:
+            what += " in " + ", ".join(repr(c) for c in self.choices)
+        if self.lo is not None and self.hi is not None:
+            what += f" from {self.lo:g} to {self.hi:g}"
+        elif self.lo is not None:
+            what += f" >= {self.lo:g}"
+        elif self.hi is not None:
+            what += f" <= {self.hi:g}"
+        if self.pattern is not None:
+            what += f" matching {self.pattern}"
+        if self.regex:
+            what += " (a valid regular expression)"
+        return what
+
+
+@dataclass(frozen=True)
+class Table:
+    """A list of tables (``[[section.key]]``), each with the given fields, all required."""
+
+    fields: dict[str, Field] = field(default_factory=dict)
+    max_items: int = 1000
+
+
+CATEGORIES = ("crm", "knowledge", "script", "chat", "email", "typing_task", "other")
+MS_DAY = 86_400_000
+ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+
+SCHEMA: dict[str, dict[str, Field | Table]] = {
+    "station": {
+        "id": Field("str", pattern=ID_PATTERN),
+        "data_dir": Field("str"),
+        "retention_days": Field("int", 1, 3650),
+        "headset": Field("str", pattern=f"({ID_PATTERN})?"),
+        "headset_dir": Field("str"),
+        "headset_max_age_days": Field("int", 1, 3650),
+    },
+    "privacy": {
+        "titles": Field("str", choices=("keep", "hash", "drop")),
+    },
+    "audio": {
+        "sample_rate": Field("int", choices=(8000, 16000, 32000, 48000)),
+        "frame_ms": Field("int", choices=(10, 20, 30)),
+        "vad_mode": Field("int", 0, 3),
+        "agent_device": Field("str"),
+        "agent_channel": Field("int", 0, 63),
+        "customer_device": Field("str"),
+        "customer_channel": Field("int", 0, 63),
+        "noise_floor_dbfs": Field("float", -120.0, 0.0),
+        "gate_margin_db": Field("float", 0.0, 60.0),
+        "click_window_ms": Field("int", 0, 1000),
+        "click_crest_db": Field("float", 0.0, 60.0),
+        "bleed_coupling_db": Field("float", 0.0, 120.0),
+        "bleed_margin_db": Field("float", 0.0, 60.0),
+        "latency_ms": Field("float", 0.0, 2000.0),
+        "block_ms": Field("int", 10, 1000),
+    },
+    "speech": {
+        "padding_ms": Field("int", 0, 5000),
+        "min_spurt_ms": Field("int", 0, 5000),
+    },
+    "activity": {
+        "typing_burst_gap_ms": Field("int", 1, 600_000),
+        "mouse_active_gap_ms": Field("int", 1, 600_000),
+        "dead_air_ms": Field("int", 100, 600_000),
+        "overtalk_min_ms": Field("int", 0, 600_000),
+        "after_contact_idle_ms": Field("int", 1000, 3_600_000),
+        "info_categories": Field("str_list", choices=CATEGORIES),
+    },
+    "contacts": {
+        "phone_gap_ms": Field("int", 1000, 3_600_000),
+        "phone_min_customer_ms": Field("int", 0, 3_600_000),
+        "chat_gap_ms": Field("int", 1000, 3_600_000),
+    },
+    "rules": {
+        "s1_min_share": Field("float", 0.0, 1.0),
+        "s2_min_switches_per_min": Field("float", 0.0, 600.0),
+        "s2_min_info_share": Field("float", 0.0, 1.0),
+        "s2_info_window_ms": Field("int", 0, 3_600_000),
+        "s3_min_share": Field("float", 0.0, 1.0),
+        "s4_min_rate_diff": Field("float", 0.0, 10.0),
+        "d5_min_accuracy": Field("float", 0.0, 1.0),
+        "c3_max_counter": Field("int", 0, 1000),
+        "c5_max_median_spurt_ms": Field("int", 0, 600_000),
+        "c5_long_spurt_ms": Field("int", 0, 600_000),
+        "c6_max_dead_air": Field("int", 0, 100_000),
+    },
+    "typing": {
+        "reference_file": Field("str"),
+    },
+    "engine": {
+        "summary_interval_ms": Field("int", 100, 60_000),
+    },
+    "journal": {
+        "commit_interval_ms": Field("int", 50, 1000),
+        "ingest_interval_ms": Field("int", 10, 1000),
+    },
+    "handover": {
+        "socket": Field("str"),
+        "heartbeat_ms": Field("int", 50, 1900),
+        "gap_alert_ms": Field("int", 200, 60_000),
+        "max_frame_bytes": Field("int", 1024, 256 * 1024 * 1024),
+        "queue_max_batches": Field("int", 1, 1_000_000),
+    },
+    "categories": {
+        "rule": Table({
+            "category": Field("str", choices=CATEGORIES),
+            "class": Field("str", regex=True),
+            "title": Field("str", regex=True),
+            "process": Field("str", regex=True),
+        }),
+    },
+}

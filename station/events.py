@@ -1,0 +1,386 @@
+"""The event model: one typed event per observation, all on the station clock.
+
+Every event has ``t_ns``: integer nanoseconds of the station's monotonic clock (``station.clock``).
+Events of one stream travel and are stored **columnar** in a ``Batch``: what the recorder received
+in one ingestion cycle, grouped by stream. The same ``Batch`` codec is used by the capture ->
+recorder hand-over, the journal and replay, so the engine sees byte-for-byte the same input live
+and offline.
+
+Privacy: ``KeyEvent.char`` is filled only while a ``typing_task`` window has focus (the input source
+decides); no event carries audio samples, only a level and VAD decisions per frame.
+
+Streams (name -> event class):
+
+============  ==============  =========================================================
+stream        class           one record is
+============  ==============  =========================================================
+speech        SpeechFrame     one VAD frame (10/20/30 ms) of one channel
+key           KeyEvent        a key press or release (class only; char in typing tasks)
+mouse         MouseBin        mouse moves aggregated over a 10 ms bin
+click         MouseClick      a button press or release
+scroll        MouseScroll     a wheel step
+focus         FocusChange     the active window changed (or its title)
+contact       ContactMarker   explicit start/end of a contact (assessor command)
+mark          AssessorMark    an assessor's observation, verdict, counter or note
+exam          ExamControl     candidate assignment, exam start and end
+health        SourceHealth    a source's state changed (ok / degraded / lost)
+============  ==============  =========================================================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, ClassVar, Iterable, Iterator
+
+import msgpack
+import numpy as np
+
+BATCH_FORMAT = 1  # bump on an incompatible change of the encoded form
+
+
+class FormatError(ValueError):
+    """Encoded data that cannot be decoded: corrupt, truncated, or from an unknown format."""
+
+
+class NewerFormatError(FormatError):
+    """Encoded by a newer version of the station software than this one."""
+
+
+class Channel(IntEnum):
+    AGENT = 0      # headset microphone
+    CUSTOMER = 1   # far-end signal (earpiece / sink monitor)
+
+
+class KeyClass(IntEnum):
+    PRINTABLE = 1
+    BACKSPACE = 2
+    DELETE = 3
+    ENTER = 4
+    NAVIGATION = 5
+    MODIFIER = 6
+    OTHER = 7
+
+
+class FrameFlag(IntEnum):
+    """Why a frame's final ``speech`` decision differs from webrtcvad's raw ``vad`` (bit flags)."""
+
+    GATED = 1       # below the energy gate (noise floor + margin)
+    IMPULSIVE = 2   # high crest factor (click-like)
+    CLICK = 4       # impulsive and within the click window of a key press: rejected
+    BLEED = 8       # explained by the customer signal leaking from the earpiece: rejected
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechFrame:
+    """One VAD frame of one channel.
+
+    t_ns: frame start, station clock, already corrected by the headset's input latency.
+    dur_ns: frame length (10, 20 or 30 ms in ns).
+    level_dbfs_x10: frame RMS level in tenths of dBFS (-1270 .. 0), an integer so it stores exactly.
+    vad: webrtcvad's raw decision. speech: the final decision after gate, click and bleed checks.
+    flags: FrameFlag bits.
+    """
+
+    STREAM: ClassVar[str] = "speech"
+    t_ns: int
+    channel: int
+    dur_ns: int
+    level_dbfs_x10: int
+    vad: bool
+    speech: bool
+    flags: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class KeyEvent:
+    """A key press (down=True) or release. key_class: KeyClass. repeat: auto-repeat press.
+    injected: synthetic (XTest) event. char: the character, only inside typing_task windows, else ""."""
+
+    STREAM: ClassVar[str] = "key"
+    t_ns: int
+    key_class: int
+    down: bool
+    repeat: bool = False
+    injected: bool = False
+    char: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MouseBin:
+    """Mouse moves in one bin starting at t_ns: count of motion events, path length in pixels
+    (rounded), and how many of the moves were injected."""
+
+    STREAM: ClassVar[str] = "mouse"
+    t_ns: int
+    count: int
+    distance_px: int
+    injected: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class MouseClick:
+    STREAM: ClassVar[str] = "click"
+    t_ns: int
+    button: int
+    down: bool
+    injected: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MouseScroll:
+    STREAM: ClassVar[str] = "scroll"
+    t_ns: int
+    dx: int
+    dy: int
+    injected: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class FocusChange:
+    """The active window changed (or its title did). title is already hashed or dropped as the
+    privacy config says. category: one of config_schema.CATEGORIES."""
+
+    STREAM: ClassVar[str] = "focus"
+    t_ns: int
+    window_id: int
+    wm_class: str
+    title: str
+    pid: int
+    process: str
+    category: str
+
+
+@dataclass(frozen=True, slots=True)
+class ContactMarker:
+    """Explicit contact boundary. action: "start" | "end"; kind: "phone" | "chat" | "email".
+    contact_ref: identifies the contact across its start and end; assessor_id: who set it."""
+
+    STREAM: ClassVar[str] = "contact"
+    t_ns: int
+    action: str
+    kind: str
+    contact_ref: str = ""
+    assessor_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AssessorMark:
+    """An assessor's observation. kind: "observed" | "not_observed" | "counter" | "note".
+    competence: an id of STANDARD.md (S1..S4, D1..D7, C1..C8). mark_id: unique, from the console."""
+
+    STREAM: ClassVar[str] = "mark"
+    t_ns: int
+    assessor_id: str
+    assessor_name: str
+    competence: str
+    kind: str
+    text: str = ""
+    mark_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ExamControl:
+    """action: "assign" (candidate to this station) | "start" | "end" of the exam."""
+
+    STREAM: ClassVar[str] = "exam"
+    t_ns: int
+    action: str
+    candidate_id: str = ""
+    candidate_name: str = ""
+    assessor_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SourceHealth:
+    """A source's state changed. state: "ok" | "degraded" | "lost". While a source is "lost" its
+    data is unknown (not silence, not inactivity). detail: a short operator-readable reason."""
+
+    STREAM: ClassVar[str] = "health"
+    t_ns: int
+    source: str
+    state: str
+    detail: str = ""
+
+
+EVENT_TYPES: tuple[type, ...] = (SpeechFrame, KeyEvent, MouseBin, MouseClick, MouseScroll,
+                                 FocusChange, ContactMarker, AssessorMark, ExamControl, SourceHealth)
+STREAMS: dict[str, type] = {cls.STREAM: cls for cls in EVENT_TYPES}
+HEALTH_STATES = ("ok", "degraded", "lost")
+
+
+def _columns_of(cls: type) -> list[tuple[str, str]]:
+    """(name, kind) per field; kind is "int" (int64), "bool" (uint8) or "str" (list)."""
+    kinds = {"int": "int", "bool": "bool", "str": "str"}
+    return [(f.name, kinds[f.type]) for f in dataclasses.fields(cls)]
+
+
+COLUMNS: dict[str, list[tuple[str, str]]] = {name: _columns_of(cls) for name, cls in STREAMS.items()}
+
+
+class Batch:
+    """Events of one ingestion cycle, columnar per stream.
+
+    t_ns: when the recorder took the batch (station clock); the engine's notion of "now".
+    streams: stream name -> column name -> numpy array (int64 / bool) or list of str.
+    Within a stream, rows keep arrival order, which sources keep in time order.
+    """
+
+    __slots__ = ("t_ns", "streams")
+
+    def __init__(self, t_ns: int, streams: dict[str, dict[str, Any]] | None = None):
+        self.t_ns = int(t_ns)
+        self.streams = streams or {}
+
+    @classmethod
+    def from_events(cls, t_ns: int, events: Iterable[Any]) -> "Batch":
+        """Group events by stream into columns (stable sort by t_ns within a stream)."""
+        grouped: dict[str, list[Any]] = {}
+        for ev in events:
+            grouped.setdefault(ev.STREAM, []).append(ev)
+        streams = {}
+        for name, evs in grouped.items():
+            evs.sort(key=lambda e: e.t_ns)
+            cols = {}
+            for col, kind in COLUMNS[name]:
+                values = [getattr(e, col) for e in evs]
+                if kind == "int":
+                    cols[col] = np.array(values, dtype=np.int64)
+                elif kind == "bool":
+                    cols[col] = np.array(values, dtype=bool)
+                else:
+                    cols[col] = values
+            streams[name] = cols
+        return cls(t_ns, streams)
+
+    def count(self, stream: str | None = None) -> int:
+        if stream is not None:
+            cols = self.streams.get(stream)
+            return len(cols["t_ns"]) if cols else 0
+        return sum(len(c["t_ns"]) for c in self.streams.values())
+
+    def events(self, stream: str | None = None) -> Iterator[Any]:
+        """Yield dataclass events (all streams in stream order, or one stream)."""
+        names = [stream] if stream is not None else list(self.streams)
+        for name in names:
+            cols = self.streams.get(name)
+            if not cols:
+                continue
+            cls = STREAMS[name]
+            spec = COLUMNS[name]
+            n = len(cols["t_ns"])
+            for i in range(n):
+                kw = {}
+                for col, kind in spec:
+                    v = cols[col][i]
+                    kw[col] = int(v) if kind == "int" else bool(v) if kind == "bool" else v
+                yield cls(**kw)
+
+    def time_range(self) -> tuple[int, int] | None:
+        """(first, last) event time over all streams, or None when empty."""
+        lo = hi = None
+        for cols in self.streams.values():
+            t = cols["t_ns"]
+            if len(t):
+                a, b = int(np.min(t)), int(np.max(t))
+                lo = a if lo is None else min(lo, a)
+                hi = b if hi is None else max(hi, b)
+        return None if lo is None else (lo, hi)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Batch) or self.t_ns != other.t_ns:
+            return False
+        mine = {k: v for k, v in self.streams.items() if len(v["t_ns"])}
+        theirs = {k: v for k, v in other.streams.items() if len(v["t_ns"])}
+        if mine.keys() != theirs.keys():
+            return False
+        for name, cols in mine.items():
+            for col, kind in COLUMNS[name]:
+                a, b = cols[col], theirs[name][col]
+                if kind == "str":
+                    if list(a) != list(b):
+                        return False
+                elif not np.array_equal(np.asarray(a), np.asarray(b)):
+                    return False
+        return True
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{k}={len(v['t_ns'])}" for k, v in self.streams.items())
+        return f"Batch(t_ns={self.t_ns}, {counts})"
+
+
+def encode_batch(batch: Batch, level: int = 6) -> bytes:
+    """Serialize a batch: msgpack of columns (time delta-encoded, int64 little-endian), zlib'd."""
+    streams = {}
+    for name, cols in batch.streams.items():
+        if name not in COLUMNS:
+            raise ValueError(f"unknown stream {name!r}")
+        n = len(cols["t_ns"])
+        if n == 0:
+            continue
+        out = {}
+        for col, kind in COLUMNS[name]:
+            values = cols[col]
+            if len(values) != n:
+                raise ValueError(f"stream {name}: column {col} has {len(values)} rows, t_ns has {n}")
+            if kind == "str":
+                out[col] = [str(v) for v in values]
+                continue
+            arr = np.asarray(values, dtype=np.int64)
+            if col == "t_ns":
+                arr = np.diff(arr, prepend=np.int64(0))
+            out[col] = arr.astype("<i8").tobytes()
+        streams[name] = out
+    packed = msgpack.packb({"v": BATCH_FORMAT, "t": batch.t_ns, "s": streams}, use_bin_type=True)
+    return zlib.compress(packed, level)
+
+
+MAX_DECODED_BYTES = 256 * 1024 * 1024
+
+
+def decode_batch(data: bytes) -> Batch:
+    """Inverse of encode_batch. Raises FormatError (or NewerFormatError) on anything malformed."""
+    try:
+        d = zlib.decompressobj()
+        packed = d.decompress(data, MAX_DECODED_BYTES)
+        if d.unconsumed_tail:
+            raise FormatError("batch too large when decompressed")
+        obj = msgpack.unpackb(packed, raw=False, strict_map_key=True)
+    except FormatError:
+        raise
+    except Exception as e:  # zlib.error, msgpack errors, ...
+        raise FormatError(f"batch cannot be decoded: {type(e).__name__}") from None
+    if not isinstance(obj, dict) or not isinstance(obj.get("v"), int):
+        raise FormatError("batch has no format version")
+    if obj["v"] > BATCH_FORMAT:
+        raise NewerFormatError(f"batch format {obj['v']} is newer than this software ({BATCH_FORMAT})")
+    if obj["v"] != BATCH_FORMAT or not isinstance(obj.get("t"), int) or not isinstance(obj.get("s"), dict):
+        raise FormatError("batch header malformed")
+    streams = {}
+    for name, cols in obj["s"].items():
+        if name not in COLUMNS or not isinstance(cols, dict):
+            raise FormatError(f"batch has unknown stream {name!r}")
+        out: dict[str, Any] = {}
+        n = None
+        for col, kind in COLUMNS[name]:
+            raw = cols.get(col)
+            if kind == "str":
+                if not isinstance(raw, list) or not all(isinstance(v, str) for v in raw):
+                    raise FormatError(f"batch stream {name}: column {col} malformed")
+                values: Any = raw
+            else:
+                if not isinstance(raw, bytes) or len(raw) % 8:
+                    raise FormatError(f"batch stream {name}: column {col} malformed")
+                arr = np.frombuffer(raw, dtype="<i8").astype(np.int64)
+                if col == "t_ns":
+                    arr = np.cumsum(arr, dtype=np.int64)
+                values = arr.astype(bool) if kind == "bool" else arr
+            if n is None:
+                n = len(values)
+            elif len(values) != n:
+                raise FormatError(f"batch stream {name}: columns differ in length")
+            out[col] = values
+        streams[name] = out
+    return Batch(obj["t"], streams)

@@ -1,0 +1,93 @@
+"""What every source implements, and the sink it writes to.
+
+A source is started with a sink and must:
+- stamp every event with ``station.clock.monotonic_ns()`` (or a better-aligned station-clock time,
+  e.g. the ADC time of an audio frame),
+- call ``sink.put(event)`` / ``sink.put_many(events)`` without blocking its hook or callback
+  thread for long (the sink is a bounded in-memory queue; on overflow it counts drops),
+- report its state changes as ``SourceHealth`` events (``ok`` / ``degraded`` / ``lost``) and keep
+  retrying when its device goes away (degrade, don't die),
+- stop promptly on ``stop()`` (within 1 s).
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from typing import Any, Iterable, Protocol
+
+from ..clock import monotonic_ns
+from ..events import SourceHealth
+
+
+class EventSink(Protocol):
+    def put(self, event: Any) -> None: ...
+    def put_many(self, events: Iterable[Any]) -> None: ...
+
+
+class Source(Protocol):
+    name: str
+
+    def start(self, sink: EventSink) -> None: ...
+    def stop(self) -> None: ...
+    def status(self) -> dict[str, Any]:
+        """Current state and counters for the health beat, e.g. {"state": "ok", "overflows": 0}."""
+        ...
+
+
+class EventQueue:
+    """Thread-safe bounded FIFO of events between sources and the recorder loop.
+
+    ``put`` never blocks: when ``max_events`` are waiting, the event is dropped and counted in
+    ``dropped`` (the recorder reports it in health). ``drain`` takes everything waiting.
+    """
+
+    def __init__(self, max_events: int = 1_000_000):
+        self._items: collections.deque = collections.deque()
+        self._lock = threading.Lock()
+        self.max_events = max_events
+        self.dropped = 0
+        self.accepted = 0
+        self.wakeup = threading.Event()
+
+    def put(self, event: Any) -> None:
+        with self._lock:
+            if len(self._items) >= self.max_events:
+                self.dropped += 1
+                return
+            self._items.append(event)
+            self.accepted += 1
+
+    def put_many(self, events: Iterable[Any]) -> None:
+        with self._lock:
+            for event in events:
+                if len(self._items) >= self.max_events:
+                    self.dropped += 1
+                    continue
+                self._items.append(event)
+                self.accepted += 1
+
+    def drain(self) -> list[Any]:
+        with self._lock:
+            items = list(self._items)
+            self._items.clear()
+        return items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class HealthReporter:
+    """Emits a SourceHealth event only when a source's state or detail changes."""
+
+    def __init__(self, source: str, sink: EventSink):
+        self.source = source
+        self.sink = sink
+        self.state: str | None = None
+        self.detail = ""
+
+    def report(self, state: str, detail: str = "", t_ns: int | None = None) -> None:
+        if state == self.state and detail == self.detail:
+            return
+        self.state, self.detail = state, detail
+        self.sink.put(SourceHealth(t_ns if t_ns is not None else monotonic_ns(), self.source, state, detail))

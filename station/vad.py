@@ -1,0 +1,106 @@
+"""Per-frame voice activity: webrtcvad plus the station's own checks.
+
+``FrameClassifier.classify`` turns one frame of int16 mono samples into a ``SpeechFrame``:
+
+1. level: RMS in dBFS (0 dBFS = full-scale sine RMS convention is NOT used: 0 dBFS here is the RMS
+   of a full-scale square wave, i.e. 20*log10(rms/32768)); silence is clamped to -127 dBFS;
+2. webrtcvad's raw decision (``vad``) at the configured mode;
+3. energy gate: frames below ``gate_dbfs`` (noise floor + margin from the headset profile) are not
+   speech (flag GATED);
+4. click rejection: a frame whose crest factor (peak/RMS) is above ``crest_db`` is impulsive
+   (flag IMPULSIVE); an impulsive frame near a key press is a keyboard click, not speech (CLICK);
+5. bleed suppression (agent channel only): when the customer signal's level in the same frame is
+   known, the microphone picks up ``customer_level - coupling_db`` from the earpiece; a mic frame
+   not louder than that plus ``bleed_margin_db`` is bleed, not agent speech (BLEED).
+
+The final ``speech`` decision is ``vad`` minus these rejections. Smoothing into talk spurts
+(onset/hangover) happens later, in the metrics engine, so that it is replayable.
+
+The classifier is pure given its inputs (no clock, no I/O), so the live audio source and the demo
+scenario run exactly the same code.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import webrtcvad
+
+from .events import FrameFlag, SpeechFrame
+
+SILENCE_DBFS = -127.0
+
+
+def level_dbfs(samples: np.ndarray) -> float:
+    """RMS level of int16 samples in dBFS (full scale = 32768), clamped at -127 dBFS."""
+    if len(samples) == 0:
+        return SILENCE_DBFS
+    x = samples.astype(np.float64)
+    rms = math.sqrt(float(np.dot(x, x)) / len(x))
+    if rms <= 0:
+        return SILENCE_DBFS
+    return max(SILENCE_DBFS, 20.0 * math.log10(rms / 32768.0))
+
+
+def crest_db(samples: np.ndarray) -> float:
+    """Peak-to-RMS ratio in dB (a sine is 3 dB, speech ~10-15 dB, a click 20+ dB)."""
+    x = samples.astype(np.float64)
+    rms = math.sqrt(float(np.dot(x, x)) / max(1, len(x)))
+    if rms <= 0:
+        return 0.0
+    return 20.0 * math.log10(float(np.max(np.abs(x))) / rms)
+
+
+class FrameClassifier:
+    """Classify frames of one channel.
+
+    sample_rate: 8000/16000/32000/48000 Hz. frame_ms: 10/20/30. mode: webrtcvad 0..3.
+    gate_dbfs: frames below this level are not speech. crest_limit_db: impulsive threshold.
+    coupling_db / bleed_margin_db: earpiece-to-mic coupling loss and tolerance (agent channel).
+    Raises ValueError for a frame of the wrong length.
+    """
+
+    def __init__(self, channel: int, *, sample_rate: int = 16000, frame_ms: int = 20, mode: int = 2,
+                 gate_dbfs: float = -54.0, crest_limit_db: float = 15.0,
+                 coupling_db: float = 20.0, bleed_margin_db: float = 6.0):
+        self.channel = int(channel)
+        self.sample_rate = sample_rate
+        self.frame_ms = frame_ms
+        self.frame_len = sample_rate * frame_ms // 1000
+        self.dur_ns = frame_ms * 1_000_000
+        self.vad = webrtcvad.Vad(mode)
+        self.gate_dbfs = gate_dbfs
+        self.crest_limit_db = crest_limit_db
+        self.coupling_db = coupling_db
+        self.bleed_margin_db = bleed_margin_db
+
+    def classify(self, samples: np.ndarray, t_ns: int, *, near_key_press: bool = False,
+                 customer_level_dbfs: float | None = None) -> SpeechFrame:
+        """One frame -> SpeechFrame. samples: int16 array of exactly frame_len samples.
+
+        near_key_press: a key was pressed within the click window of this frame.
+        customer_level_dbfs: the customer channel's level in the same frame (agent channel only).
+        """
+        if len(samples) != self.frame_len:
+            raise ValueError(f"frame has {len(samples)} samples, expected {self.frame_len}")
+        samples = np.ascontiguousarray(samples, dtype=np.int16)
+        level = level_dbfs(samples)
+        raw = bool(self.vad.is_speech(samples.tobytes(), self.sample_rate))
+        flags = 0
+        speech = raw
+        if level < self.gate_dbfs:
+            flags |= FrameFlag.GATED
+            speech = False
+        if raw and crest_db(samples) > self.crest_limit_db:
+            flags |= FrameFlag.IMPULSIVE
+            if near_key_press:
+                flags |= FrameFlag.CLICK
+                speech = False
+        if customer_level_dbfs is not None and self.channel == 0:
+            expected_bleed = customer_level_dbfs - self.coupling_db
+            if level <= expected_bleed + self.bleed_margin_db and customer_level_dbfs > self.gate_dbfs:
+                flags |= FrameFlag.BLEED
+                speech = False
+        return SpeechFrame(t_ns=int(t_ns), channel=self.channel, dur_ns=self.dur_ns,
+                           level_dbfs_x10=int(round(level * 10)), vad=raw, speech=speech, flags=int(flags))
