@@ -1,5 +1,7 @@
 """Fixtures shared by all tests; helpers are in tests/support.py."""
 
+from pathlib import Path
+
 import pytest
 
 from tests.support import ARTIFACTS
