@@ -1,0 +1,139 @@
+"""Headset profiles: what calibration measured, read by the agent.
+
+A profile is ``<headset_dir>/<headset-id>.toml`` with one ``[profile]`` table (see
+``HeadsetProfile`` for keys and units). ``station calibrate`` writes it; the audio source reads the
+gate, VAD mode, coupling and latency from it; the health beat warns when it is missing, too old, or
+made on another station (``profile_warnings``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Config, ConfigError
+
+
+@dataclass(frozen=True)
+class HeadsetProfile:
+    """Calibration results for one headset on one station.
+
+    noise_floor_dbfs: RMS level of 5 s of silence on the microphone (dBFS).
+    gate_dbfs: energy gate for the VAD (dBFS); frames below are never speech.
+    vad_mode: webrtcvad aggressiveness 0..3 chosen by calibration.
+    input_latency_ms: from sound at the microphone to the frame's ADC timestamp (ms); subtracted.
+    round_trip_ms: output-to-input latency measured with a chirp (ms).
+    coupling_db: earpiece-to-microphone coupling loss (dB, positive = quieter in the mic).
+    speech_level_dbfs: active speech level of the calibration sentence (ITU-T P.56, dBFS).
+    sensitivity_dbspl_at_0dbfs: dB SPL that reads 0 dBFS, when a rig measured it, else None.
+    created: ISO 8601 UTC time of calibration. passed: the certificate's overall verdict.
+    """
+
+    headset_id: str
+    station_id: str
+    technician: str
+    created: str
+    noise_floor_dbfs: float
+    gate_dbfs: float
+    vad_mode: int
+    input_latency_ms: float
+    round_trip_ms: float
+    coupling_db: float
+    speech_level_dbfs: float
+    passed: bool
+    sensitivity_dbspl_at_0dbfs: float | None = None
+
+    def created_at(self) -> dt.datetime:
+        return dt.datetime.fromisoformat(self.created.replace("Z", "+00:00"))
+
+
+_NUMERIC = {"noise_floor_dbfs": (-140.0, 0.0), "gate_dbfs": (-140.0, 0.0), "input_latency_ms": (0.0, 2000.0),
+            "round_trip_ms": (0.0, 4000.0), "coupling_db": (-20.0, 140.0), "speech_level_dbfs": (-140.0, 0.0),
+            "sensitivity_dbspl_at_0dbfs": (60.0, 200.0)}
+
+
+def profile_dir(cfg: Config) -> Path:
+    if cfg.station.headset_dir:
+        return Path(cfg.station.headset_dir).expanduser()
+    return cfg.base_dir / "headsets"
+
+
+def profile_path(cfg: Config, headset_id: str | None = None) -> Path:
+    return profile_dir(cfg) / f"{headset_id or cfg.station.headset}.toml"
+
+
+def read_profile(path: Path) -> HeadsetProfile:
+    """Parse and check one profile file. Raises ConfigError naming the file and key."""
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: headset profile not found") from None
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: unreadable headset profile: {e}") from None
+    body = raw.get("profile")
+    if not isinstance(body, dict):
+        raise ConfigError(f"{path}: missing [profile] table")
+    kwargs = {}
+    for f in dataclasses.fields(HeadsetProfile):
+        if f.name not in body:
+            if f.name == "sensitivity_dbspl_at_0dbfs":
+                kwargs[f.name] = None
+                continue
+            raise ConfigError(f"{path}: profile.{f.name} is missing")
+        v = body[f.name]
+        if f.name in _NUMERIC:
+            lo, hi = _NUMERIC[f.name]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
+                raise ConfigError(f"{path}: profile.{f.name} = {v!r}; allowed: a number from {lo:g} to {hi:g}")
+            v = float(v)
+        elif f.name == "vad_mode":
+            if isinstance(v, bool) or v not in (0, 1, 2, 3):
+                raise ConfigError(f"{path}: profile.vad_mode = {v!r}; allowed: 0, 1, 2 or 3")
+        elif f.name == "passed":
+            if not isinstance(v, bool):
+                raise ConfigError(f"{path}: profile.passed = {v!r}; allowed: true or false")
+        elif not isinstance(v, str):
+            raise ConfigError(f"{path}: profile.{f.name} = {v!r}; allowed: a string")
+        kwargs[f.name] = v
+    unknown = set(body) - {f.name for f in dataclasses.fields(HeadsetProfile)}
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) profile." + ", profile.".join(sorted(unknown)))
+    profile = HeadsetProfile(**kwargs)
+    try:
+        profile.created_at()
+    except ValueError:
+        raise ConfigError(f"{path}: profile.created = {profile.created!r}; allowed: an ISO 8601 time") from None
+    return profile
+
+
+def load_profile(cfg: Config) -> HeadsetProfile | None:
+    """The configured headset's profile, or None when no headset is configured or its file is
+    missing (a warning, see profile_warnings). A present but invalid file raises ConfigError."""
+    if not cfg.station.headset:
+        return None
+    path = profile_path(cfg)
+    if not path.exists():
+        return None
+    return read_profile(path)
+
+
+def profile_warnings(cfg: Config, profile: HeadsetProfile | None, now: dt.datetime | None = None) -> list[str]:
+    """Operator-readable warnings for the health beat; empty when the profile is fine."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    if not cfg.station.headset:
+        return ["no headset configured (station.headset): default VAD gate, no latency correction"]
+    if profile is None:
+        return [f"headset profile missing: {profile_path(cfg)} (run station calibrate)"]
+    out = []
+    age_days = (now - profile.created_at()).total_seconds() / 86400
+    if age_days > cfg.station.headset_max_age_days:
+        out.append(f"headset profile is {age_days:.0f} days old (limit {cfg.station.headset_max_age_days})")
+    if profile.station_id != cfg.station.id:
+        out.append(f"headset profile was made on station {profile.station_id}, this is {cfg.station.id}")
+    if not profile.passed:
+        out.append("headset calibration did not pass")
+    return out
