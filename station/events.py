@@ -39,6 +39,7 @@ import msgpack
 import numpy as np
 
 BATCH_FORMAT = 1  # bump on an incompatible change of the encoded form
+DEFAULT_LAG_NS = 1_000_000_000  # how late an event may arrive after its own time (audio, mouse bins)
 
 
 class FormatError(ValueError):
@@ -224,18 +225,22 @@ class Batch:
     """Events of one ingestion cycle, columnar per stream.
 
     t_ns: when the recorder took the batch (station clock); the engine's notion of "now".
+    watermark_ns: every event with t_ns < watermark_ns has been delivered by now (in this or an
+        earlier batch); later-arriving older events are late. Default: t_ns - DEFAULT_LAG_NS.
     streams: stream name -> column name -> numpy array (int64 / bool) or list of str.
     Within a stream, rows keep arrival order, which sources keep in time order.
     """
 
-    __slots__ = ("t_ns", "streams")
+    __slots__ = ("t_ns", "watermark_ns", "streams")
 
-    def __init__(self, t_ns: int, streams: dict[str, dict[str, Any]] | None = None):
+    def __init__(self, t_ns: int, streams: dict[str, dict[str, Any]] | None = None,
+                 watermark_ns: int | None = None):
         self.t_ns = int(t_ns)
+        self.watermark_ns = int(watermark_ns) if watermark_ns is not None else self.t_ns - DEFAULT_LAG_NS
         self.streams = streams or {}
 
     @classmethod
-    def from_events(cls, t_ns: int, events: Iterable[Any]) -> "Batch":
+    def from_events(cls, t_ns: int, events: Iterable[Any], watermark_ns: int | None = None) -> "Batch":
         """Group events by stream into columns (stable sort by t_ns within a stream)."""
         grouped: dict[str, list[Any]] = {}
         for ev in events:
@@ -253,7 +258,7 @@ class Batch:
                 else:
                     cols[col] = values
             streams[name] = cols
-        return cls(t_ns, streams)
+        return cls(t_ns, streams, watermark_ns)
 
     def count(self, stream: str | None = None) -> int:
         if stream is not None:
@@ -290,7 +295,7 @@ class Batch:
         return None if lo is None else (lo, hi)
 
     def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Batch) or self.t_ns != other.t_ns:
+        if not isinstance(other, Batch) or self.t_ns != other.t_ns or self.watermark_ns != other.watermark_ns:
             return False
         mine = {k: v for k, v in self.streams.items() if len(v["t_ns"])}
         theirs = {k: v for k, v in other.streams.items() if len(v["t_ns"])}
@@ -333,7 +338,7 @@ def encode_batch(batch: Batch, level: int = 6) -> bytes:
                 arr = np.diff(arr, prepend=np.int64(0))
             out[col] = arr.astype("<i8").tobytes()
         streams[name] = out
-    packed = msgpack.packb({"v": BATCH_FORMAT, "t": batch.t_ns, "s": streams}, use_bin_type=True)
+    packed = msgpack.packb({"v": BATCH_FORMAT, "t": batch.t_ns, "w": batch.watermark_ns, "s": streams}, use_bin_type=True)
     return zlib.compress(packed, level)
 
 
@@ -356,7 +361,8 @@ def decode_batch(data: bytes) -> Batch:
         raise FormatError("batch has no format version")
     if obj["v"] > BATCH_FORMAT:
         raise NewerFormatError(f"batch format {obj['v']} is newer than this software ({BATCH_FORMAT})")
-    if obj["v"] != BATCH_FORMAT or not isinstance(obj.get("t"), int) or not isinstance(obj.get("s"), dict):
+    if (obj["v"] != BATCH_FORMAT or not isinstance(obj.get("t"), int) or not isinstance(obj.get("s"), dict)
+            or not isinstance(obj.get("w", 0), int)):
         raise FormatError("batch header malformed")
     streams = {}
     for name, cols in obj["s"].items():
@@ -383,4 +389,4 @@ def decode_batch(data: bytes) -> Batch:
                 raise FormatError(f"batch stream {name}: columns differ in length")
             out[col] = values
         streams[name] = out
-    return Batch(obj["t"], streams)
+    return Batch(obj["t"], streams, obj.get("w"))
