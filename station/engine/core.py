@@ -1,0 +1,437 @@
+"""The metrics engine: batches of events in, messages out. Pure and incremental.
+
+No I/O, no threads, no clock reads: "now" is the batch's ``t_ns`` and the batch's ``watermark_ns``
+says up to when the input is complete. Feeding the same batches gives the same messages, which is
+what makes ``station replay`` reproduce a live session exactly.
+
+Outputs of ``ingest`` / ``finish`` are ``(kind, t_ns, body)`` tuples, body a plain dict:
+
+- ``summary``: every ``engine.summary_interval_ms`` of batch time: live indicators, the current
+  contact, session totals so far, spans closed since the previous summary;
+- ``contact``: a contact's final figures, once nothing later can change them;
+- ``alert``: dead air now, a source lost or back;
+- ``mark`` / ``exam``: an assessor mark, contact marker or exam command, as journaled.
+
+Results that do not depend on timing of arrival (contacts and their figures, the report) are
+independent of how events were split into batches: every activity span, contact boundary and
+figure is computed only once its inputs are final (see ``tracks`` and ``contacts``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import intervals as iv
+from ..events import KeyClass
+from .contacts import Clusterer, MarkerBook
+from .figures import CAT_CODES, CAT_NAMES, NS_PER_MS, WindowData, share, window_figures
+from .tracks import Points, SpanTrack
+
+MOUSE_BIN_NS = 10 * NS_PER_MS
+FAR = 2 ** 62
+CHAT_KINDS = ("chat", "email")
+
+
+class Engine:
+    """Derives activity, contacts and evidence from events.
+
+    cfg: a station.config.Config. reference_text: the typing-task reference for D5 ("" = none).
+    """
+
+    def __init__(self, cfg, *, reference_text: str = ""):
+        a, sp, ct = cfg.activity, cfg.speech, cfg.contacts
+        self.cfg_activity, self.cfg_rules = a, cfg.rules
+        self.info_cats = tuple(a.info_categories)
+        self.reference_text = reference_text
+        self.agent = SpanTrack(sp.padding_ms * NS_PER_MS, sp.min_spurt_ms * NS_PER_MS)
+        self.customer = SpanTrack(sp.padding_ms * NS_PER_MS, sp.min_spurt_ms * NS_PER_MS)
+        self.typing = SpanTrack(a.typing_burst_gap_ms * NS_PER_MS + 1)
+        self.mouse = SpanTrack(a.mouse_active_gap_ms * NS_PER_MS + 1)
+        self.presses = Points()
+        self.typed: list[tuple[int, str]] = []
+        self.focus_t: list[int] = []
+        self.focus_cat: list[int] = []
+        self._focus_arrays: tuple[np.ndarray, np.ndarray] | None = None
+        self.phone = Clusterer(ct.phone_gap_ms * NS_PER_MS)
+        self.phone_min_customer = ct.phone_min_customer_ms * NS_PER_MS
+        self.chat = {k: Clusterer(ct.chat_gap_ms * NS_PER_MS) for k in CHAT_KINDS}
+        self._focus_fed = 0          # focus segments fed to chat clusterers
+        self._speech_ptr = [0, 0]    # closed spurts fed to the phone clusterer, per channel
+        self.markers = MarkerBook()
+        self.pending: list[dict] = []    # contacts waiting for final inputs
+        self.contacts: list[dict] = []   # finalized contact figures
+        self.marks: list[dict] = []
+        self.exam: dict = {}
+        self.exam_events: list[dict] = []
+        self.health: dict[str, str] = {}
+        self.lost: dict[str, list[list[int]]] = {}
+        self.watermark = -FAR
+        self.now = -FAR
+        self.first_t: int | None = None
+        self.summary_ns = cfg.engine.summary_interval_ms * NS_PER_MS
+        self.next_tick: int | None = None
+        self.dead_air_alerted_at: int | None = None
+        self._totals = {"phone": {}, "chat": {}, "email": {}}
+        self.finished = False
+
+    # ------------------------------------------------------------------ input
+    def ingest(self, batch) -> list[tuple[str, int, dict]]:
+        out: list[tuple[str, int, dict]] = []
+        self.now = max(self.now, batch.t_ns)
+        self.watermark = max(self.watermark, batch.watermark_ns)
+        if self.first_t is None:
+            rng = batch.time_range()
+            self.first_t = min(batch.t_ns, rng[0]) if rng else batch.t_ns
+        s = batch.streams
+        if "focus" in s:
+            self._add_focus(s["focus"])
+        if "speech" in s:
+            self._add_speech(s["speech"])
+        if "key" in s:
+            self._add_keys(s["key"])
+        mouse_t = [s[n]["t_ns"] for n in ("mouse", "click", "scroll") if n in s]
+        if mouse_t:
+            t = np.concatenate(mouse_t)
+            self.mouse.add(np.column_stack((t, t + MOUSE_BIN_NS)))
+        self.typing.add(iv.EMPTY, self.watermark)
+        self.mouse.add(iv.EMPTY, self.watermark)
+        for track in (self.agent, self.customer):
+            track.add(iv.EMPTY, self.watermark)
+        for name in ("contact", "mark", "exam", "health"):
+            if name in s:
+                for ev in batch.events(name):
+                    out += getattr(self, f"_on_{name}")(ev)
+        self._detect_contacts()
+        out += self._finalize_due()
+        out += self._alerts()
+        if self.next_tick is None:
+            self.next_tick = (batch.t_ns // self.summary_ns + 1) * self.summary_ns
+        if batch.t_ns >= self.next_tick:
+            out.append(("summary", batch.t_ns, self.summary()))
+            self.next_tick = (batch.t_ns // self.summary_ns + 1) * self.summary_ns
+        return out
+
+    def _add_speech(self, cols) -> None:
+        t, dur, ch, sp = cols["t_ns"], cols["dur_ns"], cols["channel"], cols["speech"]
+        for channel, track in ((0, self.agent), (1, self.customer)):
+            m = ch == channel
+            if not m.any():
+                continue
+            v = m & sp
+            elem = np.column_stack((t[v], t[v] + dur[v])) if v.any() else iv.EMPTY
+            track.add(elem, int((t[m] + dur[m]).max()))
+
+    def _add_keys(self, cols) -> None:
+        t, down = cols["t_ns"], cols["down"]
+        press = down
+        pt = t[press]
+        self.presses.extend(pt, cols["key_class"][press])
+        for i in np.flatnonzero(press):
+            c = cols["char"][i]
+            if c:
+                self.typed.append((int(t[i]), c))
+        rel = t[~down]
+        elem = np.concatenate((np.column_stack((pt, pt + 1)), np.column_stack((rel - 1, rel))))
+        self.typing.add(elem)
+
+    def _add_focus(self, cols) -> None:
+        for t, cat in zip(cols["t_ns"], cols["category"]):
+            t = int(t)
+            if self.focus_t and t < self.focus_t[-1]:
+                t = self.focus_t[-1]   # late focus event: keep the order, never rewrite history
+            self.focus_t.append(t)
+            self.focus_cat.append(CAT_CODES.get(cat, 0))
+        self._focus_arrays = None
+
+    def _on_contact(self, ev) -> list:
+        closed = self.markers.apply(ev.t_ns, ev.action, ev.kind, ev.contact_ref, ev.assessor_id)
+        if closed is not None:
+            self.pending.append({"kind": closed.kind, "lo": closed.start, "hi": closed.end,
+                                 "source": "assessor", "ref": closed.ref})
+        body = {"type": "contact_marker", "action": ev.action, "kind": ev.kind, "ref": ev.contact_ref,
+                "assessor_id": ev.assessor_id, "t_ns": ev.t_ns}
+        return [("mark", ev.t_ns, body)]
+
+    def _on_mark(self, ev) -> list:
+        body = {"type": "mark", "mark_id": ev.mark_id, "assessor_id": ev.assessor_id,
+                "assessor_name": ev.assessor_name, "competence": ev.competence, "kind": ev.kind,
+                "text": ev.text, "t_ns": ev.t_ns}
+        self.marks.append(body)
+        return [("mark", ev.t_ns, body)]
+
+    def _on_exam(self, ev) -> list:
+        body = {"action": ev.action, "candidate_id": ev.candidate_id, "candidate_name": ev.candidate_name,
+                "assessor_id": ev.assessor_id, "t_ns": ev.t_ns}
+        self.exam_events.append(body)
+        if ev.action == "assign":
+            self.exam.update(candidate_id=ev.candidate_id, candidate_name=ev.candidate_name)
+        elif ev.action in ("start", "end"):
+            self.exam[f"{ev.action}_ns"] = ev.t_ns
+        return [("exam", ev.t_ns, body)]
+
+    def _on_health(self, ev) -> list:
+        prev = self.health.get(ev.source)
+        self.health[ev.source] = ev.state
+        spans = self.lost.setdefault(ev.source, [])
+        out = []
+        if ev.state == "lost" and prev != "lost":
+            spans.append([ev.t_ns, None])
+            out.append(("alert", ev.t_ns, {"type": "source_lost", "source": ev.source, "detail": ev.detail}))
+        elif ev.state != "lost" and prev == "lost":
+            if spans and spans[-1][1] is None:
+                spans[-1][1] = ev.t_ns
+            out.append(("alert", ev.t_ns, {"type": "source_back", "source": ev.source, "detail": ev.detail}))
+        return out
+
+    # ------------------------------------------------------------- contacts
+    def _speech_safe(self) -> int:
+        """Speech before this time is final on both channels."""
+        safe = []
+        for tr in (self.agent, self.customer):
+            safe.append(tr.open[0] if tr.open is not None else tr.frontier)
+        return min(safe)
+
+    def _detect_contacts(self) -> None:
+        safe = self._speech_safe()
+        new = []
+        for ch, tr in enumerate((self.agent, self.customer)):
+            spans = tr.closed.all
+            i = self._speech_ptr[ch]
+            j = i + int(np.searchsorted(spans[i:, 0], safe, side="left")) if len(spans) > i else i
+            for k in range(i, j):
+                new.append((int(spans[k, 0]), int(spans[k, 1]), ch))
+            self._speech_ptr[ch] = j
+        new.sort()
+        for start, end, ch in new:
+            done = self.phone.add(start, end, end - start if ch == 1 else 0)
+            self._phone_closed(done)
+        self._phone_closed(self.phone.close_if_due(safe))
+        # chat / email from final focus segments
+        ft = self.focus_t
+        while self._focus_fed + 1 < len(ft) and ft[self._focus_fed + 1] <= self.watermark:
+            i = self._focus_fed
+            cat = CAT_NAMES[self.focus_cat[i]]
+            if cat in CHAT_KINDS and ft[i + 1] > ft[i]:
+                self._chat_closed(cat, self.chat[cat].add(ft[i], ft[i + 1], ft[i + 1] - ft[i]))
+            self._focus_fed += 1
+        for kind, cl in self.chat.items():
+            cur_kind = self._current_focus()
+            if cur_kind == kind and self._focus_fed < len(ft) and cl.current is not None \
+                    and ft[self._focus_fed] - cl.current.end < cl.gap_ns:
+                continue
+            self._chat_closed(kind, cl.close_if_due(self.watermark))
+
+    def _phone_closed(self, cluster) -> None:
+        if cluster is not None and cluster.weight >= self.phone_min_customer:
+            self.pending.append({"kind": "phone", "lo": cluster.start, "hi": cluster.end, "source": "auto", "ref": ""})
+
+    def _chat_closed(self, kind, cluster) -> None:
+        if cluster is not None:
+            self.pending.append({"kind": kind, "lo": cluster.start, "hi": cluster.end, "source": "auto", "ref": ""})
+
+    def _current_focus(self) -> str:
+        return CAT_NAMES[self.focus_cat[-1]] if self.focus_cat else "other"
+
+    @staticmethod
+    def _track_final_at(tr: SpanTrack, hi: int) -> bool:
+        if tr.frontier < hi:
+            return False
+        o = tr.open
+        return o is None or o[0] >= hi or (o[1] >= hi and o[1] - o[0] >= tr.min_ns)
+
+    def _finalize_due(self) -> list:
+        out = []
+        keep = []
+        for p in self.pending:
+            hi = p["hi"]
+            ready = self.finished or (
+                self.watermark >= hi
+                and all(self._track_final_at(tr, hi) for tr in (self.agent, self.customer, self.typing, self.mouse)))
+            if not ready:
+                keep.append(p)
+                continue
+            if p["source"] == "auto" and self.markers.overlaps(p["kind"], p["lo"], hi):
+                continue  # an assessor's explicit contact overrides the automatic one
+            fig = self.figures_for(p["kind"], p["lo"], hi)
+            fig["source"] = p["source"]
+            fig["ref"] = p["ref"]
+            fig["id"] = f"{p['kind']}@{p['lo']}"
+            self.contacts.append(fig)
+            self._accumulate(fig)
+            out.append(("contact", hi, _public(fig)))
+        self.pending = keep
+        return out
+
+    def _accumulate(self, fig) -> None:
+        tot = self._totals[fig["kind"]]
+        for k, v in fig["_ns"].items():
+            tot[k] = tot.get(k, 0) + v
+        tot["count"] = tot.get("count", 0) + 1
+
+    # --------------------------------------------------------------- windows
+    def focus_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._focus_arrays is None:
+            self._focus_arrays = (np.array(self.focus_t, dtype=np.int64), np.array(self.focus_cat, dtype=np.int64))
+        return self._focus_arrays
+
+    def focus_spans(self, lo: int, hi: int) -> tuple[dict[str, np.ndarray], dict[str, int], int]:
+        """Per-category focus spans in [lo, hi); entries per category; chat/email<->info switches."""
+        t, c = self.focus_arrays()
+        spans: dict[str, list] = {}
+        entries: dict[str, int] = {}
+        switches = 0
+        if len(t) == 0:
+            return {}, {}, 0
+        i = max(0, int(np.searchsorted(t, lo, side="right")) - 1)
+        j = int(np.searchsorted(t, hi, side="left"))
+        info = {CAT_CODES[x] for x in self.info_cats}
+        chatish = {CAT_CODES["chat"], CAT_CODES["email"]}
+        n = len(t)
+        for k in range(i, j):
+            s = max(int(t[k]), lo)
+            e = min(int(t[k + 1]) if k + 1 < n else hi, hi)
+            name = CAT_NAMES[int(c[k])]
+            if e > s:
+                spans.setdefault(name, []).append((s, e))
+            if int(t[k]) >= lo:
+                entries[name] = entries.get(name, 0) + 1
+                if k > 0:
+                    a, b = int(c[k - 1]), int(c[k])
+                    if (a in chatish and b in info) or (a in info and b in chatish):
+                        switches += 1
+        return {k: iv.normalize(v) for k, v in spans.items()}, entries, switches
+
+    def unknown_spans(self, lo: int, hi: int) -> np.ndarray:
+        pairs = [(s, e if e is not None else hi) for spans in self.lost.values() for s, e in spans]
+        return iv.clip(iv.normalize(pairs), lo, hi) if pairs else iv.EMPTY.copy()
+
+    def window_data(self, kind: str, lo: int, hi: int, provisional: bool = False) -> WindowData:
+        focus, entries, switches = self.focus_spans(lo, hi)
+        pt, pc = self.presses.window(lo, hi)
+        ft, fc = self.focus_arrays()
+        if len(ft):
+            idx = np.searchsorted(ft, pt, side="right") - 1
+            pcat = np.where(idx >= 0, fc[np.maximum(idx, 0)], 0)
+        else:
+            pcat = np.zeros(len(pt), dtype=np.int64)
+        return WindowData(kind, lo, hi,
+                          self.agent.within(lo, hi, provisional), self.customer.within(lo, hi, provisional),
+                          self.typing.within(lo, hi, True), self.mouse.within(lo, hi, True),
+                          focus, pt, pc, pcat, entries, switches, self.unknown_spans(lo, hi))
+
+    def figures_for(self, kind: str, lo: int, hi: int, provisional: bool = False) -> dict:
+        return window_figures(self.window_data(kind, lo, hi, provisional), self.cfg_activity,
+                              self.cfg_rules, self.info_cats)
+
+    # ---------------------------------------------------------------- live
+    def current_contact(self) -> dict | None:
+        for m in reversed(self.markers.open_contacts()):
+            return {"kind": m.kind, "start_ns": m.start, "source": "assessor"}
+        cl = self.phone.current
+        cust = self.customer.within(cl.start, FAR, True) if cl else None
+        if cl is not None and (cl.weight + (iv.measure(cust) if cust is not None else 0)) >= self.phone_min_customer \
+                and self.now - self._last_speech_end() < self.phone.gap_ns:
+            return {"kind": "phone", "start_ns": cl.start, "source": "auto"}
+        if cl is None and (self.agent.active() or self.customer.active()):
+            opens = [tr.open[0] for tr in (self.agent, self.customer) if tr.active()]
+            if self.customer.active() and self.customer.open[1] - self.customer.open[0] >= self.phone_min_customer:
+                return {"kind": "phone", "start_ns": min(opens), "source": "auto"}
+        cur = self._current_focus()
+        if cur in CHAT_KINDS:
+            c = self.chat[cur].current
+            start = c.start if c is not None else self.focus_t[-1]
+            return {"kind": cur, "start_ns": start, "source": "auto"}
+        for kind, cl2 in self.chat.items():
+            if cl2.current is not None and self.watermark - cl2.current.end < cl2.gap_ns:
+                return {"kind": kind, "start_ns": cl2.current.start, "source": "auto"}
+        return None
+
+    def _last_speech_end(self) -> int:
+        ends = [-FAR]
+        for tr in (self.agent, self.customer):
+            if tr.open is not None:
+                ends.append(tr.open[1])
+            le = tr.closed.last_end()
+            if le is not None:
+                ends.append(le)
+        return max(ends)
+
+    def _silence_now(self, contact) -> int:
+        if contact is None or contact["kind"] != "phone" or self.agent.active() or self.customer.active():
+            return 0
+        known = min(self.agent.frontier, self.customer.frontier)
+        return max(0, known - max(self._last_speech_end(), contact["start_ns"]))
+
+    def _alerts(self) -> list:
+        contact = self.current_contact()
+        silence = self._silence_now(contact)
+        if silence >= self.cfg_activity.dead_air_ms * NS_PER_MS:
+            start = self.now - silence
+            if self.dead_air_alerted_at != start:
+                self.dead_air_alerted_at = start
+                return [("alert", self.now, {"type": "dead_air", "since_ns": start, "silence_ms": silence // NS_PER_MS})]
+        return []
+
+    def summary(self) -> dict:
+        contact = self.current_contact()
+        live = {"agent_talking": self.agent.active(), "customer_talking": self.customer.active(),
+                "typing": self.typing.active(), "mouse": self.mouse.active(),
+                "focus": self._current_focus(), "dead_air_ms": self._silence_now(contact) // NS_PER_MS}
+        if contact is not None:
+            fig = self.figures_for(contact["kind"], contact["start_ns"], max(self.now, contact["start_ns"] + 1), True)
+            contact = dict(contact, duration_ms=max(0, self.now - contact["start_ns"]) // NS_PER_MS,
+                           **{k: fig.get(k) for k in ("s1_share", "s3_share", "agent_talk_ms", "customer_talk_ms",
+                                                      "dead_air_count", "s2_switches_per_min", "s2_info_share")
+                              if k in fig})
+        spans = {name: tr.take_new().tolist() for name, tr in
+                 (("agent", self.agent), ("customer", self.customer), ("typing", self.typing), ("mouse", self.mouse))}
+        t, c = self.focus_arrays()
+        since = getattr(self, "_focus_reported", 0)
+        focus = [[int(t[k]), CAT_NAMES[int(c[k])]] for k in range(since, len(t))]
+        self._focus_reported = len(t)
+        return {"t_ns": self.now, "live": live, "contact": contact, "session": self.session_totals(),
+                "spans": spans, "focus": focus, "health": dict(self.health), "exam": dict(self.exam)}
+
+    def session_totals(self) -> dict:
+        ph = self._totals["phone"]
+        chat_n = self._totals["chat"].get("count", 0)
+        email_n = self._totals["email"].get("count", 0)
+        return {"contacts": {"phone": ph.get("count", 0), "chat": chat_n, "email": email_n},
+                "conversation_ms": ph.get("conv", 0) // NS_PER_MS,
+                "s1_share": share(ph.get("info", 0), ph.get("conv", 0)),
+                "s3_share": share(ph.get("s3_conv", 0), ph.get("conv", 0)),
+                "dead_air_ms": ph.get("dead", 0) // NS_PER_MS,
+                "keys_pressed": self.presses.n, "marks": len(self.marks)}
+
+    # ---------------------------------------------------------------- end
+    def finish(self, t_ns: int) -> list[tuple[str, int, dict]]:
+        """Close everything at session end t_ns and emit the last contacts and a final summary."""
+        self.now = max(self.now, t_ns)
+        self.watermark = max(self.watermark, t_ns)
+        for tr in (self.agent, self.customer, self.typing, self.mouse):
+            tr.flush(t_ns)
+        for m in self.markers.open_contacts():
+            m.end = max(t_ns, m.start)
+            self.pending.append({"kind": m.kind, "lo": m.start, "hi": m.end, "source": "assessor", "ref": m.ref})
+        self._detect_contacts()
+        self._phone_closed(self.phone.flush())
+        # the focus segment still open at the end counts up to t_ns
+        ft = self.focus_t
+        if self._focus_fed < len(ft):
+            cat = CAT_NAMES[self.focus_cat[-1]]
+            while self._focus_fed + 1 < len(ft):
+                self._focus_fed += 1
+            if cat in CHAT_KINDS and t_ns > ft[-1]:
+                self._chat_closed(cat, self.chat[cat].add(ft[-1], t_ns, t_ns - ft[-1]))
+        for kind, cl in self.chat.items():
+            self._chat_closed(kind, cl.flush())
+        self.finished = True
+        out = self._finalize_due()
+        self.contacts.sort(key=lambda f: (f["start_ns"], f["kind"]))
+        out.append(("summary", self.now, self.summary()))
+        return out
+
+
+def _public(fig: dict) -> dict:
+    """Contact figures without internal totals."""
+    return {k: v for k, v in fig.items() if not k.startswith("_")}

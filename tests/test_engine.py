@@ -1,0 +1,163 @@
+"""STANDARD.md figures pinned on hand-built event sequences; answers worked out by hand."""
+
+import pytest
+
+from station.events import KeyClass
+from tests.engine_helpers import S, focus, marker, mouse, run, speech, typing
+
+
+def only_contact(eng, kind="phone"):
+    got = [c for c in eng.contacts if c["kind"] == kind]
+    assert len(got) == 1, eng.contacts
+    return got[0]
+
+
+def test_ten_second_call_agent_overlap_three_quarters():
+    # 10 s call (assessor markers); agent speaks 1-5 s (4 s); customer 5.5-9 s (3.5 s);
+    # a typing burst from the press at 2.0 s to the last release at 5.0 s overlaps 3 s of agent speech.
+    ev = [marker(0, "start"), marker(10, "end")]
+    ev += speech(0, [(1, 5)], 0, 12) + speech(1, [(5.5, 9)], 0, 12)
+    ev += typing(2.0, 4.9, last_release_s=5.0)
+    eng, _ = run(ev, end_s=12)
+    c = only_contact(eng)
+    assert c["source"] == "assessor"
+    assert c["duration_ms"] == 10_000
+    assert c["agent_talk_ms"] == 4000
+    assert c["customer_talk_ms"] == 3500
+    assert c["conversation_ms"] == 7500
+    assert c["s3_agent_share"] == 0.75
+    assert c["s3_customer_share"] == 0.0
+    assert c["s3_share"] == pytest.approx(3 / 7.5, abs=1e-4)
+    assert c["dead_air_count"] == 0          # silences: 1 s, 0.5 s, 1 s
+    assert c["overtalk_count"] == 0
+    assert c["keys_pressed"] == 15           # 2.0, 2.2, ..., 4.8
+
+
+def test_dead_air_and_overtalk():
+    # call 0-20 s: agent 0-6 and 12-16; customer 5-9 and 15.2-20.
+    # overtalk 5-6 (1 s, counted) and 15.2-16 (0.8 s, counted); silence 9-12 = 3 s dead air.
+    ev = [marker(0, "start"), marker(20, "end")]
+    ev += speech(0, [(0, 6), (12, 16)], 0, 22) + speech(1, [(5, 9), (15.2, 20)], 0, 22)
+    eng, _ = run(ev, end_s=22)
+    c = only_contact(eng)
+    assert c["overtalk_count"] == 2
+    assert c["overtalk_ms"] == 1800
+    assert c["dead_air_count"] == 1
+    assert c["dead_air_ms"] == 3000
+    assert c["dead_air_longest_ms"] == 3000
+    assert c["conversation_ms"] == 17000
+
+
+def test_short_overtalk_and_short_silence_do_not_count():
+    ev = [marker(0, "start"), marker(10, "end")]
+    ev += speech(0, [(0, 4)], 0, 12) + speech(1, [(3.6, 7.2)], 0, 12)   # 0.4 s overlap
+    eng, _ = run(ev, end_s=12)
+    c = only_contact(eng)
+    assert c["overtalk_count"] == 0
+    assert c["overtalk_ms"] == 0
+    assert c["dead_air_count"] == 0   # trailing silence 7.2-10 s = 2.8 s < 3 s
+
+
+def test_trailing_silence_at_threshold_is_dead_air():
+    ev = [marker(0, "start"), marker(10, "end")]
+    ev += speech(0, [(0, 4)], 0, 12) + speech(1, [(4.5, 7)], 0, 12)
+    eng, _ = run(ev, end_s=12)
+    c = only_contact(eng)
+    assert c["dead_air_count"] == 1
+    assert c["dead_air_ms"] == 3000
+
+
+def test_s1_information_work_during_conversation():
+    # call 0-10 s, conversation: agent 0-4, customer 4-10 (10 s). Focus crm from 0, other from 6.
+    # mouse active 2-8 s -> info work (mouse in crm) = 2-6 s (4 s) -> S1 = 0.4. D1 tool time 6 s.
+    ev = [marker(0, "start"), marker(10, "end"), focus(0, "crm"), focus(6, "other")]
+    ev += speech(0, [(0, 4)], 0, 12) + speech(1, [(4, 10)], 0, 12)
+    ev += mouse(2, 8.0)   # bins 2.00 ... 7.99 s, the last ending at 8.0 s
+    eng, _ = run(ev, end_s=12)
+    c = only_contact(eng)
+    assert c["s1_share"] == 0.4
+    assert c["tool_time_ms"] == 6000
+    assert c["mouse_ms"] == 6000
+
+
+def test_typing_rates_talk_listen_and_corrections():
+    # agent 0-5 s, customer 5-10 s. 10 presses while talking (0.5 s step from 0 to 4.5),
+    # 5 presses while listening (1 s step from 5.2), two of them backspaces.
+    ev = [marker(0, "start"), marker(10, "end")]
+    ev += speech(0, [(0, 5)], 0, 12) + speech(1, [(5, 10)], 0, 12)
+    ev += typing(0, 4.9, step_s=0.5)
+    ev += typing(5.2, 7.9, step_s=1.0)
+    ev += typing(8.3, 9.9, step_s=1.0, key_class=KeyClass.BACKSPACE)
+    eng, _ = run(ev, end_s=12)
+    c = only_contact(eng)
+    assert c["keys_pressed"] == 15
+    assert c["keys_per_min_talk"] == 120.0    # 10 presses / 5 s
+    assert c["keys_per_min_listen"] == 60.0   # 5 presses / 5 s
+    assert c["corrections"] == 2
+    assert c["correction_share"] == round(2 / 15, 4)
+
+
+def test_automatic_phone_contacts_split_by_gap():
+    # two calls separated by 30 s of silence; each with >= 1 s customer speech.
+    ev = speech(0, [(1, 3), (40, 44)], 0, 80) + speech(1, [(3.5, 6), (45, 47)], 0, 80)
+    eng, _ = run(ev, end_s=80)
+    phones = [c for c in eng.contacts if c["kind"] == "phone"]
+    assert [(c["start_ns"], c["end_ns"]) for c in phones] == [(1 * S, 6 * S), (40 * S, 47 * S)]
+    assert all(c["source"] == "auto" for c in phones)
+
+
+def test_speech_without_customer_is_not_a_call():
+    ev = speech(0, [(1, 5)], 0, 40) + speech(1, [(10, 10.5)], 0, 40)   # 0.5 s < 1 s minimum
+    eng, _ = run(ev, end_s=40)
+    assert [c for c in eng.contacts if c["kind"] == "phone"] == []
+
+
+def test_marker_overrides_automatic_contact():
+    ev = speech(0, [(1, 3)], 0, 40) + speech(1, [(3.5, 6)], 0, 40)
+    ev += [marker(0.5, "start"), marker(8, "end")]
+    eng, _ = run(ev, end_s=40)
+    phones = [c for c in eng.contacts if c["kind"] == "phone"]
+    assert len(phones) == 1
+    assert phones[0]["source"] == "assessor"
+    assert (phones[0]["start_ns"], phones[0]["end_ns"]) == (int(0.5 * S), 8 * S)
+
+
+def test_chat_contact_from_focus_with_switches():
+    # chat 0-20 (chat, knowledge 20-30, chat 30-50, crm 50-60, chat 60-70), then other for 100 s.
+    ev = [focus(0, "chat"), focus(20, "knowledge"), focus(30, "chat"), focus(50, "crm"),
+          focus(60, "chat"), focus(70, "other")]
+    ev += typing(1, 10, step_s=0.5)
+    eng, _ = run(ev, end_s=200)
+    chats = [c for c in eng.contacts if c["kind"] == "chat"]
+    assert len(chats) == 1
+    c = chats[0]
+    assert (c["start_ns"], c["end_ns"]) == (0, 70 * S)
+    assert c["s2_switches"] == 4            # chat->knowledge, knowledge->chat, chat->crm, crm->chat
+    assert c["s2_switches_per_min"] == round(4 * 60 / 70, 2)
+    assert c["channel_time_ms"] == 50_000
+    # chat time within 30 s of an info window: everything except chat 0-20 before... 0-20 is
+    # within 30 s of knowledge at 20 -> all 50 s consulted
+    assert c["s2_info_share"] == 1.0
+    assert c["keys_per_min_chat"] == round(18 * 60 / 50, 2)
+
+
+def test_spurt_smoothing_bridges_short_pauses_and_drops_blips():
+    # agent voiced 1-2 s and 2.2-3 s (0.2 s pause bridged), blip 5.0-5.06 s (dropped, < 100 ms)
+    ev = [marker(0, "start"), marker(10, "end")]
+    ev += speech(0, [(1, 2), (2.2, 3), (5.0, 5.06)], 0, 12) + speech(1, [(6, 8)], 0, 12)
+    eng, _ = run(ev, end_s=12)
+    c = only_contact(eng)
+    assert c["agent_talk_ms"] == 2000
+    assert c["spurts"]["count"] == 1
+    assert c["spurts"]["median_ms"] == 2000
+
+
+def test_live_summaries_every_half_second_with_live_flags():
+    ev = [marker(0, "start")] + speech(0, [(1, 5)], 0, 6) + speech(1, [], 0, 6)
+    eng, outs = run(ev, end_s=6)
+    summaries = [o for o in outs if o[0] == "summary"]
+    times = [t for _, t, _ in summaries]
+    assert len(summaries) >= 11
+    assert all(b - a == S // 2 for a, b in zip(times[:-2], times[1:-1]))
+    talking = [b["live"]["agent_talking"] for _, t, b in summaries if 2.5 * S <= t <= 4.5 * S]
+    assert talking and all(talking)
