@@ -1,0 +1,390 @@
+"""Window focus: which window the candidate works in, event-driven, and its category.
+
+``FocusSource(cfg, focus_state)`` (source name ``"focus"``) emits a ``FocusChange`` every time the
+active window changes or the active window's title changes. X11 backend (python-xlib), no polling:
+
+- the root window is watched for ``PropertyNotify`` of ``_NET_ACTIVE_WINDOW`` (EWMH, set by the
+  window manager);
+- the active window is watched for ``PropertyNotify`` of ``_NET_WM_NAME`` / ``WM_NAME``;
+- the thread sleeps in ``select()`` on the X connection and a wake-up pipe (for ``stop()``).
+
+Each change carries the window id, the class part of ``WM_CLASS``, the title as the privacy
+setting allows (``Categorizer.private_title``: kept, hashed or dropped), ``_NET_WM_PID`` and the
+process name (``/proc/PID/comm``, "" when unknown), and the category from
+``Categorizer.classify(class, title, process)`` (on the full title, before privacy).
+``t_ns`` is stamped (station clock) as soon as the X event is read from the socket. "No active
+window" (id 0) is reported only when it lasts ``NONE_DEBOUNCE_NS`` (50 ms): window managers such
+as openbox clear ``_NET_ACTIVE_WINDOW`` for a moment between two windows, which would otherwise
+count as extra window switches; the focus state says "other" at once all the same.
+
+Failure modes: a window that vanishes between the event and the query (``BadWindow``) yields a
+change with whatever could be read (class/title ""), never an exception; the X server going away
+gives ``SourceHealth("lost")``, the focus state becomes ``"unknown"`` (so no characters are
+recorded), and the source reconnects with backoff (0.1 s doubling to 2 s) and reports ``"ok"``
+again; a window manager without ``_NET_ACTIVE_WINDOW`` gives ``"degraded"``; a Wayland or
+display-less session gives ``"lost"`` with the reason from ``station.sources.platform``.
+
+``FocusState`` is the thread-safe current category, shared with the input source, which records
+typed characters only while the category is ``typing_task``.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import select
+import threading
+from typing import Any
+
+from ..categories import Categorizer
+from ..clock import monotonic_ns
+from ..events import FocusChange
+from . import platform
+from .base import EventSink, HealthReporter
+
+log = logging.getLogger(__name__)
+
+UNKNOWN = "unknown"  # category while focus cannot be observed (not a config category)
+BACKOFF_START_S = 0.1
+BACKOFF_MAX_S = 2.0
+NONE_DEBOUNCE_NS = 50_000_000  # "no active window" shorter than this is not reported (WM blip)
+
+
+class FocusState:
+    """Thread-safe current window category, with a short history of changes.
+
+    Times are station-clock ns. ``category`` is ``"unknown"`` until the focus source has observed
+    a window (and again while it is lost). ``history`` keeps the last ``keep`` changes so that a
+    reader can ask what the category was at an earlier time (``category_at``) and whether it was
+    steady over an interval (``steady``): the input source uses that to decide, after a short
+    grace period, whether a key's character may be kept.
+    """
+
+    def __init__(self, keep: int = 256):
+        self._lock = threading.Lock()
+        self._hist: collections.deque[tuple[int, str, int]] = collections.deque(maxlen=keep)
+        self._hist.append((0, UNKNOWN, 0))
+
+    def set(self, category: str, t_ns: int, window_id: int = 0) -> None:
+        with self._lock:
+            self._hist.append((int(t_ns), category, int(window_id)))
+
+    @property
+    def category(self) -> str:
+        with self._lock:
+            return self._hist[-1][1]
+
+    @property
+    def window_id(self) -> int:
+        with self._lock:
+            return self._hist[-1][2]
+
+    def category_at(self, t_ns: int) -> str:
+        """Category in force at ``t_ns`` ("unknown" when older than the kept history)."""
+        with self._lock:
+            for t, cat, _ in reversed(self._hist):
+                if t <= t_ns:
+                    return cat
+            return UNKNOWN
+
+    def steady(self, category: str, t0_ns: int, t1_ns: int) -> bool:
+        """True when the category was ``category`` at t0 and no change was recorded in (t0, t1]."""
+        with self._lock:
+            at = UNKNOWN
+            for t, cat, _ in reversed(self._hist):
+                if t <= t0_ns:
+                    at = cat
+                    break
+                if t <= t1_ns:
+                    return False  # a change inside (t0, t1]
+            return at == category
+
+
+def read_comm(pid: int) -> str:
+    """Process name of ``pid`` from /proc/PID/comm ("" when unknown, gone or not local)."""
+    if pid <= 0:
+        return ""
+    try:
+        with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+class FocusSource:
+    """Event-driven window-focus source (see module docstring). ``status()`` gives state and
+    counters: changes emitted, reconnects, vanished windows."""
+
+    name = "focus"
+
+    def __init__(self, cfg: Any, focus_state: FocusState | None = None):
+        self.cfg = cfg
+        self.focus_state = focus_state if focus_state is not None else FocusState()
+        self.categorizer = Categorizer(cfg)
+        self._sink: EventSink | None = None
+        self._health: HealthReporter | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._wake_r, self._wake_w = -1, -1
+        self.changes = 0
+        self.reconnects = 0
+        self.vanished = 0
+        self.connected = threading.Event()  # set while an X connection is up and watched
+
+    # -- Source interface -------------------------------------------------------------------
+    def start(self, sink: EventSink) -> None:
+        if self._thread is not None:
+            raise RuntimeError("focus source already started")
+        self._sink = sink
+        self._health = HealthReporter(self.name, sink)
+        self._stop.clear()
+        self._wake_r, self._wake_w = os.pipe()
+        self._thread = threading.Thread(target=self._run, name="station-focus", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._wake_w >= 0:
+            try:
+                os.write(self._wake_w, b"x")
+            except OSError:
+                pass
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+            self._thread = None
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._wake_r = self._wake_w = -1
+
+    def status(self) -> dict[str, Any]:
+        h = self._health
+        return {"state": h.state if h else "stopped", "detail": h.detail if h else "",
+                "changes": self.changes, "reconnects": self.reconnects, "vanished": self.vanished}
+
+    # -- supervisor -------------------------------------------------------------------------
+    def _run(self) -> None:
+        backend = platform.detect()
+        if not backend.capturable:
+            self.focus_state.set(UNKNOWN, monotonic_ns())
+            self._health.report("lost", platform.unavailable_reason(backend))
+            self._stop.wait()
+            return
+        delay = BACKOFF_START_S
+        first = True
+        while not self._stop.is_set():
+            watcher = None
+            try:
+                watcher = _X11Watcher(self, backend.display)
+            except Exception as e:  # cannot connect: X server not (yet) there
+                self._lost(f"X display {backend.display} unreachable: {_describe(e)}")
+            if watcher is not None:
+                if not first:
+                    self.reconnects += 1
+                first = False
+                delay = BACKOFF_START_S
+                try:
+                    watcher.run()
+                except _Stopped:
+                    pass
+                except Exception as e:  # connection closed, protocol error, ...
+                    self._lost(f"X connection to {backend.display} lost: {_describe(e)}")
+                finally:
+                    self.connected.clear()
+                    watcher.close()
+            if self._stop.wait(delay):
+                break
+            delay = min(delay * 2, BACKOFF_MAX_S)
+
+    def _lost(self, detail: str) -> None:
+        self.focus_state.set(UNKNOWN, monotonic_ns())
+        self._health.report("lost", detail)
+
+    def _emit(self, t_ns: int, window_id: int, wm_class: str, title: str, pid: int) -> None:
+        process = read_comm(pid)
+        category = self.categorizer.classify(wm_class, title, process)
+        self.focus_state.set(category, t_ns, window_id)
+        self._sink.put(FocusChange(t_ns, window_id, wm_class, self.categorizer.private_title(title),
+                                   pid, process, category))
+        self.changes += 1
+
+
+class _Stopped(Exception):
+    pass
+
+
+def _describe(e: BaseException) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {text}"[:200] if text else type(e).__name__
+
+
+class _X11Watcher:
+    """One X connection's worth of focus watching; raises on connection loss."""
+
+    def __init__(self, source: FocusSource, display_name: str):
+        import Xlib.display
+        import Xlib.X
+
+        self.src = source
+        self.X = Xlib.X
+        self.d = Xlib.display.Display(display_name or None)
+        self.d.set_error_handler(self._on_async_error)  # BadWindow on vanished windows: ignore
+        self.root = self.d.screen().root
+        atom = self.d.intern_atom
+        self.A_ACTIVE = atom("_NET_ACTIVE_WINDOW")
+        self.A_NAME = atom("_NET_WM_NAME")
+        self.A_WM_NAME = atom("WM_NAME")
+        self.A_WM_CLASS = atom("WM_CLASS")
+        self.A_PID = atom("_NET_WM_PID")
+        self.A_UTF8 = atom("UTF8_STRING")
+        self.A_SUPPORTED = atom("_NET_SUPPORTED")
+        self.watched = 0  # window whose title we watch
+        self.pending_none: int | None = None  # t_ns of an active-window-None not yet emitted
+        self.last: tuple[int, str, str, int] | None = None
+        self.root.change_attributes(event_mask=Xlib.X.PropertyChangeMask)
+        self.d.sync()
+
+    def _on_async_error(self, err, request=None) -> None:
+        self.src.vanished += 1
+
+    def close(self) -> None:
+        try:
+            self.d.close()
+        except Exception:
+            pass
+
+    # -- queries (each tolerates a vanished window) ------------------------------------------
+    def _prop(self, win, atom, type_=0):
+        try:
+            p = win.get_full_property(atom, type_)
+        except Exception as e:
+            if _is_connection_error(e):
+                raise
+            self.src.vanished += 1
+            return None
+        return p
+
+    def _active_window_id(self) -> int:
+        p = self._prop(self.root, self.A_ACTIVE, self.X.AnyPropertyType)
+        if p is None or not len(p.value):
+            return 0
+        return int(p.value[0])
+
+    def _describe_window(self, wid: int) -> tuple[str, str, int]:
+        """(wm_class, title, pid) of a window; empty values for what cannot be read."""
+        if not wid:
+            return "", "", 0
+        win = self.d.create_resource_object("window", wid)
+        wm_class = ""
+        p = self._prop(win, self.A_WM_CLASS, self.X.AnyPropertyType)
+        if p is not None and p.value:
+            raw = p.value if isinstance(p.value, (bytes, str)) else bytes(p.value)
+            if isinstance(raw, str):
+                raw = raw.encode("latin-1", "replace")
+            parts = raw.split(b"\0")
+            wm_class = (parts[1] if len(parts) > 1 and parts[1] else parts[0]).decode("utf-8", "replace")
+        title = ""
+        p = self._prop(win, self.A_NAME, self.A_UTF8)
+        if p is None or not p.value:
+            p = self._prop(win, self.A_WM_NAME, self.X.AnyPropertyType)
+        if p is not None and p.value:
+            v = p.value
+            title = v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+        pid = 0
+        p = self._prop(win, self.A_PID, self.X.AnyPropertyType)
+        if p is not None and len(p.value):
+            pid = int(p.value[0])
+        return wm_class, title, pid
+
+    def _watch_title(self, wid: int) -> None:
+        if wid == self.watched:
+            return
+        if self.watched:
+            old = self.d.create_resource_object("window", self.watched)
+            old.change_attributes(event_mask=0)  # async; BadWindow ignored by the handler
+        if wid:
+            win = self.d.create_resource_object("window", wid)
+            win.change_attributes(event_mask=self.X.PropertyChangeMask)
+        self.watched = wid
+
+    def _refresh(self, t_ns: int) -> None:
+        wid = self._active_window_id()
+        self._watch_title(wid)
+        if wid == 0 and self.last is not None and self.last[0] != 0:
+            # Window managers (openbox) clear _NET_ACTIVE_WINDOW for a moment between two windows.
+            # The state says "other" at once (no characters), the event waits NONE_DEBOUNCE_NS.
+            self.src.focus_state.set("other", t_ns, 0)
+            if self.pending_none is None:
+                self.pending_none = t_ns
+            return
+        self.pending_none = None
+        wm_class, title, pid = self._describe_window(wid)
+        key = (wid, wm_class, title, pid)
+        if key == self.last:
+            if self.src.focus_state.window_id != wid:  # back to the same window after a blip
+                self.src.focus_state.set(self.src.categorizer.classify(wm_class, title, read_comm(pid)),
+                                         t_ns, wid)
+            return
+        self.last = key
+        self.src._emit(t_ns, wid, wm_class, title, pid)
+
+    def _flush_none(self) -> None:
+        t_ns, self.pending_none = self.pending_none, None
+        self.last = (0, "", "", 0)
+        self.src._emit(t_ns, 0, "", "", 0)
+
+    def _ewmh_ok(self) -> bool:
+        p = self._prop(self.root, self.A_SUPPORTED, self.X.AnyPropertyType)
+        return p is not None and self.A_ACTIVE in list(p.value)
+
+    # -- event loop -------------------------------------------------------------------------
+    def run(self) -> None:
+        src = self.src
+        X = self.X
+        if self._ewmh_ok():
+            src._health.report("ok", f"watching _NET_ACTIVE_WINDOW on {self.d.get_display_name()}")
+        else:
+            src._health.report("degraded", "window manager does not announce _NET_ACTIVE_WINDOW "
+                                           "(EWMH): focus changes may be missed")
+        self._refresh(monotonic_ns())
+        src.connected.set()
+        fd = self.d.fileno()
+        while True:
+            if src._stop.is_set():
+                raise _Stopped()
+            if not self.d.pending_events():
+                timeout = None
+                if self.pending_none is not None:
+                    timeout = max(0.0, (self.pending_none + NONE_DEBOUNCE_NS - monotonic_ns()) / 1e9)
+                r, _, _ = select.select([fd, src._wake_r], [], [], timeout)
+                if src._wake_r in r:
+                    raise _Stopped()
+                if not r:
+                    self._flush_none()
+                    continue
+            t_ns = monotonic_ns()
+            # pending_events() reads the socket; it raises ConnectionClosedError when the server
+            # is gone. 0 means only replies/errors (or a partial event) arrived: wait again.
+            n = self.d.pending_events()
+            refresh = False
+            for _ in range(n):
+                ev = self.d.next_event()
+                if ev.type != X.PropertyNotify:
+                    continue
+                wid = ev.window.id
+                if wid == self.root.id:
+                    if ev.atom == self.A_ACTIVE:
+                        refresh = True
+                elif wid == self.watched and ev.atom in (self.A_NAME, self.A_WM_NAME):
+                    refresh = True
+            if refresh:
+                self._refresh(t_ns)
+
+
+def _is_connection_error(e: BaseException) -> bool:
+    import Xlib.error
+    return isinstance(e, (Xlib.error.ConnectionClosedError, OSError))
