@@ -1,0 +1,172 @@
+"""``station doctor``: can this machine capture and record an exam? A list of pass/fail checks.
+
+Checks (all required; each never raises, a failure is a ``Check`` with ``ok=False``):
+
+- ``display``: the capture backend (``station.sources.platform``): X11 and reachable passes;
+  Wayland fails with the message that other applications' input and focus are not visible;
+  no display fails.
+- ``xrecord``: the X server offers the RECORD extension (keyboard and mouse capture).
+- ``window manager``: an EWMH window manager runs (``_NET_SUPPORTING_WM_CHECK``) and announces
+  ``_NET_ACTIVE_WINDOW`` in ``_NET_SUPPORTED`` (event-driven focus capture).
+- ``audio ...``: whatever ``station.sources.audio.doctor_checks(cfg)`` returns (devices, rates,
+  headset profile); one failed ``audio`` check when that module is not available.
+- ``config``: the configuration loads and validates.
+- ``journal dir``: ``station.config.data_dir(cfg)`` is writable (or can be created).
+- ``zmq curve``: libzmq was built with CURVE security (``zmq.has("curve")``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from .sources import platform
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    required: bool = True
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _x11_checks(backend: platform.Backend) -> list[Check]:
+    if backend.name != "x11":
+        why = "not an X11 session"
+        return [Check("display", False, backend.reason),
+                Check("xrecord", False, why), Check("window manager", False, why)]
+    try:
+        import Xlib.display
+        d = Xlib.display.Display(backend.display or None)
+    except Exception as e:
+        detail = f"X display {backend.display} unreachable: {type(e).__name__}: {e}"
+        return [Check("display", False, detail), Check("xrecord", False, "no X display"),
+                Check("window manager", False, "no X display")]
+    try:
+        out = [Check("display", True, f"X11 {backend.display} ({d.display.info.vendor})")]
+        if d.has_extension("RECORD"):
+            out.append(Check("xrecord", True, "RECORD extension present"))
+        else:
+            out.append(Check("xrecord", False, "the X server has no RECORD extension: keyboard and "
+                                               "mouse cannot be recorded"))
+        out.append(_ewmh_check(d))
+        return out
+    finally:
+        d.close()
+
+
+def _ewmh_check(d) -> Check:
+    root = d.screen().root
+    check = root.get_full_property(d.intern_atom("_NET_SUPPORTING_WM_CHECK"), 0)
+    if check is None or not len(check.value):
+        return Check("window manager", False, "no EWMH window manager (_NET_SUPPORTING_WM_CHECK "
+                                              "unset): start one (e.g. openbox)")
+    name = ""
+    try:
+        win = d.create_resource_object("window", int(check.value[0]))
+        p = win.get_full_property(d.intern_atom("_NET_WM_NAME"), 0)
+        if p is not None and p.value:
+            name = p.value.decode("utf-8", "replace") if isinstance(p.value, bytes) else str(p.value)
+    except Exception:
+        pass
+    supported = root.get_full_property(d.intern_atom("_NET_SUPPORTED"), 0)
+    active = d.intern_atom("_NET_ACTIVE_WINDOW")
+    if supported is None or active not in list(supported.value):
+        return Check("window manager", False, f"window manager {name or '?'} does not support "
+                                              "_NET_ACTIVE_WINDOW: focus cannot be followed")
+    return Check("window manager", True, f"{name or 'EWMH window manager'}, _NET_ACTIVE_WINDOW supported")
+
+
+def _audio_checks(cfg) -> list[Check]:
+    try:
+        audio = importlib.import_module("station.sources.audio")
+    except ImportError as e:
+        return [Check("audio", False, f"audio source not available: {e}")]
+    fn: Callable | None = getattr(audio, "doctor_checks", None)
+    if fn is None:
+        return [Check("audio", False, "station.sources.audio has no doctor_checks")]
+    try:
+        results = fn(cfg)
+    except Exception as e:
+        return [Check("audio", False, f"audio checks failed: {type(e).__name__}: {e}")]
+    return [Check(str(name), bool(ok), str(detail)) for name, ok, detail in results]
+
+
+def _journal_check(cfg) -> Check:
+    from .config import data_dir
+    path = data_dir(cfg)
+    if path.is_dir():
+        try:
+            with tempfile.NamedTemporaryFile(dir=path, prefix=".doctor-"):
+                pass
+        except OSError as e:
+            return Check("journal dir", False, f"{path} is not writable: {e.strerror}")
+        return Check("journal dir", True, f"{path} writable")
+    if path.exists():
+        return Check("journal dir", False, f"{path} exists and is not a directory")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if parent.is_dir() and os.access(parent, os.W_OK | os.X_OK):
+        return Check("journal dir", True, f"{path} will be created (under writable {parent})")
+    return Check("journal dir", False, f"{path} does not exist and {parent} is not writable")
+
+
+def _curve_check() -> Check:
+    try:
+        import zmq
+    except ImportError as e:
+        return Check("zmq curve", False, f"pyzmq missing: {e}")
+    if zmq.has("curve"):
+        return Check("zmq curve", True, f"libzmq {zmq.zmq_version()} with CURVE")
+    return Check("zmq curve", False, f"libzmq {zmq.zmq_version()} built without CURVE: "
+                                     "station-console traffic cannot be encrypted")
+
+
+def run_checks(load_config: Callable[[], Any]) -> list[Check]:
+    """Run every check. ``load_config`` returns a Config or raises ConfigError / UserError."""
+    from .config import ConfigError
+    from .errors import UserError
+
+    try:
+        backend = platform.detect()
+    except UserError as e:
+        backend = platform.Backend("none", "", str(e))
+    checks = _x11_checks(backend)
+    cfg = None
+    try:
+        cfg = load_config()
+        config_check = Check("config", True, "valid: " + ", ".join(cfg.sources))
+    except (ConfigError, UserError) as e:
+        config_check = Check("config", False, str(e))
+    if cfg is not None:
+        checks += _audio_checks(cfg)
+    else:
+        checks.append(Check("audio", False, "not checked: configuration invalid"))
+    checks.append(config_check)
+    checks.append(_journal_check(cfg) if cfg is not None
+                  else Check("journal dir", False, "not checked: configuration invalid"))
+    checks.append(_curve_check())
+    return checks
+
+
+def all_ok(checks: list[Check]) -> bool:
+    return all(c.ok for c in checks if c.required)
+
+
+def format_table(checks: list[Check]) -> str:
+    width = max([len(c.name) for c in checks] + [5])
+    lines = [f"{'check':<{width}}  result  detail"]
+    for c in checks:
+        result = "PASS" if c.ok else ("FAIL" if c.required else "WARN")
+        lines.append(f"{c.name:<{width}}  {result:<6}  {c.detail}")
+    lines.append("all required checks pass" if all_ok(checks) else "some required checks FAILED")
+    return "\n".join(lines)
