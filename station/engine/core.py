@@ -214,12 +214,10 @@ class Engine:
             if cat in CHAT_KINDS and ft[i + 1] > ft[i]:
                 self._chat_closed(cat, self.chat[cat].add(ft[i], ft[i + 1], ft[i + 1] - ft[i]))
             self._focus_fed += 1
+        # a segment not yet fed (still open, or ending after the watermark) may be of any kind
+        safe = min(self.watermark, ft[self._focus_fed]) if self._focus_fed < len(ft) else self.watermark
         for kind, cl in self.chat.items():
-            cur_kind = self._current_focus()
-            if cur_kind == kind and self._focus_fed < len(ft) and cl.current is not None \
-                    and ft[self._focus_fed] - cl.current.end < cl.gap_ns:
-                continue
-            self._chat_closed(kind, cl.close_if_due(self.watermark))
+            self._chat_closed(kind, cl.close_if_due(safe))
 
     def _phone_closed(self, cluster) -> None:
         if cluster is not None and cluster.weight >= self.phone_min_customer:
@@ -305,7 +303,9 @@ class Engine:
         pairs = [(s, e if e is not None else hi) for spans in self.lost.values() for s, e in spans]
         return iv.clip(iv.normalize(pairs), lo, hi) if pairs else iv.EMPTY.copy()
 
-    def window_data(self, kind: str, lo: int, hi: int, provisional: bool = False) -> WindowData:
+    def window_data(self, kind: str, lo: int, hi: int) -> WindowData:
+        """Inputs of the figures for [lo, hi), open spans included (callers finalize a window only
+        once no later input can change it: see _finalize_due)."""
         focus, entries, switches = self.focus_spans(lo, hi)
         pt, pc = self.presses.window(lo, hi)
         ft, fc = self.focus_arrays()
@@ -315,12 +315,12 @@ class Engine:
         else:
             pcat = np.zeros(len(pt), dtype=np.int64)
         return WindowData(kind, lo, hi,
-                          self.agent.within(lo, hi, provisional), self.customer.within(lo, hi, provisional),
+                          self.agent.within(lo, hi, True), self.customer.within(lo, hi, True),
                           self.typing.within(lo, hi, True), self.mouse.within(lo, hi, True),
                           focus, pt, pc, pcat, entries, switches, self.unknown_spans(lo, hi))
 
-    def figures_for(self, kind: str, lo: int, hi: int, provisional: bool = False) -> dict:
-        return window_figures(self.window_data(kind, lo, hi, provisional), self.cfg_activity,
+    def figures_for(self, kind: str, lo: int, hi: int) -> dict:
+        return window_figures(self.window_data(kind, lo, hi), self.cfg_activity,
                               self.cfg_rules, self.info_cats)
 
     # ---------------------------------------------------------------- live
@@ -378,7 +378,7 @@ class Engine:
                 "typing": self.typing.active(), "mouse": self.mouse.active(),
                 "focus": self._current_focus(), "dead_air_ms": self._silence_now(contact) // NS_PER_MS}
         if contact is not None:
-            fig = self.figures_for(contact["kind"], contact["start_ns"], max(self.now, contact["start_ns"] + 1), True)
+            fig = self.figures_for(contact["kind"], contact["start_ns"], max(self.now, contact["start_ns"] + 1))
             contact = dict(contact, duration_ms=max(0, self.now - contact["start_ns"]) // NS_PER_MS,
                            **{k: fig.get(k) for k in ("s1_share", "s3_share", "agent_talk_ms", "customer_talk_ms",
                                                       "dead_air_count", "s2_switches_per_min", "s2_info_share")
