@@ -1,0 +1,188 @@
+"""Audio I/O for calibration through sounddevice (PortAudio).
+
+``SoundDeviceIO`` records the microphone (``audio.agent_device`` / ``agent_channel``), plays on
+the earpiece (``calibration.output_device``) and, for the channel-mapping check, records the
+customer channel (``audio.customer_device`` / ``customer_channel``). All signals are int16 mono at
+``audio.sample_rate`` Hz.
+
+Failure modes (``UserError``, exit 1, one clear line): no input or output device, a device name
+that matches nothing, a sample rate the device refuses, a stream that stops delivering samples
+(timeout), PortAudio errors. A device given as digits is an index, otherwise a name (substring,
+as sounddevice matches it); "" is PortAudio's default.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from station.errors import UserError
+
+Progress = Callable[[float], None]
+
+
+def _device(spec: str):
+    spec = (spec or "").strip()
+    if spec == "":
+        return None
+    return int(spec) if spec.isdigit() else spec
+
+
+@dataclass
+class PlayRec:
+    """mic: microphone samples aligned with the played signal (index 0 = first output sample's
+    buffer); customer: customer-channel samples (not aligned) or None; adc_minus_dac_s: PortAudio's
+    inputBufferAdcTime - outputBufferDacTime of the first buffer (s), or None when the host API
+    reports no usable timestamps (both zero, or equal within 1 ms as ALSA's pulse plugin does);
+    output_latency_s: the stream's output latency as PortAudio reports it (s)."""
+
+    mic: np.ndarray
+    customer: np.ndarray | None
+    adc_minus_dac_s: float | None
+    output_latency_s: float = 0.0
+
+
+class SoundDeviceIO:
+    def __init__(self, cfg):
+        import sounddevice as sd  # imported here: PortAudio missing is reported by check()
+
+        self.sd = sd
+        self.fs = int(cfg.audio.sample_rate)
+        self.mic = _device(cfg.audio.agent_device)
+        self.mic_channel = int(cfg.audio.agent_channel)
+        self.customer = _device(cfg.audio.customer_device)
+        self.customer_channel = int(cfg.audio.customer_channel)
+        self.out = _device(cfg.calibration.output_device)
+        self.has_customer = bool((cfg.audio.customer_device or "").strip())
+
+    # -- checks ---------------------------------------------------------------------------------
+    def _info(self, dev, kind: str, what: str, key: str) -> dict:
+        sd = self.sd
+        try:
+            info = sd.query_devices(dev, kind=kind)
+        except (ValueError, sd.PortAudioError) as e:
+            if dev is None:
+                raise UserError(f"no {kind} device for the {what}: PortAudio finds no default {kind} "
+                                f"(is a headset plugged in and the sound server running?) ({e})") from None
+            raise UserError(f"{what} device {dev!r} ({key}) not found: {e}; see `station devices`") from None
+        return info
+
+    def check(self) -> dict[str, str]:
+        """Check that the devices exist and accept the sample rate; return their names."""
+        sd = self.sd
+        names = {}
+        checks = [(self.mic, "input", "microphone", "audio.agent_device", self.mic_channel),
+                  (self.out, "output", "earpiece", "calibration.output_device", 0)]
+        if self.has_customer:
+            checks.append((self.customer, "input", "customer channel", "audio.customer_device",
+                           self.customer_channel))
+        for dev, kind, what, key, channel in checks:
+            info = self._info(dev, kind, what, key)
+            chans = info["max_input_channels"] if kind == "input" else info["max_output_channels"]
+            if channel >= chans:
+                raise UserError(f"{what} device {info['name']!r} has {chans} {kind} channel(s); "
+                                f"channel {channel} does not exist")
+            try:
+                if kind == "input":
+                    sd.check_input_settings(dev, channels=channel + 1, dtype="int16", samplerate=self.fs)
+                else:
+                    sd.check_output_settings(dev, channels=1, dtype="int16", samplerate=self.fs)
+            except (ValueError, sd.PortAudioError) as e:
+                raise UserError(f"{what} device {info['name']!r} does not support {self.fs} Hz 16-bit "
+                                f"({e}); set audio.sample_rate to a rate it supports or use a resampling "
+                                "device (PulseAudio/PipeWire)") from None
+            names[what] = info["name"]
+        return names
+
+    # -- streams ----------------------------------------------------------------------------------
+    def record(self, seconds: float, progress: Progress | None = None) -> np.ndarray:
+        """Record ``seconds`` of the microphone."""
+        n = int(round(seconds * self.fs))
+        buf = np.zeros(n, dtype=np.int16)
+        pos = [0]
+        done = threading.Event()
+
+        def cb(indata, frames, time, status):
+            i = pos[0]
+            k = min(frames, n - i)
+            buf[i:i + k] = indata[:k, self.mic_channel]
+            pos[0] = i + k
+            if progress:
+                progress(pos[0] / n)
+            if pos[0] >= n:
+                done.set()
+                raise self.sd.CallbackStop
+
+        self._run(lambda: self.sd.InputStream(device=self.mic, channels=self.mic_channel + 1, dtype="int16",
+                                              samplerate=self.fs, callback=cb), done, seconds, "microphone")
+        return buf
+
+    def playrec(self, signal: np.ndarray, tail_s: float = 0.6, with_customer: bool = False,
+                progress: Progress | None = None) -> PlayRec:
+        """Play ``signal`` on the earpiece while recording the microphone (one duplex stream, so the
+        recorded index is aligned with the played index) and, optionally, the customer channel."""
+        sd = self.sd
+        out = np.asarray(signal, dtype=np.int16)
+        n = len(out) + int(tail_s * self.fs)
+        mic = np.zeros(n, dtype=np.int16)
+        pos = [0]
+        stamps: list[float] = []
+        done = threading.Event()
+
+        def cb(indata, outdata, frames, time, status):
+            i = pos[0]
+            if i == 0:
+                stamps.extend([time.inputBufferAdcTime, time.outputBufferDacTime])
+            k = min(frames, n - i)
+            mic[i:i + k] = indata[:k, self.mic_channel]
+            chunk = out[i:i + frames]
+            outdata[:len(chunk), 0] = chunk
+            outdata[len(chunk):, 0] = 0
+            pos[0] = i + k
+            if progress:
+                progress(pos[0] / n)
+            if pos[0] >= n:
+                done.set()
+                raise sd.CallbackStop
+
+        cust_stream = None
+        cust: list[np.ndarray] = []
+        if with_customer and self.has_customer:
+            def ccb(indata, frames, time, status):
+                cust.append(indata[:, self.customer_channel].copy())
+            try:
+                cust_stream = sd.InputStream(device=self.customer, channels=self.customer_channel + 1,
+                                             dtype="int16", samplerate=self.fs, callback=ccb)
+                cust_stream.start()
+            except (ValueError, sd.PortAudioError) as e:
+                raise UserError(f"cannot record the customer channel ({e})") from None
+        reported = [0.0]
+
+        def make():
+            st = sd.Stream(device=(self.mic, self.out), channels=(self.mic_channel + 1, 1),
+                           dtype="int16", samplerate=self.fs, callback=cb)
+            reported[0] = float(st.latency[1])
+            return st
+        try:
+            self._run(make, done, n / self.fs, "earpiece and microphone")
+        finally:
+            if cust_stream is not None:
+                cust_stream.stop()
+                cust_stream.close()
+        adc, dac = (stamps + [0.0, 0.0])[:2]
+        skew = (adc - dac) if (adc and dac and abs(adc - dac) >= 0.001) else None
+        customer = np.concatenate(cust) if cust else (np.zeros(0, np.int16) if with_customer and self.has_customer else None)
+        return PlayRec(mic=mic, customer=customer, adc_minus_dac_s=skew, output_latency_s=reported[0])
+
+    def _run(self, make, done: threading.Event, seconds: float, what: str) -> None:
+        sd = self.sd
+        try:
+            with make():
+                if not done.wait(seconds + 5.0):
+                    raise UserError(f"the {what} stopped delivering audio (no samples for {seconds + 5:.0f} s): "
+                                    "device unplugged or sound server stuck?")
+        except (ValueError, sd.PortAudioError) as e:
+            raise UserError(f"audio error on the {what}: {e}") from None
