@@ -62,6 +62,7 @@ class Table:
 CATEGORIES = ("crm", "knowledge", "script", "chat", "email", "typing_task", "other")
 MS_DAY = 86_400_000
 ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+ENDPOINT_PATTERN = r"(tcp|ipc|inproc)://\S+"
 
 SCHEMA: dict[str, dict[str, Field | Table]] = {
     "station": {
@@ -159,6 +160,46 @@ SCHEMA: dict[str, dict[str, Field | Table]] = {
         "rig_baudrate": Field("int", 300, 4_000_000),
         "rig_timeout_s": Field("float", 0.05, 60.0),
         "certificate_dir": Field("str"),
+    },
+    "publisher": {
+        "pub_bind": Field("str", pattern=ENDPOINT_PATTERN),
+        "req_bind": Field("str", pattern=ENDPOINT_PATTERN),
+        "secret_key_file": Field("str"),
+        "authorized_keys_dir": Field("str"),
+        "allow_plaintext_loopback": Field("bool"),
+        "max_request_bytes": Field("int", 1024, 16 * 1024 * 1024),
+        "send_hwm": Field("int", 100, 10_000_000),
+        "replay_chunk_bytes": Field("int", 16 * 1024, 64 * 1024 * 1024),
+        "replay_chunk_messages": Field("int", 10, 1_000_000),
+        "recent_messages": Field("int", 0, 1_000_000),
+        "queue_max": Field("int", 100, 10_000_000),
+    },
+    "console": {
+        "assessor_id": Field("str", pattern=ID_PATTERN),
+        "assessor_name": Field("str"),
+        "secret_key_file": Field("str"),
+        "store": Field("str"),
+        "allow_plaintext_loopback": Field("bool"),
+        "stale_ms": Field("int", 200, 600_000),
+        "request_timeout_ms": Field("int", 100, 600_000),
+        "resync_ms": Field("int", 500, 3_600_000),
+        "clock_probes": Field("int", 1, 64),
+        "clock_probe_interval_s": Field("int", 5, 86_400),
+        "max_message_bytes": Field("int", 64 * 1024, 256 * 1024 * 1024),
+        "proxy_endpoint": Field("str", pattern=f"({ENDPOINT_PATTERN})?"),
+        "proxy_public_key": Field("str"),
+        "station": Table({
+            "id": Field("str", pattern=ID_PATTERN),
+            "pub_endpoint": Field("str", pattern=ENDPOINT_PATTERN),
+            "req_endpoint": Field("str", pattern=ENDPOINT_PATTERN),
+            "public_key": Field("str"),
+        }),
+    },
+    "proxy": {
+        "frontend_bind": Field("str", pattern=ENDPOINT_PATTERN),
+        "secret_key_file": Field("str"),
+        "authorized_keys_dir": Field("str"),
+        "allow_plaintext_loopback": Field("bool"),
     },
     "categories": {
         "rule": Table({

@@ -1,0 +1,69 @@
+"""``station console``: follow the configured stations ([[console.station]]).
+
+``--plain`` prints one line per message (station, session, seq, kind, short body) and a ``#`` line
+whenever a station's state or clock estimate changes; every message is also kept in the console
+store (console.store), so a restarted console resumes where it stopped. The web console (issue 5)
+is the default mode once it is built; ``--plain`` stays the text mode.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+
+from ..cli import load_config
+from ..errors import UserError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("console", help="follow stations (assessor console)",
+                       description=__doc__.split("\n\n")[0])
+    p.add_argument("--plain", action="store_true", help="text mode: one line per message")
+    p.add_argument("--duration", type=float, default=0.0,
+                   help="stop after this many seconds (0 = until interrupted)")
+    p.add_argument("--width", type=int, default=120, help="maximum line length in --plain mode")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    cfg = load_config(args)
+    if args.plain:
+        return run_plain(cfg, args.duration, args.width)
+    try:
+        from ..console_web import run_web  # built by the web console work (issue 5)
+    except ModuleNotFoundError:
+        raise UserError("the web console is not available in this build; use --plain", 2) from None
+    return run_web(cfg, args)
+
+
+def run_plain(cfg, duration: float = 0.0, width: int = 120) -> int:
+    from ..consolelib import Console, format_line
+    if not cfg.console.station:
+        raise UserError("no stations to follow: add [[console.station]] entries to the configuration", 2)
+    console = Console(cfg)
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
+    console.start()
+    shown: dict[str, tuple] = {}
+    end = time.monotonic() + duration if duration > 0 else None
+    out = sys.stdout
+    try:
+        while not stop and (end is None or time.monotonic() < end):
+            for m in console.poll(200):
+                out.write(format_line(m, width) + "\n")
+            for sid, st in console.states().items():
+                off = st["offset_ns"]
+                key = (st["state"], st["detail"], st["session"], off is not None and round(off / 1e5))
+                if shown.get(sid) != key:
+                    shown[sid] = key
+                    clock = (f" offset={off / 1e6:+.3f}ms rtt={st['rtt_ns'] / 1e6:.3f}ms"
+                             if off is not None else "")
+                    detail = f" ({st['detail']})" if st["detail"] else ""
+                    out.write(f"# {sid} {st['state']}{detail} session={st['session']}{clock}\n")
+            out.flush()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        console.stop()
+    return 0

@@ -1,0 +1,985 @@
+"""Console side of the streaming protocol: follow N stations, lose nothing, store everything.
+
+``Console`` runs one I/O thread that owns every ZeroMQ socket and the writer connection of the
+console's SQLite store (``ConsoleStore``). Per configured station it keeps a SUB socket (or one
+shared SUB to a ``station proxy``) and a DEALER for requests, both CURVE clients that pin the
+station's public key. It follows zguide's Clone pattern:
+
+1. subscribe first (live messages are stored as they come),
+2. ask the snapshot (session id and last sequence number),
+3. fetch what is missing by replay (from the last stored sequence number + 1, so a restarted
+   console does not fetch again what it has), dropping what is already stored,
+4. later gaps (a live seq beyond the next expected one) and a lost tail (found by the periodic
+   snapshot or the 1 Hz health beat) are filled the same way.
+
+Messages are delivered to the application exactly once and in sequence order per session (a
+message that arrives ahead of a gap waits until the gap is filled); each is committed to the
+store before it is delivered. A sequence number the station no longer holds is recorded in the
+store's ``gaps`` table (and counted as ``lost``) instead of being waited for forever.
+
+Clock: each station's offset (station monotonic ns minus console monotonic ns) is estimated from
+``console.clock_probes`` NTP-style probes (the lowest round trip wins; the error bound is half of
+it) and re-estimated every ``console.clock_probe_interval_s``.
+
+State per station: ``connecting`` (never heard from), ``connected`` (a message within
+``console.stale_ms``), ``stale``, ``unauthorised`` (the CURVE handshake failed: this console's key
+is not on the station's allow-list, or the pinned station key is wrong), ``refused`` (the station
+speaks another protocol major version).
+
+Use from asyncio: ``await console.apoll()`` / ``async for batch in console.batches()`` wait on a
+file descriptor, and ``await console.asend_command(...)``; from threads: ``poll(timeout_ms)`` and
+``send_command``. ``state()``, ``states()``, ``stats()`` are thread-safe snapshots.
+
+Failure modes: configuration and key problems raise ``ConfigError`` / ``UserError`` from the
+constructor; a station that sends malformed or foreign-version data has it counted (``malformed``,
+``schema_refused``) and dropped; ``send_command`` raises ``CommandError`` when the station refuses
+the command or does not answer within the timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import logging
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, AsyncIterator, Iterator
+
+import zmq
+from zmq.utils.monitor import parse_monitor_message
+
+from . import keys, protocol
+from .config import ConfigError, data_dir
+from .errors import UserError
+from .protocol import Message
+
+log = logging.getLogger(__name__)
+NS_PER_MS = 1_000_000
+RETRY_NOT_YET_NS = 200 * NS_PER_MS   # the station has not committed the rest yet: ask again soon
+REAUTH_NS = 5_000 * NS_PER_MS        # after a refused handshake, reconnect this often
+APP_QUEUE_MAX = 200_000              # undelivered messages kept for the application
+
+
+class CommandError(Exception):
+    """A command the station refused or did not acknowledge in time."""
+
+
+# ====================================================================================== store
+
+SCHEMA_SQL = """
+CREATE TABLE IF NOT EXISTS messages (
+    station TEXT NOT NULL, session TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL,
+    t_ns INTEGER NOT NULL, wall_ns INTEGER NOT NULL, recv_wall_ns INTEGER NOT NULL, body BLOB NOT NULL,
+    PRIMARY KEY (station, session, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sessions (
+    station TEXT NOT NULL, session TEXT NOT NULL, next_seq INTEGER, known_last INTEGER NOT NULL,
+    first_seen_wall_ns INTEGER NOT NULL, info BLOB,
+    PRIMARY KEY (station, session));
+CREATE TABLE IF NOT EXISTS gaps (
+    station TEXT NOT NULL, session TEXT NOT NULL, from_seq INTEGER NOT NULL, to_seq INTEGER NOT NULL,
+    reason TEXT NOT NULL, noted_wall_ns INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS clock (
+    station TEXT NOT NULL, measured_wall_ns INTEGER NOT NULL, offset_ns INTEGER NOT NULL,
+    rtt_ns INTEGER NOT NULL);
+"""
+STORE_VERSION = 1
+
+
+class ConsoleStore:
+    """The console's SQLite store (WAL). One writer (the Console's I/O thread); any number of
+    readers, each with its own ``ConsoleStore(path, readonly=True)``.
+
+    messages: every message received, unique per (station, session, seq).
+    sessions: per station session, ``next_seq`` (all seqs below it are stored or recorded as
+    gaps; NULL = start not known yet) and ``known_last`` (highest seq known to exist).
+    gaps: seq ranges the station could not supply. clock: offset estimates.
+    """
+
+    def __init__(self, path: Path, readonly: bool = False):
+        self.path = Path(path)
+        try:
+            if readonly:
+                self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True,
+                                          check_same_thread=False)
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.db = sqlite3.connect(self.path, check_same_thread=False)
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=NORMAL")
+                ver = self.db.execute("PRAGMA user_version").fetchone()[0]
+                if ver > STORE_VERSION:
+                    raise UserError(f"{self.path}: console store of a newer version ({ver})", 3)
+                self.db.executescript(SCHEMA_SQL)
+                self.db.execute(f"PRAGMA user_version={STORE_VERSION}")
+                self.db.commit()
+        except sqlite3.DatabaseError as e:
+            raise UserError(f"{self.path}: cannot open the console store: {e}", 3) from None
+        self.lock = threading.Lock()
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- writer side
+    def add(self, msgs: list[Message], recv_wall_ns: int) -> None:
+        self.db.executemany(
+            "INSERT OR IGNORE INTO messages VALUES (?,?,?,?,?,?,?,?)",
+            [(m.station, m.session, m.seq, m.kind, m.t_ns, m.wall_ns, recv_wall_ns, m.body)
+             for m in msgs])
+
+    def save_session(self, station: str, session: str, next_seq: int | None, known_last: int,
+                     info: bytes | None = None) -> None:
+        self.db.execute(
+            "INSERT INTO sessions VALUES (?,?,?,?,?,?) ON CONFLICT(station, session) DO UPDATE SET "
+            "next_seq=excluded.next_seq, known_last=excluded.known_last, "
+            "info=COALESCE(excluded.info, sessions.info)",
+            (station, session, next_seq, known_last, time.time_ns(), info))
+
+    def add_gap(self, station: str, session: str, lo: int, hi: int, reason: str) -> None:
+        self.db.execute("INSERT INTO gaps VALUES (?,?,?,?,?,?)",
+                        (station, session, lo, hi, reason, time.time_ns()))
+
+    def add_clock(self, station: str, offset_ns: int, rtt_ns: int) -> None:
+        self.db.execute("INSERT INTO clock VALUES (?,?,?,?)", (station, time.time_ns(), offset_ns, rtt_ns))
+
+    def commit(self) -> None:
+        self.db.commit()
+
+    # -- reader side (thread-safe through self.lock)
+    def sessions(self, station: str | None = None) -> list[dict]:
+        q = "SELECT station, session, next_seq, known_last, first_seen_wall_ns, info FROM sessions"
+        args: tuple = ()
+        if station is not None:
+            q += " WHERE station=?"
+            args = (station,)
+        with self.lock:
+            rows = self.db.execute(q + " ORDER BY first_seen_wall_ns", args).fetchall()
+        out = []
+        for r in rows:
+            info = {}
+            if r[5]:
+                try:
+                    info = protocol.unpack_map(r[5], "session info")
+                except protocol.ProtocolError:
+                    pass
+            out.append({"station": r[0], "session": r[1], "next_seq": r[2], "known_last": r[3],
+                        "first_seen_wall_ns": r[4], "info": info})
+        return out
+
+    def messages(self, station: str, session: str, from_seq: int = 0,
+                 kinds: tuple[str, ...] | None = None, limit: int = 1_000_000) -> list[Message]:
+        q = ("SELECT station, session, seq, kind, t_ns, wall_ns, body FROM messages "
+             "WHERE station=? AND session=? AND seq>=?")
+        args: list[Any] = [station, session, from_seq]
+        if kinds:
+            q += " AND kind IN (%s)" % ",".join("?" * len(kinds))
+            args += list(kinds)
+        q += " ORDER BY seq LIMIT ?"
+        args.append(limit)
+        with self.lock:
+            rows = self.db.execute(q, args).fetchall()
+        return [Message(*r, data=protocol.decode_body(r[6])) for r in rows]
+
+    def seqs(self, station: str, session: str) -> list[int]:
+        with self.lock:
+            return [r[0] for r in self.db.execute(
+                "SELECT seq FROM messages WHERE station=? AND session=? ORDER BY seq",
+                (station, session))]
+
+    def gaps(self, station: str | None = None) -> list[dict]:
+        q = "SELECT station, session, from_seq, to_seq, reason, noted_wall_ns FROM gaps"
+        args: tuple = ()
+        if station is not None:
+            q += " WHERE station=?"
+            args = (station,)
+        with self.lock:
+            rows = self.db.execute(q, args).fetchall()
+        return [dict(zip(("station", "session", "from_seq", "to_seq", "reason", "noted_wall_ns"), r))
+                for r in rows]
+
+
+# ====================================================================================== config
+
+@dataclass(frozen=True)
+class StationSpec:
+    """One station to follow. public_key: pinned Z85 key (None = plaintext, loopback only)."""
+
+    id: str
+    pub_endpoint: str
+    req_endpoint: str
+    public_key: bytes | None
+
+
+def station_specs(cfg) -> list[StationSpec]:
+    """The [[console.station]] entries, checked. Raises ConfigError / UserError."""
+    specs, seen = [], set()
+    c = cfg.console
+    for i, s in enumerate(c.station):
+        where = f"console.station[{i}] ({s['id']})"
+        if s["id"] in seen:
+            raise ConfigError(f"{where}: station id listed twice")
+        seen.add(s["id"])
+        if s["public_key"]:
+            try:
+                pk = keys.load_public(s["public_key"])
+            except UserError as e:
+                raise ConfigError(f"{where}.public_key: {e}") from None
+        else:
+            pk = None
+            eps = [s["pub_endpoint"], s["req_endpoint"]]
+            if not c.allow_plaintext_loopback or not all(keys.is_loopback(e) for e in eps):
+                raise ConfigError(f"{where}: public_key = \"\" (no encryption) is allowed only with "
+                                  "console.allow_plaintext_loopback = true and loopback endpoints")
+        specs.append(StationSpec(s["id"], s["pub_endpoint"], s["req_endpoint"], pk))
+    return specs
+
+
+def store_path(cfg) -> Path:
+    return Path(cfg.console.store).expanduser() if cfg.console.store else data_dir(cfg) / "console.sqlite"
+
+
+# ====================================================================================== per station
+
+@dataclass
+class _Track:
+    """Progress through one session of one station."""
+
+    session: str
+    next_seq: int | None = None       # all seqs below are stored (or recorded lost); None = unknown start
+    known_last: int = -1              # highest seq known to exist
+    ahead: dict[int, Message] = field(default_factory=dict)  # received beyond a gap
+    replay_id: int | None = None      # request in flight
+    retry_at: int = 0                 # console mono ns
+    unavailable: bool = False         # the station no longer holds this session
+    dirty: bool = True
+
+    def missing(self) -> bool:
+        return not self.unavailable and (self.next_seq is None or self.next_seq <= self.known_last)
+
+
+@dataclass
+class _Request:
+    op: str
+    frames: list[bytes]
+    sent_ns: int
+    deadline_ns: int              # resend after this
+    give_up_ns: int               # fail after this (commands) ; 0 = retry forever
+    context: Any = None
+    future: concurrent.futures.Future | None = None
+    attempts: int = 1
+
+
+class _Link:
+    """Runtime state of one followed station (used only by the I/O thread, except snapshot())."""
+
+    def __init__(self, spec: StationSpec):
+        self.spec = spec
+        self.id = spec.id
+        self.dealer: zmq.Socket | None = None
+        self.monitor: zmq.Socket | None = None
+        self.sub: zmq.Socket | None = None
+        self.session: str | None = None
+        self.tracks: dict[str, _Track] = {}
+        self.requests: dict[int, _Request] = {}
+        self.last_rx_ns = 0
+        self.auth_failed = ""           # detail when the last handshake failed
+        self.handshake_ok = False
+        self.refused = ""               # schema refusal message
+        self.reconnect_at = 0
+        self.next_snapshot_ns = 0
+        self.snapshot_inflight = False
+        self.snapshot_info: dict = {}
+        self.offset_ns: int | None = None
+        self.rtt_ns: int | None = None
+        self.clock_measured_ns = 0
+        self.probes: list[tuple[int, int]] = []
+        self.probe_inflight = False
+        self.next_probe_ns = 0
+        self.counts: collections.Counter = collections.Counter()
+
+
+# ====================================================================================== console
+
+class Console:
+    """Follow the stations of ``cfg.console`` (see the module docstring).
+
+    Construct, ``start()``, then ``poll()`` / ``apoll()`` for messages; ``stop()`` at the end.
+    ``specs`` overrides the configured station list (tests, benchmarks); ``deliver=False`` keeps
+    no application queue (store only).
+    """
+
+    def __init__(self, cfg, *, specs: list[StationSpec] | None = None,
+                 store: Path | None = None, deliver: bool = True):
+        self.cfg = cfg
+        c = cfg.console
+        self.c = c
+        self.specs = specs if specs is not None else station_specs(cfg)
+        self.store_path = Path(store) if store else store_path(cfg)
+        self.deliver = deliver
+        self.proxy_key: bytes | None = None
+        if c.proxy_endpoint:
+            if c.proxy_public_key:
+                self.proxy_key = keys.load_public(c.proxy_public_key)
+            elif not (c.allow_plaintext_loopback and keys.is_loopback(c.proxy_endpoint)):
+                raise ConfigError("console.proxy_public_key is required unless the proxy is on "
+                                  "loopback and console.allow_plaintext_loopback = true")
+        self.curve = any(s.public_key for s in self.specs) or self.proxy_key is not None
+        self.my_pub = self.my_sec = None
+        if self.curve:
+            self.my_pub, self.my_sec = keys.load_secret(keys.console_secret_file(cfg))
+        self.links = {s.id: _Link(s) for s in self.specs}
+        self.store = ConsoleStore(self.store_path)
+        self.reader = ConsoleStore(self.store_path, readonly=True)
+        self._app: collections.deque = collections.deque()
+        self._app_cv = threading.Condition()
+        self._app_r, self._app_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._inbox: collections.deque = collections.deque()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._stats: collections.Counter = collections.Counter()
+        self._states_lock = threading.Lock()
+        self._states: dict[str, dict] = {}
+        self._req_id = int.from_bytes(os.urandom(3), "big")
+        self._running = False
+        self._thread: threading.Thread | None = None
+        self._load_tracks()
+
+    # ------------------------------------------------------------------ application API
+
+    def start(self) -> None:
+        self.ctx = zmq.Context()
+        self._shared_sub = None
+        if self.c.proxy_endpoint:
+            self._shared_sub = self._make_sub(self.c.proxy_endpoint, self.proxy_key)
+            for link in self.links.values():
+                self._shared_sub.setsockopt(zmq.SUBSCRIBE, f"{link.id}/".encode())
+        for link in self.links.values():
+            self._connect(link)
+        self._running = True
+        self._publish_states()
+        self._thread = threading.Thread(target=self._run, name="console-io", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._running:
+            self._running = False
+            self._wake()
+            if self._thread:
+                self._thread.join(timeout=10)
+        for fd in (self._app_r, self._app_w, self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.reader.close()
+
+    def poll(self, timeout_ms: int = 0, max_messages: int = 100_000) -> list[Message]:
+        """Messages delivered since the last call (in seq order per session); waits up to
+        timeout_ms for the first one."""
+        deadline = time.monotonic() + timeout_ms / 1000
+        with self._app_cv:
+            while not self._app:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._running:
+                    return []
+                self._app_cv.wait(left)
+            n = min(len(self._app), max_messages)
+            out = [self._app.popleft() for _ in range(n)]
+        self._drain_fd(self._app_r)
+        return out
+
+    async def apoll(self, timeout_ms: int | None = None) -> list[Message]:
+        """asyncio version of poll(): waits without blocking the event loop."""
+        loop = asyncio.get_running_loop()
+        while True:
+            got = self.poll(0)
+            if got or not self._running:
+                return got
+            fut = loop.create_future()
+            loop.add_reader(self._app_r, lambda: fut.done() or fut.set_result(None))
+            try:
+                if self._app:
+                    continue
+                await asyncio.wait_for(fut, None if timeout_ms is None else timeout_ms / 1000)
+            except asyncio.TimeoutError:
+                return []
+            finally:
+                loop.remove_reader(self._app_r)
+
+    async def batches(self) -> AsyncIterator[list[Message]]:
+        while self._running:
+            got = await self.apoll(1000)
+            if got:
+                yield got
+
+    def state(self, station_id: str) -> dict:
+        """{station, state, detail, session, next_seq, known_last, offset_ns, rtt_ns,
+        clock_age_s, last_rx_age_s, counts}. Raises KeyError for an unknown station."""
+        with self._states_lock:
+            st = dict(self._states[station_id])
+        now = time.monotonic_ns()
+        if st.get("_last_rx_ns"):
+            st["last_rx_age_s"] = (now - st["_last_rx_ns"]) / 1e9
+            if st["state"] in ("connected", "stale"):
+                st["state"] = "connected" if now - st["_last_rx_ns"] <= self.c.stale_ms * NS_PER_MS else "stale"
+        st.pop("_last_rx_ns", None)
+        return st
+
+    def states(self) -> dict[str, dict]:
+        return {sid: self.state(sid) for sid in self.links}
+
+    def stats(self) -> dict[str, int]:
+        with self._states_lock:
+            return dict(self._stats)
+
+    def station_time(self, station_id: str, console_mono_ns: int | None = None) -> int | None:
+        """Estimated station clock now (or at the given console monotonic time); None before the
+        first clock estimate."""
+        off = self.state(station_id).get("offset_ns")
+        if off is None:
+            return None
+        return (time.monotonic_ns() if console_mono_ns is None else console_mono_ns) + off
+
+    def send_command(self, station_id: str, cmd: dict, timeout: float = 10.0) -> dict:
+        """Send an assessor command and wait for the station's ack body. ``cmd`` needs ``type``
+        and its fields (protocol.validate_command); cmd_id, assessor_id/name and t_ns (the station
+        time now, from the clock estimate) are filled in when absent. Raises CommandError,
+        KeyError (unknown station) or protocol.ProtocolError (invalid command)."""
+        return self.command_future(station_id, cmd, timeout).result(timeout + 1)
+
+    async def asend_command(self, station_id: str, cmd: dict, timeout: float = 10.0) -> dict:
+        return await asyncio.wrap_future(self.command_future(station_id, cmd, timeout))
+
+    def command_future(self, station_id: str, cmd: dict, timeout: float = 10.0) -> concurrent.futures.Future:
+        if station_id not in self.links:
+            raise KeyError(f"unknown station {station_id!r}")
+        full = {"cmd_id": uuid.uuid4().hex, "assessor_id": self.c.assessor_id, **cmd}
+        if full.get("type") == "mark":
+            full.setdefault("assessor_name", self.c.assessor_name)
+            full.setdefault("mark_id", full["cmd_id"])
+        if not full.get("t_ns"):
+            full["t_ns"] = self.station_time(station_id) or 0
+        full = protocol.validate_command(full)
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        self._inbox.append(("command", station_id, full, timeout, fut))
+        self._wake()
+        return fut
+
+    def history(self, station: str, session: str | None = None, from_seq: int = 0,
+                kinds: tuple[str, ...] | None = None) -> list[Message]:
+        """Stored messages of a session (default: the station's latest), from any thread."""
+        if session is None:
+            ss = self.reader.sessions(station)
+            if not ss:
+                return []
+            session = ss[-1]["session"]
+        return self.reader.messages(station, session, from_seq, kinds)
+
+    # ------------------------------------------------------------------ setup
+
+    def _load_tracks(self) -> None:
+        for s in self.store.sessions():
+            link = self.links.get(s["station"])
+            if link is None:
+                continue
+            link.tracks[s["session"]] = _Track(s["session"], s["next_seq"], s["known_last"], dirty=False)
+            link.session = s["session"]  # ordered by first seen: the last one is the latest
+
+    def _secure(self, sock: zmq.Socket, server_key: bytes | None) -> None:
+        sock.linger = 0
+        sock.setsockopt(zmq.MAXMSGSIZE, self.c.max_message_bytes)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
+        sock.setsockopt(zmq.RECONNECT_IVL, 200)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        if server_key:
+            sock.curve_serverkey = server_key
+            sock.curve_publickey = self.my_pub
+            sock.curve_secretkey = self.my_sec
+
+    def _make_sub(self, endpoint: str, key: bytes | None) -> zmq.Socket:
+        sub = self.ctx.socket(zmq.SUB)
+        self._secure(sub, key)
+        sub.rcvhwm = 100_000
+        sub.connect(endpoint)
+        return sub
+
+    def _connect(self, link: _Link) -> None:
+        spec = link.spec
+        if self._shared_sub is None:
+            link.sub = self._make_sub(spec.pub_endpoint, spec.public_key)
+            link.sub.setsockopt(zmq.SUBSCRIBE, f"{spec.id}/".encode())
+        d = self.ctx.socket(zmq.DEALER)
+        self._secure(d, spec.public_key)
+        d.setsockopt(zmq.IMMEDIATE, 1)   # no requests queued towards a peer not yet connected
+        d.sndhwm = 1000
+        link.monitor = d.get_monitor_socket(
+            zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+            | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+            | zmq.EVENT_DISCONNECTED)
+        d.connect(spec.req_endpoint)
+        link.dealer = d
+        link.requests.clear()
+        for t in link.tracks.values():
+            t.replay_id = None
+        link.snapshot_inflight = link.probe_inflight = False
+
+    def _reconnect(self, link: _Link) -> None:
+        for s in (link.dealer, link.monitor) + ((link.sub,) if self._shared_sub is None else ()):
+            if s is not None:
+                s.close(linger=0)
+        self._connect(link)
+        self._poller_dirty = True
+
+    # ------------------------------------------------------------------ I/O thread
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
+
+    @staticmethod
+    def _drain_fd(fd: int) -> None:
+        try:
+            while os.read(fd, 65536):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def _build_poller(self) -> None:
+        self._poller = zmq.Poller()
+        self._poller.register(self._wake_r, zmq.POLLIN)
+        self._sock_owner: dict[Any, tuple[str, _Link | None]] = {}
+        if self._shared_sub is not None:
+            self._poller.register(self._shared_sub, zmq.POLLIN)
+            self._sock_owner[self._shared_sub] = ("sub", None)
+        for link in self.links.values():
+            for kind, s in (("sub", link.sub), ("dealer", link.dealer), ("monitor", link.monitor)):
+                if s is not None and not (kind == "sub" and self._shared_sub is not None):
+                    self._poller.register(s, zmq.POLLIN)
+                    self._sock_owner[s] = (kind, link)
+        self._poller_dirty = False
+
+    def _run(self) -> None:
+        self._build_poller()
+        self._delivered: list[Message] = []
+        self._pending_store: list[Message] = []
+        try:
+            while self._running:
+                try:
+                    self._iteration()
+                except Exception:
+                    self._stats["errors"] += 1
+                    log.exception("console loop error")
+                    time.sleep(0.05)
+        finally:
+            for link in self.links.values():
+                for r in link.requests.values():
+                    if r.future and not r.future.done():
+                        r.future.set_exception(CommandError("console stopped"))
+            self.store.commit()
+            self.store.close()
+            self.ctx.destroy(linger=0)
+
+    def _iteration(self) -> None:
+        if self._poller_dirty:
+            self._build_poller()
+        ready = dict(self._poller.poll(self._next_timeout_ms()))
+        now = time.monotonic_ns()
+        if self._wake_r in ready:
+            self._drain_fd(self._wake_r)
+        while self._inbox:
+            self._handle_inbox(self._inbox.popleft(), now)
+        for sock in ready:
+            owner = self._sock_owner.get(sock)
+            if owner is None:
+                continue
+            kind, link = owner
+            if kind == "sub":
+                self._recv_live(sock, link, now)
+            elif kind == "dealer":
+                self._recv_replies(link, now)
+            elif kind == "monitor":
+                self._recv_monitor(link, now)
+        for link in self.links.values():
+            self._timers(link, now)
+        self._flush()
+
+    def _next_timeout_ms(self) -> int:
+        return 50
+
+    def _flush(self) -> None:
+        """Commit stored messages and track progress, then hand delivered ones to the app."""
+        dirty = [(l, t) for l in self.links.values() for t in l.tracks.values() if t.dirty]
+        if self._pending_store or dirty:
+            if self._pending_store:
+                self.store.add(self._pending_store, time.time_ns())
+                self._pending_store = []
+            for link, t in dirty:
+                info = protocol.packb(link.snapshot_info) if t.session == link.session and link.snapshot_info else None
+                self.store.save_session(link.id, t.session, t.next_seq, t.known_last, info)
+                t.dirty = False
+            self.store.commit()
+        if self._delivered:
+            self._stats["delivered"] += len(self._delivered)
+            if self.deliver:
+                with self._app_cv:
+                    self._app.extend(self._delivered)
+                    over = len(self._app) - APP_QUEUE_MAX
+                    for _ in range(max(0, over)):
+                        self._app.popleft()
+                        self._stats["app_dropped"] += 1
+                    self._app_cv.notify_all()
+                try:
+                    os.write(self._app_w, b"x")
+                except OSError:
+                    pass
+            self._delivered = []
+        self._publish_states()
+
+    def _publish_states(self) -> None:
+        with self._states_lock:
+            for link in self.links.values():
+                t = link.tracks.get(link.session) if link.session else None
+                if link.refused:
+                    state, detail = "refused", link.refused
+                elif link.auth_failed:
+                    state, detail = "unauthorised", link.auth_failed
+                elif link.last_rx_ns:
+                    state, detail = "connected", ""
+                else:
+                    state, detail = "connecting", ""
+                self._states[link.id] = {
+                    "station": link.id, "state": state, "detail": detail, "session": link.session,
+                    "next_seq": t.next_seq if t else None, "known_last": t.known_last if t else None,
+                    "offset_ns": link.offset_ns, "rtt_ns": link.rtt_ns,
+                    "clock_age_s": (time.monotonic_ns() - link.clock_measured_ns) / 1e9
+                    if link.clock_measured_ns else None,
+                    "counts": dict(link.counts), "_last_rx_ns": link.last_rx_ns,
+                    "snapshot": dict(link.snapshot_info)}
+
+    # -- live
+
+    def _recv_live(self, sock: zmq.Socket, link: _Link | None, now: int) -> None:
+        for _ in range(5000):
+            try:
+                frames = sock.recv_multipart(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                m = protocol.decode_live(frames)
+            except protocol.SchemaError as e:
+                self._stats["schema_refused"] += 1
+                if link is not None:
+                    link.counts["schema_refused"] += 1
+                    if not link.refused:
+                        log.warning("station %s: %s", link.id, e)
+                    link.refused = str(e)
+                continue
+            except protocol.ProtocolError:
+                self._stats["malformed"] += 1
+                if link is not None:
+                    link.counts["malformed"] += 1
+                continue
+            target = self.links.get(m.station) if link is None else link
+            if target is None or m.station != target.id:
+                self._stats["foreign"] += 1  # a station publishing under another's id
+                continue
+            target.refused = ""
+            target.last_rx_ns = now
+            target.counts["live"] += 1
+            self._accept(target, m, now, live=True)
+
+    def _track(self, link: _Link, session: str) -> _Track:
+        t = link.tracks.get(session)
+        if t is None:
+            t = link.tracks[session] = _Track(session)
+            link.next_snapshot_ns = 0  # learn about the new session now
+        return t
+
+    def _accept(self, link: _Link, m: Message, now: int, live: bool) -> None:
+        t = self._track(link, m.session)
+        if live and link.session != m.session:
+            if link.session is not None:
+                log.info("station %s: new session %s", link.id, m.session)
+            link.session = m.session
+        if m.seq > t.known_last:
+            t.known_last = m.seq
+            t.dirty = True
+        if t.next_seq is not None and m.seq < t.next_seq or m.seq in t.ahead:
+            link.counts["duplicate"] += 1
+            return
+        self._pending_store.append(m)
+        if t.next_seq is not None and m.seq == t.next_seq:
+            self._delivered.append(m)
+            t.next_seq += 1
+            while t.next_seq in t.ahead:
+                self._delivered.append(t.ahead.pop(t.next_seq))
+                t.next_seq += 1
+            t.dirty = True
+        else:
+            t.ahead[m.seq] = m
+
+    # -- requests
+
+    def _send(self, link: _Link, op: str, now: int, *, context: Any = None,
+              future: concurrent.futures.Future | None = None, give_up_ns: int = 0,
+              **fields: Any) -> int | None:
+        self._req_id = (self._req_id + 1) % protocol.MAX_SEQ
+        rid = self._req_id
+        frames = protocol.encode_request(op, rid, **fields)
+        req = _Request(op, frames, now, now + self.c.request_timeout_ms * NS_PER_MS, give_up_ns,
+                       context, future)
+        link.requests[rid] = req
+        try:
+            link.dealer.send_multipart(frames, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            req.deadline_ns = now + 100 * NS_PER_MS  # not connected yet: try again soon
+        return rid
+
+    def _resend(self, link: _Link, rid: int, req: _Request, now: int) -> None:
+        """A request timed out: send it again under a new id (a late reply to the old id is
+        ignored)."""
+        del link.requests[rid]
+        if req.give_up_ns and now >= req.give_up_ns:
+            if req.future and not req.future.done():
+                req.future.set_exception(CommandError(f"station {link.id} did not acknowledge the "
+                                                      "command in time"))
+            return
+        hdr = protocol.unpack_map(req.frames[0], "own request")
+        hdr.pop("id")
+        op = hdr.pop("op")
+        hdr.pop("schema")
+        link.counts["resent"] += 1
+        new = self._send(link, op, now, context=req.context, future=req.future,
+                         give_up_ns=req.give_up_ns, **hdr)
+        link.requests[new].attempts = req.attempts + 1
+        if op == "replay":
+            link.tracks[req.context].replay_id = new
+
+    def _handle_inbox(self, item: tuple, now: int) -> None:
+        if item[0] == "command":
+            _, sid, cmd, timeout, fut = item
+            link = self.links[sid]
+            self._send(link, "command", now, future=fut, give_up_ns=now + int(timeout * 1e9), cmd=cmd)
+
+    def _timers(self, link: _Link, now: int) -> None:
+        if link.auth_failed and now >= link.reconnect_at:
+            link.reconnect_at = now + REAUTH_NS
+            self._reconnect(link)
+            return
+        for rid, req in list(link.requests.items()):
+            if now >= req.deadline_ns:
+                if req.op == "snapshot":
+                    link.snapshot_inflight = False
+                    del link.requests[rid]
+                elif req.op == "clock":
+                    link.probe_inflight = False
+                    del link.requests[rid]
+                else:
+                    self._resend(link, rid, req, now)
+        if not link.snapshot_inflight and now >= link.next_snapshot_ns:
+            link.snapshot_inflight = True
+            link.next_snapshot_ns = now + self.c.resync_ms * NS_PER_MS
+            self._send(link, "snapshot", now)
+        if not link.probe_inflight and now >= link.next_probe_ns and link.last_rx_ns:
+            link.probe_inflight = True
+            self._send(link, "clock", now)
+        self._request_replay(link, now)
+
+    def _request_replay(self, link: _Link, now: int) -> None:
+        if any(t.replay_id is not None for t in link.tracks.values()):
+            return  # one replay in flight per station: flow control, ROUTER never overflows
+        order = sorted(link.tracks.values(), key=lambda t: t.session != link.session)
+        for t in order:
+            if t.missing() and now >= t.retry_at:
+                lo = 0 if t.next_seq is None else t.next_seq
+                hi = max(t.known_last, lo)
+                t.replay_id = self._send(link, "replay", now, context=t.session,
+                                         session=t.session, from_seq=lo, to_seq=hi)
+                return
+
+    def _recv_replies(self, link: _Link, now: int) -> None:
+        for _ in range(1000):
+            try:
+                frames = link.dealer.recv_multipart(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            link.last_rx_ns = now
+            try:
+                hdr, payload = protocol.decode_reply(frames)
+            except protocol.SchemaError as e:
+                self._stats["schema_refused"] += 1
+                link.counts["schema_refused"] += 1
+                link.refused = str(e)
+                continue
+            except protocol.ProtocolError:
+                self._stats["malformed"] += 1
+                link.counts["malformed"] += 1
+                continue
+            if not hdr["ok"] and hdr.get("code") == "schema":
+                link.refused = f"station refused our protocol: {hdr['error']}"
+            req = link.requests.pop(hdr["id"], None)
+            if req is None or req.op != hdr["op"]:
+                link.counts["late_reply"] += 1
+                if req is not None:
+                    link.requests[hdr["id"]] = req
+                continue
+            try:
+                getattr(self, f"_on_{req.op}")(link, req, hdr, payload, now)
+            except protocol.ProtocolError:
+                self._stats["malformed"] += 1
+                link.counts["malformed"] += 1
+                if req.op == "replay":
+                    link.tracks[req.context].replay_id = None
+                    link.tracks[req.context].retry_at = now + RETRY_NOT_YET_NS
+
+    def _on_snapshot(self, link: _Link, req: _Request, hdr: dict, payload, now: int) -> None:
+        link.snapshot_inflight = False
+        if not hdr["ok"]:
+            link.counts["snapshot_errors"] += 1
+            return
+        session = hdr.get("session")
+        last = hdr.get("last_seq")
+        if not isinstance(session, str) or not isinstance(last, int) or hdr.get("station") != link.id:
+            raise protocol.ProtocolError("snapshot reply malformed or from another station")
+        link.refused = ""
+        info = {k: v for k, v in hdr.items() if k not in ("schema", "op", "id", "ok")}
+        if link.session != session:
+            link.session = session
+        link.snapshot_info = info
+        t = self._track(link, session)
+        if last > t.known_last:
+            t.known_last = last
+        t.dirty = True
+        for prev in hdr.get("previous_sessions") or []:
+            if (isinstance(prev, list) and len(prev) == 2 and isinstance(prev[0], str)
+                    and isinstance(prev[1], int)):
+                pt = self._track(link, prev[0])
+                if prev[1] > pt.known_last:
+                    pt.known_last = prev[1]
+                    pt.dirty = True
+        self._request_replay(link, now)
+
+    def _on_replay(self, link: _Link, req: _Request, hdr: dict, payload, now: int) -> None:
+        t = link.tracks[req.context]
+        t.replay_id = None
+        if not hdr["ok"]:
+            link.counts["replay_errors"] += 1
+            if hdr.get("code") == "unknown_session":
+                lo = 0 if t.next_seq is None else t.next_seq
+                if t.known_last >= lo:
+                    self.store.add_gap(link.id, t.session, lo, t.known_last, "session unavailable")
+                    link.counts["lost"] += t.known_last - lo + 1
+                t.unavailable = True
+            t.retry_at = now + RETRY_NOT_YET_NS
+            return
+        msgs = protocol.decode_replay_payload(link.id, t.session, payload)
+        served_to = hdr.get("served_to")
+        last = hdr.get("last_seq")
+        if not isinstance(served_to, int) or not isinstance(last, int):
+            raise protocol.ProtocolError("replay reply malformed")
+        if t.next_seq is None:
+            if msgs:
+                t.next_seq = msgs[0].seq  # the session starts here
+            elif served_to >= hdr.get("from_seq", 0):
+                t.next_seq = served_to + 1
+        link.counts["replayed"] += len(msgs)
+        for m in msgs:
+            if m.session == t.session:
+                self._accept(link, m, now, live=False)
+        if last > t.known_last:
+            t.known_last = last
+        # seqs up to served_to that the station did not send do not exist there: a hole
+        while t.next_seq is not None and t.next_seq <= served_to:
+            nxt_have = min((s for s in t.ahead if s > t.next_seq), default=served_to + 1)
+            hi = min(nxt_have, served_to + 1) - 1
+            self.store.add_gap(link.id, t.session, t.next_seq, hi, "not in station journal")
+            link.counts["lost"] += hi - t.next_seq + 1
+            t.next_seq = hi + 1
+            while t.next_seq in t.ahead:
+                self._delivered.append(t.ahead.pop(t.next_seq))
+                t.next_seq += 1
+        t.dirty = True
+        if not hdr.get("more"):
+            t.retry_at = now + RETRY_NOT_YET_NS if t.missing() else 0
+        self._request_replay(link, now)
+
+    def _on_clock(self, link: _Link, req: _Request, hdr: dict, payload, now: int) -> None:
+        link.probe_inflight = False
+        st = hdr.get("t_ns")
+        if not hdr["ok"] or not isinstance(st, int):
+            return
+        rtt = now - req.sent_ns
+        offset = st - (req.sent_ns + now) // 2
+        link.probes.append((rtt, offset))
+        if len(link.probes) >= self.c.clock_probes:
+            rtt, offset = min(link.probes)
+            link.probes = []
+            link.offset_ns, link.rtt_ns, link.clock_measured_ns = offset, rtt, now
+            self.store.add_clock(link.id, offset, rtt)
+            link.next_probe_ns = now + self.c.clock_probe_interval_s * 1_000_000_000
+        else:
+            link.next_probe_ns = now  # next probe right away
+
+    def _on_command(self, link: _Link, req: _Request, hdr: dict, payload, now: int) -> None:
+        fut = req.future
+        if fut is None or fut.done():
+            return
+        if hdr["ok"]:
+            ack = hdr.get("ack")
+            fut.set_result(ack if isinstance(ack, dict) else {})
+        else:
+            fut.set_exception(CommandError(f"station {link.id} refused the command: {hdr['error']}"))
+
+    def _recv_monitor(self, link: _Link, now: int) -> None:
+        while True:
+            try:
+                msg = link.monitor.recv_multipart(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except zmq.ZMQError:
+                return
+            try:
+                ev = parse_monitor_message(msg)["event"]
+            except Exception:
+                continue
+            if ev == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                link.handshake_ok = True
+                link.auth_failed = ""
+                link.next_snapshot_ns = 0   # (re)connected: resync now
+                link.snapshot_inflight = False
+            elif ev == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                link.counts["auth_failed"] += 1
+                if not link.auth_failed:
+                    link.reconnect_at = now + REAUTH_NS
+                link.auth_failed = "the station refused this console's key (not on its allow-list)"
+            elif ev in (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL):
+                link.counts["auth_failed"] += 1
+                if not link.auth_failed:
+                    link.reconnect_at = now + REAUTH_NS
+                link.auth_failed = ("secure handshake failed (wrong station public key pinned, "
+                                    "or not a station)")
+            elif ev == zmq.EVENT_DISCONNECTED:
+                link.handshake_ok = False
+
+
+def format_line(m: Message, width: int = 100) -> str:
+    """One line per message for ``station console --plain``."""
+    short = " ".join(f"{k}={_short(v)}" for k, v in list(m.data.items())[:8])
+    line = f"{m.station} {m.session} {m.seq:>7} {m.kind:<8} {short}"
+    return line if len(line) <= width else line[: width - 3] + "..."
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    if isinstance(v, (dict, list)):
+        return f"<{type(v).__name__}:{len(v)}>"
+    s = str(v)
+    return s if len(s) <= 24 else s[:21] + "..."
