@@ -1,0 +1,66 @@
+"""Assessor commands (from a console) -> journaled events, with validation.
+
+A command is a dict; ``command_to_event`` checks it and returns the event to journal, or raises
+``CommandError`` with a message for the console. Accepted commands:
+
+- ``{"type": "mark", "assessor_id", "assessor_name", "competence", "kind", "text", "mark_id", "t_ns"?}``
+  kind: observed | not_observed | counter | note; competence: one of the 19 ids.
+- ``{"type": "contact", "action": "start"|"end", "kind": "phone"|"chat"|"email", "ref"?, "assessor_id", "t_ns"?}``
+- ``{"type": "exam", "action": "assign"|"start"|"end", "candidate_id"?, "candidate_name"?, "assessor_id"}``
+
+``t_ns`` is the station-clock time the assessor acted (the console converts its click time with its
+clock-offset estimate); missing or implausible (in the future, or before ``earliest_ns``) -> now.
+"""
+
+from __future__ import annotations
+
+from .engine.evidence import COMPETENCE_IDS
+from .events import AssessorMark, ContactMarker, ExamControl
+
+MAX_TEXT = 2000
+MAX_ID = 64
+
+
+class CommandError(ValueError):
+    """A command the station refuses; the message goes back to the console."""
+
+
+def _str(cmd: dict, key: str, limit: int = MAX_ID, required: bool = False) -> str:
+    v = cmd.get(key, "")
+    if not isinstance(v, str):
+        raise CommandError(f"{key} must be a string")
+    if required and not v:
+        raise CommandError(f"{key} is required")
+    if len(v) > limit:
+        raise CommandError(f"{key} is longer than {limit} characters")
+    return v
+
+
+def _choice(cmd: dict, key: str, allowed: tuple[str, ...]) -> str:
+    v = cmd.get(key)
+    if v not in allowed:
+        raise CommandError(f"{key} must be one of {', '.join(allowed)}")
+    return v
+
+
+def command_to_event(cmd: dict, now_ns: int, earliest_ns: int):
+    if not isinstance(cmd, dict):
+        raise CommandError("command must be a map")
+    t = cmd.get("t_ns")
+    if not isinstance(t, int) or isinstance(t, bool) or t > now_ns + 1_000_000_000 or t < earliest_ns:
+        t = now_ns
+    kind = cmd.get("type")
+    if kind == "mark":
+        competence = cmd.get("competence")
+        if competence not in COMPETENCE_IDS:
+            raise CommandError(f"unknown competence {str(competence)[:20]!r}; allowed: {', '.join(COMPETENCE_IDS)}")
+        return AssessorMark(t, _str(cmd, "assessor_id", required=True), _str(cmd, "assessor_name", 200),
+                            competence, _choice(cmd, "kind", ("observed", "not_observed", "counter", "note")),
+                            _str(cmd, "text", MAX_TEXT), _str(cmd, "mark_id", 100))
+    if kind == "contact":
+        return ContactMarker(t, _choice(cmd, "action", ("start", "end")), _choice(cmd, "kind", ("phone", "chat", "email")),
+                             _str(cmd, "ref", 100), _str(cmd, "assessor_id", required=True))
+    if kind == "exam":
+        return ExamControl(t, _choice(cmd, "action", ("assign", "start", "end")), _str(cmd, "candidate_id"),
+                           _str(cmd, "candidate_name", 200), _str(cmd, "assessor_id", required=True))
+    raise CommandError("type must be mark, contact or exam")

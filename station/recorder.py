@@ -1,0 +1,279 @@
+"""The recorder: journal, engine and publisher, fed by an event queue.
+
+One ingest cycle (``step``), every ``journal.ingest_interval_ms``:
+
+1. drain the queue into one ``Batch`` stamped with the recorder clock (its "now") and a
+   watermark (the time up to which all sources have delivered);
+2. journal the batch; run the engine on it; journal every message it produces (sequence numbers
+   are assigned by the journal); once a second, also a ``health`` message;
+3. commit (the cycle survives SIGKILL from here on), then publish the committed messages and
+   acknowledge the assessor commands of this batch; every ``commit_interval_ms``, fsync the WAL
+   (power-loss safety: at most that much data at risk).
+
+Journal before publish: a message a console saw is always in the journal, so a restarted recorder
+never reuses a sequence number.
+
+Sessions: on start the recorder resumes this station's open session (same boot) by replaying its
+journal into a fresh engine, so figures and sequence numbers continue; otherwise it creates one.
+
+The clock is injected (``clock``): the real monotonic clock live, a virtual clock in the demo.
+The recorder never reads the wall clock except once per session for the header's anchor.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+from . import __version__
+from .assessor import CommandError, command_to_event
+from .clock import boot_id, monotonic_ns, wall_anchor
+from .config import Config, data_dir as config_data_dir
+from .engine import Engine
+from .events import DEFAULT_LAG_NS, Batch, SourceHealth
+from .headset import load_profile, profile_warnings
+from .journal import Journal, SessionHeader, list_sessions, new_session_id
+from .replay import pack_body, replay
+from .sources.base import EventQueue
+
+log = logging.getLogger(__name__)
+NS_PER_MS = 1_000_000
+
+
+def read_reference_text(cfg: Config) -> str:
+    """The typing-task reference text (config typing.reference_file, relative to the config dir),
+    with runs of white space collapsed to one space (as typed on one line)."""
+    name = cfg.typing.reference_file
+    if not name:
+        return ""
+    path = Path(name)
+    if not path.is_absolute():
+        path = cfg.base_dir / path
+    try:
+        return " ".join(path.read_text(encoding="utf-8").split())
+    except (OSError, UnicodeDecodeError) as e:
+        from .config import ConfigError
+        raise ConfigError(f"typing.reference_file = {name!r}: cannot read {path}: {e}") from None
+
+
+class Recorder:
+    """Journal + engine + publisher for one station.
+
+    cfg: configuration. clock: station-clock function (ns). data_dir: journals (default from cfg).
+    publisher_factory: ``f(cfg, header, journal_path, on_command) -> publisher`` or None (no
+    streaming). watermark: ``f(now_ns) -> ns`` up to which sources have delivered everything
+    (default now - 1 s). sources_status: ``f() -> dict`` for the health beat.
+    """
+
+    def __init__(self, cfg: Config, *, clock: Callable[[], int] = monotonic_ns, data_dir: Path | None = None,
+                 publisher_factory=None, queue: EventQueue | None = None,
+                 watermark: Callable[[int], int] | None = None,
+                 sources_status: Callable[[], dict] | None = None, resume: bool = True):
+        self.cfg = cfg
+        self.clock = clock
+        self.data_dir = Path(data_dir) if data_dir is not None else config_data_dir(cfg)
+        self.queue = queue or EventQueue()
+        self.watermark_fn = watermark or (lambda now: now - DEFAULT_LAG_NS)
+        self.sources_status = sources_status or (lambda: {})
+        self.publisher_factory = publisher_factory
+        self.resume = resume
+        self.publisher = None
+        self.journal: Journal | None = None
+        self.engine: Engine | None = None
+        self.last_summary: dict | None = None
+        self.last_health_t = None
+        self.last_sync_t = None
+        self.ingest_ns = cfg.journal.ingest_interval_ms * NS_PER_MS
+        self.commit_ns = cfg.journal.commit_interval_ms * NS_PER_MS
+        self._acks_lock = threading.Lock()
+        self._pending_acks: list[tuple[Any, threading.Event, dict]] = []
+        self._lock = threading.Lock()
+        self.journal_error: str | None = None
+        self.counters = {"batches": 0, "events": 0, "messages": 0, "commit_failures": 0}
+        self.resumed = False
+
+    # ------------------------------------------------------------ session
+    def open_session(self) -> Journal:
+        """Resume this station's open session from the same boot, or start a new one."""
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        boot = boot_id()
+        if self.resume:
+            for info in reversed(list_sessions(self.data_dir)):
+                if info.station_id != self.cfg.station.id or info.ended:
+                    continue
+                try:
+                    j = Journal.open(info.path, writable=True)
+                except Exception as e:  # an unreadable journal is left alone, a new session starts
+                    log.warning("cannot resume %s: %s", info.path, e)
+                    continue
+                if j.header.boot_id != boot or j.header.config_hash != self.cfg.hash:
+                    j.close()
+                    continue
+                res = replay(j, compare=False, finish=False)
+                self.engine = res.engine
+                self.journal = j
+                self.resumed = True
+                log.info("resumed session %s at seq %d", j.header.session_id, j.last_seq())
+                self.queue.put(SourceHealth(self.clock(), "recorder", "ok", "recorder restarted; session resumed"))
+                break
+        if self.journal is None:
+            mono, wall = wall_anchor()
+            header = SessionHeader(station_id=self.cfg.station.id, session_id=new_session_id(self.cfg.station.id, wall),
+                                   created_mono_ns=self.clock() if self.clock is not monotonic_ns else mono,
+                                   created_wall_ns=wall, boot_id=boot, software_version=__version__,
+                                   config_hash=self.cfg.hash, config=self.cfg.as_dict())
+            self.journal = Journal.create(self.data_dir, header)
+            ref = read_reference_text(self.cfg)
+            self.journal.set_meta("reference_text", ref)
+            self.journal.set_meta("headset", json.dumps(self._headset_status()))
+            self.journal.commit()
+            self.engine = Engine(self.cfg, reference_text=ref)
+        if self.publisher_factory is not None:
+            self.publisher = self.publisher_factory(self.cfg, self.journal.header, self.journal.path, self.submit_command)
+            self.publisher.start()
+        return self.journal
+
+    def _headset_status(self) -> dict:
+        try:
+            profile = load_profile(self.cfg)
+        except Exception as e:
+            return {"status": "invalid", "warnings": [str(e)]}
+        warnings = profile_warnings(self.cfg, profile)
+        out: dict[str, Any] = {"status": "ok" if not warnings else "warning", "warnings": warnings}
+        if profile is not None:
+            out.update(headset_id=profile.headset_id, calibrated=profile.created, passed=profile.passed,
+                       technician=profile.technician)
+        return out
+
+    # --------------------------------------------------------------- cycle
+    def step(self) -> list[tuple[int, str, int, dict]]:
+        """One ingest cycle. Returns the (seq, kind, t_ns, body) messages it published."""
+        now = self.clock()
+        with self._acks_lock:
+            acks, self._pending_acks = self._pending_acks, []
+        events = self.queue.drain()
+        batch = Batch.from_events(now, events, watermark_ns=min(now, self.watermark_fn(now)))
+        outputs = self.engine.ingest(batch)
+        for kind, t_ns, body in outputs:
+            if kind == "summary":
+                self.last_summary = body
+        if self.last_health_t is None or now - self.last_health_t >= 1_000_000_000:
+            self.last_health_t = now
+            outputs.append(("health", now, self.health(now)))
+        published = self._journal_and_publish(batch, outputs)
+        for _, done, result in acks:
+            result["ok"] = True
+            done.set()
+        self.counters["batches"] += 1
+        self.counters["events"] += len(events)
+        return published
+
+    def _journal_and_publish(self, batch: Batch, outputs) -> list:
+        j = self.journal
+        msgs = []
+        with self._lock:
+            j.append_batch(batch)
+            for kind, t_ns, body in outputs:
+                packed = pack_body(body)
+                seq = j.append_message(kind, t_ns, packed)
+                msgs.append((seq, kind, t_ns, packed, body))
+            try:
+                j.commit()
+                self.journal_error = None
+            except sqlite3.OperationalError as e:
+                self.counters["commit_failures"] += 1
+                self.journal_error = str(e)
+                log.error("journal commit failed: %s", e)
+                raise
+            now = batch.t_ns
+            if self.last_sync_t is None or now - self.last_sync_t >= self.commit_ns:
+                j.sync()
+                self.last_sync_t = now
+        if self.publisher is not None:
+            for seq, kind, t_ns, packed, _ in msgs:
+                self.publisher.publish(seq, kind, t_ns, packed)
+        self.counters["messages"] += len(msgs)
+        return [(seq, kind, t_ns, body) for seq, kind, t_ns, _, body in msgs]
+
+    def health(self, now: int) -> dict:
+        j = self.journal
+        try:
+            free = shutil.disk_usage(self.data_dir).free
+        except OSError:
+            free = -1
+        out = {"t_ns": now, "station_id": self.cfg.station.id, "session_id": j.header.session_id,
+               "sources": self.sources_status(), "engine_health": dict(self.engine.health),
+               "queue": {"waiting": len(self.queue), "dropped": self.queue.dropped},
+               "journal": {"size_bytes": j.size_bytes(), "last_seq": j.last_seq(), "blocks": j.block_count(),
+                           "disk_free_bytes": free, "error": self.journal_error},
+               "headset": self._headset_status(), "software_version": __version__,
+               "counters": dict(self.counters)}
+        if self.publisher is not None:
+            out["publisher"] = self.publisher.stats()
+        return out
+
+    # ------------------------------------------------------------ commands
+    def submit_command(self, cmd: dict, timeout_s: float = 5.0) -> dict:
+        """Called by the publisher (another thread): validate, queue the event, wait until it is
+        journaled (committed). Returns the ack body: {"ok": true, "t_ns": ...} or {"ok": false, "error": ...}."""
+        now = self.clock()
+        try:
+            event = command_to_event(cmd, now, self.journal.header.created_mono_ns)
+        except CommandError as e:
+            return {"ok": False, "error": str(e)}
+        done = threading.Event()
+        result: dict = {"ok": False, "t_ns": event.t_ns}
+        with self._acks_lock:
+            self.queue.put(event)
+            self._pending_acks.append((event, done, result))
+        if not done.wait(timeout_s):
+            return {"ok": False, "error": "station did not journal the command in time"}
+        return result
+
+    # ---------------------------------------------------------------- end
+    def end_session(self) -> None:
+        """Close the session: final contacts and summary journaled and published, journal ended."""
+        if self.journal is None:
+            return
+        self.step()
+        t = self.clock()
+        outputs = self.engine.finish(t)   # replay calls finish(ended_ns) after the last batch too
+        self._journal_and_publish_outputs_only(outputs)
+        self.journal.end(t)
+
+    def _journal_and_publish_outputs_only(self, outputs) -> None:
+        j = self.journal
+        msgs = []
+        with self._lock:
+            for kind, t_ns, body in outputs:
+                packed = pack_body(body)
+                msgs.append((j.append_message(kind, t_ns, packed), kind, t_ns, packed))
+            j.commit()
+            j.sync()
+        if self.publisher is not None:
+            for m in msgs:
+                self.publisher.publish(*m)
+
+    def close(self, end: bool = False) -> None:
+        if end:
+            self.end_session()
+        if self.publisher is not None:
+            self.publisher.stop()
+            self.publisher = None
+        if self.journal is not None:
+            self.journal.close()
+            self.journal = None
+
+    def run(self, stop: threading.Event, on_step: Callable[[list], None] | None = None,
+            sleep: Callable[[float], None] | None = None) -> None:
+        """Loop until ``stop`` is set, one step every ingest interval of the recorder clock."""
+        while not stop.is_set():
+            published = self.step()
+            if on_step is not None:
+                on_step(published)
+            stop.wait(self.ingest_ns / 1e9) if sleep is None else sleep(self.ingest_ns / 1e9)

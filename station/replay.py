@@ -1,0 +1,86 @@
+"""Re-run the metrics engine on a journal, offline, with the session's own configuration.
+
+The engine is fed exactly the journaled batches, so the messages it produces must equal the
+journaled ones (kinds the engine produces: summary, contact, alert, mark, exam), byte for byte.
+``replay`` reports any difference; ``station replay`` exits non-zero on one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import msgpack
+
+from .config import Config
+from .engine import Engine
+
+ENGINE_KINDS = ("summary", "contact", "alert", "mark", "exam")
+
+
+def pack_body(body: dict) -> bytes:
+    """The one encoding of message bodies (journal and wire): msgpack, deterministic for equal dicts."""
+    return msgpack.packb(body, use_bin_type=True)
+
+
+def session_config(journal) -> Config:
+    """The configuration the session ran with (snapshot in its header), not today's files."""
+    return Config(journal.header.config, [f"{journal.path} (session snapshot)"])
+
+
+def make_engine(journal) -> Engine:
+    return Engine(session_config(journal), reference_text=journal.get_meta("reference_text") or "")
+
+
+@dataclass
+class ReplayResult:
+    engine: Engine
+    produced: int = 0
+    compared: int = 0
+    mismatches: list[str] = field(default_factory=list)
+    journaled_only: int = 0
+    batches: int = 0
+    events: int = 0
+
+
+def replay(journal, *, compare: bool = True, finish: bool = True) -> ReplayResult:
+    """Feed every journaled batch to a fresh engine; compare its messages with the journal's.
+
+    finish: also close the session (as at its end) so that the engine holds final figures; the
+    closing messages are compared only if the session was ended (they were journaled then).
+    """
+    engine = make_engine(journal)
+    res = ReplayResult(engine)
+    expected = journal.iter_messages(kinds=ENGINE_KINDS) if compare else iter(())
+    last_t = None
+
+    def check(outputs):
+        for kind, t_ns, body in outputs:
+            res.produced += 1
+            if not compare:
+                continue
+            want = next(expected, None)
+            res.compared += 1
+            got = pack_body(body)
+            if want is None:
+                res.mismatches.append(f"replay produced an extra {kind} message at t={t_ns}")
+            elif (want.kind, want.t_ns, want.body) != (kind, t_ns, got):
+                if len(res.mismatches) < 20:
+                    res.mismatches.append(f"seq {want.seq}: journal has {want.kind}@{want.t_ns}, replay gives {kind}@{t_ns}"
+                                          + ("" if want.kind != kind or want.t_ns != t_ns else " (body differs)"))
+
+    for batch in journal.iter_batches():
+        res.batches += 1
+        res.events += batch.count()
+        last_t = batch.t_ns
+        check(engine.ingest(batch))
+    ended = journal.get_meta("ended_ns")
+    if finish:
+        end_t = int(ended) if ended else (last_t if last_t is not None else journal.header.created_mono_ns)
+        outs = engine.finish(end_t)
+        if ended:
+            check(outs)
+    if compare:
+        res.journaled_only = sum(1 for _ in expected)
+        if res.journaled_only:
+            res.mismatches.append(f"{res.journaled_only} journaled engine message(s) not reproduced by replay")
+    return res

@@ -1,0 +1,256 @@
+"""The per-session report: JSON for machines, a printable HTML page for people.
+
+``build_report(journal)`` replays the journal (``station.replay``) with the session's own
+configuration, checks the journal's integrity, and gathers contacts, the 19 competences with
+figures, rules and marks, timelines and data gaps. ``write_report`` writes ``report.json`` and
+``report.html`` (timelines as inline SVG; no scripts, no external resources) into a directory.
+
+Times in the JSON are station-clock ns plus derived wall-clock ISO strings; durations are ms.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from . import intervals as iv
+from .engine.evidence import COMPETENCES, session_evidence
+from .engine.figures import CAT_NAMES
+from .replay import replay
+
+NS_PER_S = 1_000_000_000
+
+
+def _iso(wall_ns: int) -> str:
+    return dt.datetime.fromtimestamp(wall_ns / 1e9, dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _spans(a) -> list[list[int]]:
+    return [[int(s), int(e)] for s, e in (a.tolist() if hasattr(a, "tolist") else a)]
+
+
+def build_report(journal) -> dict:
+    """Replay + evidence + integrity for one session journal. Raises JournalError for a bad journal."""
+    problems = journal.verify()
+    res = replay(journal, compare=True)
+    eng = res.engine
+    evidence = session_evidence(eng)
+    h = journal.header
+    start = eng.first_t if eng.first_t is not None else h.created_mono_ns
+    end = max(eng.now, start)
+    contacts = []
+    for c in eng.contacts:
+        lo, hi = c["start_ns"], c["end_ns"]
+        entry = {k: v for k, v in c.items() if not k.startswith("_")}
+        entry["wall_start"] = _iso(h.wall_ns(lo))
+        entry["timeline"] = timeline(eng, c["kind"], lo, hi)
+        contacts.append(entry)
+    gaps = []
+    for source, spans in eng.lost.items():
+        for s, e in spans:
+            gaps.append({"source": source, "start_ns": s, "end_ns": e if e is not None else end,
+                         "duration_ms": ((e if e is not None else end) - s) // 1_000_000,
+                         "wall_start": _iso(h.wall_ns(s))})
+    gaps.sort(key=lambda g: g["start_ns"])
+    return {
+        "report_version": 1,
+        "software_version": __version__,
+        "session": {"station_id": h.station_id, "session_id": h.session_id,
+                    "session_software_version": h.software_version, "config_hash": h.config_hash,
+                    "start_ns": start, "end_ns": end, "wall_start": _iso(h.wall_ns(start)),
+                    "wall_end": _iso(h.wall_ns(end)), "duration_ms": (end - start) // 1_000_000,
+                    "ended": journal.get_meta("ended_ns") is not None},
+        "exam": dict(eng.exam),
+        "headset": _headset_status(journal),
+        "integrity": {"ok": not problems and not res.mismatches, "journal_problems": problems,
+                      "replay_mismatches": res.mismatches, "batches": res.batches, "events": res.events,
+                      "messages_compared": res.compared},
+        "data_gaps": gaps,
+        "contacts": contacts,
+        "competences": evidence,
+        "session_totals": eng.session_totals(),
+        "marks": eng.marks,
+        "timeline": timeline(eng, "session", start, end),
+    }
+
+
+def _headset_status(journal) -> dict:
+    raw = journal.get_meta("headset")
+    if raw:
+        try:
+            return json.loads(raw)
+        except ValueError:
+            pass
+    return {"status": "unknown"}
+
+
+def timeline(eng, kind: str, lo: int, hi: int) -> dict:
+    """Interval lanes for [lo, hi): speech, typing, mouse, focus categories, dead air, overtalk."""
+    agent = eng.agent.within(lo, hi, True)
+    cust = eng.customer.within(lo, hi, True)
+    talk = iv.union(agent, cust)
+    lanes = {"agent": _spans(agent), "customer": _spans(cust),
+             "typing": _spans(eng.typing.within(lo, hi, True)), "mouse": _spans(eng.mouse.within(lo, hi, True))}
+    focus, _, _ = eng.focus_spans(lo, hi)
+    lanes["focus"] = sorted([[s, e, cat] for cat, a in focus.items() for s, e in _spans(a)])
+    if kind in ("phone", "session"):
+        phones = [c for c in eng.contacts if c["kind"] == "phone"] if kind == "session" else [{"start_ns": lo, "end_ns": hi}]
+        dead, over = [], []
+        for c in phones:
+            a, b = max(lo, c["start_ns"]), min(hi, c["end_ns"])
+            if b <= a:
+                continue
+            t = iv.union(eng.agent.within(a, b, True), eng.customer.within(a, b, True))
+            dead += _spans(iv.at_least(iv.complement(t, a, b), eng.cfg_activity.dead_air_ms * 1_000_000))
+            over += _spans(iv.at_least(iv.intersect(eng.agent.within(a, b, True), eng.customer.within(a, b, True)),
+                                       eng.cfg_activity.overtalk_min_ms * 1_000_000))
+        lanes["dead_air"], lanes["overtalk"] = dead, over
+    lanes["unknown"] = _spans(eng.unknown_spans(lo, hi))
+    if kind == "session":
+        lanes["contacts"] = [[c["start_ns"], c["end_ns"], c["kind"]] for c in eng.contacts]
+    del talk
+    return {"start_ns": lo, "end_ns": hi, "lanes": lanes}
+
+
+# ---------------------------------------------------------------------------------------- HTML
+LANE_ORDER = [("agent", "Agent speech", "#1f77b4"), ("customer", "Customer speech", "#ff7f0e"),
+              ("overtalk", "Overtalk", "#d62728"), ("dead_air", "Dead air", "#7f7f7f"),
+              ("typing", "Typing", "#2ca02c"), ("mouse", "Mouse", "#9467bd"),
+              ("focus", "Focus", None), ("contacts", "Contacts", None), ("unknown", "Data gap", "#000000")]
+CAT_COLORS = {"crm": "#17becf", "knowledge": "#bcbd22", "script": "#8c564b", "chat": "#e377c2",
+              "email": "#ff9896", "typing_task": "#98df8a", "other": "#dddddd"}
+KIND_COLORS = {"phone": "#1f77b4", "chat": "#e377c2", "email": "#ff9896"}
+
+
+def svg_timeline(tl: dict, width: int = 960) -> str:
+    lo, hi = tl["start_ns"], tl["end_ns"]
+    span = max(1, hi - lo)
+    label_w, lane_h = 120, 16
+    lanes = [(k, name, color) for k, name, color in LANE_ORDER if k in tl["lanes"]]
+    height = lane_h * len(lanes) + 22
+    scale = (width - label_w - 10) / span
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" role="img" aria-label="timeline">']
+    for row, (key, name, color) in enumerate(lanes):
+        y = row * lane_h + 2
+        out.append(f'<text x="0" y="{y + 11}" font-size="11" font-family="sans-serif">{html.escape(name)}</text>')
+        out.append(f'<rect x="{label_w}" y="{y}" width="{width - label_w - 10}" height="{lane_h - 4}" fill="#f4f4f4"/>')
+        for item in tl["lanes"][key]:
+            s, e = item[0], item[1]
+            fill = color
+            title = ""
+            if key == "focus":
+                fill, title = CAT_COLORS.get(item[2], "#ccc"), item[2]
+            elif key == "contacts":
+                fill, title = KIND_COLORS.get(item[2], "#333"), item[2]
+            x = label_w + (s - lo) * scale
+            w = max(0.5, (e - s) * scale)
+            tip = f"<title>{html.escape(title)} {(s - lo) / NS_PER_S:.1f}-{(e - lo) / NS_PER_S:.1f} s</title>"
+            out.append(f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="{lane_h - 4}" fill="{fill}">{tip}</rect>')
+    y = len(lanes) * lane_h + 14
+    dur_s = span / NS_PER_S
+    step = next(s for s in (1, 5, 10, 30, 60, 300, 600, 1800, 3600, 7200) if dur_s / s <= 12)
+    t = 0
+    while t <= dur_s:
+        x = label_w + t * NS_PER_S * scale
+        lab = f"{t // 60}:{t % 60:02d}" if step < 60 else f"{t // 60} min"
+        out.append(f'<text x="{x:.1f}" y="{y}" font-size="10" font-family="sans-serif">{lab}</text>')
+        t += step
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 10 else f"{v:.1f}"
+    if isinstance(v, dict):
+        return "; ".join(f"{html.escape(str(k))}: {_fmt(x)}" for k, x in v.items()) or "–"
+    return html.escape(str(v))
+
+
+def render_html(rep: dict) -> str:
+    s = rep["session"]
+    e = rep["exam"]
+    esc = html.escape
+    integ = rep["integrity"]
+    parts = [f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>Station report {esc(s['station_id'])} {esc(s['session_id'])}</title>
+<style>
+body{{font-family:sans-serif;margin:24px;color:#111}} table{{border-collapse:collapse;margin:8px 0 16px}}
+td,th{{border:1px solid #bbb;padding:3px 6px;font-size:12px;vertical-align:top}} th{{background:#eee}}
+.ok{{color:#060}} .bad{{color:#a00;font-weight:bold}} .na{{color:#666}} h2{{margin-top:28px}}
+@media print{{ .contact{{page-break-inside:avoid}} body{{margin:8mm}} }}
+</style></head><body>
+<h1>Assessment record — {esc(s['station_id'])}</h1>
+<table>
+<tr><th>Candidate</th><td>{esc(e.get('candidate_name', '') or '–')} ({esc(e.get('candidate_id', '') or 'not assigned')})</td></tr>
+<tr><th>Session</th><td>{esc(s['session_id'])}</td></tr>
+<tr><th>Time (UTC)</th><td>{esc(s['wall_start'])} – {esc(s['wall_end'])} ({s['duration_ms'] // 60000} min)</td></tr>
+<tr><th>Software</th><td>station {esc(rep['software_version'])} (session recorded with {esc(s['session_software_version'])}), config {esc(s['config_hash'][:12])}</td></tr>
+<tr><th>Headset calibration</th><td>{_fmt(rep['headset'])}</td></tr>
+<tr><th>Integrity</th><td class="{'ok' if integ['ok'] else 'bad'}">{'journal intact, replay reproduces every published figure' if integ['ok'] else esc('; '.join(integ['journal_problems'] + integ['replay_mismatches'])[:2000])}</td></tr>
+<tr><th>Data gaps</th><td class="{'ok' if not rep['data_gaps'] else 'bad'}">{'none' if not rep['data_gaps'] else '<br>'.join(esc(f"{g['source']}: {g['wall_start']} for {g['duration_ms'] / 1000:.1f} s") for g in rep['data_gaps'])}</td></tr>
+</table>
+<h2>Competences</h2>
+<p>Automatic figures are evidence, not verdicts. A competence is proven only when both assessors agree.</p>
+<table><tr><th>Id</th><th>Competence</th><th>Figures</th><th>Default rule</th><th>Rule met</th><th>Assessors</th><th>Proven</th></tr>"""]
+    for cid, _, _ in COMPETENCES:
+        c = rep["competences"][cid]
+        auto = c["auto"]
+        cls = "na" if auto is None else ("ok" if auto else "bad")
+        ass = "<br>".join(f"{esc(v['name'] or a)}: {esc(v['verdict'])}" for a, v in c["assessors"].items()) or "–"
+        parts.append(f"<tr><td>{cid}</td><td>{esc(c['title'])}</td><td>{_fmt(c['figures'])}</td>"
+                     f"<td>{esc(c['rule'])}</td><td class='{cls}'>{_fmt(auto) if auto is not None else 'assessor'}</td>"
+                     f"<td>{ass}</td><td class='{'ok' if c['proven'] else 'na'}'>{'proven' if c['proven'] else 'not proven'}</td></tr>")
+    parts.append("</table><h2>Session timeline</h2>" + svg_timeline(rep["timeline"]))
+    parts.append("<h2>Contacts</h2><table><tr><th>#</th><th>Kind</th><th>Start (UTC)</th><th>Duration</th>"
+                 "<th>Agent talk</th><th>Customer talk</th><th>Dead air</th><th>Overtalk</th><th>S1</th><th>S3</th>"
+                 "<th>S2 switches/min</th><th>Source</th></tr>")
+    for n, c in enumerate(rep["contacts"], 1):
+        parts.append(f"<tr><td>{n}</td><td>{esc(c['kind'])}</td><td>{esc(c['wall_start'])}</td>"
+                     f"<td>{c['duration_ms'] / 1000:.1f} s</td><td>{_fmt(c.get('agent_talk_ms'))}</td>"
+                     f"<td>{_fmt(c.get('customer_talk_ms'))}</td><td>{_fmt(c.get('dead_air_count'))}</td>"
+                     f"<td>{_fmt(c.get('overtalk_count'))}</td><td>{_fmt(c.get('s1_share'))}</td>"
+                     f"<td>{_fmt(c.get('s3_share'))}</td><td>{_fmt(c.get('s2_switches_per_min'))}</td>"
+                     f"<td>{esc(c['source'])}</td></tr>")
+    parts.append("</table>")
+    for n, c in enumerate(rep["contacts"], 1):
+        parts.append(f"<div class='contact'><h3>Contact {n}: {esc(c['kind'])}, {c['duration_ms'] / 1000:.1f} s</h3>"
+                     + svg_timeline(c["timeline"]) + "</div>")
+    if rep["marks"]:
+        parts.append("<h2>Assessor marks</h2><table><tr><th>Time (UTC)</th><th>Assessor</th><th>Competence</th><th>Kind</th><th>Note</th></tr>")
+        for m in rep["marks"]:
+            parts.append(f"<tr><td>{m['t_ns']}</td><td>{esc(m['assessor_name'] or m['assessor_id'])}</td>"
+                         f"<td>{esc(m['competence'])}</td><td>{esc(m['kind'])}</td><td>{esc(m['text'])}</td></tr>")
+        parts.append("</table>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    raise TypeError(type(o).__name__)
+
+
+def write_report(rep: dict, out_dir: Path) -> tuple[Path, Path]:
+    """Write report.json and report.html into out_dir (created). Returns their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    jp, hp = out_dir / "report.json", out_dir / "report.html"
+    jp.write_text(json.dumps(rep, indent=1, default=_json_default))
+    hp.write_text(render_html(rep))
+    return jp, hp
+
+
+__all__ = ["build_report", "write_report", "render_html", "svg_timeline", "CAT_NAMES"]
