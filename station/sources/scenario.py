@@ -1,0 +1,109 @@
+"""The scenario source: plays a simulated exam (``station.scenario.Scenario``) into a station.
+
+``VirtualClock`` maps wall time to station time at ``speed`` x real time, starting at the
+scenario's ``start_ns``; ``ScenarioSource`` is a ``station.sources.base.Source`` whose thread, every
+~20 ms of wall time, hands ``scenario.events_until(clock.now())`` to the sink. At speeds beyond what
+the machine can synthesize (about 150-250x on one core) the source simply runs as fast as it can;
+no event is skipped either way.
+
+Health: ``ok`` when started, ``lost`` (with the reason) if the scenario raises; the source then
+stops emitting instead of taking the process down.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from ..scenario import Scenario, exam_scenario
+from .base import EventSink, HealthReporter
+
+__all__ = ["Scenario", "ScenarioSource", "VirtualClock", "exam_scenario"]
+
+
+class VirtualClock:
+    """Station time for a scenario played at ``speed`` x real time:
+    ``now() = start_ns + (monotonic_ns() - t0) * speed`` (integer ns), t0 taken at construction.
+    Raises ValueError unless speed > 0."""
+
+    def __init__(self, start_ns: int, speed: float):
+        if not speed > 0:
+            raise ValueError(f"speed must be > 0, got {speed!r}")
+        self.start_ns = int(start_ns)
+        self.speed = float(speed)
+        self.t0 = time.monotonic_ns()
+
+    def now(self) -> int:
+        return self.start_ns + int((time.monotonic_ns() - self.t0) * self.speed)
+
+
+class ScenarioSource:
+    """Feeds a Scenario's events to a sink, paced by a VirtualClock (see module docstring)."""
+
+    name = "scenario"
+    PERIOD_S = 0.02
+
+    def __init__(self, scenario: Scenario, clock: VirtualClock):
+        self.scenario = scenario
+        self.clock = clock
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._health: HealthReporter | None = None
+        self.emitted = 0
+        self.error = ""
+
+    def start(self, sink: EventSink) -> None:
+        if self._thread is not None:
+            raise RuntimeError("scenario source already started")
+        self._health = HealthReporter(self.name, sink)
+        self._health.report("ok", f"simulated exam, seed {self.scenario.seed}",
+                            t_ns=max(self.scenario.start_ns, self.clock.now()))
+        self._thread = threading.Thread(target=self._run, args=(sink,), name="scenario-source", daemon=True)
+        self._thread.start()
+
+    MAX_STEP_NS = 5_000_000_000   # at most this much station time per step, so stop() stays prompt
+
+    def _run(self, sink: EventSink) -> None:
+        sc = self.scenario
+        while not self._stop.is_set():
+            target = min(self.clock.now(), sc.end_ns)
+            step_to = min(target, sc.position_ns + self.MAX_STEP_NS)
+            try:
+                events = sc.events_until(step_to)
+            except Exception as e:  # a bug in the simulation must not take the station down
+                self.error = f"{type(e).__name__}: {e}"
+                if self._health is not None:
+                    self._health.report("lost", f"scenario failed: {self.error}"[:200], t_ns=step_to)
+                return
+            if events:
+                sink.put_many(events)
+                self.emitted += len(events)
+            if sc.finished:
+                return
+            if step_to >= target:   # caught up with the clock: wait for it
+                self._stop.wait(self.PERIOD_S)
+
+    def stop(self) -> None:
+        """Stop emitting (returns within about 1 s)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=1.0)
+
+    @property
+    def finished(self) -> bool:
+        """All events up to the scenario's end_ns have been emitted."""
+        return self.scenario.finished
+
+    def status(self) -> dict[str, Any]:
+        sc = self.scenario
+        if self.error:
+            state = "lost"
+        elif sc.finished:
+            state = "finished"
+        else:
+            state = "ok"
+        return {"state": state, "seed": sc.seed, "emitted": self.emitted,
+                "progress": round(sc.progress(), 4), "speed": self.clock.speed,
+                "lag_ms": max(0, min(self.clock.now(), sc.end_ns) - sc.position_ns) // 1_000_000,
+                "error": self.error}
