@@ -260,6 +260,24 @@ class Batch:
             streams[name] = cols
         return cls(t_ns, streams, watermark_ns)
 
+    @classmethod
+    def concat(cls, batches: list["Batch"]) -> "Batch":
+        """One batch holding the events of several, in order; time and watermark of the last."""
+        streams: dict[str, dict[str, Any]] = {}
+        for name in STREAMS:
+            parts = [b.streams[name] for b in batches if name in b.streams and len(b.streams[name]["t_ns"])]
+            if not parts:
+                continue
+            cols = {}
+            for col, kind in COLUMNS[name]:
+                if kind == "str":
+                    cols[col] = [v for p in parts for v in p[col]]
+                else:
+                    cols[col] = np.concatenate([np.asarray(p[col]) for p in parts])
+            streams[name] = cols
+        last = batches[-1]
+        return cls(last.t_ns, streams, last.watermark_ns)
+
     def count(self, stream: str | None = None) -> int:
         if stream is not None:
             cols = self.streams.get(stream)

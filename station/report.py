@@ -34,10 +34,13 @@ def _spans(a) -> list[list[int]]:
     return [[int(s), int(e)] for s, e in (a.tolist() if hasattr(a, "tolist") else a)]
 
 
-def build_report(journal) -> dict:
-    """Replay + evidence + integrity for one session journal. Raises JournalError for a bad journal."""
+def build_report(journal, exact: bool = False) -> dict:
+    """Replay + evidence + integrity for one session journal. Raises JournalError for a bad journal.
+
+    exact=False (default) uses the fast replay, which checks the final figures (contacts, marks)
+    against the journal; exact=True also re-checks every live summary (slower)."""
     problems = journal.verify()
-    res = replay(journal, compare=True)
+    res = replay(journal, compare=True, exact=exact)
     eng = res.engine
     evidence = session_evidence(eng)
     h = journal.header
@@ -63,6 +66,7 @@ def build_report(journal) -> dict:
         "session": {"station_id": h.station_id, "session_id": h.session_id,
                     "session_software_version": h.software_version, "config_hash": h.config_hash,
                     "start_ns": start, "end_ns": end, "wall_start": _iso(h.wall_ns(start)),
+                    "wall_start_ns": h.wall_ns(start),
                     "wall_end": _iso(h.wall_ns(end)), "duration_ms": (end - start) // 1_000_000,
                     "ended": journal.get_meta("ended_ns") is not None},
         "exam": dict(eng.exam),
@@ -197,7 +201,7 @@ td,th{{border:1px solid #bbb;padding:3px 6px;font-size:12px;vertical-align:top}}
 <tr><th>Time (UTC)</th><td>{esc(s['wall_start'])} – {esc(s['wall_end'])} ({s['duration_ms'] // 60000} min)</td></tr>
 <tr><th>Software</th><td>station {esc(rep['software_version'])} (session recorded with {esc(s['session_software_version'])}), config {esc(s['config_hash'][:12])}</td></tr>
 <tr><th>Headset calibration</th><td>{_fmt(rep['headset'])}</td></tr>
-<tr><th>Integrity</th><td class="{'ok' if integ['ok'] else 'bad'}">{'journal intact, replay reproduces every published figure' if integ['ok'] else esc('; '.join(integ['journal_problems'] + integ['replay_mismatches'])[:2000])}</td></tr>
+<tr><th>Integrity</th><td class="{'ok' if integ['ok'] else 'bad'}">{'journal intact, replay reproduces the published figures' if integ['ok'] else esc('; '.join(integ['journal_problems'] + integ['replay_mismatches'])[:2000])}</td></tr>
 <tr><th>Data gaps</th><td class="{'ok' if not rep['data_gaps'] else 'bad'}">{'none' if not rep['data_gaps'] else '<br>'.join(esc(f"{g['source']}: {g['wall_start']} for {g['duration_ms'] / 1000:.1f} s") for g in rep['data_gaps'])}</td></tr>
 </table>
 <h2>Competences</h2>
@@ -229,7 +233,7 @@ td,th{{border:1px solid #bbb;padding:3px 6px;font-size:12px;vertical-align:top}}
     if rep["marks"]:
         parts.append("<h2>Assessor marks</h2><table><tr><th>Time (UTC)</th><th>Assessor</th><th>Competence</th><th>Kind</th><th>Note</th></tr>")
         for m in rep["marks"]:
-            parts.append(f"<tr><td>{m['t_ns']}</td><td>{esc(m['assessor_name'] or m['assessor_id'])}</td>"
+            parts.append(f"<tr><td>{esc(_iso(rep['session']['wall_start_ns'] + m['t_ns'] - s['start_ns'])[11:23])}</td><td>{esc(m['assessor_name'] or m['assessor_id'])}</td>"
                          f"<td>{esc(m['competence'])}</td><td>{esc(m['kind'])}</td><td>{esc(m['text'])}</td></tr>")
         parts.append("</table>")
     parts.append("</body></html>")

@@ -130,7 +130,7 @@ def _marks_by_competence(marks: list[dict]) -> dict[str, dict]:
 def _contact_of(contacts: list[dict], t_ns: int) -> str | None:
     for c in contacts:
         if c["start_ns"] <= t_ns <= c["end_ns"]:
-            return c["id"]
+            return c["label"]
     return None
 
 
@@ -139,6 +139,8 @@ def session_evidence(engine) -> dict:
     r = engine.cfg_rules
     contacts = engine.contacts
     after_contact_work(engine, contacts)
+    for n, c in enumerate(sorted(contacts, key=lambda c: c["start_ns"]), 1):
+        c["label"] = f"#{n} {c['kind']}"
     phones = [c for c in contacts if c["kind"] == "phone"]
     chats = [c for c in contacts if c["kind"] in ("chat", "email")]
     tot = lambda key, cs=phones: sum(c["_ns"].get(key, 0) for c in cs)  # noqa: E731
@@ -148,13 +150,13 @@ def session_evidence(engine) -> dict:
         ev[cid] = {"figures": figures, "rule": rule, "auto": auto}
 
     s1 = [c["s1_share"] for c in phones if c["s1_share"] is not None]
-    put("S1", {"per_contact_share": {c["id"]: c["s1_share"] for c in phones},
+    put("S1", {"per_contact_share": {c["label"]: c["s1_share"] for c in phones},
                "best_share": max(s1) if s1 else None, "lookups": sum(c["s1_lookups"] for c in phones)},
         f">= {r.s1_min_share:.0%} of conversation time with on-screen information work, in >= 1 contact",
         (max(s1) >= r.s1_min_share) if s1 else None)
     s2ok = [c for c in chats if (c["s2_switches_per_min"] or 0) >= r.s2_min_switches_per_min
             and (c["s2_info_share"] or 0) >= r.s2_min_info_share]
-    put("S2", {"per_contact": {c["id"]: {"switches_per_min": c["s2_switches_per_min"],
+    put("S2", {"per_contact": {c["label"]: {"switches_per_min": c["s2_switches_per_min"],
                                           "info_share": c["s2_info_share"]} for c in chats}},
         f">= {r.s2_min_switches_per_min:g} switch/min and >= {r.s2_min_info_share:.0%} of chat time with information consulted within {r.s2_info_window_ms // 1000} s",
         (len(s2ok) > 0) if chats else None)
@@ -175,15 +177,15 @@ def session_evidence(engine) -> dict:
                "keys_per_min_chat": chat_rate, "largest_relative_difference": round(max(diffs), 4) if diffs else None},
         f"typing rate differs by >= {r.s4_min_rate_diff:.0%} between talking and listening or chat",
         (max(diffs) >= r.s4_min_rate_diff) if diffs else None)
-    put("D1", {"tool_time_ms": {c["id"]: c["tool_time_ms"] for c in contacts}},
+    put("D1", {"tool_time_ms": {c["label"]: c["tool_time_ms"] for c in contacts}},
         "time in tool windows (crm, knowledge, script) > 0 in every contact",
         all(c["tool_time_ms"] > 0 for c in contacts) if contacts else None)
-    put("D2", {"knowledge_entries": {c["id"]: c["knowledge_entries"] for c in contacts},
-               "knowledge_time_ms": {c["id"]: c["knowledge_time_ms"] for c in contacts}},
+    put("D2", {"knowledge_entries": {c["label"]: c["knowledge_entries"] for c in contacts},
+               "knowledge_time_ms": {c["label"]: c["knowledge_time_ms"] for c in contacts}},
         ">= 1 lookup where the contact needs one (assessor confirms)", None)
-    put("D3", {"crm_keys": {c["id"]: c["crm_keys"] for c in contacts},
-               "crm_keys_after": {c["id"]: c["crm_keys_after"] for c in contacts},
-               "after_contact_ms": {c["id"]: c["after_contact_ms"] for c in contacts}},
+    put("D3", {"crm_keys": {c["label"]: c["crm_keys"] for c in contacts},
+               "crm_keys_after": {c["label"]: c["crm_keys_after"] for c in contacts},
+               "after_contact_ms": {c["label"]: c["after_contact_ms"] for c in contacts}},
         "keystrokes into crm during or after every contact > 0",
         all(c["crm_keys"] + c["crm_keys_after"] > 0 for c in contacts) if contacts else None)
     presses = engine.presses.n

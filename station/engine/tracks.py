@@ -139,8 +139,15 @@ class Points:
         self.n = 0
 
     def extend(self, t: np.ndarray, attr: np.ndarray) -> None:
+        """Add points; kept sorted by time (a late point is merged into place, stable)."""
         if len(t) == 0:
             return
+        if (len(t) > 1 and np.any(np.diff(t) < 0)) or (self.n and t[0] < self.t[self.n - 1]):
+            allt = np.concatenate((self.t[: self.n], t))
+            alla = np.concatenate((self.attr[: self.n], attr))
+            order = np.argsort(allt, kind="stable")
+            self.n = 0
+            t, attr = allt[order], alla[order]
         need = self.n + len(t)
         if need > len(self.t):
             size = len(self.t)

@@ -1,0 +1,31 @@
+"""``station report SESSION``: write report.json and report.html for a session."""
+
+from pathlib import Path
+
+from ..cli import load_config
+from ..config import data_dir
+
+
+def register(sub):
+    p = sub.add_parser("report", help="write the JSON and HTML report of a session")
+    p.add_argument("session", help="session id (or unique prefix) or journal path")
+    p.add_argument("--data-dir", help="journal directory (default from the configuration)")
+    p.add_argument("--out", help="output directory (default DATA_DIR/reports/SESSION)")
+    p.set_defaults(func=run)
+
+
+def run(args):
+    from ..journal import Journal, resolve_session
+    from ..report import build_report, write_report
+    root = Path(args.data_dir) if args.data_dir else data_dir(load_config(args))
+    path = resolve_session(root, args.session)
+    with Journal.open(path) as j:
+        rep = build_report(j)
+    out = Path(args.out) if args.out else root / "reports" / path.stem
+    jp, hp = write_report(rep, out)
+    integ = rep["integrity"]
+    print(f"integrity: {'ok' if integ['ok'] else 'PROBLEMS'}")
+    for p in integ["journal_problems"] + integ["replay_mismatches"]:
+        print(f"  {p}")
+    print(f"report: {hp}\njson: {jp}")
+    return 0 if integ["ok"] else 1
