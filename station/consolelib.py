@@ -287,7 +287,8 @@ class _Link:
         self.tracks: dict[str, _Track] = {}
         self.requests: dict[int, _Request] = {}
         self.last_rx_ns = 0
-        self.auth_failed = ""           # detail when the last handshake failed
+        self.auth_failed = ""           # the station refused our key (explicit ZAP refusal)
+        self.fail_since_ns = 0          # handshakes failing without detail since then
         self.handshake_ok = False
         self.refused = ""               # schema refusal message
         self.reconnect_at = 0
@@ -650,6 +651,10 @@ class Console:
                     state, detail = "refused", link.refused
                 elif link.auth_failed:
                     state, detail = "unauthorised", link.auth_failed
+                elif (link.fail_since_ns and time.monotonic_ns() - link.fail_since_ns
+                      > 3 * self.c.stale_ms * NS_PER_MS):
+                    state, detail = "unauthorised", ("secure handshake keeps failing (wrong station "
+                                                     "public key pinned, or not a station)")
                 elif link.last_rx_ns:
                     state, detail = "connected", ""
                 else:
@@ -952,6 +957,7 @@ class Console:
             if ev == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 link.handshake_ok = True
                 link.auth_failed = ""
+                link.fail_since_ns = 0
                 link.next_snapshot_ns = 0   # (re)connected: resync now
                 link.snapshot_inflight = False
             elif ev == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
@@ -960,11 +966,11 @@ class Console:
                     link.reconnect_at = now + REAUTH_NS
                 link.auth_failed = "the station refused this console's key (not on its allow-list)"
             elif ev in (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL):
-                link.counts["auth_failed"] += 1
-                if not link.auth_failed:
-                    link.reconnect_at = now + REAUTH_NS
-                link.auth_failed = ("secure handshake failed (wrong station public key pinned, "
-                                    "or not a station)")
+                # also what a relay in front of a station that is down looks like: only a failure
+                # that persists (see _publish_states) means a wrong pinned key
+                link.counts["handshake_failed"] += 1
+                if not link.fail_since_ns:
+                    link.fail_since_ns = now
             elif ev == zmq.EVENT_DISCONNECTED:
                 link.handshake_ok = False
 

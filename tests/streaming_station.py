@@ -7,7 +7,8 @@ Journals a "summary" message ``rate`` times per second and a "health" beat every
 carries the publisher's counters), publishes each right after journaling it, and commits every
 ``commit-ms`` (so replays also hit not-yet-committed messages, served from the publisher's
 memory). Assessor commands are journaled as "mark" / "contact" / "exam" messages, committed, then
-acknowledged. ``--resume`` continues an existing session (station restart). Writes ``--ready``
+acknowledged. ``--resume`` continues an existing session (station restart). SIGUSR1: journal nothing
+more but keep serving (the session's final content is then fixed). Writes ``--ready``
 (JSON: session, journal, pub, req, pid) once bound, and the publisher's counters to
 ``<ready>.stats`` twice a second. SIGTERM: clean stop.
 """
@@ -71,7 +72,9 @@ def main() -> int:
     pub = Publisher(cfg, header, j.path, on_command)
     pub.start()
     stop = threading.Event()
+    quiet = threading.Event()  # SIGUSR1: journal nothing more (the session is complete), keep serving
     signal.signal(signal.SIGTERM, lambda *x: stop.set())
+    signal.signal(signal.SIGUSR1, lambda *x: quiet.set())
     tmp = a.ready.with_suffix(".tmp")
     tmp.write_text(json.dumps({"session": header.session_id, "journal": str(j.path),
                                "pub": pub.pub_endpoint, "req": pub.req_endpoint, "pid": os.getpid()}))
@@ -85,6 +88,8 @@ def main() -> int:
     pad = "x" * max(0, a.body_bytes - 60)
     while not stop.is_set():
         now = time.monotonic()
+        if quiet.is_set():
+            nxt = next_health = now + 3600
         if now >= nxt:
             n += 1
             emit("summary", {"n": n, "talk_share": (n % 100) / 100, "pad": pad})
@@ -109,6 +114,111 @@ def main() -> int:
     pub.stop()
     j.close()
     return 0
+
+
+# ------------------------------------------------------------------------- helpers for the tests
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Rig:
+    """Keys and config files for one station and its consoles under ``root``.
+
+    Keys: station, console-a, console-b (authorized), intruder (not authorized), proxy (authorized).
+    """
+
+    def __init__(self, root: Path, station_id: str = "st-1"):
+        from station import keys
+        self.root = Path(root)
+        self.station_id = station_id
+        self.kdir = self.root / "keys"
+        self.allow = self.root / "allow"
+        for name in ("station", "console-a", "console-b", "intruder", "proxy"):
+            keys.generate(self.kdir, name)
+        for name in ("console-a", "console-b", "proxy"):
+            keys.authorize(self.kdir / f"{name}.key", self.allow)
+        self.pub_port, self.req_port = free_port(), free_port()
+        self.station_cfg = self.root / "station.toml"
+        self.station_cfg.write_text(f"""
+[station]
+id = "{station_id}"
+data_dir = "{self.root / 'data'}"
+[publisher]
+pub_bind = "tcp://127.0.0.1:{self.pub_port}"
+req_bind = "tcp://127.0.0.1:{self.req_port}"
+secret_key_file = "{self.kdir / 'station.key_secret'}"
+authorized_keys_dir = "{self.allow}"
+""")
+
+    def console_cfg(self, name: str, key: str | None = None, pub_port: int | None = None,
+                    req_port: int | None = None, extra: str = "", station_key: str = "station") -> Path:
+        key = key or name
+        path = self.root / f"{name}.toml"
+        path.write_text(f"""
+[station]
+data_dir = "{self.root / name}"
+[console]
+assessor_id = "{name}"
+assessor_name = "Assessor {name}"
+secret_key_file = "{self.kdir / (key + '.key_secret')}"
+store = "{self.root / (name + '.sqlite')}"
+{extra}
+[[console.station]]
+id = "{self.station_id}"
+pub_endpoint = "tcp://127.0.0.1:{pub_port or self.pub_port}"
+req_endpoint = "tcp://127.0.0.1:{req_port or self.req_port}"
+public_key = "{self.kdir / (station_key + '.key')}"
+""")
+        return path
+
+    def start_station(self, rate: float = 20.0, resume: Path | None = None, **kw):
+        """Start tests/streaming_station.py; returns (Popen, ready dict)."""
+        import subprocess
+        ready = self.root / "ready.json"
+        ready.unlink(missing_ok=True)
+        cmd = [sys.executable, __file__, "--config", str(self.station_cfg), "--ready", str(ready),
+               "--rate", str(rate)]
+        if resume:
+            cmd += ["--resume", str(resume)]
+        for k, v in kw.items():
+            cmd += [f"--{k.replace('_', '-')}", str(v)]
+        log = open(self.root / "station.log", "ab")
+        proc = subprocess.Popen(cmd, stdout=log, stderr=log)
+        deadline = time.monotonic() + 15
+        while not ready.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("test station did not start: "
+                                   + (self.root / "station.log").read_text()[-2000:])
+            time.sleep(0.05)
+        return proc, json.loads(ready.read_text())
+
+    def station_stats(self) -> dict:
+        try:
+            return json.loads((self.root / "ready.stats").read_text())
+        except (OSError, ValueError):
+            return {}
+
+
+def journal_messages(path: Path) -> list[tuple]:
+    """(seq, kind, t_ns, body) of every committed message of a journal."""
+    with journal.Journal.open(path) as j:
+        return [(m.seq, m.kind, m.t_ns, m.body) for m in j.iter_messages(0)]
+
+
+def store_messages(store: Path, station: str, session: str) -> list[tuple]:
+    import sqlite3
+    db = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
+    try:
+        return [(r[0], r[1], r[2], bytes(r[3])) for r in db.execute(
+            "SELECT seq, kind, t_ns, body FROM messages WHERE station=? AND session=? ORDER BY seq",
+            (station, session))]
+    finally:
+        db.close()
 
 
 if __name__ == "__main__":

@@ -65,5 +65,9 @@ def run_plain(cfg, duration: float = 0.0, width: int = 120) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        for sid, st in console.states().items():
+            counts = " ".join(f"{k}={v}" for k, v in sorted(st["counts"].items()))
+            out.write(f"# {sid} counts {counts}\n")
+        out.flush()
         console.stop()
     return 0
