@@ -3,7 +3,8 @@
 Stress profile (issue 2): 2 audio channels of 20 ms VAD frames (100 frames/s), mouse bins at
 100 Hz, 20 key events/s, a focus change every 2 s. Batches of 100 ms, as the recorder makes them.
 Writes go through ``Journal.append_batch``, ``commit()`` after every batch (every 100 ms of data)
-and ``sync()`` every 500 ms of data, as fast as the machine allows; the CPU time (this thread's
+and ``sync()`` every 500 ms of data (``--batch-ms 500``: 500 ms batches, as the recorder
+now ingests), as fast as the machine allows; the CPU time (this thread's
 ``time.thread_time``) spent in the journal calls is divided by the seconds of data written.
 
     .venv/bin/python benchmarks/journal_bench.py              # 10 minutes of data
@@ -108,11 +109,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minutes", type=float, default=10.0, help="minutes of data (default 10)")
     ap.add_argument("--hours", type=float, help="hours of data (overrides --minutes)")
     ap.add_argument("--dir", help="where to write (default: a temporary directory, removed after)")
+    ap.add_argument("--batch-ms", type=int, default=100, choices=(100, 200, 500, 1000),
+                    help="recorder batch length: 100 ms sub-batches concatenated (default 100)")
     ap.add_argument("--messages", action="store_true",
                     help="also journal a 300-byte summary message every 500 ms")
     args = ap.parse_args(argv)
     seconds = args.hours * 3600 if args.hours else args.minutes * 60
-    n_blocks = int(seconds * 1e9 // BLOCK_NS)
+    per = args.batch_ms // 100  # 100 ms generator batches per journal block
+    n_blocks = int(seconds * 1e9 // (BLOCK_NS * per))
+    every = max(1, 5 // per)  # blocks per 500 ms: sync (and summary message) cadence
     tmp = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="journal-bench-"))
     try:
         mono, wall = clock.wall_anchor()
@@ -124,14 +129,14 @@ def main(argv: list[str] | None = None) -> int:
         events = 0
         wall0 = time.perf_counter()
         for i in range(n_blocks):
-            batch = gen.next_batch()
+            batch = gen.next_batch() if per == 1 else Batch.concat([gen.next_batch() for _ in range(per)])
             events += batch.count()
             c0 = time.thread_time()
             j.append_batch(batch)
-            if args.messages and i % 5 == 4:
+            if args.messages and i % every == every - 1:
                 j.append_message("summary", batch.t_ns, bytes(300))
             j.commit()
-            if i % 5 == 4:
+            if i % every == every - 1:
                 j.sync()
             cpu += time.thread_time() - c0
         c0 = time.thread_time()
