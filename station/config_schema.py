@@ -92,6 +92,11 @@ SCHEMA: dict[str, dict[str, Field | Table]] = {
         "bleed_margin_db": Field("float", 0.0, 60.0),
         "latency_ms": Field("float", 0.0, 2000.0),
         "block_ms": Field("int", 10, 1000),
+        "customer_gate_dbfs": Field("float", -127.0, 0.0),
+        "bleed_window_ms": Field("int", 0, 500),
+        "align_wait_ms": Field("int", 0, 5000),
+        "stall_ms": Field("int", 200, 10_000),
+        "retry_ms": Field("int", 100, 1000),
     },
     "speech": {
         "padding_ms": Field("int", 0, 5000),
@@ -162,6 +167,7 @@ SCHEMA: dict[str, dict[str, Field | Table]] = {
         "certificate_dir": Field("str"),
     },
     "publisher": {
+        "enabled": Field("bool"),
         "pub_bind": Field("str", pattern=ENDPOINT_PATTERN),
         "req_bind": Field("str", pattern=ENDPOINT_PATTERN),
         "secret_key_file": Field("str"),

@@ -77,7 +77,7 @@ class Recorder:
         self.cfg = cfg
         self.clock = clock
         self.data_dir = Path(data_dir) if data_dir is not None else config_data_dir(cfg)
-        self.queue = queue or EventQueue()
+        self.queue = queue if queue is not None else EventQueue()
         self.watermark_fn = watermark or (lambda now: now - DEFAULT_LAG_NS)
         self.sources_status = sources_status or (lambda: {})
         self.publisher_factory = publisher_factory
@@ -245,6 +245,22 @@ class Recorder:
         outputs = self.engine.finish(t)   # replay calls finish(ended_ns) after the last batch too
         self._journal_and_publish_outputs_only(outputs)
         self.journal.end(t)
+
+    def rotate_session(self) -> None:
+        """End the current session (exam ended) and open a fresh one; consoles are told by the
+        publisher's session switch."""
+        self.end_session()
+        self.journal.close()
+        self.journal, self.engine = None, None
+        publisher, self.publisher = self.publisher, None
+        factory, self.publisher_factory = self.publisher_factory, None
+        resume, self.resume = self.resume, False
+        try:
+            self.open_session()
+        finally:
+            self.publisher_factory, self.resume, self.publisher = factory, resume, publisher
+        if publisher is not None:
+            publisher.switch_session(self.journal.header, self.journal.path)
 
     def _journal_and_publish_outputs_only(self, outputs) -> None:
         j = self.journal

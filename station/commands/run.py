@@ -1,0 +1,32 @@
+"""``station run``: the agent in one process (sources, journal, engine, publisher)."""
+
+from pathlib import Path
+
+from ..cli import load_config
+from ..errors import UserError
+
+
+def add_source_options(p):
+    p.add_argument("--sources", choices=("real", "scenario"), default="real",
+                   help="real capture (default) or the simulated exam (tests, demonstrations)")
+    p.add_argument("--seed", type=int, default=1, help="scenario seed")
+    p.add_argument("--speed", type=float, default=1.0, help="scenario speed (x real time)")
+
+
+def register(sub):
+    p = sub.add_parser("run", help="run the agent: capture, journal, engine and publisher in one process")
+    add_source_options(p)
+    p.add_argument("--data-dir", help="journal directory (default from the configuration)")
+    p.set_defaults(func=run)
+
+
+def run(args):
+    from ..agent import run_agent
+    from ..logs import setup_logging
+    from ..sdnotify import Notifier
+    if not args.speed > 0:
+        raise UserError("--speed must be > 0", exit_code=2)
+    setup_logging(args.verbose)
+    cfg = load_config(args)
+    return run_agent(cfg, sources_kind=args.sources, seed=args.seed, speed=args.speed,
+                     data_dir=Path(args.data_dir) if args.data_dir else None, notify=Notifier())
