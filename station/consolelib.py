@@ -64,6 +64,8 @@ NS_PER_MS = 1_000_000
 RETRY_NOT_YET_NS = 200 * NS_PER_MS   # the station has not committed the rest yet: ask again soon
 REAUTH_NS = 5_000 * NS_PER_MS        # after a refused handshake, reconnect this often
 APP_QUEUE_MAX = 200_000              # undelivered messages kept for the application
+TICK_NS = 50 * NS_PER_MS             # timers, monitors and state snapshots run this often
+FLUSH_NS = 10 * NS_PER_MS            # commit + deliver at most this often (batches the commits)
 
 
 class CommandError(Exception):
@@ -560,16 +562,22 @@ class Console:
             self._poller.register(self._shared_sub, zmq.POLLIN)
             self._sock_owner[self._shared_sub] = ("sub", None)
         for link in self.links.values():
-            for kind, s in (("sub", link.sub), ("dealer", link.dealer), ("monitor", link.monitor)):
+            for kind, s in (("sub", link.sub), ("dealer", link.dealer)):
                 if s is not None and not (kind == "sub" and self._shared_sub is not None):
                     self._poller.register(s, zmq.POLLIN)
                     self._sock_owner[s] = (kind, link)
+        self._monitor_poller = zmq.Poller()
+        for link in self.links.values():
+            if link.monitor is not None:
+                self._monitor_poller.register(link.monitor, zmq.POLLIN)
+                self._sock_owner[link.monitor] = ("monitor", link)
         self._poller_dirty = False
 
     def _run(self) -> None:
         self._build_poller()
         self._delivered: list[Message] = []
         self._pending_store: list[Message] = []
+        self._next_tick_ns = self._last_flush_ns = 0
         try:
             while self._running:
                 try:
@@ -583,14 +591,21 @@ class Console:
                 for r in link.requests.values():
                     if r.future and not r.future.done():
                         r.future.set_exception(CommandError("console stopped"))
-            self.store.commit()
+            try:
+                self._flush()
+            except Exception:
+                log.exception("console: final flush failed")
             self.store.close()
             self.ctx.destroy(linger=0)
 
     def _iteration(self) -> None:
         if self._poller_dirty:
             self._build_poller()
-        ready = dict(self._poller.poll(self._next_timeout_ms()))
+        now = time.monotonic_ns()
+        wait_ns = self._next_tick_ns - now
+        if self._pending_store or self._delivered:
+            wait_ns = min(wait_ns, self._last_flush_ns + FLUSH_NS - now)
+        ready = dict(self._poller.poll(max(0, wait_ns // NS_PER_MS)))
         now = time.monotonic_ns()
         if self._wake_r in ready:
             self._drain_fd(self._wake_r)
@@ -605,14 +620,15 @@ class Console:
                 self._recv_live(sock, link, now)
             elif kind == "dealer":
                 self._recv_replies(link, now)
-            elif kind == "monitor":
-                self._recv_monitor(link, now)
-        for link in self.links.values():
-            self._timers(link, now)
-        self._flush()
-
-    def _next_timeout_ms(self) -> int:
-        return 50
+        if now >= self._next_tick_ns:  # housekeeping at most every TICK_NS, not per message
+            self._next_tick_ns = now + TICK_NS
+            for sock, _ in self._monitor_poller.poll(0):
+                self._recv_monitor(self._sock_owner[sock][1], now)
+            for link in self.links.values():
+                self._timers(link, now)
+            self._publish_states()
+        if now - self._last_flush_ns >= FLUSH_NS:
+            self._flush()
 
     def _flush(self) -> None:
         """Commit stored messages and track progress, then hand delivered ones to the app."""
@@ -641,7 +657,7 @@ class Console:
                 except OSError:
                     pass
             self._delivered = []
-        self._publish_states()
+        self._last_flush_ns = time.monotonic_ns()
 
     def _publish_states(self) -> None:
         with self._states_lock:

@@ -1,0 +1,252 @@
+"""Streaming benchmark: prints figures (not a test). See docs/protocol.md for recorded results.
+
+1. Fan-in: ``--stations`` simulated stations (default 100), each a real Journal + Publisher with
+   CURVE, publishing ``--rate`` messages/s (default 10) for ``--duration`` s (default 60), hosted in
+   ``--hosts`` station processes; one Console (CURVE, SQLite store) in this process follows all.
+   Prints: messages expected / delivered / missing / needing replay, end-to-end latency p50/p99/max
+   (station publish -> console application, same machine so the same monotonic clock), console
+   CPU share (this process's CPU time / wall time, in % of one core).
+2. Gap fill: a journal holding 1 hour of messages (``--gap-rate`` msg/s, default 10, ~300-byte
+   bodies) served by one station process to a console that starts empty. Prints the seconds until
+   the console has stored and delivered all of them.
+
+    .venv/bin/python benchmarks/streaming_bench.py [--stations 100] [--duration 60] [--skip-fanin]
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import msgpack  # noqa: E402
+
+from station import __version__, clock, config, journal, keys  # noqa: E402
+from station.consolelib import Console, StationSpec  # noqa: E402
+from station.publisher import Publisher  # noqa: E402
+
+BODY_PAD = "x" * 220
+
+
+def _cfg(root: Path, station_id: str):
+    return config.load(system=False).replace(
+        station={"id": station_id, "data_dir": str(root / "data")},
+        publisher={"pub_bind": "tcp://127.0.0.1:*", "req_bind": "tcp://127.0.0.1:*",
+                   "secret_key_file": str(root / "keys" / "station.key_secret"),
+                   "authorized_keys_dir": str(root / "allow")})
+
+
+def _new_journal(cfg, station_id: str):
+    mono, wall = clock.wall_anchor()
+    h = journal.SessionHeader(station_id, journal.new_session_id(station_id, wall), mono, wall,
+                              clock.boot_id(), __version__, cfg.hash, {})
+    return journal.Journal.create(Path(cfg.station.data_dir), h)
+
+
+def host_main(a) -> int:
+    """A station host process: a.count stations, or the gap-fill station (a.gapfill)."""
+    root = Path(a.root)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *x: stop.set())
+    stations = []
+    for i in range(a.count):
+        sid = f"sim-{a.index:02d}-{i:03d}" if not a.gapfill else "gapfill"
+        cfg = _cfg(root, sid)
+        j = _new_journal(cfg, sid)
+        if a.gapfill:  # one hour of history, 1/rate s apart
+            t = j.header.created_mono_ns - 3600 * clock.NS_PER_S
+            step = int(clock.NS_PER_S / a.rate)
+            for n in range(int(3600 * a.rate)):
+                j.append_message("summary", t + n * step,
+                                 msgpack.packb({"n": n, "share": 0.5, "pad": BODY_PAD}))
+            j.commit()
+        p = Publisher(cfg, j.header, j.path, lambda c: {})
+        p.start()
+        stations.append((sid, j, p))
+        print(json.dumps({"id": sid, "pub": p.pub_endpoint, "req": p.req_endpoint,
+                          "session": j.header.session_id, "journal": str(j.path)}), flush=True)
+    print("READY", flush=True)
+    if a.gapfill:
+        stop.wait()
+    else:
+        period = 1.0 / a.rate
+        t0 = time.monotonic()
+        heap = [(t0 + period * k / len(stations), k) for k in range(len(stations))]
+        heapq.heapify(heap)
+        counts = [0] * len(stations)
+        next_commit = t0
+        while not stop.is_set():
+            due, k = heap[0]
+            now = time.monotonic()
+            if now >= next_commit:
+                for _, j, _ in stations:
+                    j.commit()
+                next_commit = now + 0.1
+            if due > now:
+                stop.wait(min(due, next_commit) - now)
+                continue
+            heapq.heapreplace(heap, (due + period, k))
+            sid, j, p = stations[k]
+            counts[k] += 1
+            kind = "health" if counts[k] % 10 == 0 else "summary"
+            body = msgpack.packb({"n": counts[k], "share": 0.25, "pad": BODY_PAD})
+            t = clock.monotonic_ns()
+            seq = j.append_message(kind, t, body)
+            p.publish(seq, kind, t, body)
+    for _, j, p in stations:
+        j.commit()
+        p.stop()
+        j.close()
+    return 0
+
+
+def _spawn_host(root: Path, index: int, count: int, rate: float, gapfill: bool = False):
+    cmd = [sys.executable, __file__, "--host", "--root", str(root), "--index", str(index),
+           "--count", str(count), "--rate", str(rate)] + (["--gapfill"] if gapfill else [])
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    infos = []
+    for line in p.stdout:
+        if line.strip() == "READY":
+            return p, infos
+        infos.append(json.loads(line))
+    raise RuntimeError("station host failed to start")
+
+
+def _console(root: Path, infos: list[dict], name: str) -> Console:
+    cfg = config.load(system=False).replace(
+        station={"data_dir": str(root / name)},
+        console={"secret_key_file": str(root / "keys" / "console.key_secret"),
+                 "store": str(root / f"{name}.sqlite")})
+    pk = keys.load_public(root / "keys" / "station.key")
+    specs = [StationSpec(i["id"], i["pub"], i["req"], pk) for i in infos]
+    return Console(cfg, specs=specs)
+
+
+def _setup_keys(root: Path) -> None:
+    keys.generate(root / "keys", "station")
+    keys.generate(root / "keys", "console")
+    keys.authorize(root / "keys" / "console.key", root / "allow")
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def fanin(root: Path, stations: int, hosts: int, rate: float, duration: float) -> dict:
+    per = [stations // hosts + (1 if k < stations % hosts else 0) for k in range(hosts)]
+    procs, infos = [], []
+    for k, n in enumerate(per):
+        p, inf = _spawn_host(root, k, n, rate)
+        procs.append(p)
+        infos += inf
+    con = _console(root, infos, "console-fanin")
+    lat: list[float] = []
+    delivered = 0
+    con.start()
+    warm = time.monotonic() + 3  # connect, first snapshot, clock probes
+    while time.monotonic() < warm:
+        con.poll(100)
+    r0, w0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+    end = w0 + duration
+    while time.monotonic() < end:
+        batch = con.poll(100)
+        now = time.monotonic_ns()
+        delivered += len(batch)
+        lat += [(now - m.t_ns) / 1e6 for m in batch]
+    r1, w1 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+    cpu = (r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) / (w1 - w0) * 100
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    for p in procs:
+        p.wait(60)
+    settle = time.monotonic() + 10
+    while time.monotonic() < settle:  # anything the console still lacks comes by replay now
+        con.poll(100)
+        if all(s["next_seq"] and s["known_last"] is not None and s["next_seq"] > s["known_last"]
+               for s in con.states().values()):
+            break
+    expected = 0
+    for i in infos:
+        with journal.Journal.open(Path(i["journal"])) as j:
+            expected += j.last_seq()
+    states = con.states()
+    stored = sum(len(con.reader.seqs(i["id"], i["session"])) for i in infos)
+    replayed = sum(s["counts"].get("replayed", 0) for s in states.values())
+    con.stop()
+    return {"stations": stations, "rate": rate, "duration_s": duration, "expected": expected,
+            "stored": stored, "missing": expected - stored, "needed_replay": replayed,
+            "measured_msgs": len(lat), "p50_ms": _pct(lat, 0.5), "p99_ms": _pct(lat, 0.99),
+            "max_ms": max(lat) if lat else float("nan"), "console_cpu_pct_of_core": cpu}
+
+
+def gapfill(root: Path, rate: float) -> dict:
+    t0 = time.monotonic()
+    p, infos = _spawn_host(root, 0, 1, rate, gapfill=True)
+    prep = time.monotonic() - t0
+    n = int(3600 * rate)
+    con = _console(root, infos, "console-gap")
+    got = 0
+    t1 = time.monotonic()
+    con.start()
+    while got < n and time.monotonic() - t1 < 120:
+        got += len(con.poll(100))
+    took = time.monotonic() - t1
+    con.stop()
+    p.send_signal(signal.SIGTERM)
+    p.wait(30)
+    return {"messages": n, "delivered": got, "seconds": took, "journal_prep_s": prep}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--host", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--gapfill", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--root")
+    ap.add_argument("--index", type=int, default=0)
+    ap.add_argument("--count", type=int, default=1)
+    ap.add_argument("--rate", type=float, default=10.0)
+    ap.add_argument("--stations", type=int, default=100)
+    ap.add_argument("--hosts", type=int, default=2)
+    ap.add_argument("--duration", type=float, default=60.0)
+    ap.add_argument("--gap-rate", type=float, default=10.0)
+    ap.add_argument("--skip-fanin", action="store_true")
+    ap.add_argument("--skip-gapfill", action="store_true")
+    a = ap.parse_args()
+    if a.host:
+        return host_main(a)
+    with tempfile.TemporaryDirectory(prefix="streaming-bench-") as tmp:
+        root = Path(tmp)
+        _setup_keys(root)
+        print(f"machine: {os.cpu_count()} cores; station hosts and console on the same machine")
+        if not a.skip_fanin:
+            r = fanin(root, a.stations, a.hosts, a.rate, a.duration)
+            print(f"fan-in: {r['stations']} stations x {r['rate']:g} msg/s for {r['duration_s']:g} s "
+                  f"(CURVE, real journals)")
+            print(f"  messages journaled {r['expected']}, stored by the console {r['stored']}, "
+                  f"missing {r['missing']}, fetched by replay {r['needed_replay']}")
+            print(f"  latency publish->application over {r['measured_msgs']} messages: "
+                  f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, max {r['max_ms']:.1f} ms")
+            print(f"  console CPU: {r['console_cpu_pct_of_core']:.1f} % of one core")
+        if not a.skip_gapfill:
+            g = gapfill(root, a.gap_rate)
+            print(f"gap fill: 1 hour at {a.gap_rate:g} msg/s = {g['messages']} messages to an empty "
+                  f"console: {g['seconds']:.2f} s (delivered {g['delivered']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
