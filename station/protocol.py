@@ -33,7 +33,7 @@ from typing import Any
 import msgpack
 
 SCHEMA: tuple[int, int] = (1, 0)
-KINDS = ("summary", "contact", "alert", "health", "mark", "exam")  # kinds a station publishes today
+KINDS = ("summary", "contact", "alert", "health", "mark", "exam", "evidence")  # kinds a station publishes today
 OPS = ("snapshot", "replay", "command", "clock")
 COMPETENCES = ("S1", "S2", "S3", "S4", "D1", "D2", "D3", "D4", "D5", "D6", "D7",
                "C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8")

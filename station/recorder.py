@@ -35,6 +35,7 @@ from .assessor import CommandError, command_to_event
 from .clock import boot_id, monotonic_ns, wall_anchor
 from .config import Config, data_dir as config_data_dir
 from .engine import Engine
+from .errors import JournalError
 from .events import DEFAULT_LAG_NS, Batch, SourceHealth
 from .headset import load_profile, profile_warnings
 from .journal import Journal, SessionHeader, list_sessions, new_session_id
@@ -185,7 +186,7 @@ class Recorder:
             try:
                 j.commit()
                 self.journal_error = None
-            except sqlite3.OperationalError as e:
+            except (sqlite3.Error, JournalError) as e:
                 self.counters["commit_failures"] += 1
                 self.journal_error = str(e)
                 log.error("journal commit failed: %s", e)

@@ -15,7 +15,7 @@ from .config import Config
 from .engine import Engine
 from .events import Batch
 
-ENGINE_KINDS = ("summary", "contact", "alert", "mark", "exam")
+ENGINE_KINDS = ("summary", "contact", "alert", "mark", "exam", "evidence")
 
 
 def pack_body(body: dict) -> bytes:

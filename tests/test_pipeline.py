@@ -14,7 +14,7 @@ import pytest
 from station import config
 from station.demo import demo_config, run_demo
 from station.journal import Journal, list_sessions
-from station.replay import replay
+from station.replay import ENGINE_KINDS, replay
 from tests.support import REPO, station_cmd
 
 S = 1_000_000_000
@@ -59,7 +59,7 @@ def test_demo_report_matches_ground_truth(demo):
 
 def test_live_summaries_equal_replayed_ones_exactly(demo):
     with Journal.open(demo.journal_path) as j:
-        journaled = sum(1 for _ in j.iter_messages(kinds=("summary", "contact", "alert", "mark", "exam")))
+        journaled = sum(1 for _ in j.iter_messages(kinds=ENGINE_KINDS))
         summaries = sum(1 for _ in j.iter_messages(kinds=("summary",)))
         res = replay(j, exact=True)
     assert summaries >= 600 / 0.5 * 0.95

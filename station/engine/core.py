@@ -10,7 +10,8 @@ Outputs of ``ingest`` / ``finish`` are ``(kind, t_ns, body)`` tuples, body a pla
   contact, session totals so far, spans closed since the previous summary;
 - ``contact``: a contact's final figures, once nothing later can change them;
 - ``alert``: dead air now, a source lost or back;
-- ``mark`` / ``exam``: an assessor mark, contact marker or exam command, as journaled.
+- ``mark`` / ``exam``: an assessor mark, contact marker or exam command, as journaled;
+- ``evidence``: the 19 competences so far (figures, rules, marks), after a contact or mark.
 
 Results that do not depend on timing of arrival (contacts and their figures, the report) are
 independent of how events were split into batches: every activity span, contact boundary and
@@ -75,6 +76,7 @@ class Engine:
         self.dead_air_alerted_at: int | None = None
         self._totals = {"phone": {}, "chat": {}, "email": {}}
         self.finished = False
+        self.evidence_dirty = False
 
     # ------------------------------------------------------------------ input
     def ingest(self, batch) -> list[tuple[str, int, dict]]:
@@ -108,6 +110,9 @@ class Engine:
         if not self.live:
             return out
         out += self._alerts()
+        if self.evidence_dirty:
+            self.evidence_dirty = False
+            out.append(("evidence", batch.t_ns, self.evidence()))
         if self.next_tick is None:
             self.next_tick = (batch.t_ns // self.summary_ns + 1) * self.summary_ns
         if batch.t_ns >= self.next_tick:
@@ -161,6 +166,7 @@ class Engine:
                 "assessor_name": ev.assessor_name, "competence": ev.competence, "kind": ev.kind,
                 "text": ev.text, "t_ns": ev.t_ns}
         self.marks.append(body)
+        self.evidence_dirty = True
         return [("mark", ev.t_ns, body)]
 
     def _on_exam(self, ev) -> list:
@@ -260,6 +266,7 @@ class Engine:
             fig["id"] = f"{p['kind']}@{p['lo']}"
             self.contacts.append(fig)
             self._accumulate(fig)
+            self.evidence_dirty = True
             out.append(("contact", hi, _public(fig)))
         self.pending = keep
         return out
@@ -407,6 +414,12 @@ class Engine:
                 "dead_air_ms": ph.get("dead", 0) // NS_PER_MS,
                 "keys_pressed": self.presses.n, "marks": len(self.marks)}
 
+    def evidence(self) -> dict:
+        """The 19 competences so far (see evidence.session_evidence), for the live board."""
+        from .evidence import session_evidence
+        self.contacts.sort(key=lambda f: (f["start_ns"], f["kind"]))
+        return {"t_ns": self.now, "competences": session_evidence(self), "exam": dict(self.exam)}
+
     # ---------------------------------------------------------------- end
     def finish(self, t_ns: int) -> list[tuple[str, int, dict]]:
         """Close everything at session end t_ns and emit the last contacts and a final summary."""
@@ -433,6 +446,7 @@ class Engine:
         out = self._finalize_due()
         self.contacts.sort(key=lambda f: (f["start_ns"], f["kind"]))
         if self.live:
+            out.append(("evidence", self.now, self.evidence()))
             out.append(("summary", self.now, self.summary()))
         return out
 
