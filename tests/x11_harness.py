@@ -184,6 +184,11 @@ class X11Session:
             raise HarnessError(f"xdotool {' '.join(args)} failed: {r.stderr.strip()}")
         return r.stdout
 
+    def xdotool_shell(self) -> "XdotoolShell":
+        """A long-running ``xdotool -`` (commands read line by line from stdin): no process start
+        per command, so delays measured from ``send`` are the X path, not fork/exec."""
+        return XdotoolShell(self.env)
+
     def activate(self, win: TestWindow) -> None:
         self.xdotool("windowactivate", "--sync", str(win.wid))
 
@@ -241,6 +246,34 @@ class Capture:
             if time.monotonic() > deadline:
                 return None
             time.sleep(0.01)
+
+
+class XdotoolShell:
+    """``xdotool -`` kept running; ``send(cmd)`` returns monotonic_ns() taken just before writing."""
+
+    def __init__(self, env: dict[str, str]):
+        self.proc = subprocess.Popen(["xdotool", "-"], stdin=subprocess.PIPE, env=env,
+                                     stdout=subprocess.DEVNULL, text=True)
+
+    def send(self, cmd: str) -> int:
+        t0 = time.monotonic_ns()
+        self.proc.stdin.write(cmd + "\n")
+        self.proc.stdin.flush()
+        return t0
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=10)
+        except Exception:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+    def __enter__(self) -> "XdotoolShell":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def percentile(values, q: float) -> float:

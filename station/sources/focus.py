@@ -341,15 +341,18 @@ class _X11Watcher:
         p = self._prop(self.root, self.A_SUPPORTED, self.X.AnyPropertyType)
         return p is not None and self.A_ACTIVE in list(p.value)
 
+    def _report_wm(self) -> None:
+        if self._ewmh_ok():
+            self.src._health.report("ok", f"watching _NET_ACTIVE_WINDOW on {self.d.get_display_name()}")
+        else:
+            self.src._health.report("degraded", "window manager does not announce _NET_ACTIVE_WINDOW "
+                                                "(EWMH): focus changes are not seen until one does")
+
     # -- event loop -------------------------------------------------------------------------
     def run(self) -> None:
         src = self.src
         X = self.X
-        if self._ewmh_ok():
-            src._health.report("ok", f"watching _NET_ACTIVE_WINDOW on {self.d.get_display_name()}")
-        else:
-            src._health.report("degraded", "window manager does not announce _NET_ACTIVE_WINDOW "
-                                           "(EWMH): focus changes may be missed")
+        self._report_wm()
         self._refresh(monotonic_ns())
         src.connected.set()
         fd = self.d.fileno()
@@ -378,6 +381,9 @@ class _X11Watcher:
                 wid = ev.window.id
                 if wid == self.root.id:
                     if ev.atom == self.A_ACTIVE:
+                        refresh = True
+                    elif ev.atom == self.A_SUPPORTED:  # a window manager (re)started
+                        self._report_wm()
                         refresh = True
                 elif wid == self.watched and ev.atom in (self.A_NAME, self.A_WM_NAME):
                     refresh = True

@@ -42,6 +42,7 @@ import collections
 import math
 import queue
 import threading
+import time
 from typing import Any
 
 from ..clock import monotonic_ns
@@ -52,6 +53,7 @@ from .base import EventSink, HealthReporter
 BIN_NS = 10_000_000           # mouse bin length: 10 ms
 BIN_SLACK_NS = 2_000_000      # a bin is closed this long after its end if no later move came
 CHAR_GRACE_NS = 50_000_000    # focus must stay typing_task this long after a key to keep its char
+WORKER_BATCH_S = 0.010     # the worker collects raw events this long after a wake-up
 BACKOFF_START_S = 0.1
 BACKOFF_MAX_S = 2.0
 INJECTED_LIMITATION = ("xorg backend: injected marks XSendEvent events only; XTEST injection "
@@ -274,22 +276,9 @@ class InputSource:
                     ev = KeyEvent(ev.t_ns, ev.key_class, ev.down, ev.repeat, ev.injected, char)
                 sink.put(ev)
 
-        while True:
-            now = monotonic_ns()
-            deadlines = []
-            if bin_t >= 0:
-                deadlines.append(bin_t + BIN_NS + BIN_SLACK_NS)
-            if pending:
-                deadlines.append(pending[0][0].t_ns + CHAR_GRACE_NS + 1)
-            timeout = max(0.0, (min(deadlines) - now) / 1e9) if deadlines else None
-            try:
-                item = self._q.get(timeout=timeout)
-            except queue.Empty:
-                now = monotonic_ns()
-                if bin_t >= 0 and now >= bin_t + BIN_NS + BIN_SLACK_NS:
-                    flush_bin()
-                release_keys(now)
-                continue
+        def process(item) -> bool:
+            """Handle one raw tuple; True on quit."""
+            nonlocal bin_t, bin_count, bin_inj, bin_dist, last_xy
             t, kind = item[0], item[1]
             if kind == _MOVE:
                 _, _, x, y, inj = item
@@ -337,7 +326,37 @@ class InputSource:
             elif kind == _QUIT:
                 flush_bin()
                 release_keys(monotonic_ns(), force=True)
-                return
+                return True
+            return False
+
+        while True:
+            now = monotonic_ns()
+            deadlines = []
+            if bin_t >= 0:
+                deadlines.append(bin_t + BIN_NS + BIN_SLACK_NS)
+            if pending:
+                deadlines.append(pending[0][0].t_ns + CHAR_GRACE_NS + 1)
+            timeout = max(0.0, (min(deadlines) - now) / 1e9) if deadlines else None
+            try:
+                items = [self._q.get(timeout=timeout)]
+            except queue.Empty:
+                now = monotonic_ns()
+                if bin_t >= 0 and now >= bin_t + BIN_NS + BIN_SLACK_NS:
+                    flush_bin()
+                release_keys(now)
+                continue
+            # Woken by an event: let more arrive, then take them all (at most ~1/WORKER_BATCH_S
+            # wake-ups per second under load instead of one per event; stamps are already taken).
+            if items[0][1] != _QUIT:
+                time.sleep(WORKER_BATCH_S)
+            try:
+                while True:
+                    items.append(self._q.get_nowait())
+            except queue.Empty:
+                pass
+            for item in items:
+                if process(item):
+                    return
             release_keys(monotonic_ns())
 
 
