@@ -373,6 +373,8 @@ class Console:
             self._wake()
             if self._thread:
                 self._thread.join(timeout=10)
+        elif self._thread is None:
+            self.store.close()  # never started: the I/O thread would have closed it
         for fd in (self._app_r, self._app_w, self._wake_r, self._wake_w):
             try:
                 os.close(fd)
