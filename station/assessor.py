@@ -5,7 +5,7 @@ A command is a dict; ``command_to_event`` checks it and returns the event to jou
 
 - ``{"type": "mark", "assessor_id", "assessor_name", "competence", "kind", "text", "mark_id", "t_ns"?}``
   kind: observed | not_observed | counter | note; competence: one of the 19 ids.
-- ``{"type": "contact", "action": "start"|"end", "kind": "phone"|"chat"|"email", "ref"?, "assessor_id", "t_ns"?}``
+- ``{"type": "contact", "action": "start"|"end", "kind": "phone"|"chat"|"email", "contact_ref"?, "assessor_id", "t_ns"?}``
 - ``{"type": "exam", "action": "assign"|"start"|"end", "candidate_id"?, "candidate_name"?, "assessor_id"}``
 
 ``t_ns`` is the station-clock time the assessor acted (the console converts its click time with its
@@ -58,8 +58,9 @@ def command_to_event(cmd: dict, now_ns: int, earliest_ns: int):
                             competence, _choice(cmd, "kind", ("observed", "not_observed", "counter", "note")),
                             _str(cmd, "text", MAX_TEXT), _str(cmd, "mark_id", 100))
     if kind == "contact":
+        ref = "contact_ref" if "contact_ref" in cmd else "ref"
         return ContactMarker(t, _choice(cmd, "action", ("start", "end")), _choice(cmd, "kind", ("phone", "chat", "email")),
-                             _str(cmd, "ref", 100), _str(cmd, "assessor_id", required=True))
+                             _str(cmd, ref, 100), _str(cmd, "assessor_id", required=True))
     if kind == "exam":
         return ExamControl(t, _choice(cmd, "action", ("assign", "start", "end")), _str(cmd, "candidate_id"),
                            _str(cmd, "candidate_name", 200), _str(cmd, "assessor_id", required=True))

@@ -31,11 +31,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import __version__
-from .assessor import CommandError, command_to_event
+from .assessor import command_to_event
 from .clock import boot_id, monotonic_ns, wall_anchor
 from .config import Config, data_dir as config_data_dir
 from .engine import Engine
-from .errors import JournalError
+from .errors import JournalError, UserError
 from .events import DEFAULT_LAG_NS, Batch, SourceHealth
 from .headset import load_profile, profile_warnings
 from .journal import Journal, SessionHeader, list_sessions, new_session_id
@@ -168,7 +168,7 @@ class Recorder:
             outputs.append(("health", now, self.health(now)))
         published = self._journal_and_publish(batch, outputs)
         for _, done, result in acks:
-            result["ok"] = True
+            result["journaled"] = True
             done.set()
         self.counters["batches"] += 1
         self.counters["events"] += len(events)
@@ -220,20 +220,22 @@ class Recorder:
 
     # ------------------------------------------------------------ commands
     def submit_command(self, cmd: dict, timeout_s: float = 5.0) -> dict:
-        """Called by the publisher (another thread): validate, queue the event, wait until it is
-        journaled (committed). Returns the ack body: {"ok": true, "t_ns": ...} or {"ok": false, "error": ...}."""
+        """Called by the publisher (its command thread): validate, queue the event, and return once
+        it is journaled (committed): ``{"journaled": true, "t_ns": ...}``. A mark whose mark_id is
+        already journaled (a retry across a restart) is acknowledged without journaling it again.
+        Raises CommandError (refused) or UserError (not journaled in time)."""
         now = self.clock()
-        try:
-            event = command_to_event(cmd, now, self.journal.header.created_mono_ns)
-        except CommandError as e:
-            return {"ok": False, "error": str(e)}
+        event = command_to_event(cmd, now, self.journal.header.created_mono_ns)
+        mark_id = getattr(event, "mark_id", "")
+        if mark_id and any(m["mark_id"] == mark_id for m in self.engine.marks):
+            return {"journaled": True, "duplicate": True}
         done = threading.Event()
-        result: dict = {"ok": False, "t_ns": event.t_ns}
+        result: dict = {"journaled": False, "t_ns": event.t_ns}
         with self._acks_lock:
             self.queue.put(event)
             self._pending_acks.append((event, done, result))
         if not done.wait(timeout_s):
-            return {"ok": False, "error": "station did not journal the command in time"}
+            raise UserError("the station did not journal the command in time")
         return result
 
     # ---------------------------------------------------------------- end
