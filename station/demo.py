@@ -9,6 +9,7 @@ paths together with the scenario's ground truth for comparison.
 
 from __future__ import annotations
 
+import socket
 import sys
 import threading
 import time
@@ -26,13 +27,29 @@ from .sources.scenario import ScenarioSource, VirtualClock
 NS_PER_S = 1_000_000_000
 
 
-def demo_config(cfg: Config, station_id: str = "demo-01", data_dir: Path | None = None) -> Config:
-    """The demo's settings on top of cfg: station id, the demo typing reference, data dir."""
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def demo_config(cfg: Config, station_id: str = "demo-01", data_dir: Path | None = None,
+                stream: bool = True) -> Config:
+    """The demo's settings on top of cfg: station id, the demo typing reference, data dir, and
+    station -> console streaming over loopback (plaintext, allowed on loopback only) on free ports."""
     station = {"id": station_id}
     if data_dir is not None:
         station["data_dir"] = str(data_dir)
     typing = {} if cfg.typing.reference_file else {"reference_file": "typing/demo-reference.txt"}
-    return cfg.replace(station=station, typing=typing)
+    if not stream:
+        return cfg.replace(station=station, typing=typing, publisher={"enabled": False})
+    pub, req = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    console = {"allow_plaintext_loopback": True, "assessor_id": "demo-assessor",
+               "station": [{"id": station_id, "pub_endpoint": pub, "req_endpoint": req, "public_key": ""}]}
+    if data_dir is not None:
+        console["store"] = str(Path(data_dir) / "console.sqlite")
+    return cfg.replace(station=station, typing=typing, console=console,
+                       publisher={"enabled": True, "allow_plaintext_loopback": True, "pub_bind": pub, "req_bind": req})
 
 
 @dataclass
@@ -43,7 +60,8 @@ class DemoResult:
     report_html: Path
     truth: dict
     report: dict
-    published: int
+    published: int                          # messages journaled and published (last seq)
+    console_seqs: list[int] | None = None   # what the loopback console stored (None: no streaming)
 
 
 class SteppedClock:
@@ -71,10 +89,14 @@ def live_line(summary: dict | None, t_rel_s: float, seq: int) -> str:
 
 
 def run_demo(cfg: Config, *, seed: int = 1, duration_s: float = 600.0, speed: float = 1.0, fast: bool = False,
-             data_dir: Path, out_dir: Path | None = None, publisher_factory=None,
+             data_dir: Path, out_dir: Path | None = None,
              print_line: Callable[[str], None] | None = print, stop: threading.Event | None = None) -> DemoResult:
-    """Play one simulated exam through a recorder; returns where the journal and report are."""
+    """Play one simulated exam through a recorder (and, when cfg.publisher.enabled, a ZeroMQ
+    publisher with a console following it over loopback); returns journal, report, truth."""
     stop = stop or threading.Event()
+    from .agent import publisher_factory as make_publisher
+    publisher_factory = make_publisher(cfg)
+    console = None
     start = monotonic_ns()
     scenario = Scenario(cfg, seed=seed, duration_s=duration_s, start_ns=start)
     end_ns = scenario.end_ns
@@ -86,6 +108,20 @@ def run_demo(cfg: Config, *, seed: int = 1, duration_s: float = 600.0, speed: fl
         vclock = VirtualClock(start, speed)
         rec = Recorder(cfg, clock=vclock.now, data_dir=data_dir, publisher_factory=publisher_factory, resume=False)
     rec.open_session()
+    if publisher_factory is not None:
+        from .consolelib import Console
+        console = Console(cfg, deliver=True)
+        console.start()
+    latest: dict = {}
+
+    def line(t_rel_s: float) -> str:
+        if console is not None:   # show what the console received: the streaming path works
+            for m in console.poll(0):
+                if m.kind == "summary":
+                    latest["summary"], latest["seq"] = m.data, m.seq
+        summary = latest.get("summary", rec.last_summary)
+        return live_line(summary, t_rel_s, latest.get("seq", rec.journal.last_seq()))
+
     last_print = time.monotonic()
     try:
         if fast:
@@ -96,7 +132,7 @@ def run_demo(cfg: Config, *, seed: int = 1, duration_s: float = 600.0, speed: fl
                 published += len(rec.step())
                 if print_line and time.monotonic() - last_print >= 1.0:
                     last_print = time.monotonic()
-                    print_line(live_line(rec.last_summary, (clock.t - start) / NS_PER_S, rec.journal.last_seq()))
+                    print_line(line((clock.t - start) / NS_PER_S))
         else:
             source = ScenarioSource(scenario, vclock)
             source.start(rec.queue)
@@ -105,7 +141,7 @@ def run_demo(cfg: Config, *, seed: int = 1, duration_s: float = 600.0, speed: fl
                     published += len(rec.step())
                     if print_line and time.monotonic() - last_print >= 1.0:
                         last_print = time.monotonic()
-                        print_line(live_line(rec.last_summary, (vclock.now() - start) / NS_PER_S, rec.journal.last_seq()))
+                        print_line(line((vclock.now() - start) / NS_PER_S))
                     if source.finished and vclock.now() >= end_ns + 2 * NS_PER_S:
                         break
                     stop.wait(rec.ingest_ns / 1e9 / max(speed, 1.0))
@@ -114,14 +150,25 @@ def run_demo(cfg: Config, *, seed: int = 1, duration_s: float = 600.0, speed: fl
         session_id = rec.journal.header.session_id
         rec.end_session()
         path = rec.journal.path
+        last_seq = rec.journal.last_seq()
+        console_seqs = None
+        if console is not None:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                console_seqs = console.reader.seqs(cfg.station.id, session_id)
+                if len(console_seqs) >= last_seq:
+                    break
+                time.sleep(0.1)
     finally:
+        if console is not None:
+            console.stop()
         rec.close()
     from .journal import Journal
     with Journal.open(path) as j:
         rep = build_report(j)
     out = out_dir or (data_dir / "reports" / session_id)
     jp, hp = write_report(rep, out)
-    return DemoResult(session_id, path, jp, hp, scenario.truth(), rep, published)
+    return DemoResult(session_id, path, jp, hp, scenario.truth(), rep, last_seq, console_seqs)
 
 
 def truth_table(res: DemoResult) -> str:
@@ -151,6 +198,12 @@ def main_demo(args, cfg: Config) -> int:  # pragma: no cover - exercised through
     print(truth_table(res))
     ok = res.report["integrity"]["ok"]
     print(f"session {res.session_id}: {res.published} messages; journal {res.journal_path}")
+    if res.console_seqs is not None:
+        want = res.published
+        got = res.console_seqs
+        missing = len(set(range(1, want + 1)) - set(got))
+        print(f"console over ZeroMQ (loopback): stored {len(got)} of {want} messages, {missing} missing, "
+              f"{len(got) - len(set(got))} duplicated")
     print(f"integrity: {'ok' if ok else 'PROBLEMS: ' + '; '.join(res.report['integrity']['journal_problems'] + res.report['integrity']['replay_mismatches'])}")
     print(f"report: {res.report_html}")
     sys.stdout.flush()

@@ -57,6 +57,10 @@ def test_demo_report_matches_ground_truth(demo):
     assert demo.report_html.exists() and "<svg" in demo.report_html.read_text()
 
 
+def test_demo_streams_every_message_to_its_loopback_console(demo):
+    assert demo.console_seqs == list(range(1, demo.published + 1))
+
+
 def test_live_summaries_equal_replayed_ones_exactly(demo):
     with Journal.open(demo.journal_path) as j:
         journaled = sum(1 for _ in j.iter_messages(kinds=ENGINE_KINDS))

@@ -16,6 +16,7 @@ def register(sub):
     p.add_argument("--data-dir", default="var/demo", help="journal directory (default var/demo)")
     p.add_argument("--out", help="report directory (default DATA_DIR/reports/SESSION)")
     p.add_argument("--quiet", action="store_true", help="no live line")
+    p.add_argument("--no-stream", action="store_true", help="no ZeroMQ publisher and loopback console")
     p.set_defaults(func=run)
 
 
@@ -25,5 +26,5 @@ def run(args):
         raise UserError("--speed must be > 0 (use --fast for as fast as possible)", exit_code=2)
     if not 10 <= args.duration <= 6 * 3600:
         raise UserError("--duration must be between 10 and 21600 seconds", exit_code=2)
-    cfg = demo_config(load_config(args), args.station_id, Path(args.data_dir))
+    cfg = demo_config(load_config(args), args.station_id, Path(args.data_dir), stream=not args.no_stream)
     return main_demo(args, cfg)
