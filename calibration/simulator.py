@@ -38,48 +38,69 @@ class Sound:
         self.proc: subprocess.Popen | None = None
         self.signal = ("tone", 1000.0, 94.0)
         self.playing = False
+        self._token = None
+        self._lock = threading.Lock()
+        self._speech_cache: np.ndarray | None = None
+        if sink:
+            import calibration.measure  # noqa: F401  (imports take a while on a busy machine)
+            threading.Thread(target=self._speech, daemon=True).start()
+
+    def _speech(self) -> np.ndarray:
+        """The test sentence at 0 dB gain (cached: synthesised once, in the background at start)."""
+        with self._lock:
+            if self._speech_cache is None:
+                with tempfile.TemporaryDirectory() as d:
+                    wav = os.path.join(d, "s.wav")
+                    subprocess.run(["espeak-ng", "-v", "en", "-s", "150", "-w", wav,
+                                    "Good morning, you are speaking with the customer service desk. "
+                                    "How can I help you today?"], check=True, capture_output=True, timeout=30)
+                    raw = subprocess.run(["sox", wav, "-r", str(self.rate), "-c", "1", "-b", "16", "-t", "raw", "-"],
+                                         check=True, capture_output=True, timeout=30).stdout
+                self._speech_cache = np.frombuffer(raw, dtype="<i2").astype(np.int16)
+            return self._speech_cache
 
     def _samples(self) -> np.ndarray:
         from calibration import measure, p56
-        kind = self.signal[0]
-        if kind == "tone":
+        if self.signal[0] == "tone":
             _, hz, spl = self.signal
             return measure.tone(self.rate, 30.0, hz, spl - self.sensitivity)
         _, spl = self.signal
-        with tempfile.TemporaryDirectory() as d:
-            wav = os.path.join(d, "s.wav")
-            subprocess.run(["espeak-ng", "-v", "en", "-s", "150", "-w", wav,
-                            "Good morning, you are speaking with the customer service desk. "
-                            "How can I help you today?"], check=True, capture_output=True, timeout=30)
-            raw = subprocess.run(["sox", wav, "-r", str(self.rate), "-c", "1", "-b", "16", "-t", "raw", "-"],
-                                 check=True, capture_output=True, timeout=30).stdout
-        x = np.frombuffer(raw, dtype="<i2").astype(np.float64)
-        lev = p56.measure(x.astype(np.int16), self.rate).active_dbov
+        x = self._speech()
+        lev = p56.measure(x, self.rate).active_dbov
         gain = 10 ** ((spl - self.sensitivity - lev) / 20.0)
         lead = np.zeros(int(0.3 * self.rate))
-        return np.clip(np.concatenate([lead, x * gain]), -32768, 32767).astype(np.int16)
+        return np.clip(np.concatenate([lead, x.astype(np.float64) * gain]), -32768, 32767).astype(np.int16)
 
     def play(self) -> None:
+        """Start playing in the background (the reply to PLAY does not wait for the sound)."""
         self.stop()
         self.playing = True
         if not self.sink:
             return
-        data = self._samples().astype("<i2").tobytes()
-        self.proc = subprocess.Popen(["pacat", "--playback", "--raw", "--format=s16le", f"--rate={self.rate}",
-                                      "--channels=1", "--latency-msec=20", "-d", self.sink],
-                                     stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        proc = self.proc
+        token = self._token = object()
 
-        def feed():
+        def start():
+            data = self._samples().astype("<i2").tobytes()
+            if token is not self._token or not self.playing:
+                return
+            proc = subprocess.Popen(["pacat", "--playback", "--raw", "--format=s16le", f"--rate={self.rate}",
+                                     "--channels=1", "--latency-msec=20", "-d", self.sink],
+                                    stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.proc = proc
+            if token is not self._token:  # STOP arrived meanwhile
+                proc.kill()
+                proc.wait(5)
+                return
             try:
                 proc.stdin.write(data)
                 proc.stdin.close()
             except (OSError, ValueError):
                 pass
-        threading.Thread(target=feed, daemon=True).start()
+        threading.Thread(target=start, daemon=True).start()
 
     def stop(self) -> None:
         self.playing = False
+        self._token = None
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(5)
