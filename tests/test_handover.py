@@ -1,0 +1,135 @@
+"""Capture -> recorder hand-over on real Unix sockets: delivery, bounds, versions, bad input."""
+
+import socket
+import time
+
+import msgpack
+
+from station.events import KeyEvent, SourceHealth
+from station.handover import BATCH, HELLO, PROTO, CaptureClient, FrameReader, HandoverServer, frame
+from station.sources.base import EventQueue
+
+
+def server(tmp_path, **kw):
+    q = EventQueue()
+    s = HandoverServer(tmp_path / "h.sock", q, station_id="st-1", max_frame_bytes=kw.get("max_frame_bytes", 1 << 20),
+                       gap_alert_ms=kw.get("gap_alert_ms", 1500))
+    s.start()
+    return s, q
+
+
+def client(tmp_path, q=None, **kw):
+    q = q or EventQueue()
+    c = CaptureClient(tmp_path / "h.sock", q, station_id=kw.get("station_id", "st-1"), heartbeat_ms=200,
+                      queue_max_batches=kw.get("queue_max_batches", 100), interval_ms=50)
+    return c, q
+
+
+def wait(pred, timeout=5.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_events_arrive_in_order_with_link_health(tmp_path):
+    srv, rq = server(tmp_path)
+    cli, cq = client(tmp_path)
+    got = []
+    try:
+        cli.start()
+        for i in range(200):
+            cq.put(KeyEvent(1_000 + i, 1, True))
+        assert wait(lambda: (got.extend(rq.drain()) or True) and sum(isinstance(e, KeyEvent) for e in got) == 200)
+    finally:
+        cli.stop()
+        srv.stop()
+    keys = [e.t_ns for e in got if isinstance(e, KeyEvent)]
+    assert keys == [1_000 + i for i in range(200)]
+    health = [e for e in got if isinstance(e, SourceHealth)]
+    assert health[0].source == "capture" and health[0].state == "ok"
+
+
+def test_silent_capture_becomes_a_lost_source(tmp_path):
+    srv, rq = server(tmp_path, gap_alert_ms=400)
+    cli, cq = client(tmp_path)
+    try:
+        cli.start()
+        assert wait(lambda: srv.link_state == "ok")
+        cli.stop()                     # no more beats
+        t0 = time.monotonic()
+        assert wait(lambda: srv.link_state == "lost", 3)
+        assert time.monotonic() - t0 < 1.5
+    finally:
+        srv.stop()
+    states = [e.state for e in rq.drain() if isinstance(e, SourceHealth)]
+    assert states == ["ok", "lost"]
+
+
+def test_outbox_is_bounded_while_the_recorder_is_away(tmp_path):
+    cli, cq = client(tmp_path, queue_max_batches=5)
+    cli.start()
+    try:
+        for i in range(20):
+            cq.put(KeyEvent(i, 1, True))
+            time.sleep(0.06)
+        assert wait(lambda: cli.stats["dropped_batches"] > 0)
+        assert len(cli.outbox) <= 5
+    finally:
+        cli.stop()
+    srv, rq = server(tmp_path)      # the recorder comes up: the kept batches arrive
+    cli2, _ = client(tmp_path)
+    cli2.outbox.extend(cli.outbox)
+    try:
+        cli2.start()
+        assert wait(lambda: srv.stats["batches"] >= 1)
+    finally:
+        cli2.stop()
+        srv.stop()
+
+
+def raw(tmp_path, data: bytes) -> bytes:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(2)
+    s.connect(str(tmp_path / "h.sock"))
+    s.sendall(data)
+    try:
+        return s.recv(4096)
+    except OSError:
+        return b""
+    finally:
+        s.close()
+
+
+def test_wrong_station_and_wrong_version_are_refused(tmp_path):
+    srv, rq = server(tmp_path)
+    try:
+        r = FrameReader(1 << 16).feed(raw(tmp_path, frame(HELLO, msgpack.packb({"proto": PROTO, "station_id": "other"}))))
+        assert r and r[0][0] == b"A" and msgpack.unpackb(r[0][1])["ok"] is False
+        r = FrameReader(1 << 16).feed(raw(tmp_path, frame(HELLO, msgpack.packb({"proto": PROTO + 1, "station_id": "st-1"}))))
+        assert "not supported" in msgpack.unpackb(r[0][1])["error"]
+        assert srv.stats["refused"] == 2
+    finally:
+        srv.stop()
+    assert not any(isinstance(e, KeyEvent) for e in rq.drain())
+
+
+def test_garbage_oversized_and_batches_before_hello_are_dropped(tmp_path):
+    srv, rq = server(tmp_path, max_frame_bytes=1024)
+    try:
+        raw(tmp_path, b"\x00\x00\x00\x05Bxxxx")                    # batch before hello
+        raw(tmp_path, b"\xff\xff\xff\xff" + b"x" * 100)             # announces 4 GB
+        raw(tmp_path, frame(HELLO, b"\xc1\xc1"))                     # undecodable hello
+        raw(tmp_path, frame(HELLO, msgpack.packb({"proto": PROTO, "station_id": "st-1"})) + frame(BATCH, b"junk"))
+        assert wait(lambda: srv.stats["malformed"] >= 3 and srv.stats["oversized"] >= 1)
+        # the server still serves a proper capture afterwards
+        cli, cq = client(tmp_path)
+        cq.put(KeyEvent(5, 1, True))
+        cli.start()
+        got = []
+        assert wait(lambda: (got.extend(rq.drain()) or True) and any(isinstance(e, KeyEvent) for e in got))
+        cli.stop()
+    finally:
+        srv.stop()
