@@ -64,6 +64,14 @@ def start_sources(sources, queue: EventQueue, clock) -> None:
             queue.put(SourceHealth(clock(), getattr(src, "name", "source"), "lost", f"failed to start: {e}"[:200]))
 
 
+def stop_sources(sources) -> None:
+    for src in sources:
+        try:
+            src.stop()
+        except Exception as e:  # a source that fails to stop must not keep the others running
+            log.warning("source %s failed to stop: %s", getattr(src, "name", src), e)
+
+
 def sources_status(sources) -> dict:
     out = {}
     for src in sources:
@@ -119,11 +127,7 @@ def run_agent(cfg: Config, *, sources_kind: str = "real", seed: int = 1, speed: 
     finally:
         if notify is not None:
             notify.stopping()
-        for src in sources:
-            try:
-                src.stop()
-            except Exception:
-                pass
+        stop_sources(sources)
         rec.step()
         rec.close()
     return 0
@@ -184,10 +188,6 @@ def run_capture(cfg: Config, *, sources_kind: str = "real", seed: int = 1, speed
     finally:
         if notify is not None:
             notify.stopping()
-        for src in sources:
-            try:
-                src.stop()
-            except Exception:
-                pass
+        stop_sources(sources)
         client.stop()
     return 0

@@ -23,24 +23,12 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import intervals as iv
+from ..engine.evidence import levenshtein  # the engine's own definition (D5)
 from ..events import KeyClass
 from .plan import AGENT, CUSTOMER, Plan, apply_backspaces
 
 MS = 1_000_000
 MOUSE_BIN_NS = 10 * MS
-
-
-def levenshtein(a: str, b: str) -> int:
-    """Edit distance (insertions, deletions, substitutions each cost 1)."""
-    if len(a) < len(b):
-        a, b = b, a
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
 
 
 def typing_bursts(press_release_ns: list[tuple[int, int]], gap_ns: int) -> np.ndarray:
