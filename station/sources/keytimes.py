@@ -1,0 +1,65 @@
+"""Recent key-press times, shared between the input source (writer) and the audio source (reader).
+
+The audio source rejects an impulsive VAD frame as a keyboard click when a key was pressed close
+to it (``station.vad``). The input source calls ``note`` from its keyboard hook thread for every
+key press; the audio worker asks ``any_within`` for each frame. Only times are kept (station clock,
+integer ns), never which key.
+"""
+
+from __future__ import annotations
+
+import threading
+
+
+class RecentKeyPresses:
+    """Thread-safe ring of the last ``capacity`` key-press times (ns, station clock).
+
+    ``note`` is O(1) and holds a lock for a few list operations only, so the hook thread never
+    blocks long. ``any_within`` scans from the newest press backwards and stops at the first press
+    older than its window (presses arrive in time order from one hook thread; a small disorder is
+    tolerated, see ``disorder_ns``). Presses older than the ring's capacity are forgotten: with
+    256 entries and 20 keys/s that is 12 s of history, far more than the audio pipeline's delay.
+    """
+
+    def __init__(self, capacity: int = 256, disorder_ns: int = 1_000_000_000):
+        if capacity < 1:
+            raise ValueError("capacity must be >= 1")
+        self._times = [0] * capacity
+        self._capacity = capacity
+        self._next = 0        # slot the next note goes to
+        self._count = 0       # total notes so far
+        self._lock = threading.Lock()
+        self.disorder_ns = disorder_ns
+
+    def note(self, t_ns: int) -> None:
+        """Record a key press at t_ns (station clock, ns)."""
+        with self._lock:
+            self._times[self._next] = t_ns
+            self._next = (self._next + 1) % self._capacity
+            self._count += 1
+
+    def any_within(self, t0_ns: int, t1_ns: int) -> bool:
+        """Whether a key press was noted at a time in [t0_ns, t1_ns] (inclusive, ns)."""
+        with self._lock:
+            n = min(self._count, self._capacity)
+            i = self._next
+            times = self._times
+            stop_below = t0_ns - self.disorder_ns
+            for _ in range(n):
+                i = (i - 1) % self._capacity
+                t = times[i]
+                if t0_ns <= t <= t1_ns:
+                    return True
+                if t < stop_below:
+                    return False
+        return False
+
+    def __len__(self) -> int:
+        """How many presses are remembered (at most capacity)."""
+        with self._lock:
+            return min(self._count, self._capacity)
+
+    @property
+    def total(self) -> int:
+        """How many presses were noted since creation."""
+        return self._count

@@ -1,0 +1,139 @@
+"""Unit tests of the frame classifier (gate, click, bleed flags) on synthetic frames, and of the
+key-press ring the audio source reads."""
+
+import threading
+
+import numpy as np
+import pytest
+
+from station.events import FrameFlag
+from station.sources.keytimes import RecentKeyPresses
+from station.vad import FrameClassifier, crest_db, level_dbfs
+
+RATE = 16000
+N = 320  # 20 ms
+
+
+def voiced(level_dbfs: float, seed: int = 0, n: int = N) -> np.ndarray:
+    """A speech-like frame: harmonics of 140 Hz with formant-ish weights, at a given RMS level."""
+    t = np.arange(n) / RATE
+    x = sum(w * np.sin(2 * np.pi * 140 * k * t + k) for k, w in [(1, 1.0), (2, 0.8), (3, 0.6), (4, 0.5),
+                                                                    (5, 0.7), (6, 0.4), (8, 0.3), (11, 0.2)])
+    x += np.random.default_rng(seed).normal(0, 0.05, n)
+    x *= 32768 * 10 ** (level_dbfs / 20) / np.sqrt(np.mean(x ** 2))
+    return np.clip(np.round(x), -32768, 32767).astype(np.int16)
+
+
+def click(peak: int = 20000) -> np.ndarray:
+    """A keyboard-click-like frame: an impulse ringing at 3 kHz, decaying in ~2 ms."""
+    t = np.arange(N) / RATE
+    x = np.zeros(N)
+    x[40:] = peak * np.exp(-t[:N - 40] / 0.002) * np.sin(2 * np.pi * 3000 * t[:N - 40] + 0.5)
+    return np.round(x).astype(np.int16)
+
+
+def raw_speech_frames(clf, frames):
+    return [clf.classify(f, i * 20_000_000) for i, f in enumerate(frames)]
+
+
+def test_level_and_crest():
+    assert level_dbfs(np.zeros(N, np.int16)) == -127.0
+    full = np.full(N, 32767, np.int16)
+    assert abs(level_dbfs(full)) < 0.01
+    sine = (10000 * np.sin(2 * np.pi * 500 * np.arange(N) / RATE)).astype(np.int16)
+    assert abs(crest_db(sine) - 3.01) < 0.1
+    assert crest_db(click()) > 15
+
+
+def test_loud_voiced_frames_are_speech():
+    clf = FrameClassifier(0, mode=2, gate_dbfs=-54)
+    out = raw_speech_frames(clf, [voiced(-25, s) for s in range(10)])
+    assert sum(f.speech for f in out) >= 8
+    assert all(f.flags & FrameFlag.GATED == 0 for f in out)
+    assert all(-260 <= f.level_dbfs_x10 <= -240 for f in out)
+
+
+def test_gate_rejects_quiet_frames_even_when_vad_says_speech():
+    clf = FrameClassifier(0, mode=0, gate_dbfs=-40)
+    out = raw_speech_frames(clf, [voiced(-50, s) for s in range(10)])
+    assert any(f.vad for f in out), "webrtcvad should call a clean voiced frame at -50 dBFS speech"
+    assert not any(f.speech for f in out)
+    assert all(f.flags & FrameFlag.GATED for f in out)
+
+
+def test_click_rejected_only_near_a_key_press():
+    clf = FrameClassifier(0, mode=3, gate_dbfs=-60, crest_limit_db=15)
+    frames = [click(20000 - 500 * i) for i in range(10)]
+    free = [clf.classify(f, i * 20_000_000) for i, f in enumerate(frames)]
+    impulsive = [f for f in free if f.flags & FrameFlag.IMPULSIVE]
+    assert impulsive, "webrtcvad calls some click frames speech and they must be flagged impulsive"
+    assert all(f.speech for f in impulsive), "without a key press an impulsive frame is not rejected"
+    clf2 = FrameClassifier(0, mode=3, gate_dbfs=-60, crest_limit_db=15)
+    near = [clf2.classify(f, i * 20_000_000, near_key_press=True) for i, f in enumerate(frames)]
+    for f in near:
+        if f.flags & FrameFlag.IMPULSIVE:
+            assert f.flags & FrameFlag.CLICK and not f.speech
+
+
+def test_speech_near_key_press_is_kept():
+    clf = FrameClassifier(0, mode=2, gate_dbfs=-54)
+    out = [clf.classify(voiced(-25, s), s * 20_000_000, near_key_press=True) for s in range(10)]
+    assert sum(f.speech for f in out) >= 8
+    assert not any(f.flags & FrameFlag.CLICK for f in out)
+
+
+def test_bleed_flag_on_agent_channel_only():
+    mic = [voiced(-45, s) for s in range(10)]     # customer at -20 dBFS leaking at -25 dB
+    agent = FrameClassifier(0, mode=2, gate_dbfs=-60, coupling_db=20, bleed_margin_db=6)
+    out = [agent.classify(f, i, customer_level_dbfs=-20.0) for i, f in enumerate(mic)]
+    assert any(f.vad for f in out)
+    assert not any(f.speech for f in out)
+    assert all(f.flags & FrameFlag.BLEED for f in out)
+    # the agent talking over the customer (much louder than the expected bleed) is speech
+    loud = [agent.classify(voiced(-22, s), s, customer_level_dbfs=-20.0) for s in range(10)]
+    assert sum(f.speech for f in loud) >= 8
+    assert not any(f.flags & FrameFlag.BLEED for f in loud)
+    # a silent customer channel explains nothing
+    quiet = [agent.classify(f, i, customer_level_dbfs=-90.0) for i, f in enumerate(mic)]
+    assert not any(f.flags & FrameFlag.BLEED for f in quiet)
+    # the customer channel itself is never bleed-suppressed
+    cust = FrameClassifier(1, mode=2, gate_dbfs=-60)
+    assert not any(cust.classify(f, i, customer_level_dbfs=-20.0).flags & FrameFlag.BLEED for i, f in enumerate(mic))
+
+
+def test_wrong_frame_length_raises():
+    with pytest.raises(ValueError):
+        FrameClassifier(0).classify(np.zeros(100, np.int16), 0)
+
+
+def test_recent_key_presses_window_and_ring():
+    k = RecentKeyPresses(capacity=4)
+    assert not k.any_within(0, 10**12)
+    for t in (100, 200, 300, 400, 500):
+        k.note(t)
+    assert len(k) == 4 and k.total == 5
+    assert k.any_within(150, 250) and k.any_within(500, 500)
+    assert not k.any_within(301, 399) and not k.any_within(501, 10**9)
+    assert not k.any_within(50, 150), "the oldest press fell out of the ring"
+
+
+def test_recent_key_presses_thread_safe():
+    k = RecentKeyPresses(capacity=256)
+    stop = threading.Event()
+    errors = []
+
+    def reader():
+        while not stop.is_set():
+            try:
+                k.any_within(0, 10**12)
+            except Exception as e:  # pragma: no cover - the assertion below reports it
+                errors.append(e)
+
+    th = threading.Thread(target=reader)
+    th.start()
+    for i in range(20000):
+        k.note(i * 1000)
+    stop.set()
+    th.join()
+    assert not errors and k.total == 20000
+    assert k.any_within(19999 * 1000, 19999 * 1000)
