@@ -1,0 +1,594 @@
+"""Audio source: headset microphone and customer signal -> VAD frames on the station clock.
+
+``AudioSource`` opens sounddevice (PortAudio) input streams for the agent microphone and the
+customer signal: two channels of one device (one stream), or two devices (two streams), e.g. the
+microphone and the monitor of the headset's sink. Config keys: ``audio.agent_device`` /
+``agent_channel`` / ``customer_device`` / ``customer_channel`` (a device is a sounddevice name, a
+unique part of one, or an index; ``""`` = the default input device for the agent and "same device
+as the agent" for the customer). Samples are 16-bit mono per channel at ``audio.sample_rate``
+(16 kHz), cut into frames of ``audio.frame_ms`` and classified by ``station.vad.FrameClassifier``
+into ``SpeechFrame`` events. No samples leave this module: only levels and decisions.
+
+Threads: PortAudio's callback only copies the block and its timing into a queue. One worker
+thread stamps, frames, aligns the channels, classifies, and calls ``sink.put_many``; it also
+watches for device loss and reopens.
+
+Timestamps (station clock, ns): each block is stamped from PortAudio's ``inputBufferAdcTime``
+(time of its first sample). Its clock is checked against ``currentTime`` for every block:
+- ``monotonic``: currentTime is near time.monotonic() (PortAudio's own clock, CLOCK_MONOTONIC):
+  used as is;
+- ``realtime``: currentTime is near time.time() (Debian's ALSA ``pulse`` plugin reports
+  gettimeofday stamps): converted with the wall-to-monotonic offset read in the callback;
+- ``arrival``: 0 or implausible (more than 2 s old, in the future): arrival time minus the block's
+  duration minus the stream's input latency.
+The headset profile's ``input_latency_ms`` (else ``audio.latency_ms``) is subtracted. Within a
+channel frames are contiguous: frame times count samples from an anchor (the first block's time)
+and are re-anchored only when a block's own time differs from the count by more than one frame
+(a gap after an overflow, or clock drift).
+
+Checks on top of webrtcvad (see station.vad): energy gate (profile gate, else noise floor +
+margin; the customer channel, a clean electrical signal, uses ``audio.customer_gate_dbfs``), keyboard-click rejection (an impulsive
+mic frame within ``audio.click_window_ms`` of a key press noted in ``RecentKeyPresses``), and
+bleed suppression: a mic frame is classified once the customer channel has covered the same time
+plus ``audio.bleed_window_ms`` (or after ``audio.align_wait_ms`` of waiting), with the loudest
+customer frame within that window as the customer level.
+
+Failure modes: a device missing, failing to open, reporting an error, or delivering no block for
+``audio.stall_ms`` makes the source "lost" (SourceHealth, with the reason, stamped at the end of
+the last frame delivered); all streams are closed and reopened every ``audio.retry_ms`` (PortAudio
+re-initialised so that a replugged device is found); "ok" is reported with the first block after
+that. No frame is invented for the gap: while "lost" the audio is unknown, not silence. Input
+overflows (samples dropped by the device) are counted in ``status()``; a block queue that grows
+past ``MAX_QUEUED_BLOCKS`` (worker stalled) drops blocks and counts them.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..clock import monotonic_ns
+from ..config import Config
+from ..events import Channel
+from ..vad import FrameClassifier
+from .base import EventSink, HealthReporter
+from .keytimes import RecentKeyPresses
+
+log = logging.getLogger(__name__)
+
+MAX_QUEUED_BLOCKS = 200          # ~20 s of 100 ms blocks per stream before blocks are dropped
+ADC_MAX_AGE_NS = 2_000_000_000   # an ADC time older than this (vs currentTime) is implausible
+CLOCK_MATCH_NS = 500_000_000     # currentTime within this of a clock reading = that clock
+CUSTOMER_HISTORY_NS = 5_000_000_000
+
+
+class AudioDeviceError(Exception):
+    """A device is missing, ambiguous, has too few channels, or cannot be opened."""
+
+
+def _sd():
+    """The sounddevice module (imported late: importing it loads PortAudio, which may be missing;
+    that raises OSError)."""
+    import sounddevice
+    return sounddevice
+
+
+def list_devices() -> list[dict[str, Any]]:
+    """All PortAudio devices: id (the index usable in audio.*_device), name, host api,
+    max input channels, max output channels, default rate (Hz). Raises OSError when the PortAudio
+    library cannot be loaded."""
+    sd = _sd()
+    apis = sd.query_hostapis()
+    out = []
+    for d in sd.query_devices():
+        out.append({"id": d["index"], "name": d["name"], "hostapi": apis[d["hostapi"]]["name"],
+                    "max_input_channels": d["max_input_channels"],
+                    "max_output_channels": d["max_output_channels"],
+                    "default_samplerate": d["default_samplerate"]})
+    return out
+
+
+def resolve_device(spec: str) -> dict[str, Any]:
+    """The input device a config value names: "" = the default input device, digits = an index,
+    else an exact (case-insensitive) name or a part of exactly one input device's name.
+    Returns the sounddevice device dict (with "index"). Raises AudioDeviceError."""
+    sd = _sd()
+    spec = (spec or "").strip()
+    if spec == "":
+        try:
+            return dict(sd.query_devices(kind="input"))
+        except (ValueError, sd.PortAudioError):
+            raise AudioDeviceError("no default input device") from None
+    devices = [dict(d) for d in sd.query_devices()]
+    if spec.isdigit():
+        idx = int(spec)
+        if idx >= len(devices):
+            raise AudioDeviceError(f"no audio device with id {idx} ({len(devices)} devices)")
+        if devices[idx]["max_input_channels"] < 1:
+            raise AudioDeviceError(f"audio device {idx} ({devices[idx]['name']}) has no input channels")
+        return devices[idx]
+    inputs = [d for d in devices if d["max_input_channels"] > 0]
+    exact = [d for d in inputs if d["name"].lower() == spec.lower()]
+    if len(exact) == 1:
+        return exact[0]
+    part = [d for d in inputs if spec.lower() in d["name"].lower()]
+    if len(part) == 1:
+        return part[0]
+    if not part:
+        raise AudioDeviceError(f"no input device named {spec!r}")
+    raise AudioDeviceError(f"input device name {spec!r} is ambiguous: "
+                           + ", ".join(f"{d['index']}: {d['name']}" for d in part))
+
+
+@dataclass
+class StreamPlan:
+    """One input stream to open: device index/name, channels to open, and which logical channel
+    (Channel.AGENT / CUSTOMER) takes which column."""
+
+    device: int
+    name: str
+    channels: int
+    picks: list[tuple[int, int]]   # (logical channel, column)
+
+
+def plan_streams(cfg: Config) -> list[StreamPlan]:
+    """The streams the config asks for (resolving device names now). The customer channel is left
+    out when it names exactly the agent's device and channel. Raises AudioDeviceError."""
+    a = cfg.audio
+    agent = resolve_device(a.agent_device)
+    customer = agent if (a.customer_device or "").strip() == "" else resolve_device(a.customer_device)
+    wants = [(agent, Channel.AGENT, a.agent_channel, "agent")]
+    if not (customer["index"] == agent["index"] and a.customer_channel == a.agent_channel):
+        wants.append((customer, Channel.CUSTOMER, a.customer_channel, "customer"))
+    plans: dict[int, StreamPlan] = {}
+    for dev, ch, col, what in wants:
+        if col >= dev["max_input_channels"]:
+            raise AudioDeviceError(f"audio.{what}_channel = {col}, but {dev['name']!r} has "
+                                   f"{dev['max_input_channels']} input channel(s)")
+        p = plans.setdefault(dev["index"], StreamPlan(dev["index"], dev["name"], 0, []))
+        p.picks.append((int(ch), col))
+        p.channels = max(p.channels, col + 1)
+    return list(plans.values())
+
+
+def doctor_checks(cfg: Config) -> list[tuple[str, bool, str]]:
+    """Checks for ``station doctor``: (name, ok, detail). Never raises."""
+    from ..headset import load_profile, profile_path, profile_warnings
+    checks: list[tuple[str, bool, str]] = []
+    try:
+        devices = list_devices()
+    except OSError as e:
+        return [("audio: PortAudio", False, f"PortAudio library not loadable: {e}")]
+    n_in = sum(1 for d in devices if d["max_input_channels"] > 0)
+    checks.append(("audio: input devices", n_in > 0, f"{n_in} input device(s) of {len(devices)}"))
+    try:
+        plans = plan_streams(cfg)
+    except AudioDeviceError as e:
+        checks.append(("audio: configured devices", False, str(e)))
+        plans = []
+    else:
+        names = {Channel.AGENT: "agent", Channel.CUSTOMER: "customer"}
+        desc = "; ".join(f"{names[ch]} = {p.name!r} (id {p.device}) channel {col}"
+                         for p in plans for ch, col in p.picks)
+        if not any(ch == Channel.CUSTOMER for p in plans for ch, _ in p.picks):
+            checks.append(("audio: customer channel", False,
+                           "customer device/channel equal the agent's: no customer signal"))
+        checks.append(("audio: configured devices", True, desc))
+    sd = _sd()
+    for p in plans:
+        try:
+            sd.check_input_settings(device=p.device, channels=p.channels, dtype="int16",
+                                    samplerate=cfg.audio.sample_rate)
+            checks.append((f"audio: {cfg.audio.sample_rate} Hz on {p.name}", True,
+                           f"{p.channels} channel(s), int16 (converted by the host API if not native)"))
+        except Exception as e:  # PortAudioError, ValueError
+            checks.append((f"audio: {cfg.audio.sample_rate} Hz on {p.name}", False,
+                           f"not supported ({e}); use a device that resamples (ALSA 'plug'/'pulse')"))
+    try:
+        profile = load_profile(cfg)
+    except Exception as e:  # ConfigError from an invalid file
+        checks.append(("audio: headset profile", False, str(e)))
+    else:
+        if profile is None:
+            what = (f"missing: {profile_path(cfg)}" if cfg.station.headset
+                    else "no headset configured (station.headset)")
+            checks.append(("audio: headset profile", False, what + "; defaults used"))
+        else:
+            warnings = profile_warnings(cfg, profile)
+            checks.append(("audio: headset profile", not warnings,
+                           "; ".join(warnings) or f"{profile.headset_id}: gate {profile.gate_dbfs:g} dBFS, "
+                           f"latency {profile.input_latency_ms:g} ms, coupling {profile.coupling_db:g} dB"))
+    return checks
+
+
+@dataclass
+class _Track:
+    """Sample counting and framing of one logical channel."""
+
+    channel: int
+    classifier: FrameClassifier
+    rate: int
+    frame_len: int
+    dur_ns: int
+    anchor_ns: int | None = None
+    n: int = 0                          # samples pushed since the anchor
+    pending: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int16))
+    late: int = 0                       # consecutive blocks with a small drift
+    reanchors: int = 0
+    frames: int = 0
+    last_end_ns: int | None = None
+
+    def reset(self) -> None:
+        self.anchor_ns = None
+        self.n = 0
+        self.pending = np.zeros(0, dtype=np.int16)
+        self.late = 0
+
+    def push(self, samples: np.ndarray, t_ns: int, overflow: bool) -> list[tuple[int, np.ndarray]]:
+        """Add a block whose first sample is at t_ns; return the complete frames (start ns, samples)."""
+        if self.anchor_ns is not None:
+            expected = self.anchor_ns + self.n * 1_000_000_000 // self.rate
+            drift = abs(t_ns - expected)
+            if drift > self.dur_ns:
+                self.late += 1
+                if overflow or drift > 4 * self.dur_ns or self.late >= 3:
+                    self.reanchors += 1
+                    self.reset()
+            else:
+                self.late = 0
+        if self.anchor_ns is None:
+            self.anchor_ns = t_ns
+        buf = np.concatenate((self.pending, samples)) if len(self.pending) else samples
+        first = self.n - len(self.pending)   # sample index (since anchor) of buf[0]
+        out = []
+        k = 0
+        L = self.frame_len
+        while len(buf) - k >= L:
+            t = self.anchor_ns + (first + k) * 1_000_000_000 // self.rate
+            out.append((t, buf[k:k + L]))
+            k += L
+        self.pending = buf[k:].copy()
+        self.n += len(samples)
+        return out
+
+
+class AudioSource:
+    """The audio source (name "audio"); see the module docstring.
+
+    cfg: the station Config. profile: the headset profile (station.headset.HeadsetProfile) or None
+    for config defaults. key_times: the RecentKeyPresses the input source fills (None = no click
+    rejection).
+    """
+
+    name = "audio"
+
+    def __init__(self, cfg: Config, profile: Any = None, key_times: RecentKeyPresses | None = None):
+        a = cfg.audio
+        self.cfg = cfg
+        self.profile = profile
+        self.key_times = key_times
+        self.rate = a.sample_rate
+        self.frame_ms = a.frame_ms
+        self.frame_len = self.rate * self.frame_ms // 1000
+        self.dur_ns = self.frame_ms * 1_000_000
+        self.block = max(self.frame_len, self.rate * a.block_ms // 1000)
+        self.vad_mode = profile.vad_mode if profile is not None else a.vad_mode
+        self.gate_dbfs = profile.gate_dbfs if profile is not None else a.noise_floor_dbfs + a.gate_margin_db
+        self.customer_gate_dbfs = a.customer_gate_dbfs
+        self.coupling_db = profile.coupling_db if profile is not None else a.bleed_coupling_db
+        self.latency_ns = int(round((profile.input_latency_ms if profile is not None else a.latency_ms) * 1e6))
+        self.click_ns = a.click_window_ms * 1_000_000
+        self.bleed_ns = a.bleed_window_ms * 1_000_000
+        self.align_wait_ns = a.align_wait_ms * 1_000_000
+        self.stall_ns = max(a.stall_ms * 1_000_000, 3 * a.block_ms * 1_000_000)
+        self.retry_ns = a.retry_ms * 1_000_000
+        self.reinit_portaudio = True   # re-enumerate devices before each reopen (see module doc)
+
+        self._sink: EventSink | None = None
+        self._health: HealthReporter | None = None
+        self._blocks: queue.SimpleQueue = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._streams: list[Any] = []
+        self._plans: list[StreamPlan] = []
+        self._gen = 0
+        self._opened_ns = 0
+        self._last_block_ns: dict[int, int] = {}
+        self._failed: str | None = None       # set from PortAudio's thread when a stream ends
+        self._ok_pending = False
+        self._tracks: dict[int, _Track] = {}
+        self._agent_wait: collections.deque = collections.deque()   # (t_ns, samples, arrival_ns)
+        self._cust_levels: collections.deque = collections.deque()  # (t_ns, end_ns, level_dbfs)
+        self._has_customer = False
+        self.counters = {"overflows": 0, "dropped_blocks": 0, "restarts": 0, "losses": 0,
+                         "blocks": 0, "unaligned_frames": 0}
+        self.adc_clock = "unknown"
+        self.state = "starting"
+        self.detail = ""
+
+    # -- Source interface ---------------------------------------------------------------------
+
+    def start(self, sink: EventSink) -> None:
+        """Start the worker (it opens the devices; a missing device is reported, not raised)."""
+        if self._thread is not None:
+            raise RuntimeError("AudioSource already started")
+        self._sink = sink
+        self._health = HealthReporter(self.name, sink)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="audio-source", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the worker and close the streams (within about 1 s)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(2.0)
+            self._thread = None
+
+    def status(self) -> dict[str, Any]:
+        """State and counters for the health beat."""
+        frames = {("agent" if ch == Channel.AGENT else "customer"): t.frames for ch, t in self._tracks.items()}
+        reanchors = sum(t.reanchors for t in self._tracks.values())
+        return {"state": self.state, "detail": self.detail, "adc_clock": self.adc_clock, "frames": frames,
+                "reanchors": reanchors, "customer_channel": self._has_customer, **self.counters}
+
+    # -- streams ------------------------------------------------------------------------------
+
+    def _classifier(self, channel: int) -> FrameClassifier:
+        a = self.cfg.audio
+        gate = self.gate_dbfs if channel == Channel.AGENT else self.customer_gate_dbfs
+        return FrameClassifier(channel, sample_rate=self.rate, frame_ms=self.frame_ms, mode=self.vad_mode,
+                               gate_dbfs=gate, crest_limit_db=a.click_crest_db, coupling_db=self.coupling_db,
+                               bleed_margin_db=a.bleed_margin_db)
+
+    def _open(self) -> None:
+        """Plan and open all streams. Raises AudioDeviceError / OSError / PortAudioError."""
+        sd = _sd()
+        if self.reinit_portaudio:
+            sd._terminate()
+            sd._initialize()
+        plans = plan_streams(self.cfg)
+        self._gen += 1
+        gen = self._gen
+        streams = []
+        try:
+            for sidx, plan in enumerate(plans):
+                cols = [col for _, col in plan.picks]
+                stream = sd.InputStream(device=plan.device, channels=plan.channels, samplerate=self.rate,
+                                        dtype="int16", blocksize=self.block, latency="low",
+                                        callback=self._make_callback(gen, sidx, cols),
+                                        finished_callback=self._make_finished(gen, plan.name))
+                streams.append(stream)
+            for s in streams:
+                s.start()
+        except BaseException:
+            for s in streams:
+                self._close_stream(s)
+            raise
+        self._streams, self._plans = streams, plans
+        self._opened_ns = monotonic_ns()
+        self._last_block_ns = {}
+        self._failed = None
+        self._ok_pending = True
+        self._has_customer = any(ch == Channel.CUSTOMER for p in plans for ch, _ in p.picks)
+        for p in plans:
+            for ch, _ in p.picks:
+                if ch not in self._tracks:
+                    self._tracks[ch] = _Track(ch, self._classifier(ch), self.rate, self.frame_len, self.dur_ns)
+                self._tracks[ch].reset()
+
+    def _make_callback(self, gen: int, sidx: int, cols: list[int]):
+        put = self._blocks.put
+        qsize = self._blocks.qsize
+        mono = time.monotonic_ns
+        wall = time.time_ns
+        counters = self.counters
+        single = cols[0] if len(cols) == 1 else None
+
+        def callback(indata, frames, time_info, status):  # PortAudio thread: copy and go
+            arrival = mono()
+            now_wall = wall()
+            if qsize() > MAX_QUEUED_BLOCKS:
+                counters["dropped_blocks"] += 1
+                return
+            data = indata[:, single].copy() if single is not None else indata[:, cols].copy()
+            put((gen, sidx, data, time_info.inputBufferAdcTime, time_info.currentTime, arrival, now_wall,
+                 bool(status.input_overflow)))
+
+        return callback
+
+    def _make_finished(self, gen: int, name: str):
+        def finished():
+            if gen == self._gen and not self._stop.is_set() and self._streams:
+                self._failed = f"stream on {name!r} ended"
+        return finished
+
+    @staticmethod
+    def _close_stream(stream: Any) -> None:
+        try:
+            stream.abort(ignore_errors=True)
+        except Exception:
+            pass
+        try:
+            stream.close(ignore_errors=True)
+        except Exception:
+            pass
+
+    def _close_all(self) -> None:
+        self._gen += 1          # blocks still queued from these streams are ignored
+        streams, self._streams = self._streams, []
+        for s in streams:
+            self._close_stream(s)
+
+    # -- worker -------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        next_open = 0
+        try:
+            while not self._stop.is_set():
+                now = monotonic_ns()
+                if not self._streams and now >= next_open:
+                    try:
+                        self._open()
+                    except Exception as e:  # AudioDeviceError, PortAudioError, OSError, ValueError
+                        self._lose(self._reason(e))
+                        next_open = monotonic_ns() + self.retry_ns
+                        continue
+                try:
+                    item = self._blocks.get(timeout=0.05)
+                except queue.Empty:
+                    item = None
+                out: list = []
+                while item is not None:
+                    self._process(item, out)
+                    try:
+                        item = self._blocks.get_nowait()
+                    except queue.Empty:
+                        item = None
+                now = monotonic_ns()
+                self._release_agent(now, out)
+                if out:
+                    self._sink.put_many(out)
+                if self._streams:
+                    why = self._stalled(now)
+                    if why:
+                        self._lose(why)
+                        next_open = monotonic_ns() + min(self.retry_ns, 200_000_000)
+        except Exception:  # a bug must not kill capture silently
+            log.exception("audio worker failed")
+            if self._health:
+                self._health.report("lost", "audio worker failed (internal error)")
+            self.state = "lost"
+        finally:
+            self._close_all()
+
+    @staticmethod
+    def _reason(e: Exception) -> str:
+        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if isinstance(e, OSError) and "PortAudio" in text:
+            return "PortAudio library not found"
+        return text[:200]
+
+    def _stalled(self, now: int) -> str | None:
+        if self._failed:
+            return self._failed
+        for sidx, plan in enumerate(self._plans):
+            last = self._last_block_ns.get(sidx)
+            since = self._opened_ns + self.stall_ns if last is None else last
+            if now - since > self.stall_ns:
+                return f"no audio from {plan.name!r} for more than {self.stall_ns // 1_000_000} ms"
+        return None
+
+    def _lose(self, reason: str) -> None:
+        """Close everything, flush what is complete, and report "lost" from the end of the last frame."""
+        was_open = bool(self._streams)
+        self._close_all()
+        out: list = []
+        self._release_agent(None, out)
+        if out and self._sink is not None:
+            self._sink.put_many(out)
+        self._cust_levels.clear()
+        ends = [t.last_end_ns for t in self._tracks.values() if t.last_end_ns is not None]
+        t_lost = max(ends) if ends else monotonic_ns()   # no delivered frame lies inside the lost span
+        for t in self._tracks.values():
+            t.reset()
+        if self.state != "lost":
+            self.counters["losses"] += 1
+        if was_open:
+            self.counters["restarts"] += 1
+        if self._health.state != "lost":   # keep the first reason while retrying
+            self._health.report("lost", reason, t_lost)
+            self.detail = reason
+        self.state = "lost"
+
+    def _block_time(self, sidx: int, frames: int, adc: float, cur: float, arrival: int, wall: int) -> int:
+        """Station time (ns) of a block's first sample, before the headset latency correction."""
+        if adc > 0 and cur > 0 and 0 <= (cur - adc) * 1e9 < ADC_MAX_AGE_NS:
+            cur_ns = cur * 1e9
+            if abs(cur_ns - arrival) < CLOCK_MATCH_NS:
+                self.adc_clock = "monotonic"
+                return int(round(adc * 1e9))
+            if abs(cur_ns - wall) < CLOCK_MATCH_NS:
+                self.adc_clock = "realtime"
+                return int(round(adc * 1e9)) - (wall - arrival)
+        self.adc_clock = "arrival"
+        try:
+            latency_ns = int(self._streams[sidx].latency * 1e9)
+        except Exception:
+            latency_ns = 0
+        return arrival - frames * 1_000_000_000 // self.rate - latency_ns
+
+    def _process(self, item: tuple, out: list) -> None:
+        gen, sidx, data, adc, cur, arrival, wall, overflow = item
+        if gen != self._gen:
+            return
+        self.counters["blocks"] += 1
+        self._last_block_ns[sidx] = arrival
+        if overflow:
+            self.counters["overflows"] += 1
+        frames = data.shape[0]
+        t0 = self._block_time(sidx, frames, adc, cur, arrival, wall) - self.latency_ns
+        if self._ok_pending:
+            self._ok_pending = False
+            self.state = "ok" if self._has_customer else "degraded"
+            self.detail = ("" if self._has_customer
+                           else "no customer channel (audio.customer_device/customer_channel equal the agent's)")
+            self._health.report(self.state, self.detail, t0)
+        plan = self._plans[sidx]
+        for k, (ch, _col) in enumerate(plan.picks):
+            samples = data if data.ndim == 1 else data[:, k]
+            track = self._tracks[ch]
+            for t, frame in track.push(np.ascontiguousarray(samples), t0, overflow):
+                if ch == Channel.CUSTOMER:
+                    ev = track.classifier.classify(frame, t)
+                    self._cust_levels.append((t, t + self.dur_ns, ev.level_dbfs_x10 / 10.0))
+                    track.frames += 1
+                    track.last_end_ns = t + self.dur_ns
+                    out.append(ev)
+                else:
+                    self._agent_wait.append((t, frame, arrival))
+        while self._cust_levels and self._cust_levels[0][1] < self._cust_levels[-1][1] - CUSTOMER_HISTORY_NS:
+            self._cust_levels.popleft()
+
+    def _customer_level(self, t0: int, t1: int) -> float | None:
+        """Loudest customer frame level (dBFS) overlapping [t0, t1), or None if none is known."""
+        best = None
+        for s, e, level in reversed(self._cust_levels):
+            if e <= t0:
+                break
+            if s < t1 and (best is None or level > best):
+                best = level
+        return best
+
+    def _release_agent(self, now: int | None, out: list) -> None:
+        """Classify waiting mic frames whose customer window is covered (or waited long enough;
+        all of them when now is None)."""
+        track = self._tracks.get(Channel.AGENT)
+        if track is None:
+            self._agent_wait.clear()
+            return
+        cust = self._tracks.get(Channel.CUSTOMER)
+        cust_until = cust.last_end_ns if (cust is not None and self._has_customer) else None
+        while self._agent_wait:
+            t, frame, arrival = self._agent_wait[0]
+            end = t + self.dur_ns
+            if self._has_customer and now is not None:
+                covered = cust_until is not None and cust_until >= end + self.bleed_ns
+                if not covered and now - arrival < self.align_wait_ns:
+                    break
+                if not covered:
+                    self.counters["unaligned_frames"] += 1
+            self._agent_wait.popleft()
+            level = self._customer_level(t - self.bleed_ns, end + self.bleed_ns) if self._has_customer else None
+            near = (self.key_times is not None
+                    and self.key_times.any_within(t - self.click_ns, end + self.click_ns))
+            out.append(track.classifier.classify(frame, t, near_key_press=near, customer_level_dbfs=level))
+            track.frames += 1
+            track.last_end_ns = end
