@@ -1,0 +1,85 @@
+"""Audio source CPU: process CPU time / wall time while AudioSource captures two channels
+(the agent and customer null-sink monitors of a private PulseAudio server) for --seconds (60).
+
+Speech-like load: espeak-ng sentences are played into both sinks in a loop, so the VAD sees
+speech as well as silence. The player and the server are other processes and not counted; the
+figure includes everything in this process (PortAudio and ALSA pulse-plugin threads, the worker).
+
+    .venv/bin/python benchmarks/audio_bench.py [--seconds 60] [--block-ms 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+
+from station import config  # noqa: E402
+from station.sources.audio import AudioSource  # noqa: E402
+from station.sources.base import EventQueue  # noqa: E402
+from tests.pulse_harness import PulseServer, espeak  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--block-ms", type=int, default=100)
+    args = ap.parse_args()
+    import sounddevice  # noqa: F401
+    cfg = config.load(system=False).replace(audio={"agent_device": "agent_monitor",
+                                                   "customer_device": "customer_monitor",
+                                                   "block_ms": args.block_ms})
+    with tempfile.TemporaryDirectory() as d, PulseServer() as pa:
+        pa.activate()
+        line = espeak("Thank you for calling, how can I help you today?", Path(d) / "s.wav")
+        loop = np.concatenate([line, np.zeros(16000, np.int16)] * 8)
+        q = EventQueue()
+        src = AudioSource(cfg)
+        src.start(q)
+        while src.state != "ok":
+            time.sleep(0.05)
+        stop = threading.Event()
+
+        def player():
+            while not stop.is_set():
+                pbs = pa.play_together([("agent", loop, 0.0), ("customer", loop, -3.0)])
+                for pb in pbs:
+                    while pb.proc.poll() is None and not stop.is_set():
+                        time.sleep(0.1)
+                    pb.kill()
+
+        th = threading.Thread(target=player, daemon=True)
+        th.start()
+        time.sleep(1.0)
+        q.drain()
+        # CPU of this process minus the benchmark's own player thread (a sleeping poll loop)
+        c0, w0 = time.process_time(), time.monotonic()
+        frames = 0
+        while time.monotonic() - w0 < args.seconds:
+            time.sleep(0.5)
+            frames += sum(1 for e in q.drain() if e.STREAM == "speech")
+        c1, w1 = time.process_time(), time.monotonic()
+        stop.set()
+        src.stop()
+        th.join(5)
+        st = src.status()
+    wall = w1 - w0
+    cpu = c1 - c0
+    print(f"audio source: {wall:.1f} s wall, {cpu:.2f} s CPU = {100 * cpu / wall:.2f} % of one core "
+          f"(block {args.block_ms} ms, 2 channels, {cfg.audio.frame_ms} ms frames)")
+    print(f"frames {frames} ({frames / wall:.1f}/s), overflows {st['overflows']}, dropped blocks "
+          f"{st['dropped_blocks']}, reanchors {st['reanchors']}, adc clock {st['adc_clock']}, "
+          f"load average {os.getloadavg()[0]:.1f}, per channel since start {st['frames']}, blocks {st['blocks']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
