@@ -194,6 +194,10 @@ SCHEMA: dict[str, dict[str, Field | Table]] = {
         "max_message_bytes": Field("int", 64 * 1024, 256 * 1024 * 1024),
         "proxy_endpoint": Field("str", pattern=f"({ENDPOINT_PATTERN})?"),
         "proxy_public_key": Field("str"),
+        "http_host": Field("str"),
+        "http_port": Field("int", 1, 65535),
+        "silent_ms": Field("int", 200, 600_000),
+        "clock_warn_ms": Field("int", 1, 86_400_000),
         "station": Table({
             "id": Field("str", pattern=ID_PATTERN),
             "pub_endpoint": Field("str", pattern=ENDPOINT_PATTERN),

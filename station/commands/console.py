@@ -2,8 +2,8 @@
 
 ``--plain`` prints one line per message (station, session, seq, kind, short body) and a ``#`` line
 whenever a station's state or clock estimate changes; every message is also kept in the console
-store (console.store), so a restarted console resumes where it stopped. The web console (issue 5)
-is the default mode once it is built; ``--plain`` stays the text mode.
+store (console.store), so a restarted console resumes where it stopped. Without ``--plain`` it
+serves the assessor web console (station/web, docs/console.md) on console.http_host:http_port.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ def register(sub) -> None:
     p.add_argument("--plain", action="store_true", help="text mode: one line per message")
     p.add_argument("--duration", type=float, default=0.0,
                    help="stop after this many seconds (0 = until interrupted)")
+    p.add_argument("--port", type=int, default=0, help="web console port (default console.http_port)")
     p.add_argument("--width", type=int, default=120, help="maximum line length in --plain mode")
     p.set_defaults(func=run)
 
@@ -30,10 +31,7 @@ def run(args) -> int:
     cfg = load_config(args)
     if args.plain:
         return run_plain(cfg, args.duration, args.width)
-    try:
-        from ..console_web import run_web  # built by the web console work (issue 5)
-    except ModuleNotFoundError:
-        raise UserError("the web console is not available in this build; use --plain", 2) from None
+    from ..web.app import run_web  # the web console (docs/console.md)
     return run_web(cfg, args)
 
 

@@ -1,0 +1,392 @@
+"""A bounded in-memory model of every followed station, built from console messages.
+
+``Room`` holds one ``StationModel`` per configured station. ``Room.apply(messages)`` folds
+delivered console messages (``protocol.Message``: kind, station, session, seq, t_ns, data) into the
+models; ``Room.restore(reader)`` rebuilds them from the console store at start (so a restarted
+console shows the same state), after which only new messages are applied (a message whose seq
+was already applied is ignored, so restore + live never double-counts).
+
+Message kinds used (docs/protocol.md, station/engine): ``summary`` (live flags, current contact,
+session totals, newly closed activity spans, focus changes, exam), ``contact`` (final per-contact
+figures), ``evidence`` (the 19 competences), ``alert`` (dead_air / source_lost / source_back),
+``mark`` (assessor marks and contact markers), ``exam``, ``health`` (sources, headset, software).
+
+Bounded: every list is a ``deque`` with a maximum length (``LIMITS``), so memory does not grow
+with session length; the oldest spans fall off first (the report, built from the store, keeps
+everything). Times are station-clock ns (``t_ns``); durations ms.
+
+Failure modes: a message with an unexpected shape is counted in ``StationModel.bad`` and skipped;
+it never raises.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from typing import Any, Iterable
+
+from ..engine.evidence import COMPETENCES, COMPETENCE_IDS
+
+NS_PER_MS = 1_000_000
+NS_PER_S = 1_000_000_000
+LANES = ("agent", "customer", "typing", "mouse")
+LIMITS = {"lane": 20_000, "focus": 20_000, "dead": 5_000, "contacts": 1_000, "marks": 10_000,
+          "alerts": 100}
+COUNTER_IDS = ("C1", "C2", "C3")
+
+
+def _num(v: Any) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+class StationModel:
+    """What the console knows about one station's latest session (bounded)."""
+
+    def __init__(self, station_id: str, limits: dict | None = None):
+        self.id = station_id
+        self.limits = dict(LIMITS, **(limits or {}))
+        self.session: str | None = None
+        self.old_sessions: set[str] = set()
+        self.reset(None)
+
+    def reset(self, session: str | None) -> None:
+        L = self.limits
+        if self.session:
+            self.old_sessions.add(self.session)
+        self.session = session
+        self.last_seq = 0
+        self.version = 0                 # bumped on every applied message
+        self.first_t: int | None = None  # station ns of the first message
+        self.last_t: int | None = None
+        self.wall_minus_t: int | None = None   # wall_ns - t_ns (station's anchor)
+        self.live: dict = {}
+        self.contact: dict | None = None
+        self.totals: dict = {}
+        self.exam: dict = {}
+        self.exam_events: collections.deque = collections.deque(maxlen=L["alerts"])
+        self.lanes = {k: collections.deque(maxlen=L["lane"]) for k in LANES}
+        self.focus: collections.deque = collections.deque(maxlen=L["focus"])   # [t, category]
+        self.dead: collections.deque = collections.deque(maxlen=L["dead"])     # [start, end]
+        self.contacts: collections.deque = collections.deque(maxlen=L["contacts"])
+        self.open_markers: dict[str, dict] = {}  # contact kind -> marker start (assessor)
+        self.marks: collections.deque = collections.deque(maxlen=L["marks"])
+        self.evidence: dict = {}
+        self.evidence_t: int | None = None
+        self.sources_lost: dict[str, dict] = {}
+        self.alerts: collections.deque = collections.deque(maxlen=L["alerts"])
+        self.health: dict = {}
+        self.health_wall_ns = 0
+        self.bad = 0
+        self.applied = 0
+
+    # ---------------------------------------------------------------- apply
+    def apply(self, m) -> bool:
+        """Fold one message in. Returns False when it was ignored (old session, already applied,
+        malformed)."""
+        if m.session != self.session:
+            if m.session in self.old_sessions:
+                return False
+            self.reset(m.session)
+        if m.seq <= self.last_seq:
+            return False
+        self.last_seq = m.seq
+        d = m.data if isinstance(m.data, dict) else {}
+        t = _num(m.t_ns) or 0
+        if self.first_t is None or t < self.first_t:
+            self.first_t = t
+        if self.last_t is None or t > self.last_t:
+            self.last_t = t
+        if _num(m.wall_ns):
+            self.wall_minus_t = m.wall_ns - t
+        try:
+            getattr(self, f"_on_{m.kind}", self._on_other)(t, d)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+            self.bad += 1
+        self.version += 1
+        self.applied += 1
+        return True
+
+    def _on_other(self, t: int, d: dict) -> None:
+        pass
+
+    def _on_summary(self, t: int, d: dict) -> None:
+        self.live = dict(d.get("live") or {})
+        self.contact = d.get("contact") if isinstance(d.get("contact"), dict) else None
+        self.totals = dict(d.get("session") or {})
+        if isinstance(d.get("exam"), dict) and d["exam"]:
+            self.exam.update(d["exam"])
+        for name, spans in (d.get("spans") or {}).items():
+            lane = self.lanes.get(name)
+            if lane is not None:
+                for s, e in spans:
+                    lane.append((int(s), int(e)))
+        for ft, cat in d.get("focus") or []:
+            self.focus.append((int(ft), str(cat)))
+        silence = _num(self.live.get("dead_air_ms")) or 0
+        if silence > 0:
+            start = t - silence * NS_PER_MS
+            if self.dead and abs(self.dead[-1][0] - start) <= 600 * NS_PER_MS:
+                self.dead[-1] = (self.dead[-1][0], t)
+            else:
+                self.dead.append((start, t))
+
+    def _on_contact(self, t: int, d: dict) -> None:
+        c = {k: v for k, v in d.items() if k != "spurts"}
+        if isinstance(d.get("spurts"), dict):
+            c["spurts"] = dict(d["spurts"])
+        self.contacts.append(c)
+        if c.get("source") == "assessor":
+            self.open_markers.pop(c.get("kind"), None)
+
+    def _on_evidence(self, t: int, d: dict) -> None:
+        if isinstance(d.get("competences"), dict):
+            self.evidence = d["competences"]
+            self.evidence_t = t
+
+    def _on_alert(self, t: int, d: dict) -> None:
+        typ = d.get("type")
+        self.alerts.append({"t_ns": t, **{k: v for k, v in d.items() if isinstance(v, (str, int, float))}})
+        if typ == "source_lost":
+            self.sources_lost[str(d.get("source"))] = {"since_ns": t, "detail": str(d.get("detail", ""))}
+        elif typ == "source_back":
+            self.sources_lost.pop(str(d.get("source")), None)
+
+    def _on_mark(self, t: int, d: dict) -> None:
+        if d.get("type") == "contact_marker":
+            if d.get("action") == "start":
+                self.open_markers[str(d.get("kind"))] = {"t_ns": t, "assessor_id": d.get("assessor_id")}
+            else:
+                self.open_markers.pop(str(d.get("kind")), None)
+            self.marks.append({"t_ns": t, "type": "contact", "action": d.get("action"), "kind": d.get("kind"),
+                               "assessor_id": d.get("assessor_id", ""), "assessor_name": "", "competence": "",
+                               "text": ""})
+            return
+        self.marks.append({"t_ns": _num(d.get("t_ns")) or t, "type": "mark", "mark_id": d.get("mark_id", ""),
+                           "assessor_id": str(d.get("assessor_id", "")),
+                           "assessor_name": str(d.get("assessor_name", "")),
+                           "competence": str(d.get("competence", "")), "kind": str(d.get("kind", "")),
+                           "text": str(d.get("text", ""))})
+
+    def _on_exam(self, t: int, d: dict) -> None:
+        self.exam_events.append({"t_ns": t, **d})
+        act = d.get("action")
+        if act == "assign":
+            self.exam["candidate_id"] = d.get("candidate_id", "")
+            self.exam["candidate_name"] = d.get("candidate_name", "")
+        elif act in ("start", "end"):
+            self.exam[f"{act}_ns"] = t
+
+    def _on_health(self, t: int, d: dict) -> None:
+        self.health = {k: d.get(k) for k in ("sources", "headset", "software_version", "queue", "journal",
+                                             "engine_health") if k in d}
+        self.health_wall_ns = time.time_ns()
+
+    # ---------------------------------------------------------------- derived
+    def verdicts(self) -> dict[str, dict[str, dict]]:
+        """competence -> assessor_id -> latest {verdict, name, t_ns, text} (observed/not_observed)."""
+        out: dict[str, dict[str, dict]] = {c: {} for c in COMPETENCE_IDS}
+        for m in self.marks:
+            if m["type"] == "mark" and m["kind"] in ("observed", "not_observed") and m["competence"] in out:
+                out[m["competence"]][m["assessor_id"]] = {"verdict": m["kind"], "name": m["assessor_name"],
+                                                          "t_ns": m["t_ns"], "text": m["text"]}
+        return out
+
+    def counters(self) -> dict[str, dict[str, int]]:
+        """C1/C2/C3 -> assessor_id -> count of counter marks."""
+        out: dict[str, dict[str, int]] = {c: {} for c in COUNTER_IDS}
+        for m in self.marks:
+            if m["type"] == "mark" and m["kind"] == "counter" and m["competence"] in out:
+                by = out[m["competence"]]
+                by[m["assessor_id"]] = by.get(m["assessor_id"], 0) + 1
+        return out
+
+    def headset_calibrated(self) -> bool | None:
+        h = self.health.get("headset")
+        if not isinstance(h, dict):
+            return None
+        return h.get("status") == "ok" and bool(h.get("calibrated")) and h.get("passed", True) is not False
+
+
+def proven(verdicts: dict[str, dict]) -> bool:
+    """Proven only when at least two assessors gave a verdict and all say observed."""
+    return len(verdicts) >= 2 and all(v["verdict"] == "observed" for v in verdicts.values())
+
+
+def merge_spans(spans: Iterable, lo: int, hi: int, resolution_ns: int) -> list[list[int]]:
+    """Spans clipped to [lo, hi], neighbours closer than resolution_ns merged (drawing detail)."""
+    out: list[list[int]] = []
+    for s, e in spans:
+        if e <= lo or s >= hi:
+            continue
+        s, e = max(s, lo), min(e, hi)
+        if out and s - out[-1][1] <= resolution_ns:
+            out[-1][1] = max(out[-1][1], e)
+        else:
+            out.append([s, e])
+    return out
+
+
+class Room:
+    """All followed stations. ``console``: a consolelib.Console (for connection states and clock);
+    ``cfg``: the configuration (thresholds)."""
+
+    def __init__(self, cfg, station_ids: list[str], console=None, limits: dict | None = None):
+        self.cfg = cfg
+        self.console = console
+        self.stations = {sid: StationModel(sid, limits) for sid in station_ids}
+        self.applied = 0
+        self.ignored = 0
+        self.unknown = 0
+
+    def apply(self, messages: Iterable) -> int:
+        n = 0
+        for m in messages:
+            st = self.stations.get(m.station)
+            if st is None:
+                self.unknown += 1
+                continue
+            if st.apply(m):
+                n += 1
+            else:
+                self.ignored += 1
+        self.applied += n
+        return n
+
+    def restore(self, reader) -> int:
+        """Rebuild every station's latest session from a ConsoleStore reader. Returns messages."""
+        n = 0
+        for sid, st in self.stations.items():
+            sessions = reader.sessions(sid)
+            for s in sessions[:-1]:
+                st.old_sessions.add(s["session"])
+            if sessions:
+                n += self.apply(reader.messages(sid, sessions[-1]["session"]))
+        return n
+
+    # ---------------------------------------------------------------- views
+    def conn(self, sid: str) -> dict:
+        if self.console is None:
+            return {"state": "offline", "detail": "", "offset_ns": None, "rtt_ns": None, "last_rx_age_s": None,
+                    "snapshot": {}}
+        return self.console.state(sid)
+
+    def card(self, sid: str, conn: dict | None = None) -> dict:
+        """The room-view card: compact, JSON-ready."""
+        st = self.stations[sid]
+        c = self.cfg.console
+        conn = conn if conn is not None else self.conn(sid)
+        age = conn.get("last_rx_age_s")
+        silent = age is None or age * 1000 > c.silent_ms
+        state = conn.get("state", "offline")
+        alerts = []
+        if state in ("unauthorised", "refused"):
+            alerts.append({"type": state, "text": f"{state}: {conn.get('detail', '')}"})
+        elif state == "connecting" and age is None:
+            alerts.append({"type": "connecting", "text": "no contact with the station yet"})
+        elif silent:
+            alerts.append({"type": "silent", "text": f"no data for {age:.1f} s" if age is not None else "no data"})
+        for src, info in st.sources_lost.items():
+            alerts.append({"type": "source_lost", "text": f"source lost: {src} {info['detail']}".strip()})
+        for src, info in ((st.health.get("sources") or {}).items() if isinstance(st.health.get("sources"), dict) else []):
+            if isinstance(info, dict) and info.get("state") not in (None, "ok") and src not in st.sources_lost:
+                alerts.append({"type": "source_lost", "text": f"source {src}: {info.get('state')}"})
+        dead_ms = _num(st.live.get("dead_air_ms")) or 0
+        if dead_ms >= self.cfg.activity.dead_air_ms and not silent:
+            alerts.append({"type": "dead_air", "text": f"dead air now: {dead_ms / 1000:.1f} s"})
+        skew = self.clock_skew_ms(sid, conn)
+        rtt = conn.get("rtt_ns")
+        if skew is not None and abs(skew) > c.clock_warn_ms:
+            alerts.append({"type": "clock", "text": f"station clock off by {skew / 1000:+.1f} s"})
+        elif rtt is not None and rtt / 2 / NS_PER_MS > c.clock_warn_ms:
+            alerts.append({"type": "clock", "text": f"clock estimate uncertain (±{rtt / 2e6:.0f} ms)"})
+        cal = st.headset_calibrated()
+        if cal is False:
+            alerts.append({"type": "headset", "text": "headset not calibrated"})
+        contact = None
+        if st.contact:
+            contact = {"kind": st.contact.get("kind"), "duration_ms": st.contact.get("duration_ms"),
+                       "source": st.contact.get("source")}
+        s1 = st.totals.get("s1_share")
+        s3 = st.totals.get("s3_share")
+        return {"id": sid, "state": state, "detail": conn.get("detail", ""), "session": st.session,
+                "red": state != "connected" or silent, "last_rx_age_s": age,
+                "candidate": {"id": st.exam.get("candidate_id", ""), "name": st.exam.get("candidate_name", "")},
+                "exam": {"started": "start_ns" in st.exam, "ended": "end_ns" in st.exam},
+                "contact": contact, "live": st.live, "s1_share": s1, "s3_share": s3,
+                "contact_s1": (st.contact or {}).get("s1_share"), "contact_s3": (st.contact or {}).get("s3_share"),
+                "contacts": len(st.contacts), "alerts": alerts, "version": st.version,
+                "offset_ms": None if conn.get("offset_ns") is None else conn["offset_ns"] / 1e6,
+                "rtt_ms": None if rtt is None else rtt / 1e6, "skew_ms": skew,
+                "headset_calibrated": cal}
+
+    def clock_skew_ms(self, sid: str, conn: dict) -> float | None:
+        """Station wall clock minus console wall clock (ms), from the snapshot's anchor and the
+        clock-offset estimate; None before both are known."""
+        snap = conn.get("snapshot") or {}
+        off = conn.get("offset_ns")
+        cw, cm = snap.get("created_wall_ns"), snap.get("created_mono_ns")
+        if off is None or not isinstance(cw, int) or not isinstance(cm, int):
+            return None
+        station_wall = cw + (time.monotonic_ns() + off - cm)
+        return (station_wall - time.time_ns()) / 1e6
+
+    def detail(self, sid: str, window: str = "last5", width_px: int = 1600) -> dict:
+        """The station view: card + timeline lanes for the window ("last5" or "session") +
+        contacts, marks, counters, verdicts."""
+        st = self.stations[sid]
+        out = self.card(sid)
+        hi = st.last_t or 0
+        lo = (st.first_t or 0) if window == "session" else hi - 300 * NS_PER_S
+        out["timeline"] = self.timeline(st, lo, hi, width_px)
+        out["contact_now"] = st.contact
+        out["contact_list"] = list(st.contacts)[-200:]
+        out["open_markers"] = st.open_markers
+        out["marks"] = [m for m in list(st.marks)[-300:]]
+        out["counters"] = st.counters()
+        out["totals"] = st.totals
+        out["exam_detail"] = st.exam
+        out["health"] = st.health
+        return out
+
+    def timeline(self, st: StationModel, lo: int, hi: int, width_px: int = 1600) -> dict:
+        res = max(1, (hi - lo) // max(100, width_px))
+        lanes = {k: merge_spans(st.lanes[k], lo, hi, res) for k in LANES}
+        lanes["dead_air"] = merge_spans(st.dead, lo, hi, res)
+        focus = []
+        pts = list(st.focus)
+        for i, (t, cat) in enumerate(pts):
+            end = pts[i + 1][0] if i + 1 < len(pts) else hi
+            if end > lo and t < hi:
+                s, e = max(t, lo), min(end, hi)
+                if focus and focus[-1][2] == cat and s - focus[-1][1] <= res:
+                    focus[-1][1] = e
+                elif e - s >= res or not focus:
+                    focus.append([s, e, cat])
+        lanes["focus"] = focus
+        contacts = [[c["start_ns"], c["end_ns"], c["kind"]] for c in st.contacts
+                    if isinstance(c.get("start_ns"), int) and c.get("end_ns", 0) > lo and c["start_ns"] < hi]
+        if st.contact and isinstance(st.contact.get("start_ns"), int):
+            contacts.append([max(lo, st.contact["start_ns"]), hi, st.contact.get("kind")])
+        lanes["contacts"] = contacts
+        return {"start_ns": lo, "end_ns": hi, "lanes": lanes}
+
+    def board(self, sid: str) -> dict:
+        """Competence board: the 19 competences with figures, rule, auto, each assessor's verdict,
+        and proven (computed here from the marks: both assessors observed)."""
+        st = self.stations[sid]
+        verdicts = st.verdicts()
+        assessors: dict[str, str] = {self.cfg.console.assessor_id: self.cfg.console.assessor_name}
+        for by in verdicts.values():
+            for a, v in by.items():
+                assessors.setdefault(a, v["name"])
+                if v["name"]:
+                    assessors[a] = v["name"]
+        rows = []
+        for cid, group, title in COMPETENCES:
+            ev = st.evidence.get(cid) or {}
+            rows.append({"id": cid, "group": group, "title": title, "figures": ev.get("figures", {}),
+                         "rule": ev.get("rule", ""), "auto": ev.get("auto"), "verdicts": verdicts[cid],
+                         "proven": proven(verdicts[cid])})
+        return {"station": sid, "session": st.session, "candidate": st.exam, "evidence_t_ns": st.evidence_t,
+                "assessors": [{"id": a, "name": n} for a, n in assessors.items()], "competences": rows,
+                "counters": st.counters()}

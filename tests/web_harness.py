@@ -1,0 +1,214 @@
+"""Web console test harness: demo stations, web consoles and a headless chromium, all real.
+
+- ``DemoStation(root, id, seed, speed)``: ``station run --sources scenario`` (the whole agent: the
+  simulated exam, the journal, the engine, the publisher) with a plaintext loopback publisher on
+  two free ports.
+- ``CurveStation(root, id)``: the light test station of tests/streaming_station.py with CURVE
+  keys, for the "wrong key" case (the console presents a key the station has not authorised).
+- ``WebConsole(root, name, stations, ...)``: ``station console`` (web mode) on a free port; its
+  config follows the given stations; ``.get()`` / ``.post()`` call its JSON API.
+- ``browser()``: Playwright driving the system chromium (/usr/bin/chromium; never downloads one).
+
+Every process is started with a deadline and stopped by its own pid in ``stop()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.streaming_station import Rig, free_port  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = REPO / "test-artifacts"
+
+
+def station_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "station", "--no-system-config", *args]
+
+
+def _stop(proc: subprocess.Popen | None, timeout: float = 10) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        os.kill(proc.pid, signal.SIGCONT)
+    except OSError:
+        pass
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+class DemoStation:
+    def __init__(self, root: Path, station_id: str, seed: int = 1, speed: float = 10.0):
+        self.id, self.seed, self.speed = station_id, seed, speed
+        self.root = Path(root) / station_id
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.pub_port, self.req_port = free_port(), free_port()
+        self.cfg = self.root / "station.toml"
+        self.cfg.write_text(f"""
+[station]
+id = "{station_id}"
+data_dir = "{self.root / 'data'}"
+[publisher]
+pub_bind = "tcp://127.0.0.1:{self.pub_port}"
+req_bind = "tcp://127.0.0.1:{self.req_port}"
+allow_plaintext_loopback = true
+""")
+        self.proc: subprocess.Popen | None = None
+
+    def console_entry(self) -> str:
+        return f"""
+[[console.station]]
+id = "{self.id}"
+pub_endpoint = "tcp://127.0.0.1:{self.pub_port}"
+req_endpoint = "tcp://127.0.0.1:{self.req_port}"
+public_key = ""
+"""
+
+    def start(self) -> "DemoStation":
+        log = open(self.root / "station.log", "ab")
+        self.proc = subprocess.Popen(
+            station_cmd("--config", str(self.cfg), "run", "--sources", "scenario", "--seed", str(self.seed),
+                        "--speed", str(self.speed), "--data-dir", str(self.root / "data")),
+            stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        return self
+
+    def stop(self) -> None:
+        _stop(self.proc)
+
+
+class CurveStation:
+    """A CURVE station that has NOT authorised the console's key ("intruder")."""
+
+    def __init__(self, root: Path, station_id: str = "st-badkey"):
+        self.rig = Rig(Path(root) / station_id, station_id)
+        self.id = station_id
+        self.proc: subprocess.Popen | None = None
+        self.console_secret = self.rig.kdir / "intruder.key_secret"
+
+    def console_entry(self) -> str:
+        r = self.rig
+        return f"""
+[[console.station]]
+id = "{self.id}"
+pub_endpoint = "tcp://127.0.0.1:{r.pub_port}"
+req_endpoint = "tcp://127.0.0.1:{r.req_port}"
+public_key = "{r.kdir / 'station.key'}"
+"""
+
+    def start(self) -> "CurveStation":
+        self.proc, _ = self.rig.start_station(rate=2.0)
+        return self
+
+    def stop(self) -> None:
+        _stop(self.proc)
+
+
+class WebConsole:
+    def __init__(self, root: Path, name: str, stations: list, assessor_name: str = "",
+                 secret_key_file: Path | None = None, port: int | None = None):
+        self.name = name
+        self.root = Path(root) / f"console-{name}"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.cfg = self.root / "console.toml"
+        key = f'secret_key_file = "{secret_key_file}"\n' if secret_key_file else ""
+        self.cfg.write_text(f"""
+[station]
+data_dir = "{self.root / 'data'}"
+[console]
+assessor_id = "{name}"
+assessor_name = "{assessor_name or name.title()}"
+allow_plaintext_loopback = true
+store = "{self.root / 'console.sqlite'}"
+http_host = "127.0.0.1"
+http_port = {self.port}
+resync_ms = 2000
+{key}""" + "".join(s.console_entry() for s in stations))
+        self.proc: subprocess.Popen | None = None
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20) -> "WebConsole":
+        log = open(self.root / "console.log", "ab")
+        self.proc = subprocess.Popen(station_cmd("--config", str(self.cfg), "console"),
+                                     stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise RuntimeError("console exited: " + (self.root / "console.log").read_text()[-2000:])
+            try:
+                self.get("/api/room")
+                return self
+            except (OSError, urllib.error.URLError):
+                time.sleep(0.1)
+        raise RuntimeError("web console did not answer in time")
+
+    def stop(self) -> None:
+        _stop(self.proc)
+
+    def request(self, path: str, body: dict | bytes | None = None, timeout: float = 15) -> tuple[int, object]:
+        data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, method="POST" if data is not None else "GET",
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                raw, status, ctype = r.read(), r.status, r.headers.get("Content-Type", "")
+        except urllib.error.HTTPError as e:
+            raw, status, ctype = e.read(), e.code, e.headers.get("Content-Type", "")
+        return status, (json.loads(raw) if "json" in ctype else raw.decode())
+
+    def get(self, path: str):
+        status, body = self.request(path)
+        if status != 200:
+            raise AssertionError(f"GET {path}: {status} {body}")
+        return body
+
+    def post(self, path: str, body) -> tuple[int, object]:
+        return self.request(path, body)
+
+
+def wait_for(pred, timeout: float, what: str, interval: float = 0.1):
+    end = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < end:
+        last = pred()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})"[:2000])
+
+
+@contextlib.contextmanager
+def browser():
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-dev-shm-usage",
+            "--disable-extensions", "--no-first-run", "--disable-sync"])
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def page_errors(page) -> list[str]:
+    """Collect JavaScript errors of a page (uncaught exceptions and console.error)."""
+    errs: list[str] = []
+    page.on("pageerror", lambda e: errs.append(str(e)))
+    page.on("console", lambda m: errs.append(m.text) if m.type == "error" else None)
+    return errs
