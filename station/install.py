@@ -1,0 +1,346 @@
+"""Installation of the station on an exam PC (``station install`` / ``station uninstall``).
+
+Layout, relative to ``root`` (``/`` on a real PC; a temporary directory in tests):
+
+system scope (the exam deployment of ARCHITECTURE.md; needs root)::
+
+    etc/station/station.toml                 0644 root   configuration (template; never overwritten)
+    etc/systemd/system/station-recorder.service  0644    recorder: journal, engine, publisher, keys
+    etc/systemd/system/station-console.service   0644    assessor console
+    etc/systemd/system/station-proxy.service     0644    streaming fan-out proxy
+    etc/systemd/user/station-capture.service     0644    capture, in every graphical session
+    var/lib/station                          0700 station:station   journals (sessions/, 0700)
+    var/lib/station/keys                     0700 station:station   station.key_secret 0600
+    var/lib/station/keys/authorized          0700 station:station   console public keys
+
+    The service account ``station`` (system user and group, no login shell) is created when missing
+    (on the host, also with ``--root``: file owners need a real uid). Exam accounts join the group
+    ``station`` to reach the capture socket ``/run/station/capture.sock`` (0770); the group grants
+    nothing else (every file of the recorder is 0600/0700).
+
+user scope (practice stations: the whole agent as one user service)::
+
+    ~/.config/systemd/user/station-agent.service
+    ~/.config/station/station.toml           0600   (the units pass it with --config)
+    ~/.local/share/station[/keys[/authorized]]  0700
+
+Idempotent: every step compares what is there with what should be there and reports
+``created``, ``updated`` or ``unchanged``; a second run changes nothing and says so. A config file
+the admin edited is kept (``kept``), never overwritten. ``uninstall`` removes units and an unedited
+config; journals and keys stay unless ``purge`` (then the data directories and the account go too).
+
+Failure modes: a path that exists with the wrong type, a missing template, or a failing
+``useradd`` raise ``UserError`` with the path and reason.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UserError
+
+REPO = Path(__file__).resolve().parent.parent
+UNIT_DIR = REPO / "systemd"
+CONFIG_TEMPLATE_NAME = "station.toml"
+DEFAULT_EXEC = "/usr/local/bin/station"
+ACCOUNT = "station"
+SYSTEM_UNITS = ("station-recorder.service", "station-console.service", "station-proxy.service")
+SESSION_UNITS = ("station-capture.service",)      # user units installed for every user
+USER_UNITS = ("station-agent.service",)
+CAPTURE_SOCKET = "/run/station/capture.sock"
+
+SYSTEM_CONFIG = """\
+# /etc/station/station.toml: this exam PC's settings. Only the keys you change are needed;
+# every key, its default and its range: `station doctor`, config/station.toml in the sources.
+# Written by `station install`; never overwritten by it (delete it to get the template again).
+
+[station]
+id = "{station_id}"             # shown to assessors: set a unique id per PC (letters, digits, - _)
+data_dir = "/var/lib/station"   # journals and keys (owner station, 0700)
+retention_days = 90
+headset = ""                    # headset id after `station calibrate` (config/headsets/<id>.toml)
+
+[handover]
+socket = "{socket}"  # capture (candidate session) -> recorder (system service)
+
+[publisher]
+enabled = true
+pub_bind = "tcp://*:5556"
+req_bind = "tcp://*:5557"
+# consoles allowed in: `station keys authorize CONSOLE.key` (as the station user)
+"""
+
+USER_CONFIG = """\
+# {path}: this user's station settings (practice / single-user agent).
+[station]
+id = "{station_id}"
+data_dir = "{data_dir}"
+"""
+
+
+@dataclass
+class Step:
+    path: str
+    action: str        # created | updated | unchanged | kept | removed | absent
+    detail: str = ""
+
+    def line(self) -> str:
+        return f"{self.action:9s} {self.path}" + (f"  ({self.detail})" if self.detail else "")
+
+
+@dataclass
+class Plan:
+    scope: str
+    root: Path
+    exe: str
+    owner: str | None          # account owning data and keys (system scope)
+    station_id: str
+    home: Path | None = None   # user scope
+
+    # ---------------------------------------------------------------- paths
+    def p(self, rel: str) -> Path:
+        return self.root / rel.lstrip("/")
+
+    @property
+    def config_path(self) -> Path:
+        if self.scope == "system":
+            return self.p("etc/station/station.toml")
+        return self.home / ".config/station/station.toml"
+
+    @property
+    def data_dir(self) -> Path:
+        if self.scope == "system":
+            return self.p("var/lib/station")
+        return self.home / ".local/share/station"
+
+    def unit_targets(self) -> list[tuple[str, Path]]:
+        if self.scope == "system":
+            return ([(u, self.p("etc/systemd/system") / u) for u in SYSTEM_UNITS]
+                    + [(u, self.p("etc/systemd/user") / u) for u in SESSION_UNITS])
+        return [(u, self.home / ".config/systemd/user" / u) for u in USER_UNITS]
+
+
+def make_plan(scope: str = "system", root: str | Path = "/", exe: str | None = None,
+              owner: str | None = ACCOUNT, station_id: str | None = None, home: str | Path | None = None) -> Plan:
+    """Where things go. exe: the ``station`` command the units start (default: the one running
+    now, i.e. ``<sys.prefix>/bin/station``, or /usr/local/bin/station)."""
+    if scope not in ("system", "user"):
+        raise UserError(f"--scope must be system or user, not {scope!r}", exit_code=2)
+    if exe is None:
+        cand = Path(sys.prefix) / "bin" / "station"
+        exe = str(cand) if cand.exists() else (shutil.which("station") or DEFAULT_EXEC)
+    if not os.path.isabs(exe):
+        raise UserError(f"the station command must be an absolute path, not {exe!r}", exit_code=2)
+    sid = station_id or _default_station_id()
+    root = Path(root)
+    if scope == "user":
+        home = Path(home) if home else Path(os.path.expanduser("~"))
+        if str(root) != "/":
+            home = root / str(home).lstrip("/")
+    return Plan(scope, root, exe, owner if scope == "system" else None, sid, home)
+
+
+def _default_station_id() -> str:
+    import socket
+    name = "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname())
+    return name or "station-01"
+
+
+# ---------------------------------------------------------------- rendering
+def render_unit(name: str, plan: Plan) -> str:
+    src = UNIT_DIR / name
+    try:
+        text = src.read_text(encoding="utf-8")
+    except OSError as e:
+        raise UserError(f"{src}: unit template missing: {e.strerror}") from None
+    cmd = plan.exe
+    if plan.scope == "user":
+        cmd = f"{plan.exe} --no-system-config --config {plan.config_path}"
+    return text.replace(DEFAULT_EXEC, cmd, 1) if DEFAULT_EXEC in text else text
+
+
+def render_config(plan: Plan) -> str:
+    if plan.scope == "system":
+        return SYSTEM_CONFIG.format(station_id=plan.station_id, socket=CAPTURE_SOCKET)
+    return USER_CONFIG.format(path=plan.config_path, station_id=plan.station_id, data_dir=plan.data_dir)
+
+
+# ---------------------------------------------------------------- primitives
+def _ids(owner: str | None) -> tuple[int, int]:
+    if owner is None:
+        return os.getuid(), os.getgid()
+    pw = pwd.getpwnam(owner)
+    return pw.pw_uid, pw.pw_gid
+
+
+def ensure_account(name: str) -> Step:
+    """The system user and group ``name`` (no login, home /var/lib/station)."""
+    try:
+        pwd.getpwnam(name)
+        return Step(f"user {name}", "unchanged")
+    except KeyError:
+        pass
+    try:
+        grp.getgrnam(name)
+        group_opt = ["--gid", name]
+    except KeyError:
+        group_opt = ["--user-group"]
+    cmd = ["useradd", "--system", *group_opt, "--home-dir", "/var/lib/station", "--no-create-home",
+           "--shell", "/usr/sbin/nologin", "--comment", "exam station recorder", name]
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise UserError(f"cannot create the account {name}: {e}") from None
+    if r.returncode != 0:
+        raise UserError(f"cannot create the account {name}: {r.stderr.strip() or r.returncode}")
+    return Step(f"user {name}", "created", "system account, no login")
+
+
+def ensure_dir(path: Path, mode: int, uid: int, gid: int) -> Step:
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise UserError(f"{path}: exists and is not a directory")
+    created = not path.exists()
+    if created:
+        path.mkdir(parents=True, mode=mode)
+    st = path.stat()
+    changes = []
+    if stat.S_IMODE(st.st_mode) != mode:
+        os.chmod(path, mode)
+        changes.append(f"mode {mode:04o}")
+    if (st.st_uid, st.st_gid) != (uid, gid):
+        os.chown(path, uid, gid)
+        changes.append(f"owner {uid}:{gid}")
+    if created:
+        return Step(str(path), "created", f"{mode:04o}")
+    return Step(str(path), "updated" if changes else "unchanged", ", ".join(changes))
+
+
+def ensure_file(path: Path, content: str, mode: int, uid: int, gid: int, *, keep_edits: bool = False,
+                template_marker: str | None = None) -> Step:
+    """Write ``content`` when different. keep_edits: an existing file is never replaced (only its
+    mode/owner fixed)."""
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise UserError(f"{path}: exists and is not a regular file")
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+    if path.exists():
+        old = path.read_text(encoding="utf-8", errors="replace")
+        changes = []
+        if old != content:
+            if keep_edits:
+                _fix_meta(path, mode, uid, gid)
+                return Step(str(path), "kept", "edited by the admin; not overwritten")
+            _atomic_write(path, content, mode, uid, gid)
+            return Step(str(path), "updated", "content")
+        changes = _fix_meta(path, mode, uid, gid)
+        return Step(str(path), "updated" if changes else "unchanged", ", ".join(changes))
+    _atomic_write(path, content, mode, uid, gid)
+    return Step(str(path), "created", f"{mode:04o}")
+
+
+def _fix_meta(path: Path, mode: int, uid: int, gid: int) -> list[str]:
+    st = path.stat()
+    changes = []
+    if stat.S_IMODE(st.st_mode) != mode:
+        os.chmod(path, mode)
+        changes.append(f"mode {mode:04o}")
+    if (st.st_uid, st.st_gid) != (uid, gid):
+        os.chown(path, uid, gid)
+        changes.append(f"owner {uid}:{gid}")
+    return changes
+
+
+def _atomic_write(path: Path, content: str, mode: int, uid: int, gid: int) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        os.write(fd, content.encode("utf-8"))
+        os.fchmod(fd, mode)
+        os.fchown(fd, uid, gid)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def ensure_station_key(keys_dir: Path, uid: int, gid: int) -> Step:
+    """The station's CURVE key pair (secret 0600, public 0644) owned by the service account."""
+    from . import keys
+    secret = keys_dir / "station.key_secret"
+    public = keys_dir / "station.key"
+    if secret.exists():
+        changes = _fix_meta(secret, 0o600, uid, gid)
+        if public.exists():
+            changes += _fix_meta(public, 0o644, uid, gid)
+        return Step(str(secret), "updated" if changes else "unchanged", ", ".join(changes))
+    keys.generate(keys_dir, "station")
+    for p, m in ((secret, 0o600), (public, 0o644)):
+        os.chown(p, uid, gid)
+        os.chmod(p, m)
+    return Step(str(secret), "created", "CURVE key pair; share station.key with the consoles")
+
+
+# ---------------------------------------------------------------- install / uninstall
+def install(plan: Plan, *, create_account: bool = True) -> list[Step]:
+    steps: list[Step] = []
+    if plan.scope == "system":
+        if create_account:
+            steps.append(ensure_account(plan.owner))
+        uid, gid = _ids(plan.owner)
+        root_ids = (0, 0) if os.geteuid() == 0 else (os.getuid(), os.getgid())
+        steps.append(ensure_dir(plan.p("etc/station"), 0o755, *root_ids))
+        steps.append(ensure_file(plan.config_path, render_config(plan), 0o644, *root_ids, keep_edits=True))
+        for name, target in plan.unit_targets():
+            steps.append(ensure_file(target, render_unit(name, plan), 0o644, *root_ids))
+    else:
+        uid, gid = os.getuid(), os.getgid()
+        steps.append(ensure_file(plan.config_path, render_config(plan), 0o600, uid, gid, keep_edits=True))
+        for name, target in plan.unit_targets():
+            steps.append(ensure_file(target, render_unit(name, plan), 0o644, uid, gid))
+    data = plan.data_dir
+    for d in (data, data / "sessions", data / "keys", data / "keys" / "authorized"):
+        steps.append(ensure_dir(d, 0o700, uid, gid))
+    steps.append(ensure_station_key(data / "keys", uid, gid))
+    return steps
+
+
+def uninstall(plan: Plan, *, purge: bool = False) -> list[Step]:
+    steps: list[Step] = []
+    for name, target in plan.unit_targets():
+        steps.append(_remove(target))
+    cfg = plan.config_path
+    if cfg.exists():
+        if cfg.read_text(encoding="utf-8", errors="replace") == render_config(plan) or purge:
+            steps.append(_remove(cfg))
+        else:
+            steps.append(Step(str(cfg), "kept", "edited by the admin; remove it yourself"))
+    else:
+        steps.append(Step(str(cfg), "absent"))
+    data = plan.data_dir
+    if purge:
+        if data.exists():
+            shutil.rmtree(data)
+            steps.append(Step(str(data), "removed", "journals and keys deleted (--purge)"))
+        else:
+            steps.append(Step(str(data), "absent"))
+    else:
+        steps.append(Step(str(data), "kept", "journals and keys stay; --purge deletes them"))
+    return steps
+
+
+def _remove(path: Path) -> Step:
+    if path.exists() or path.is_symlink():
+        path.unlink()
+        return Step(str(path), "removed")
+    return Step(str(path), "absent")
+
+
+def systemd_running(root: Path) -> bool:
+    return str(root) == "/" and Path("/run/systemd/system").is_dir()
