@@ -41,9 +41,17 @@ from .headset import load_profile, profile_warnings
 from .journal import Journal, SessionHeader, list_sessions, new_session_id
 from .replay import pack_body, replay
 from .sources.base import EventQueue
+from .status import status_path, write_status
 
 log = logging.getLogger(__name__)
 NS_PER_MS = 1_000_000
+MAX_BACKLOG_CYCLES = 7200   # un-journaled ingest cycles kept in memory while the disk is full (1 h at 500 ms)
+
+
+def is_space_error(e: Exception) -> bool:
+    """A journal write that failed for lack of space (SQLITE_FULL, ENOSPC surfacing as an I/O error)."""
+    text = str(e).lower()
+    return any(s in text for s in ("disk full", "disk is full", "no space", "disk i/o error"))
 
 
 def read_reference_text(cfg: Config) -> str:
@@ -97,6 +105,8 @@ class Recorder:
         self.journal_error: str | None = None
         self.counters = {"batches": 0, "events": 0, "messages": 0, "commit_failures": 0}
         self.resumed = False
+        self.backlog_cycles = 0     # ingest cycles not yet committed (disk full); see _journal_full
+        self.status_file: Path | None = status_path(self.data_dir)   # None: no status file
 
     # ------------------------------------------------------------ session
     def open_session(self) -> Journal:
@@ -154,6 +164,8 @@ class Recorder:
     # --------------------------------------------------------------- cycle
     def step(self) -> list[tuple[int, str, int, dict]]:
         """One ingest cycle. Returns the (seq, kind, t_ns, body) messages it published."""
+        if self.backlog_cycles >= MAX_BACKLOG_CYCLES and not self._retry_backlog():
+            return []          # disk still full and the in-memory backlog is at its bound
         now = self.clock()
         with self._acks_lock:
             acks, self._pending_acks = self._pending_acks, []
@@ -165,7 +177,9 @@ class Recorder:
                 self.last_summary = body
         if self.last_health_t is None or now - self.last_health_t >= 1_000_000_000:
             self.last_health_t = now
-            outputs.append(("health", now, self.health(now)))
+            health = self.health(now)
+            outputs.append(("health", now, health))
+            self._write_status(health)
         published = self._journal_and_publish(batch, outputs)
         for _, done, result in acks:
             result["journaled"] = True
@@ -183,23 +197,67 @@ class Recorder:
                 packed = pack_body(body)
                 seq = j.append_message(kind, t_ns, packed)
                 msgs.append((seq, kind, t_ns, packed, body))
+            now = batch.t_ns
             try:
                 j.commit()
-                self.journal_error = None
             except (sqlite3.Error, JournalError) as e:
                 self.counters["commit_failures"] += 1
                 self.journal_error = str(e)
-                log.error("journal commit failed: %s", e)
-                raise
-            now = batch.t_ns
-            if self.last_sync_t is None or now - self.last_sync_t >= self.commit_ns:
-                j.sync()
-                self.last_sync_t = now
+                if not is_space_error(e):
+                    log.error("journal commit failed: %s", e)
+                    raise
+                self._journal_full(now, e)     # keep publishing; the journal keeps the backlog
+            else:
+                if self.backlog_cycles:
+                    self._journal_back(now)
+                self.journal_error = None
+                if self.last_sync_t is None or now - self.last_sync_t >= self.commit_ns:
+                    try:
+                        j.sync()
+                    except JournalError as e:   # committed (safe from SIGKILL), not yet on disk
+                        log.warning("journal sync failed: %s", e)
+                    self.last_sync_t = now
         if self.publisher is not None:
             for seq, kind, t_ns, packed, _ in msgs:
                 self.publisher.publish(seq, kind, t_ns, packed)
         self.counters["messages"] += len(msgs)
         return [(seq, kind, t_ns, body) for seq, kind, t_ns, _, body in msgs]
+
+    # ------------------------------------------------------ disk full
+    # A commit that fails because the disk is full does not stop the recorder: the Journal keeps
+    # every appended (sequence-numbered, hash-chained) row in its write buffer and retries them,
+    # in order, at the next commit; messages are still published live meanwhile. An alert
+    # (SourceHealth "journal" lost/ok, hence an engine alert and a report gap meaning "journal
+    # writes delayed") is raised when it starts and ends. Memory is bounded by
+    # MAX_BACKLOG_CYCLES: beyond it the recorder stops ingesting (events wait in the bounded
+    # queue, then in the capture's outbox) and only retries the commit.
+
+    def _journal_full(self, now: int, e: Exception) -> None:
+        if self.backlog_cycles == 0:
+            log.error("journal disk full: %s; publishing continues, un-journaled data held in memory", e)
+            self.queue.put(SourceHealth(now, "journal", "lost", "disk full: journal writes delayed, data held in memory"))
+        self.backlog_cycles += 1
+
+    def _journal_back(self, now: int) -> None:
+        log.warning("journal writable again: %d delayed batches written", self.backlog_cycles)
+        self.queue.put(SourceHealth(now, "journal", "ok", f"journal writable again; {self.backlog_cycles} "
+                                                          "delayed batches written"))
+        self.backlog_cycles = 0
+
+    def _retry_backlog(self) -> bool:
+        """Backlog at its bound: only retry the commit. True when the journal took it."""
+        try:
+            with self._lock:
+                self.journal.commit()
+        except (sqlite3.Error, JournalError) as e:
+            self.counters["commit_failures"] += 1
+            self.journal_error = str(e)
+            if not is_space_error(e):
+                raise
+            return False
+        self._journal_back(self.clock())
+        self.journal_error = None
+        return True
 
     def health(self, now: int) -> dict:
         j = self.journal
@@ -217,6 +275,15 @@ class Recorder:
         if self.publisher is not None:
             out["publisher"] = self.publisher.stats()
         return out
+
+    def _write_status(self, health: dict) -> None:
+        """Status file for ``station status`` (station/status.py); best effort, never raises."""
+        if self.status_file is None:
+            return
+        try:
+            write_status(self.status_file, health)
+        except OSError as e:
+            log.debug("status file not written: %s", e)
 
     # ------------------------------------------------------------ commands
     def submit_command(self, cmd: dict, timeout_s: float = 5.0) -> dict:
@@ -285,7 +352,10 @@ class Recorder:
             self.publisher.stop()
             self.publisher = None
         if self.journal is not None:
-            self.journal.close()
+            try:
+                self.journal.close()
+            except JournalError as e:
+                log.error("journal not written at stop (%d delayed batches lost): %s", self.backlog_cycles, e)
             self.journal = None
 
     def run(self, stop: threading.Event, on_step: Callable[[list], None] | None = None,
