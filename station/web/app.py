@@ -326,6 +326,14 @@ def run_web(cfg, args=None) -> int:
     server = uvicorn.Server(config)
     duration = getattr(args, "duration", 0.0) or 0.0
 
+    import socket
+    try:
+        sock = socket.socket(socket.AF_INET6 if ":" in c.http_host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((c.http_host, port))
+    except OSError as e:
+        raise UserError(f"cannot listen on {c.http_host}:{port}: {e.strerror or e}", 2) from None
+
     async def main():
         if duration > 0:
             async def stopper():
@@ -333,10 +341,10 @@ def run_web(cfg, args=None) -> int:
                 server.should_exit = True
             asyncio.get_running_loop().create_task(stopper())
         print(f"station console: http://{c.http_host}:{port}/ (assessor {c.assessor_id})", flush=True)
-        await server.serve()
+        await server.serve(sockets=[sock])
 
     try:
         asyncio.run(main())
-    except OSError as e:
-        raise UserError(f"cannot listen on {c.http_host}:{port}: {e}", 2) from None
+    finally:
+        sock.close()
     return 0
