@@ -13,7 +13,7 @@ import pytest
 from calibration import p56
 from tests.support import require
 
-from pyvoicebox import v_activlev as pyvoicebox  # test dependency (pyproject [test]): must be there
+from pyvoicebox.v_activlev import v_activlev  # test dependency (pyproject [test]): must be there
 
 SENTENCES = ["Good morning, customer service, you are speaking with Anna. How can I help you?",
              "I would like to change the delivery address of my order. It is number four two seven."]
@@ -38,7 +38,7 @@ def test_active_level_agrees_with_voicebox_activlev(tmp_path, text, gain_db):
     x = speech(tmp_path, text, pause_s=2.0)
     y = np.round(x * 10 ** (gain_db / 20)).astype(np.int16)
     ours = p56.measure(y, 16000)
-    lev, af = pyvoicebox.v_activlev(y / 32768.0, 16000, "d0h")
+    lev, af = v_activlev(y / 32768.0, 16000, "d0h")
     diff = abs(ours.active_dbov - float(lev))
     print(f"gain {gain_db:+.0f} dB: ours {ours.active_dbov:.3f} dBov / {ours.activity:.4f}, "
           f"activlev {float(lev):.3f} dB / {float(af):.4f}, difference {diff:.3f} dB")
@@ -51,5 +51,5 @@ def test_agreement_holds_with_background_noise(tmp_path):
     rng = np.random.default_rng(3)
     noisy = np.clip(x + rng.normal(0, 30, len(x)), -32768, 32767).astype(np.int16)   # about -60 dBFS
     ours = p56.measure(noisy, 16000)
-    lev, _ = pyvoicebox.v_activlev(noisy / 32768.0, 16000, "d0h")
+    lev, _ = v_activlev(noisy / 32768.0, 16000, "d0h")
     assert abs(ours.active_dbov - float(lev)) <= 0.5
