@@ -1,0 +1,321 @@
+"""Tamper evidence (issue 7): the candidate is logged in at the station and may try to read, edit or
+stop what watches them.
+
+One exam PC as `station install` lays it out (in a temporary root): the recorder runs as the
+`station` account, the capture as the test account `candidate` (created with useradd, member of
+group `station` for the capture socket only), a console follows the station over CURVE.
+
+- a process of the candidate cannot read the keys, the journal or the status file, nor write
+  to the journal or its directory;
+- killing (SIGKILL) or stopping (SIGSTOP) the capture raises an alert at the console within 2 s,
+  and both gaps are in the report;
+- a journal edited afterwards (as root, with sqlite3) fails the report's integrity check;
+- events injected through XTEST (xdotool) reach the journal flagged ``injected``.
+"""
+
+from __future__ import annotations
+
+import grp
+import json
+import os
+import pwd
+import shutil
+import signal
+import site
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import pytest
+
+from station import config, install
+from station.journal import Journal, list_sessions
+from tests.support import IN_CI, REPO, require, station_cmd
+
+S = 1_000_000_000
+CANDIDATE = "candidate"
+
+
+def _need_root():
+    if os.geteuid() != 0 or not shutil.which("useradd") or not shutil.which("runuser"):
+        msg = "needs root, useradd and runuser (accounts for the station and the candidate)"
+        if IN_CI:
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+def _other_user_python() -> str:
+    """An interpreter other accounts can execute (the venv's may live under /root, mode 0700)."""
+    cand = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
+    if cand.exists():
+        return str(cand)
+    return sys.executable
+
+
+def _as(user: str, *argv: str) -> list[str]:
+    path = os.pathsep.join([str(REPO), *site.getsitepackages()])
+    return ["runuser", "-u", user, "--", "env", f"PYTHONPATH={path}", "PYTHONDONTWRITEBYTECODE=1",
+            _other_user_python(), *argv]
+
+
+def _ensure_candidate() -> None:
+    install.ensure_account("station")
+    try:
+        pwd.getpwnam(CANDIDATE)
+    except KeyError:
+        subprocess.run(["useradd", "--no-create-home", "--shell", "/bin/sh", CANDIDATE], check=True)
+    if CANDIDATE not in grp.getgrnam("station").gr_mem:
+        subprocess.run(["usermod", "-aG", "station", CANDIDATE], check=True)
+
+
+def _wait_for(pred, timeout_s, what, every=0.02):
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _children(pid: int) -> list[int]:
+    r = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return [int(x) for x in r.stdout.split()]
+
+
+PROBE = r"""
+import json, os, sqlite3, sys
+data = sys.argv[1]
+res = {}
+def attempt(name, fn):
+    try:
+        fn()
+        res[name] = "ALLOWED"
+    except (OSError, sqlite3.Error) as e:
+        res[name] = "denied: " + type(e).__name__
+sess = os.path.join(data, "sessions")
+journals = sys.argv[2:]
+attempt("list data dir", lambda: os.listdir(data))
+attempt("list sessions", lambda: os.listdir(sess))
+attempt("read station secret key", lambda: open(os.path.join(data, "keys", "station.key_secret"), "rb").read())
+attempt("read status", lambda: open(os.path.join(data, "status.json"), "rb").read())
+attempt("create file in sessions", lambda: open(os.path.join(sess, "x.journal"), "wb").close())
+attempt("add authorized key", lambda: open(os.path.join(data, "keys", "authorized", "me.key"), "wb").close())
+for j in journals:
+    attempt("read journal", lambda: open(j, "rb").read(16))
+    attempt("write journal", lambda: open(j, "r+b").close())
+    attempt("sqlite read journal", lambda: sqlite3.connect(f"file:{j}?mode=ro", uri=True).execute("select count(*) from messages").fetchone())
+    attempt("unlink journal", lambda: os.unlink(j))
+print(json.dumps(res))
+"""
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.slow
+def test_candidate_cannot_touch_the_journal_and_capture_stops_are_alerted(tmp_path):
+    _need_root()
+    _ensure_candidate()
+    from station.consolelib import Console
+    from station.report import build_report
+    from tests.streaming_station import free_port
+
+    root = Path(tempfile.mkdtemp(prefix="station-tamper-", dir="/tmp"))
+    os.chmod(root, 0o755)                    # others may traverse the root: only modes protect
+    procs: list[subprocess.Popen] = []
+    console = None
+    try:
+        plan = install.make_plan("system", root, exe=str(Path(sys.executable).parent / "station"),
+                                 station_id="exam-07")
+        install.install(plan)
+        data = plan.data_dir
+        run = root / "run/station"                          # what RuntimeDirectory= makes
+        run.mkdir(parents=True)
+        os.chmod(run, 0o750)
+        os.chown(run, pwd.getpwnam("station").pw_uid, grp.getgrnam("station").gr_gid)
+        from station import keys
+        keys.generate(tmp_path / "ck", "console")           # the assessor's key, not on the PC
+        auth = keys.authorize(tmp_path / "ck" / "console.key", data / "keys" / "authorized")
+        os.chown(auth, pwd.getpwnam("station").pw_uid, grp.getgrnam("station").gr_gid)
+        pub, req = free_port(), free_port()
+        site_cfg = root / "etc/station/site.toml"
+        site_cfg.write_text(f'[station]\ndata_dir = "{data}"\n[handover]\nsocket = "{run / "capture.sock"}"\n'
+                            f'[publisher]\npub_bind = "tcp://127.0.0.1:{pub}"\nreq_bind = "tcp://127.0.0.1:{req}"\n')
+        os.chmod(site_cfg, 0o644)
+        cfg_args = ["-m", "station", "--no-system-config", "--config", str(plan.config_path), "--config", str(site_cfg)]
+        rec = subprocess.Popen(_as("station", *cfg_args, "recorder"), stdout=open(tmp_path / "rec.log", "wb"),
+                               stderr=subprocess.STDOUT, cwd="/")
+        procs.append(rec)
+        _wait_for(lambda: (run / "capture.sock").exists(), 30, "the capture socket", 0.1)
+
+        def start_capture(name):
+            p = subprocess.Popen(_as(CANDIDATE, *cfg_args, "capture", "--sources", "scenario"),
+                                 stdout=open(tmp_path / f"{name}.log", "wb"), stderr=subprocess.STDOUT, cwd="/")
+            procs.append(p)
+            return p
+        cap = start_capture("cap1")
+        ccfg_path = tmp_path / "console.toml"
+        ccfg_path.write_text(f"""
+[station]
+data_dir = "{tmp_path / 'console'}"
+[console]
+secret_key_file = "{tmp_path / 'ck' / 'console.key_secret'}"
+store = "{tmp_path / 'console.sqlite'}"
+[[console.station]]
+id = "exam-07"
+pub_endpoint = "tcp://127.0.0.1:{pub}"
+req_endpoint = "tcp://127.0.0.1:{req}"
+public_key = "{data / 'keys' / 'station.key'}"
+""")
+        console = Console(config.load([ccfg_path], system=False))
+        console.start()
+        seen: list = []
+
+        def alert(typ, after):
+            for t, m in seen:
+                if m.kind == "alert" and t >= after:
+                    b = msgpack.unpackb(m.body) if isinstance(m.body, (bytes, bytearray)) else m.body
+                    if b.get("type") == typ and b.get("source") == "capture":
+                        return t
+            return None
+
+        def pump(pred, timeout, what):
+            end = time.monotonic() + timeout
+            while time.monotonic() < end:
+                for m in console.poll(20):
+                    seen.append((time.monotonic_ns(), m))
+                v = pred()
+                if v:
+                    return v
+            raise AssertionError(f"timed out waiting for {what}; log: "
+                                 + (tmp_path / "rec.log").read_text()[-1500:])
+
+        pump(lambda: sum(1 for _, m in seen if m.kind == "summary") >= 4, 60, "summaries at the console")
+        time.sleep(1.5)                   # let capture events reach the journal
+
+        # 1. the candidate's processes cannot read or change what the recorder keeps
+        journals = [str(i.path) for i in list_sessions(data)]
+        assert journals
+        r = subprocess.run(_as(CANDIDATE, "-c", PROBE, str(data), *journals), capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        probe = json.loads(r.stdout)
+        print("\ncandidate probe:", probe)
+        assert probe and all(v.startswith("denied") for v in probe.values()), probe
+        # ... while the capture of the same account does hand events over
+        assert sum(1 for _, m in seen if m.kind == "health") >= 1
+
+        # 2. kill the capture: an alert at the console within 2 s
+        children = _children(cap.pid)           # runuser -> the candidate's interpreter
+        assert children, "the capture runs under runuser"
+        killed = time.monotonic_ns()
+        for pid in children:
+            os.kill(pid, signal.SIGKILL)
+        t_alert = pump(lambda: alert("source_lost", killed), 5, "the capture-lost alert (kill)")
+        kill_delay = (t_alert - killed) / S
+        cap = start_capture("cap2")
+        back = time.monotonic_ns()
+        pump(lambda: alert("source_back", back), 30, "the capture to come back")
+        time.sleep(1.0)
+
+        # 3. stop (freeze) the capture: the same within 2 s
+        pids = _children(cap.pid)
+        stopped = time.monotonic_ns()
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        t_alert = pump(lambda: alert("source_lost", stopped), 5, "the capture-lost alert (stop)")
+        stop_delay = (t_alert - stopped) / S
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+        pump(lambda: alert("source_back", stopped), 10, "the capture to resume")
+        print(f"capture killed: alert at the console after {kill_delay:.2f} s; stopped: {stop_delay:.2f} s")
+        assert kill_delay <= 2.0 and stop_delay <= 2.0
+    finally:
+        if console is not None:
+            console.stop()
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+    (info,) = list_sessions(data)
+    st = os.stat(info.path)
+    assert (st.st_uid, oct(st.st_mode & 0o777)) == (pwd.getpwnam("station").pw_uid, "0o600")
+    with Journal.open(info.path) as j:
+        rep = build_report(j)
+    assert rep["integrity"]["ok"], rep["integrity"]
+    gaps = [g for g in rep["data_gaps"] if g["source"] == "capture"]
+    assert len(gaps) >= 2 and all(g["duration_ms"] >= 1000 for g in gaps), rep["data_gaps"]
+
+    # 4. an edit of the journal file (as root, bypassing the recorder) is detected by the report
+    for sql in ("UPDATE messages SET body = body || x'00' WHERE seq = (SELECT max(seq) / 2 FROM messages)",
+                "UPDATE blocks SET n_events = n_events + 1 WHERE idx = 3",
+                "DELETE FROM messages WHERE seq = (SELECT max(seq) FROM messages)"):
+        copy = tmp_path / "edited.journal"
+        shutil.copy(info.path, copy)
+        con = sqlite3.connect(copy)
+        con.execute(sql)
+        con.commit()
+        con.close()
+        with Journal.open(copy) as j:
+            rep = build_report(j)
+        assert not rep["integrity"]["ok"] and rep["integrity"]["journal_problems"], sql
+        r = subprocess.run(station_cmd("--no-system-config", "report", str(copy), "--out", str(tmp_path / "rep")),
+                           capture_output=True, text=True, cwd=REPO, timeout=120)
+        assert r.returncode == 1 and "PROBLEMS" in r.stdout, r.stdout + r.stderr
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.timeout(120)
+def test_xtest_injected_keys_reach_the_journal_flagged(tmp_path):
+    """xdotool (XTEST) keys typed while the real capture runs in its own process, through the
+    hand-over, into the recorder's journal: the key stream's ``injected`` column is set."""
+    require("Xvfb", "openbox", "xdotool")
+    from tests.x11_harness import X11Session
+    data = tmp_path / "data"
+    cfgp = tmp_path / "station.toml"
+    cfgp.write_text('[station]\nid = "xtest-01"\n[publisher]\nenabled = false\n')
+    procs = []
+    with X11Session() as x:
+        env = dict(x.env, STATION_INPUT_BACKEND=os.environ.get("STATION_INPUT_BACKEND", "xi2"))
+        try:
+            rec = subprocess.Popen(station_cmd("--no-system-config", "--config", str(cfgp), "recorder", "--data-dir", str(data)),
+                                   stdout=open(tmp_path / "rec.log", "wb"), stderr=subprocess.STDOUT, cwd=REPO)
+            procs.append(rec)
+            _wait_for(lambda: (data / "capture.sock").exists(), 30, "the socket", 0.1)
+            cap = subprocess.Popen(station_cmd("--no-system-config", "--config", str(cfgp), "capture", "--data-dir", str(data)),
+                                   stdout=open(tmp_path / "cap.log", "wb"), stderr=subprocess.STDOUT, cwd=REPO, env=env)
+            procs.append(cap)
+            win = x.open_window("crm-app", "Customer 1")
+            x.activate(win)
+
+            def keys():
+                infos = list_sessions(data)
+                if not infos:
+                    return None
+                with Journal.open(infos[-1].path) as j:
+                    cols = [b.streams["key"] for b in j.iter_batches() if "key" in b.streams]
+                return cols or None
+            time.sleep(3.0)                  # capture connected and its sources running
+            x.xdotool("type", "--delay", "20", "hello")
+            cols = _wait_for(keys, 20, "key events in the journal", 0.2)
+            time.sleep(1.0)
+            cols = keys()
+        finally:
+            for p in reversed(procs):
+                if p.poll() is None:
+                    p.send_signal(signal.SIGTERM)
+            for p in procs:
+                p.wait(20)
+    injected = np.concatenate([np.asarray(c["injected"]) for c in cols])
+    down = np.concatenate([np.asarray(c["down"]) for c in cols])
+    print(f"\nXTEST keys in the journal: {int(down.sum())} presses, {int(injected.sum())} of {len(injected)} events flagged injected")
+    assert down.sum() >= 5
+    assert injected.all(), "XTEST-injected keys must be flagged in the journal"
