@@ -126,6 +126,8 @@ def test_exam_marks_counters_contact_and_report(room):
         page.click("#end-contact")
         wait_for(lambda: any(c["source"] == "assessor" and c["kind"] == "chat"
                              for c in a.get("/api/station/st-1")["contact_list"]), 30, "assessor chat contact closed")
+        page.wait_for_selector("#tl-session svg rect[data-lane=contacts]", timeout=10000)  # whole-session timeline
+        page.wait_for_selector("#tl-last5 svg rect[data-lane=agent]", timeout=10000)
         page.screenshot(path=str(ARTIFACTS / "web-station.png"), full_page=True)
 
         # the report: HTML (printable, escaped), PDF through chromium's print, JSON, CSV

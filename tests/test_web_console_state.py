@@ -1,0 +1,154 @@
+"""The web console's room model and report formatting, on hand-made protocol messages (fast).
+
+The model is pure (no sockets): these tests feed it ``protocol.Message`` objects shaped like the
+station's (see station/engine/core.py summary(), evidence.py) and check what the views show.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+
+from station import config, protocol
+from station.consolelib import ConsoleStore
+from station.protocol import Message
+from station.web import reports
+from station.web.state import LIMITS, Room, StationModel, merge_spans, proven
+
+S = 1_000_000_000
+
+
+def msg(seq, kind, t, data, session="sess-1", station="st-1"):
+    return Message(station, session, seq, kind, t, 1_700_000_000 * S + t, b"", data=data)
+
+
+def summary(t, spans=None, focus=None, dead_ms=0, contact=None):
+    return {"t_ns": t, "live": {"agent_talking": True, "customer_talking": False, "typing": True, "mouse": False,
+                                "focus": "crm", "dead_air_ms": dead_ms},
+            "contact": contact, "session": {"s1_share": 0.4, "s3_share": 0.3}, "spans": spans or {},
+            "focus": focus or [], "health": {}, "exam": {}}
+
+
+def mark(assessor, competence, kind, text="", t=0):
+    return {"type": "mark", "mark_id": f"{assessor}-{competence}-{kind}-{t}", "assessor_id": assessor,
+            "assessor_name": assessor.title(), "competence": competence, "kind": kind, "text": text, "t_ns": t}
+
+
+def cfg():
+    return config.load(system=False)
+
+
+def test_memory_is_bounded_over_a_long_session():
+    st = StationModel("st-1", {"lane": 500, "focus": 300, "dead": 50, "marks": 100})
+    t = 10 * S
+    for seq in range(1, 20_001):  # ~2.8 h of summaries at 2 Hz
+        t += S // 2
+        st.apply(msg(seq, "summary", t, summary(t, {"agent": [[t - S // 4, t - S // 8]], "typing": [[t - S // 3, t]]},
+                                                   [[t - 1, "crm" if seq % 2 else "knowledge"]], dead_ms=3000 * (seq % 3 == 0))))
+    for seq in range(20_001, 20_501):
+        st.apply(msg(seq, "mark", t + seq, mark("anna", "C1", "counter", t=t + seq)))
+    assert len(st.lanes["agent"]) == 500 and len(st.lanes["typing"]) == 500 and len(st.focus) == 300
+    assert len(st.dead) == 50 and len(st.marks) == 100
+    assert st.lanes["agent"][-1][1] == t - S // 8  # the newest kept, the oldest dropped
+    assert LIMITS["lane"] >= 10_000  # the production bound keeps hours of detail
+
+
+def test_duplicates_old_sessions_and_bad_shapes():
+    room = Room(cfg(), ["st-1"])
+    a = msg(1, "summary", 5 * S, summary(5 * S, {"agent": [[4 * S, 5 * S]]}))
+    assert room.apply([a, a]) == 1 and room.ignored == 1
+    assert room.apply([msg(2, "mark", 6 * S, {"competence": None, "kind": 5}),
+                       msg(3, "summary", 7 * S, {"spans": {"agent": "not a list of pairs"}}),
+                       msg(4, "weird_kind", 8 * S, {"x": 1})]) == 3
+    st = room.stations["st-1"]
+    assert st.bad >= 1 and st.last_seq == 4
+    # a new session replaces the model; the old session's late messages are ignored
+    room.apply([msg(1, "summary", 100 * S, summary(100 * S), session="sess-2")])
+    assert st.session == "sess-2" and list(st.lanes["agent"]) == []
+    assert room.apply([msg(5, "summary", 9 * S, summary(9 * S), session="sess-1")]) == 0
+    assert room.apply([msg(1, "summary", 1, {}, station="unknown")]) == 0 and room.unknown == 1
+
+
+def test_proven_only_when_two_assessors_agree_and_latest_verdict_counts():
+    room = Room(cfg(), ["st-1"])
+    room.apply([msg(1, "mark", S, mark("anna", "C7", "observed", "<b>x</b>"))])
+    board = {c["id"]: c for c in room.board("st-1")["competences"]}
+    assert not board["C7"]["proven"] and board["C7"]["verdicts"]["anna"]["text"] == "<b>x</b>"
+    room.apply([msg(2, "mark", 2 * S, mark("bert", "C7", "not_observed"))])
+    assert not {c["id"]: c for c in room.board("st-1")["competences"]}["C7"]["proven"]
+    room.apply([msg(3, "mark", 3 * S, mark("bert", "C7", "observed"))])
+    b = room.board("st-1")
+    c7 = {c["id"]: c for c in b["competences"]}["C7"]
+    assert c7["proven"] and {a["id"] for a in b["assessors"]} >= {"anna", "bert"}
+    room.apply([msg(4, "mark", 4 * S, mark("anna", "C7", "not_observed"))])
+    assert not {c["id"]: c for c in room.board("st-1")["competences"]}["C7"]["proven"]
+    assert proven({}) is False and proven({"a": {"verdict": "observed"}}) is False
+    room.apply([msg(5, "mark", 5 * S, mark("anna", "C1", "counter")), msg(6, "mark", 6 * S, mark("bert", "C1", "counter")),
+                msg(7, "mark", 7 * S, mark("anna", "C1", "counter"))])
+    assert room.stations["st-1"].counters()["C1"] == {"anna": 2, "bert": 1}
+
+
+def test_card_alerts_and_timeline_window():
+    room = Room(cfg(), ["st-1"])
+    t = 400 * S
+    room.apply([
+        msg(1, "summary", t, summary(t, {"agent": [[t - 10 * S, t - 9 * S], [t - 9 * S + 1000, t - 8 * S],
+                                                   [t - 350 * S, t - 340 * S]]},
+                                     [[t - 20 * S, "crm"], [t - 5 * S, "knowledge"]], dead_ms=9000,
+                                     contact={"kind": "phone", "start_ns": t - 60 * S, "duration_ms": 60000,
+                                              "source": "auto"})),
+        msg(2, "alert", t, {"type": "source_lost", "source": "audio", "detail": "device gone"}),
+        msg(3, "health", t, {"headset": {"status": "warning", "warnings": ["not calibrated"]}}),
+    ])
+    c = room.card("st-1", {"state": "connected", "last_rx_age_s": 0.2, "offset_ns": 0, "rtt_ns": 1000})
+    kinds = {a["type"] for a in c["alerts"]}
+    assert {"source_lost", "dead_air", "headset"} <= kinds and not c["red"]
+    assert c["contact"] == {"kind": "phone", "duration_ms": 60000, "source": "auto"}
+    assert room.card("st-1", {"state": "connected", "last_rx_age_s": 1.6})["red"]
+    assert room.card("st-1", {"state": "unauthorised", "detail": "key", "last_rx_age_s": None})["red"]
+    room.apply([msg(4, "alert", t + 1, {"type": "source_back", "source": "audio"})])
+    assert "source_lost" not in {a["type"] for a in room.card("st-1", {"state": "connected", "last_rx_age_s": 0.1})["alerts"]}
+    tl = room.timeline(room.stations["st-1"], t - 300 * S, t, 1000)
+    assert tl["lanes"]["agent"] == [[t - 10 * S, t - 8 * S]]  # merged (gap < 1 px), the old span clipped away
+    assert [f[2] for f in tl["lanes"]["focus"]] == ["crm", "knowledge"]
+    assert tl["lanes"]["dead_air"] == [[t - 9 * S, t]]
+    assert tl["lanes"]["contacts"] == [[t - 60 * S, t, "phone"]]
+    assert merge_spans([(0, 10), (11, 20), (100, 200)], 5, 150, 2) == [[5, 20], [100, 150]]
+
+
+def _store(path, msgs):
+    """A real console store holding msgs and one recorded gap; returns a read-only reader."""
+    w = ConsoleStore(path)
+    w.add([Message(m.station, m.session, m.seq, m.kind, m.t_ns, m.wall_ns, protocol.packb(m.data), m.data) for m in msgs],
+          time.time_ns())
+    w.save_session("st-1", "sess-1", msgs[-1].seq + 1, msgs[-1].seq,
+                   protocol.packb({"software_version": "9.9", "config_hash": "abc"}))
+    w.add_gap("st-1", "sess-1", 7, 9, "not in station journal")
+    w.commit()
+    w.close()
+    return ConsoleStore(path, readonly=True)
+
+
+def test_report_gaps_escaping_and_csv_formulas(tmp_path):
+    msgs = [msg(1, "exam", S, {"action": "assign", "candidate_id": "=HYPERLINK(1)", "candidate_name": "<script>x</script>"})]
+    seq = 1
+    for k in range(30):  # health beat each second, with a 10 s silence in the middle
+        t = (2 + k + (10 if k >= 15 else 0)) * S
+        seq += 1
+        msgs.append(msg(seq, "health", t, {"software_version": "9.9", "headset": {"status": "ok", "calibrated": "2026"}}))
+    seq += 1
+    msgs.append(msg(seq, "mark", 20 * S, mark("anna", "C4", "observed", '<img src=x onerror="alert(1)">')))
+    rep = reports.build(_store(tmp_path / "console.sqlite", msgs), cfg(), "st-1")
+    kinds = [g["kind"] for g in rep["data_gaps"]]
+    assert "missing messages" in kinds and "station silent" in kinds
+    silent = next(g for g in rep["data_gaps"] if g["kind"] == "station silent")
+    assert silent["duration_ms"] == 11_000
+    assert rep["headset_calibrated"] is True and rep["software_version"]["station"] == "9.9"
+    html = reports.render_html(rep)
+    assert "<script>x" not in html and "&lt;script&gt;x&lt;/script&gt;" in html
+    assert "<img src=x" not in html and "&lt;img src=x onerror=" in html
+    rows = list(csv.reader(io.StringIO(reports.render_csv(rep))))
+    cand = next(r for r in rows if r[2] == "candidate_id")
+    assert cand[3] == "'=HYPERLINK(1)"
+    assert ["competence", "C4", "verdict:anna", "observed"] in rows
