@@ -87,7 +87,7 @@ def publisher_factory(cfg: Config):
     from .publisher import Publisher
     if not cfg.publisher.enabled:
         return None
-    return lambda c, header, path, on_command: Publisher(c, header, path, on_command)
+    return lambda c, header, path, on_command, clock=monotonic_ns: Publisher(c, header, path, on_command, clock=clock)
 
 
 def _install_signals(stop: threading.Event) -> None:

@@ -528,6 +528,11 @@ class Console:
             | zmq.EVENT_DISCONNECTED)
         d.connect(spec.req_endpoint)
         link.dealer = d
+        for req in link.requests.values():   # a new socket: pending commands must not wait forever
+            if req.future is not None and not req.future.done():
+                req.future.set_exception(CommandError(
+                    f"connection to station {link.id} was reset; the command may not have been "
+                    "journaled: send it again (retries are idempotent)"))
         link.requests.clear()
         for t in link.tracks.values():
             t.replay_id = None

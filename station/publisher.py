@@ -64,11 +64,14 @@ class Publisher:
     on_command(cmd) -> dict: journals a validated command (see protocol.validate_command plus
     console_key, console_name, received_t_ns) and returns the ack body; may raise UserError or
     ValueError to refuse it (the message goes back to the console).
+    clock: the station clock (the recorder's; a virtual clock for scenario stations).
     """
 
     def __init__(self, cfg, header, journal_path: Path, on_command: Callable[[dict], dict],
-                 *, journal_open: Callable[[Path], Any] = _default_open):
+                 *, journal_open: Callable[[Path], Any] = _default_open,
+                 clock: Callable[[], int] = monotonic_ns):
         self.cfg = cfg
+        self.clock = clock          # the recorder's station clock (clock probes, snapshot, commands)
         self.pcfg = cfg.publisher
         self.station_id = header.station_id
         self.on_command = on_command
@@ -344,7 +347,7 @@ class Publisher:
         op, rid = req["op"], req["id"]
         if op == "clock":
             self._count("clock_probes")
-            self._send(ident, protocol.encode_reply("clock", rid, t_ns=monotonic_ns()))
+            self._send(ident, protocol.encode_reply("clock", rid, t_ns=self.clock()))
         elif op == "snapshot":
             self._count("snapshots")
             self._send(ident, self._snapshot(rid))
@@ -396,7 +399,7 @@ class Publisher:
             software_version=str(getattr(h, "software_version", "")),
             boot_id=str(getattr(h, "boot_id", "")),
             config_hash=str(getattr(h, "config_hash", "")),
-            station_t_ns=monotonic_ns(), previous_sessions=sessions)
+            station_t_ns=self.clock(), previous_sessions=sessions)
 
     def _replay(self, rid: int, req: dict) -> list[bytes]:
         session, lo, hi = req["session"], req["from_seq"], req["to_seq"]
@@ -469,7 +472,7 @@ class Publisher:
         self._cmd_pending[key] = [(ident, rid)]
         cmd = dict(cmd, console_key=user,
                    console_name=self.allow.name_of(user) if self.allow and user else "",
-                   received_t_ns=monotonic_ns())
+                   received_t_ns=self.clock())
         with self._cmd_wake:
             self._cmd_q.append(cmd)
             self._cmd_wake.notify()

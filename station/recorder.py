@@ -74,7 +74,7 @@ class Recorder:
     """Journal + engine + publisher for one station.
 
     cfg: configuration. clock: station-clock function (ns). data_dir: journals (default from cfg).
-    publisher_factory: ``f(cfg, header, journal_path, on_command) -> publisher`` or None (no
+    publisher_factory: ``f(cfg, header, journal_path, on_command, clock=) -> publisher`` or None (no
     streaming). watermark: ``f(now_ns) -> ns`` up to which sources have delivered everything
     (default now - 1 s). sources_status: ``f() -> dict`` for the health beat.
     """
@@ -145,7 +145,8 @@ class Recorder:
             self.journal.commit()
             self.engine = Engine(self.cfg, reference_text=ref)
         if self.publisher_factory is not None:
-            self.publisher = self.publisher_factory(self.cfg, self.journal.header, self.journal.path, self.submit_command)
+            self.publisher = self.publisher_factory(self.cfg, self.journal.header, self.journal.path,
+                                                    self.submit_command, clock=self.clock)
             self.publisher.start()
         return self.journal
 
