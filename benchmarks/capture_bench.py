@@ -1,13 +1,16 @@
 """Capture cost and latency: input + focus sources under xdotool load on Xvfb + openbox.
 
     .venv/bin/python benchmarks/capture_bench.py [--profile office|stress|both] [--duration 60]
+                                                 [--backend xi2|pynput|both]
 
 The sources run in a child process (this file with ``--child``) that does nothing else, so its
 CPU time (user + system, all threads, from ``os.times()``) over wall time is the sources' share of
 one core. The parent drives the load with xdotool (XTEST) in separate processes:
 
-- mouse: one ``xdotool`` per second chaining ``mousemove X Y sleep 1/rate`` (the rate reached is
-  measured from the captured motion events and printed: xdotool's own per-command cost caps it);
+- mouse: one ``xdotool`` per second chaining ``mousemove_relative DX DY sleep 1/rate`` (XTEST
+  motion, back and forth; ``mousemove X Y`` would be a pointer warp, which XI2 raw events do not
+  report); the rate reached is measured from the captured motion events and printed: xdotool's
+  own per-command cost caps it;
 - keys: ``key <k>`` lines written to a long-running ``xdotool -`` at the profile's rate, each
   stamped just before the write (no process start in the measured delay);
 - focus: one ``xdotool windowactivate --sync <wid>`` process per change, stamped before the call
@@ -17,7 +20,8 @@ Printed per profile: CPU share, reached mouse/key/focus rates, key delay p50/p99
 minus the time just before the command was written to xdotool), focus
 latency p50/p99 (same), RSS after 10 s and at the end (growth). Profiles as in issue 3:
 office = 125 Hz mouse, 8 keys/s, focus change every 5 s; stress = 1000 Hz mouse, 20 keys/s,
-focus change every second.
+focus change every second. ``--backend`` sets ``STATION_INPUT_BACKEND`` for the child (both: one
+run per backend and profile).
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ def child() -> None:
     from tests.x11_harness import Capture
 
     cap = Capture(load(system=False)).start()
+    backend = cap.input.status().get("backend", "")
     keys, focus, moves = [], [], 0
     rss_10s = None
     print("ready", flush=True)
@@ -79,7 +84,7 @@ def child() -> None:
         if isinstance(e, MouseBin):
             moves += e.count
     cpu = (c1.user - c0.user) + (c1.system - c0.system)
-    print(json.dumps({"cpu_s": cpu, "wall_s": wall, "keys": keys, "focus": focus, "moves": moves,
+    print(json.dumps({"backend": backend, "cpu_s": cpu, "wall_s": wall, "keys": keys, "focus": focus, "moves": moves,
                       "rss_10s_kb": rss_10s, "rss_end_kb": rss_end,
                       "dropped": cap.queue.dropped}), flush=True)
 
@@ -92,7 +97,7 @@ def pct(values, q):
     return v[k]
 
 
-def run_profile(name: str, duration: float) -> dict:
+def run_profile(name: str, duration: float, backend: str) -> dict:
     from tests.x11_harness import X11Session
 
     prof = PROFILES[name]
@@ -101,6 +106,7 @@ def run_profile(name: str, duration: float) -> dict:
                 (("crm-app", "CRM"), ("kb-wiki", "KB"), ("team-chat", "Chat"), ("typing-test", "T"))]
         x.activate(wins[0])
         env = x.env
+        env["STATION_INPUT_BACKEND"] = backend
         proc = subprocess.Popen([sys.executable, __file__, "--child"], env=env, cwd=REPO,
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         if proc.stdout.readline().strip() != "ready":
@@ -115,7 +121,8 @@ def run_profile(name: str, duration: float) -> dict:
             while not stop.is_set():
                 args = []
                 for i in range(n):
-                    args += ["mousemove", str(100 + (i * 7) % 800), str(100 + (i * 3) % 500),
+                    sign = 1 if (i // 50) % 2 == 0 else -1   # 50 steps out, 50 back
+                    args += ["mousemove_relative", "--", str(7 * sign), str(3 * sign),
                              "sleep", f"{period:.4f}"]
                 subprocess.run(["xdotool", *args], env=env, timeout=30)
 
@@ -165,7 +172,7 @@ def run_profile(name: str, duration: float) -> dict:
         hit = [t for t, w in res["focus"] if w == wid and t >= t0]
         if hit:
             flat.append((min(hit) - t0) / 1e6)
-    return {"profile": name, "duration_s": res["wall_s"],
+    return {"profile": name, "backend": res["backend"], "duration_s": res["wall_s"],
             "cpu_share_pct": 100.0 * res["cpu_s"] / res["wall_s"],
             "mouse_hz_target": prof["mouse_hz"], "mouse_hz_reached": res["moves"] / res["wall_s"],
             "keys_sent": len(key_t0), "keys_captured": len(key_t),
@@ -176,29 +183,36 @@ def run_profile(name: str, duration: float) -> dict:
             "queue_dropped": res["dropped"]}
 
 
+def print_result(r: dict) -> None:
+    print(f"== {r['profile']}, input backend {r['backend']}: {r['duration_s']:.0f} s")
+    print(f"  input+focus CPU        {r['cpu_share_pct']:.2f} % of one core")
+    print(f"  mouse                  target {r['mouse_hz_target']} Hz, reached "
+          f"{r['mouse_hz_reached']:.0f} Hz (xdotool)")
+    print(f"  keys                   sent {r['keys_sent']}, captured {r['keys_captured']}; "
+          f"delay p50 {r['key_delay_ms_p50']:.1f} ms, p99 {r['key_delay_ms_p99']:.1f} ms")
+    print(f"  focus                  sent {r['focus_sent']}, captured {r['focus_captured']}; "
+          f"latency p50 {r['focus_latency_ms_p50']:.1f} ms, p99 {r['focus_latency_ms_p99']:.1f} ms")
+    print(f"  RSS                    {r['rss_10s_mb']:.1f} MB after 10 s, {r['rss_end_mb']:.1f} MB "
+          f"at end (growth {r['rss_end_mb'] - r['rss_10s_mb']:+.1f} MB)")
+    print(f"  queue drops            {r['queue_dropped']}")
+    print("  json " + json.dumps(r), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--profile", choices=["office", "stress", "both"], default="both")
     ap.add_argument("--duration", type=float, default=60.0, help="seconds per profile")
+    ap.add_argument("--backend", choices=["xi2", "pynput", "both"], default="xi2",
+                    help="input backend (STATION_INPUT_BACKEND)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
         child()
         return
+    backends = ["xi2", "pynput"] if a.backend == "both" else [a.backend]
     for name in (["office", "stress"] if a.profile == "both" else [a.profile]):
-        r = run_profile(name, a.duration)
-        print(f"== {name}: {r['duration_s']:.0f} s")
-        print(f"  input+focus CPU        {r['cpu_share_pct']:.2f} % of one core")
-        print(f"  mouse                  target {r['mouse_hz_target']} Hz, reached "
-              f"{r['mouse_hz_reached']:.0f} Hz (xdotool)")
-        print(f"  keys                   sent {r['keys_sent']}, captured {r['keys_captured']}; "
-              f"delay p50 {r['key_delay_ms_p50']:.1f} ms, p99 {r['key_delay_ms_p99']:.1f} ms")
-        print(f"  focus                  sent {r['focus_sent']}, captured {r['focus_captured']}; "
-              f"latency p50 {r['focus_latency_ms_p50']:.1f} ms, p99 {r['focus_latency_ms_p99']:.1f} ms")
-        print(f"  RSS                    {r['rss_10s_mb']:.1f} MB after 10 s, {r['rss_end_mb']:.1f} MB "
-              f"at end (growth {r['rss_end_mb'] - r['rss_10s_mb']:+.1f} MB)")
-        print(f"  queue drops            {r['queue_dropped']}")
-        print("  json " + json.dumps(r))
+        for backend in backends:
+            print_result(run_profile(name, a.duration, backend))
 
 
 if __name__ == "__main__":

@@ -7,8 +7,8 @@ themselves.
 Backends:
 
 - ``"x11"``: ``$DISPLAY`` is set (and no Wayland session is announced). Keyboard and mouse are
-  recorded through the X RECORD extension (pynput's xorg backend), focus through EWMH property
-  events (python-xlib). Whether the display is *reachable* right now is a separate question
+  recorded through XInput 2 raw events or X RECORD (pynput), see ``input_backend`` below, focus
+  through EWMH property events (python-xlib). Whether the display is *reachable* right now is a separate question
   (``x11_probe``): an unreachable display is a lost source that is retried, not another backend.
 - ``"wayland"``: ``$WAYLAND_DISPLAY`` is set or ``$XDG_SESSION_TYPE`` is ``wayland``. Under
   Wayland, X11 clients (XWayland) only see other X11 clients: other applications' input and
@@ -19,6 +19,18 @@ Backends:
 
 Override: ``STATION_CAPTURE_BACKEND`` = ``x11`` | ``wayland`` | ``none`` (anything else is a
 ``UserError``).
+
+Input backend (``input_backend``), for the input source under X11:
+
+- ``"xi2"``: XInput 2 raw events (``station.sources.input_xi2``): the default when the X server
+  offers XInputExtension >= 2.1 (2.1 delivers raw events to the root window even while another
+  client holds a grab; 2.0 does not), or when the display cannot be reached right now (every
+  Xorg since 1.11 / 2011 has it; the XI2 reader reports ``"lost"`` with a hint to set the
+  override when it finds none);
+- ``"pynput"``: pynput's X RECORD backend (``station.sources.input_pynput``), when XI 2.1 is
+  missing.
+
+Override: ``STATION_INPUT_BACKEND`` = ``xi2`` | ``pynput`` (anything else is a ``UserError``).
 """
 
 from __future__ import annotations
@@ -31,6 +43,9 @@ from ..errors import UserError
 
 BACKENDS = ("x11", "wayland", "none")
 ENV_OVERRIDE = "STATION_CAPTURE_BACKEND"
+INPUT_BACKENDS = ("xi2", "pynput")
+INPUT_ENV_OVERRIDE = "STATION_INPUT_BACKEND"
+XI2_MIN_VERSION = (2, 1)
 
 WAYLAND_MESSAGE = ("Wayland session: other applications' keyboard, mouse and window focus are NOT "
                    "visible to the station under Wayland; log in to an X11 (Xorg) session for the exam")
@@ -99,3 +114,55 @@ def x11_probe(display: str) -> tuple[bool, str]:
             d.close()
         except Exception:
             pass
+
+
+def xinput_version(display: str) -> tuple[int, int] | None:
+    """The XInput version the X server at ``display`` agrees to (asking for 2.2), (0, 0) when it
+    has no XInputExtension, None when the display cannot be reached. Never raises."""
+    try:
+        import Xlib.display
+        from Xlib.ext import xinput
+    except ImportError:  # pragma: no cover - a dependency of the package
+        return None
+    try:
+        d = Xlib.display.Display(display or None)
+    except Exception:
+        return None
+    try:
+        if not d.query_extension(xinput.extname):
+            return (0, 0)
+        r = xinput.XIQueryVersion(display=d.display, opcode=d.display.get_extension_major(xinput.extname),
+                                  major_version=2, minor_version=2)
+        return (int(r.major_version), int(r.minor_version))
+    except Exception:
+        return None
+    finally:
+        try:
+            d.close()
+        except Exception:
+            pass
+
+
+def input_backend(backend: Backend, env: Mapping[str, str] | None = None,
+                  probe=xinput_version) -> tuple[str, str]:
+    """Choose the input backend: ("xi2" | "pynput", reason). ``backend`` is ``detect()``'s
+    choice; ``probe(display)`` returns the XInput version (see ``xinput_version``).
+
+    Raises UserError when STATION_INPUT_BACKEND holds an unknown name.
+    """
+    env = os.environ if env is None else env
+    forced = env.get(INPUT_ENV_OVERRIDE, "").strip().lower()
+    if forced:
+        if forced not in INPUT_BACKENDS:
+            raise UserError(f"{INPUT_ENV_OVERRIDE}={forced!r} is not an input backend; allowed: "
+                            + ", ".join(INPUT_BACKENDS), exit_code=2)
+        return forced, f"forced by {INPUT_ENV_OVERRIDE}"
+    if backend.name != "x11":
+        return "xi2", "no X11 display (the source reports why it cannot capture)"
+    version = probe(backend.display)
+    if version is None:
+        return "xi2", f"X display {backend.display} not reachable now: XInput 2 assumed"
+    if version >= XI2_MIN_VERSION:
+        return "xi2", f"XInputExtension {version[0]}.{version[1]} on {backend.display}"
+    have = "no XInputExtension" if version == (0, 0) else f"XInputExtension {version[0]}.{version[1]}"
+    return "pynput", f"{have} on {backend.display} (XI2 raw events need >= 2.1): X RECORD via pynput"
