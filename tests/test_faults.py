@@ -298,6 +298,52 @@ def test_disk_full_keeps_streaming_alerts_and_journals_everything_later(tmp_path
         subprocess.run(["umount", "-l", str(fs)], capture_output=True)
 
 
+@pytest.mark.timeout(60)
+def test_disk_full_backlog_is_bounded_then_drained(tmp_path, monkeypatch):
+    """In-process recorder on a real full tmpfs: past MAX_BACKLOG_CYCLES un-journaled cycles it stops
+    ingesting (events wait in the queue) and only retries; when space returns everything is
+    journaled in order."""
+    _need_root_mount()
+    from station import recorder as recmod
+    from station.events import MouseBin
+    fs = tmp_path / "fs"
+    fs.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(fs)]).returncode != 0:
+        (pytest.fail if IN_CI else pytest.skip)("cannot mount a tmpfs")
+    try:
+        monkeypatch.setattr(recmod, "MAX_BACKLOG_CYCLES", 3)
+        cfg = config.load(system=False).replace(station={"id": "bound-01"}, publisher={"enabled": False})
+        clock = [10 * S]
+        rec = recmod.Recorder(cfg, clock=lambda: clock[0], data_dir=fs / "data")
+        rec.open_session()
+
+        def cycle(n_events=5):
+            clock[0] += S // 2
+            rec.queue.put_many(MouseBin(clock[0] - S // 2 + i * 10 * MS, 1, 1) for i in range(n_events))
+            return rec.step()
+        cycle()
+        with open(fs / "filler", "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+            except OSError:
+                pass
+        published = [len(cycle()) for _ in range(3)]
+        assert rec.backlog_cycles == 3 and all(published), "still publishing while the disk is full"
+        assert cycle() == [] and len(rec.queue) == 5, "at the bound: nothing ingested, events wait"
+        os.unlink(fs / "filler")
+        assert cycle() != [] and rec.backlog_cycles == 0 and rec.journal_error is None
+        rec.close()
+        (info,) = list_sessions(fs / "data")
+        with Journal.open(info.path) as j:
+            assert j.verify() == []
+            seqs = [m.seq for m in j.iter_messages()]
+            assert seqs == list(range(1, len(seqs) + 1))
+            assert sum(b.count("mouse") for b in j.iter_batches()) == 30
+    finally:
+        subprocess.run(["umount", "-l", str(fs)], capture_output=True)
+
+
 # ----------------------------------------------------------------------------- console cut off
 class Relay:
     """socat TCP relays (pub, req) in their own process group: killing it cuts the console off."""
@@ -445,6 +491,91 @@ def test_wall_clock_stepped_by_an_hour_does_not_move_metrics(tmp_path):
             assert abs(got["agent_talk_ms"] - want["agent_talk_ms"]) <= max(0.02 * want["agent_talk_ms"], 200)
     print(f"\nwall clock +1 h mid-run: {len(contacts)} contacts "
           f"match the ground truth; largest step between health beats {gaps.max() / S / speed:.2f} s (real)")
+
+
+# ----------------------------------------------------------------------------- X and PulseAudio restarts
+@pytest.mark.timeout(180)
+@pytest.mark.slow
+def test_capture_restarts_x_server_and_pulseaudio_and_reconnects(tmp_path):
+    """The real capture process (``station capture --sources real``: focus, input, audio) against
+    Xvfb + openbox and a private PulseAudio, feeding a recorder process. Xvfb is killed and started
+    again on the same display; then the agent sink's PulseAudio server is SIGKILLed and started
+    again. Each time the journal gets the source's ``lost`` alert, then ``back``, and events from
+    that source after the restart."""
+    require("Xvfb", "openbox", "xdotool", "pulseaudio", "pactl", "parec")
+    import shutil as _sh
+    from tests.pulse_harness import PulseServer
+    from tests.x11_harness import X11Session
+    data = tmp_path / "data"
+    cfgp = tmp_path / "station.toml"
+    cfgp.write_text('[station]\nid = "restart-01"\n[publisher]\nenabled = false\n'
+                    '[audio]\nagent_device = "agent_monitor"\ncustomer_device = "customer_monitor"\n')
+    procs = []
+
+    def alerts():
+        info = _session(data)
+        return _alerts(_messages(info.path)) if info else []
+
+    def has(typ, source, after_seq=0):
+        return any(s > after_seq and b.get("type") == typ and b.get("source") == source for s, b in alerts())
+
+    def last_seq():
+        info = _session(data)
+        return _messages(info.path)[-1][0] if info else 0
+
+    def count(stream, since_ns):
+        with Journal.open(_session(data).path) as j:
+            return sum(int((np.asarray(b.streams[stream]["t_ns"]) >= since_ns).sum())
+                       for b in j.iter_batches() if stream in b.streams)
+
+    with X11Session() as x, PulseServer(separate=True) as pa:
+        env = {**pa.child_env(), "DISPLAY": x.display}
+        try:
+            rec = _start(["--config", str(cfgp), "recorder", "--data-dir", str(data)], tmp_path / "rec.log")
+            procs.append(rec)
+            _wait_for(lambda: (data / "capture.sock").exists(), 30, "the socket")
+            cap = _start(["--config", str(cfgp), "capture", "--sources", "real", "--data-dir", str(data)],
+                         tmp_path / "cap.log", env=env)
+            procs.append(cap)
+            win = x.open_window("crm-app", "Customer 1")
+            x.activate(win)
+            t0 = time.monotonic_ns()
+            _wait_for(lambda: _session(data) and count("speech", t0) > 50, 40, "audio frames")
+
+            # X server killed and restarted on the same display
+            seq0 = last_seq()
+            x.kill_server()
+            _wait_for(lambda: has("source_lost", "focus", seq0) and has("source_lost", "input", seq0), 20,
+                      "focus and input lost alerts")
+            x.restart_server()
+            _wait_for(lambda: has("source_back", "focus", seq0) and has("source_back", "input", seq0), 30,
+                      "focus and input back")
+            t1 = time.monotonic_ns()
+            win = x.open_window("chat-app", "Chat 2")
+            x.activate(win)
+            x.xdotool("type", "--delay", "30", "abc")
+            _wait_for(lambda: count("key", t1) >= 6 and count("focus", t1) >= 1, 20, "keys and focus after the restart")
+
+            # PulseAudio (the agent microphone's server) killed and restarted
+            seq1 = last_seq()
+            daemon = pa._daemons["agent"]
+            pa._stop_keepalive("agent")
+            daemon.proc.kill()
+            daemon.proc.wait(5)
+            _wait_for(lambda: has("source_lost", "audio", seq1), 20, "the audio lost alert")
+            for sub in ("home", "runtime", "state"):
+                _sh.rmtree(daemon.dir / sub, ignore_errors=True)
+            daemon.start(pa.client_conf, 10)
+            pa.load_sink("agent")
+            back = time.monotonic_ns()
+            _wait_for(lambda: has("source_back", "audio", seq1), 30, "audio back")
+            _wait_for(lambda: count("speech", back) > 50, 30, "audio frames after the restart")
+            print(f"\nX restart: focus/input lost and back; PulseAudio restart: audio back "
+                  f"{(time.monotonic_ns() - back) / S:.1f} s after the server returned")
+        finally:
+            _stop(*reversed(procs))
+    with Journal.open(_session(data).path) as j:
+        assert j.verify() == []
 
 
 if __name__ == "__main__" and len(sys.argv) >= 4 and sys.argv[1] == "stress-capture":
