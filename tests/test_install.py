@@ -160,3 +160,28 @@ def test_status_of_a_running_agent_and_of_a_stopped_one(tmp_path):
         p.wait(20)
     r = _run(*base, "status")
     assert r.returncode == 1 and "stopped" in r.stdout
+
+
+@pytest.mark.timeout(90)
+def test_logs_are_levelled_lines_without_secrets(tmp_path):
+    """The agent's log (stderr -> journald under systemd) at debug level: every line starts with a
+    level and a logger name, and neither the station's nor the console's secret key appears."""
+    from tests.streaming_station import Rig
+    rig = Rig(tmp_path)
+    p = subprocess.Popen(station_cmd("--no-system-config", "--config", str(rig.station_cfg), "-vv", "run",
+                                     "--sources", "scenario", "--speed", "5"),
+                         cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "log", "wb"))
+    time.sleep(8)
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(20) == 0
+    log = (tmp_path / "log").read_text()
+    lines = [ln for ln in log.splitlines() if ln.strip()]
+    assert lines, "the agent logs at least its start"
+    import re
+    pat = re.compile(r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.]+: ")
+    bad = [ln for ln in lines if not pat.match(ln) and not ln.startswith((" ", "\t"))]
+    assert not bad, bad[:5]
+    for name in ("station", "console-a"):
+        secret = (rig.kdir / f"{name}.key_secret").read_text()
+        m = re.search(r'secret-key = "([^"]+)"', secret)
+        assert m and m.group(1) not in log
