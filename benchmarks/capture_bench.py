@@ -80,13 +80,14 @@ def child() -> None:
     wall = time.monotonic() - t_start
     rss_end = _rss_kb()
     cap.stop()
+    input_status = cap.input.status()
     for e in cap.queue.drain():
         if isinstance(e, MouseBin):
             moves += e.count
     cpu = (c1.user - c0.user) + (c1.system - c0.system)
     print(json.dumps({"backend": backend, "cpu_s": cpu, "wall_s": wall, "keys": keys, "focus": focus, "moves": moves,
                       "rss_10s_kb": rss_10s, "rss_end_kb": rss_end,
-                      "dropped": cap.queue.dropped}), flush=True)
+                      "dropped": cap.queue.dropped, "input_status": input_status}), flush=True)
 
 
 def pct(values, q):
@@ -180,7 +181,7 @@ def run_profile(name: str, duration: float, backend: str) -> dict:
             "focus_sent": len(focus_t0), "focus_captured": len(flat),
             "focus_latency_ms_p50": pct(flat, 50), "focus_latency_ms_p99": pct(flat, 99),
             "rss_10s_mb": (res["rss_10s_kb"] or 0) / 1024, "rss_end_mb": res["rss_end_kb"] / 1024,
-            "queue_dropped": res["dropped"]}
+            "queue_dropped": res["dropped"], "input_status": res["input_status"]}
 
 
 def print_result(r: dict) -> None:

@@ -19,8 +19,10 @@ XTEST extension (``xdotool``, pynput's Controller from another process, most rem
 automation tools) are processed by the X server as device events and are NOT distinguishable in
 X RECORD: they arrive with ``injected=False``. See ``INJECTED_LIMITATION``.
 
-Cost: about 190 us of CPU per motion event inside pynput/python-xlib's RECORD parsing (6.3 % of
-one core for input+focus at 125 Hz mouse + 8 keys/s): the reason for the XI2 backend.
+Cost (benchmarks/capture_bench.py, XTEST relative motion, shared 2-core machine): input+focus
+1.7 % of one core at 125 Hz mouse + 8 keys/s, 7.7 % at 1000 Hz + 20 keys/s (the XI2 backend:
+1.1 % and 1.8 %); with pointer warps (``xdotool mousemove X Y``) as motion, 6.3 % / 14.9 %.
+X RECORD hands motion over in bursts, stamped on arrival: mouse bins are coarser than the motion.
 
 Failure modes: X server gone -> ``SourceHealth("lost")``, listeners restarted with backoff (0.1 s
 doubling to 2 s) -> ``"ok"``; no X RECORD extension -> ``"lost"`` with that reason (retried);

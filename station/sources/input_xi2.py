@@ -43,8 +43,8 @@ repeats are derived: while a repeatable key (XKB per-key repeat mask, RepeatKeys
 the last key pressed and still down, a press with ``repeat=True`` is emitted at press time +
 repeat delay, then every repeat interval (XKB ``GetControls``; 660/40 ms when XKB is absent),
 until its release. Their stamps are those scheduled times (the server's own timer runs on the
-same schedule, within a few ms). A server that does send raw repeats (``XIKeyRepeat`` flag) is
-followed instead.
+same schedule, within a few ms). A raw press flagged ``XIKeyRepeat`` (the key was already down)
+is a repeat press as the server says, and stops the derived repeats of that key.
 
 Mouse: a ``RawMotion`` with an x or y valuator (bits 0/1 of its valuator mask; scroll-valuator
 motion is not a move) counts as one move. Raw valuators cannot give the path: they are deltas
@@ -489,7 +489,6 @@ class _Reader:
         self.level3: set[int] = set()
         self.mode_switch: set[int] = set()
         self.down: set[int] = set()
-        self.server_repeats = False
         self.urgent = False  # the last read had a key or button event
         self.repeat_kc = 0
         self.repeat_next = 0
@@ -704,14 +703,13 @@ class _Reader:
         if evtype == _XI_RAW_KEY_PRESS:
             kc = detail
             role = self.state.keymap.role.get(kc, 0)
-            repeat = bool(flags & _XI_KEY_REPEAT)
-            if repeat and not self.server_repeats:
-                self.server_repeats = True  # this server sends repeats itself: stop deriving
-                self.repeat_kc = 0
-            repeat = repeat or (self.server_repeats and kc in self.down)
+            repeat = bool(flags & _XI_KEY_REPEAT)  # the server says: this key was already down
             cls, ch = self._classify(kc)
             self.keys.press(t, cls, ch, inj, repeat)
             if repeat:
+                self.counts["server_repeats"] += 1
+                if kc == self.repeat_kc:
+                    self.repeat_kc = 0  # the server repeats this key itself: do not derive too
                 return
             self.down.add(kc)
             if role in _SHIFT_KS:
@@ -724,7 +722,7 @@ class _Reader:
                 self.caps = not self.caps
             elif role == _NUM_KS:
                 self.num = not self.num
-            if not self.server_repeats and self.state.repeats(kc):
+            if self.state.repeats(kc):
                 self.repeat_kc, self.repeat_inj = kc, inj
                 self.repeat_next = t + max(1, self.state.repeat_delay_ms) * 1_000_000
         elif evtype == _XI_RAW_KEY_RELEASE:
