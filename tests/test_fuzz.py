@@ -133,7 +133,7 @@ def test_protocol_decoders_on_random_frames(frames):
             pass
 
 
-header_values = st.one_of(st.none(), st.booleans(), st.integers(-(2 ** 64), 2 ** 64), st.text(max_size=20),
+header_values = st.one_of(st.none(), st.booleans(), st.integers(-(2 ** 63), 2 ** 64 - 1), st.text(max_size=20),
                           st.binary(max_size=10), st.lists(st.integers(-3, 3), max_size=3), st.floats())
 
 
