@@ -448,6 +448,7 @@ sys.exit(main(sys.argv[1:]))
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.slow
 def test_wall_clock_stepped_by_an_hour_does_not_move_metrics(tmp_path):
     """The agent process's wall clock (time.time / time.time_ns) jumps +1 h mid-exam through an
     env hook (libfaketime 0.9.10 breaks Python's sleep, so the offset is applied in-process);
