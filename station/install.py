@@ -236,7 +236,7 @@ def ensure_file(path: Path, content: str, mode: int, uid: int, gid: int, *, keep
         if old != content:
             if keep_edits:
                 _fix_meta(path, mode, uid, gid)
-                return Step(str(path), "kept", "edited by the admin; not overwritten")
+                return Step(str(path), "kept", "differs from the template (admin edits): not overwritten")
             _atomic_write(path, content, mode, uid, gid)
             return Step(str(path), "updated", "content")
         changes = _fix_meta(path, mode, uid, gid)

@@ -117,7 +117,7 @@ print(json.dumps(res))
 
 @pytest.mark.timeout(150)
 @pytest.mark.slow
-def test_candidate_cannot_touch_the_journal_and_capture_stops_are_alerted(tmp_path):
+def test_candidate_cannot_touch_the_journal_and_capture_stops_are_alerted(tmp_path, request):
     _need_root()
     _ensure_candidate()
     from station.consolelib import Console
@@ -126,6 +126,7 @@ def test_candidate_cannot_touch_the_journal_and_capture_stops_are_alerted(tmp_pa
 
     root = Path(tempfile.mkdtemp(prefix="station-tamper-", dir="/tmp"))
     os.chmod(root, 0o755)                    # others may traverse the root: only modes protect
+    request.addfinalizer(lambda: shutil.rmtree(root, ignore_errors=True))
     procs: list[subprocess.Popen] = []
     console = None
     try:
@@ -270,7 +271,6 @@ public_key = "{data / 'keys' / 'station.key'}"
         r = subprocess.run(station_cmd("--no-system-config", "report", str(copy), "--out", str(tmp_path / "rep")),
                            capture_output=True, text=True, cwd=REPO, timeout=120)
         assert r.returncode == 1 and "PROBLEMS" in r.stdout, r.stdout + r.stderr
-    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.mark.timeout(120)
