@@ -11,11 +11,11 @@ it) plus ``XI_HierarchyChanged``. Then the thread takes the socket over and pars
 itself with ``struct`` (``_parse``): python-xlib's per-event machinery (locks, ``rq`` structs,
 event objects) is not on the hot path, and the only request sent afterwards is a 8-byte
 ``QueryPointer`` per closed mouse bin, whose reply is read from the same stream without
-waiting. After a read that held only motion (no key or button), the thread waits
-``READ_BATCH_S`` (50 ms) before reading again: continuous motion costs ~20 wake-ups/s instead of
-one per event (a Python wake-up costs 100-300 us of CPU on a busy machine: caches are cold);
-keys and buttons are read at once unless they come during such a wait (then <= 50 ms late,
-which also delays their ``key_times`` note). Stamps do not suffer from that: every raw event
+waiting. After a read without a key press, the thread waits ``READ_BATCH_S`` (50 ms) before
+reading again: continuous motion costs ~20 wake-ups/s instead of one per event (a Python
+wake-up costs 100-300 us of CPU on a busy machine: caches are cold); a key press is read at
+once unless it comes during such a wait (then <= 50 ms late, which also delays its
+``key_times`` note for the audio source's click rejection). Stamps do not suffer from that: every raw event
 carries the server's time, which Xorg/Xvfb take from CLOCK_MONOTONIC, the station clock's
 source, in ms (``_stamp``: rounded up, 0-2 ms late, never before the event; read time when the
 server's time is implausible). Mouse bins are closed when a later bin's move arrives, else
@@ -49,13 +49,14 @@ is a repeat press as the server says, and stops the derived repeats of that key.
 Mouse: a ``RawMotion`` with an x or y valuator (bits 0/1 of its valuator mask; scroll-valuator
 motion is not a move) counts as one move. Raw valuators cannot give the path: they are deltas
 for relative motion but screen positions for absolute motion (XTEST, tablets) and the event does
-not say which. So the distance of a bin is the straight line between the pointer positions
-(``QueryPointer``) asked for when the previous bin and this bin closed: at most 100 queries/s,
-only while moving; the total over a straight path is exact, a curve inside one 10 ms bin counts
-as its chord, and positions between bins telescope (a move just after a bin closed can land in
-that bin's distance). The first move of a burst (after ``BURST_GAP_NS`` = 100 ms without
-moves) asks for the position instead of using the last one, so a warp during the pause does not
-count as distance; that first move's own displacement (a few px) is not counted. Bins still waiting for their reply when the connection drops are emitted
+not say which. So the thread asks for the pointer position (``QueryPointer``) once per read in
+which bins closed (<= ~20/s while moving, none at rest): the straight line from the previous
+position is shared by those bins in proportion to their move counts. The total over a straight
+path is exact; a curve within one read (<= ~50 ms) counts as its chord, and a bin's share is an
+estimate when the speed changed within the read. The first move of a burst (after
+``BURST_GAP_NS`` = 100 ms without moves) asks for the position instead of using the last one,
+so a warp during the pause does not count as distance; the moves read with that first one
+(usually just it, a few px) are not counted in the distance. Bins still waiting for their reply when the connection drops are emitted
 with distance 0. Buttons 4-7 are scroll steps (4 up = +dy, 5 down, 6 left = -dx, 7 right), on
 press only; other buttons are clicks (press and release). Smooth-scroll valuators are not read:
 the server's emulated button 4-7 events are.
@@ -489,7 +490,8 @@ class _Reader:
         self.level3: set[int] = set()
         self.mode_switch: set[int] = set()
         self.down: set[int] = set()
-        self.urgent = False  # the last read had a key or button event
+        self.urgent = False  # the last read had a key press
+        self.moved = False   # the last read had a move
         self.repeat_kc = 0
         self.repeat_next = 0
         self.repeat_inj = False
@@ -502,6 +504,7 @@ class _Reader:
         self.awaiting: collections.deque = collections.deque()
         self._qp = struct.pack("=BxHI", _QUERY_POINTER_OPCODE, 2, self.root_id)
         self.out = bytearray()  # requests to send (one write per read)
+        self.closing: list = []  # bins closed during this read (one QueryPointer for all)
 
     def close(self) -> None:
         try:
@@ -532,11 +535,11 @@ class _Reader:
                 if not chunk:
                     raise ConnectionError("X server closed the connection")
                 self.buf += chunk
-                self.urgent = False
+                self.urgent = self.moved = False
                 self._parse(monotonic_ns())
                 self._timers(monotonic_ns())
                 self._flush()
-                if not self.urgent:
+                if self.moved and not self.urgent:
                     # Only motion (or replies): let more arrive before the next read, so that
                     # continuous motion costs one wake-up per READ_BATCH_S, not one per event.
                     # Events carry the server's time (see _stamp): the wait does not move stamps.
@@ -546,6 +549,10 @@ class _Reader:
                 self._flush()
 
     def _flush(self) -> None:
+        if self.closing:
+            self.awaiting.append(self.closing)
+            self.closing = []
+            self.out += self._qp
         if self.out:
             self.sock.sendall(self.out)
             self.out.clear()
@@ -621,13 +628,15 @@ class _Reader:
         except Exception:
             pass
         if self.bin_t >= 0 and self.bin_count:
-            self.awaiting.append((self.bin_t, self.bin_count, self.bin_inj))
+            self.closing.append((self.bin_t, self.bin_count, self.bin_inj))
         self.bin_t, self.bin_count, self.bin_inj = -1, 0, 0
+        if self.closing:
+            self.awaiting.append(self.closing)
+            self.closing = []
         while self.awaiting:
-            b = self.awaiting.popleft()
-            if b is not None:
-                self.sink.put(MouseBin(b[0], b[1], 0, b[2]))
-                self.counts["mouse_bins"] += 1
+            group = self.awaiting.popleft()
+            if group:
+                self._emit_bins(group, 0.0)
         self.keys.release_due(now)
         self.repeat_kc = 0
 
@@ -697,10 +706,10 @@ class _Reader:
             self.repeat_next += interval
 
     def _button_or_key(self, t: int, evtype: int, detail: int, inj: bool, flags: int) -> None:
-        self.urgent = True  # keys and buttons are read at once (key_times feeds click rejection)
         if self.repeat_kc:
             self._repeat_until(t)
         if evtype == _XI_RAW_KEY_PRESS:
+            self.urgent = True  # read key presses at once: key_times feeds click rejection
             kc = detail
             role = self.state.keymap.role.get(kc, 0)
             repeat = bool(flags & _XI_KEY_REPEAT)  # the server says: this key was already down
@@ -767,26 +776,41 @@ class _Reader:
             self._close_bin()
             if t - self.last_move_t > BURST_GAP_NS:
                 # a new burst after a pause: start from where the pointer is now (a warp made
-                # during the pause is not a move); this move's own displacement is not counted
+                # during the pause is not a move); the moves of this read are not in the distance
+                if self.closing:
+                    self.awaiting.append(self.closing)
+                    self.closing = []
+                    self.out += self._qp
                 self.awaiting.append(None)
                 self.out += self._qp
             self.bin_t = b
         self.last_move_t = t
+        self.moved = True
         self.bin_count += 1
         self.bin_inj += inj
         self.counts["moves"] += 1
 
     def _close_bin(self) -> None:
         if self.bin_t >= 0 and self.bin_count:
-            self.awaiting.append((self.bin_t, self.bin_count, self.bin_inj))
-            self.out += self._qp  # QueryPointer (sent by _flush); the reply comes in the stream
+            self.closing.append((self.bin_t, self.bin_count, self.bin_inj))
             self.closed_until = self.bin_t + BIN_NS
         self.bin_t, self.bin_count, self.bin_inj = -1, 0, 0
 
     def _on_pointer(self, x: int, y: int) -> None:
-        b = self.awaiting.popleft() if self.awaiting else None
-        if b is not None:
+        group = self.awaiting.popleft() if self.awaiting else None
+        if group:
             dist = math.hypot(x - self.pos[0], y - self.pos[1]) if self.pos is not None else 0.0
-            self.sink.put(MouseBin(b[0], b[1], int(round(dist)), b[2]))
-            self.counts["mouse_bins"] += 1
+            self._emit_bins(group, dist)
         self.pos = (x, y)
+
+    def _emit_bins(self, group: list, dist: float) -> None:
+        """Emit closed bins sharing ``dist`` px by their move counts (rounded so that the
+        emitted distances add up to round(dist))."""
+        total = sum(b[1] for b in group)
+        acc, sent = 0.0, 0
+        for bin_t, count, inj in group:
+            acc += dist * count / total
+            d = int(round(acc)) - sent
+            sent += d
+            self.sink.put(MouseBin(bin_t, count, d, inj))
+            self.counts["mouse_bins"] += 1
