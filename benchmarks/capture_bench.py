@@ -65,15 +65,20 @@ def child() -> None:
     c0 = os.times()
     stop = threading.Event()
     threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
-    while not stop.wait(0.5):
-        # drain like a recorder would (every 0.5 s), keep only what the parent needs
-        for e in cap.queue.drain():
+
+    def take(events):
+        # keep only what the parent needs
+        nonlocal moves
+        for e in events:
             if isinstance(e, KeyEvent) and e.down and not e.repeat:
                 keys.append(e.t_ns)
             elif isinstance(e, FocusChange) and e.window_id:
                 focus.append((e.t_ns, e.window_id))
             elif isinstance(e, MouseBin):
                 moves += e.count
+
+    while not stop.wait(0.5):
+        take(cap.queue.drain())  # drain like a recorder would (every 0.5 s)
         if rss_10s is None and time.monotonic() - t_start >= 10:
             rss_10s = _rss_kb()
     c1 = os.times()
@@ -81,12 +86,11 @@ def child() -> None:
     rss_end = _rss_kb()
     cap.stop()
     input_status = cap.input.status()
-    for e in cap.queue.drain():
-        if isinstance(e, MouseBin):
-            moves += e.count
+    take(cap.events + cap.queue.drain())  # emitted while stopping (last bins, held-back keys;
+    #                                       Capture.stop() collects them into cap.events)
     cpu = (c1.user - c0.user) + (c1.system - c0.system)
-    print(json.dumps({"backend": backend, "cpu_s": cpu, "wall_s": wall, "keys": keys, "focus": focus, "moves": moves,
-                      "rss_10s_kb": rss_10s, "rss_end_kb": rss_end,
+    print(json.dumps({"backend": backend, "cpu_s": cpu, "wall_s": wall, "keys": keys, "focus": focus,
+                      "moves": moves, "rss_10s_kb": rss_10s, "rss_end_kb": rss_end,
                       "dropped": cap.queue.dropped, "input_status": input_status}), flush=True)
 
 

@@ -11,10 +11,10 @@ it) plus ``XI_HierarchyChanged``. Then the thread takes the socket over and pars
 itself with ``struct`` (``_parse``): python-xlib's per-event machinery (locks, ``rq`` structs,
 event objects) is not on the hot path, and the only request sent afterwards is a 8-byte
 ``QueryPointer`` per closed mouse bin, whose reply is read from the same stream without
-waiting. After a read without a key press, the thread waits ``READ_BATCH_S`` (50 ms) before
-reading again: continuous motion costs ~20 wake-ups/s instead of one per event (a Python
+waiting. After a read with motion and no key press, the thread waits ``READ_BATCH_S`` (100 ms)
+before reading again: continuous motion costs ~10 wake-ups/s instead of one per event (a Python
 wake-up costs 100-300 us of CPU on a busy machine: caches are cold); a key press is read at
-once unless it comes during such a wait (then <= 50 ms late, which also delays its
+once unless it comes during such a wait (then <= 100 ms late, which also delays its
 ``key_times`` note for the audio source's click rejection). Stamps do not suffer from that: every raw event
 carries the server's time, which Xorg/Xvfb take from CLOCK_MONOTONIC, the station clock's
 source, in ms (``_stamp``: rounded up, 0-2 ms late, never before the event; read time when the
@@ -50,9 +50,9 @@ Mouse: a ``RawMotion`` with an x or y valuator (bits 0/1 of its valuator mask; s
 motion is not a move) counts as one move. Raw valuators cannot give the path: they are deltas
 for relative motion but screen positions for absolute motion (XTEST, tablets) and the event does
 not say which. So the thread asks for the pointer position (``QueryPointer``) once per read in
-which bins closed (<= ~20/s while moving, none at rest): the straight line from the previous
+which bins closed (<= ~10/s while moving, none at rest): the straight line from the previous
 position is shared by those bins in proportion to their move counts. The total over a straight
-path is exact; a curve within one read (<= ~50 ms) counts as its chord, and a bin's share is an
+path is exact; a curve within one read (<= ~100 ms) counts as its chord, and a bin's share is an
 estimate when the speed changed within the read. The first move of a burst (after
 ``BURST_GAP_NS`` = 100 ms without moves) asks for the position instead of using the last one,
 so a warp during the pause does not count as distance; the moves read with that first one
@@ -90,7 +90,7 @@ DEFAULT_REPEAT_DELAY_MS = 660
 DEFAULT_REPEAT_INTERVAL_MS = 40
 BURST_GAP_NS = 100_000_000  # a move after this long without one starts a new burst (see _move)
 STOP_DRAIN_S = 0.2
-READ_BATCH_S = 0.050  # after reading only motion, wait this long before reading again
+READ_BATCH_S = 0.100  # after a read with motion and no key press, wait this long before reading again
 BIN_CLOSE_LAG_NS = 50_000_000  # a bin without later moves is closed this long after its end
 MAX_EVENT_AGE_NS = 2_000_000_000  # an event time older than this (vs read time) is not trusted  # on stop, wait this long at most for the last bins' pointer positions
 
@@ -463,7 +463,10 @@ class _Reader:
             self.num = bool(p.mask & self.state.num_mask)
             d.sync()
         except Exception:
-            d.close()
+            try:
+                d.close()
+            except Exception:
+                pass  # the connection may be gone already
             raise
         # Take the socket over: what python-xlib already read (queued events, a partial packet)
         # goes first into our buffer, in order.
@@ -499,8 +502,8 @@ class _Reader:
         self.bin_count = self.bin_inj = 0
         self.last_move_t = 0
         self.closed_until = 0  # end of the last closed bin (ns): no bin may start before it
-        # closed bins (bin_t, count, injected) and burst starts (None), each waiting for the
-        # reply of its QueryPointer, in request order
+        # per QueryPointer sent, in request order: the closed bins [(bin_t, count, injected)]
+        # sharing its position, or None for a burst start (the position is only the new base)
         self.awaiting: collections.deque = collections.deque()
         self._qp = struct.pack("=BxHI", _QUERY_POINTER_OPCODE, 2, self.root_id)
         self.out = bytearray()  # requests to send (one write per read)
