@@ -20,8 +20,9 @@ automation tools) are processed by the X server as device events and are NOT dis
 X RECORD: they arrive with ``injected=False``. See ``INJECTED_LIMITATION``.
 
 Cost (benchmarks/capture_bench.py, XTEST relative motion, shared 2-core machine): input+focus
-1.7 % of one core at 125 Hz mouse + 8 keys/s, 7.7 % at 1000 Hz + 20 keys/s (the XI2 backend:
-1.1 % and 1.8 %); with pointer warps (``xdotool mousemove X Y``) as motion, 6.3 % / 14.9 %.
+1.7-2.1 % of one core at 125 Hz mouse + 8 keys/s, 7.7-8.4 % at 1000 Hz + 20 keys/s (the XI2
+backend: 1.0 % and 1.4 %); with pointer warps (``xdotool mousemove X Y``) as motion, 6.3 % /
+14.9 %.
 X RECORD hands motion over in bursts, stamped on arrival: mouse bins are coarser than the motion.
 
 Failure modes: X server gone -> ``SourceHealth("lost")``, listeners restarted with backoff (0.1 s
