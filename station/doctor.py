@@ -5,7 +5,8 @@ Checks (all required; each never raises, a failure is a ``Check`` with ``ok=Fals
 - ``display``: the capture backend (``station.sources.platform``): X11 and reachable passes;
   Wayland fails with the message that other applications' input and focus are not visible;
   no display fails.
-- ``xrecord``: the X server offers the RECORD extension (keyboard and mouse capture).
+- ``xinput2``: XInput >= 2.1 (the default keyboard/mouse backend; flags XTEST-injected input);
+- ``xrecord``: the RECORD extension (needed only by the pynput fallback backend).
 - ``window manager``: an EWMH window manager runs (``_NET_SUPPORTING_WM_CHECK``) and announces
   ``_NET_ACTIVE_WINDOW`` in ``_NET_SUPPORTED`` (event-driven focus capture).
 - ``audio ...``: whatever ``station.sources.audio.doctor_checks(cfg)`` returns (devices, rates,
@@ -52,11 +53,19 @@ def _x11_checks(backend: platform.Backend) -> list[Check]:
                 Check("window manager", False, "no X display")]
     try:
         out = [Check("display", True, f"X11 {backend.display} ({d.display.info.vendor})")]
+        try:
+            chosen, why = platform.input_backend(backend)
+        except Exception as e:
+            chosen, why = "xi2", str(e)
+        xi = platform.xinput_version(backend.display)
+        xi_ok = xi is not None and xi >= (2, 1)
+        out.append(Check("xinput2", xi_ok, f"XInput {xi[0]}.{xi[1]}" + (" (input backend)" if chosen == "xi2" else "")
+                         if xi else "no XInputExtension", required=chosen == "xi2"))
         if d.has_extension("RECORD"):
-            out.append(Check("xrecord", True, "RECORD extension present"))
+            out.append(Check("xrecord", True, "RECORD extension present", required=chosen == "pynput"))
         else:
-            out.append(Check("xrecord", False, "the X server has no RECORD extension: keyboard and "
-                                               "mouse cannot be recorded"))
+            out.append(Check("xrecord", False, "the X server has no RECORD extension (needed only by the "
+                                               "pynput input backend)", required=chosen == "pynput"))
         out.append(_ewmh_check(d))
         return out
     finally:
