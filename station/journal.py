@@ -437,6 +437,7 @@ class Journal:
             try:
                 conn = sqlite3.connect(_uri(path, "rw" if writable else "ro"), uri=True,
                                        isolation_level=None, check_same_thread=False, timeout=5.0)
+                conn.text_factory = _text
                 header, header_json = _check_journal(conn, path)
                 if writable:
                     _setup_writer(conn)
@@ -444,6 +445,8 @@ class Journal:
                     conn.execute("PRAGMA query_only = 1")
             except sqlite3.Error as e:
                 raise JournalError(f"{path}: {_describe(e)}") from None
+            except UnicodeDecodeError:
+                raise JournalError(f"{path}: journal is corrupt (text that is not UTF-8)") from None
         except BaseException:
             if conn is not None:
                 conn.close()
@@ -629,6 +632,8 @@ class Journal:
             if not rows:
                 return
             for idx, payload in rows:
+                if not isinstance(payload, (bytes, memoryview)):
+                    raise JournalError(f"{self.path}: block {idx} is malformed (edited?)")
                 try:
                     yield events.decode_batch(payload)
                 except events.FormatError as e:
@@ -655,8 +660,8 @@ class Journal:
                 rows = self._conn.execute(sql, [nxt, hi, *extra]).fetchall()
             if not rows:
                 return
-            for seq, kind, t_ns, body in rows:
-                yield StoredMessage(seq, kind, t_ns, bytes(body))
+            for row in rows:
+                yield self._message(row)
             nxt = rows[-1][0] + 1
 
     def last_message(self, kind: str) -> StoredMessage | None:
@@ -665,7 +670,15 @@ class Journal:
             row = self._conn.execute(
                 "SELECT seq, kind, t_ns, body FROM messages WHERE kind = ? ORDER BY seq DESC LIMIT 1",
                 (kind,)).fetchone()
-        return StoredMessage(row[0], row[1], row[2], bytes(row[3])) if row else None
+        return self._message(row) if row else None
+
+    def _message(self, row) -> StoredMessage:
+        """A stored message row, type-checked: an edited row of the wrong types is a JournalError."""
+        seq, kind, t_ns, body = row
+        if not (isinstance(seq, int) and isinstance(kind, str) and isinstance(t_ns, int)
+                and isinstance(body, (bytes, memoryview))):
+            raise JournalError(f"{self.path}: message {seq!r} is malformed (edited?)")
+        return StoredMessage(seq, kind, t_ns, bytes(body))
 
     @property
     def ended(self) -> bool:
@@ -819,6 +832,14 @@ class _Translate:
         if et is not None and issubclass(et, sqlite3.Error):
             raise JournalError(f"{self.path}: {_describe(e)}") from None
         return False
+
+
+def _text(raw: bytes) -> str:
+    """SQLite TEXT -> str; text that is not UTF-8 can only come from corruption or an edit."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise JournalError("the journal holds text that is not UTF-8 (corrupt or edited)") from None
 
 
 def _describe(e: sqlite3.Error) -> str:

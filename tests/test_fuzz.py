@@ -272,10 +272,6 @@ def test_journal_reader_on_sql_level_edits(tmp_path, journal_file, edit, value):
     _sql_edit(tmp_path, journal_file, *edit, value)
 
 
-@pytest.mark.xfail(strict=True,
-                   reason="Journal.iter_messages/iter_batches call bytes() on a column SQLite may hold as "
-                          "INTEGER/TEXT after an edit: bytes(-1) raises ValueError, bytes('x') TypeError "
-                          "instead of JournalError (station/journal.py, reported to the lead)")
 @pytest.mark.parametrize("edit,value", [(("messages", "body"), -1), (("messages", "body"), "x")])
 def test_journal_reader_on_sql_level_type_confusion(tmp_path, journal_file, edit, value):
     """Found by the fuzzer above when integers/text were allowed as values."""
