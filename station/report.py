@@ -75,6 +75,8 @@ def build_report(journal, exact: bool = False) -> dict:
                       "replay_mismatches": res.mismatches, "batches": res.batches, "events": res.events,
                       "messages_compared": res.compared},
         "data_gaps": gaps,
+        "synthetic_input": {"keys": eng.injected["keys"], "mouse": eng.injected["mouse"],
+                            "first_wall": _iso(h.wall_ns(eng.injected_first_ns)) if eng.injected_first_ns else None},
         "contacts": contacts,
         "competences": evidence,
         "session_totals": eng.session_totals(),
@@ -202,6 +204,7 @@ td,th{{border:1px solid #bbb;padding:3px 6px;font-size:12px;vertical-align:top}}
 <tr><th>Software</th><td>station {esc(rep['software_version'])} (session recorded with {esc(s['session_software_version'])}), config {esc(s['config_hash'][:12])}</td></tr>
 <tr><th>Headset calibration</th><td>{_fmt(rep['headset'])}</td></tr>
 <tr><th>Integrity</th><td class="{'ok' if integ['ok'] else 'bad'}">{'journal intact, replay reproduces the published figures' if integ['ok'] else esc('; '.join(integ['journal_problems'] + integ['replay_mismatches'])[:2000])}</td></tr>
+<tr><th>Synthetic input</th><td class="{'ok' if not (rep['synthetic_input']['keys'] or rep['synthetic_input']['mouse']) else 'bad'}">{'none detected' if not (rep['synthetic_input']['keys'] or rep['synthetic_input']['mouse']) else esc(f"{rep['synthetic_input']['keys']} key presses and {rep['synthetic_input']['mouse']} mouse events were injected (XTEST), first at {rep['synthetic_input']['first_wall']}")}</td></tr>
 <tr><th>Data gaps</th><td class="{'ok' if not rep['data_gaps'] else 'bad'}">{'none' if not rep['data_gaps'] else '<br>'.join(esc(f"{g['source']}: {g['wall_start']} for {g['duration_ms'] / 1000:.1f} s") for g in rep['data_gaps'])}</td></tr>
 </table>
 <h2>Competences</h2>

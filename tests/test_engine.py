@@ -2,7 +2,7 @@
 
 import pytest
 
-from station.events import KeyClass
+from station.events import KeyClass, KeyEvent
 from tests.engine_helpers import S, focus, marker, mouse, run, speech, typing
 
 
@@ -161,3 +161,18 @@ def test_live_summaries_every_half_second_with_live_flags():
     assert all(b - a == S // 2 for a, b in zip(times[:-2], times[1:-1]))
     talking = [b["live"]["agent_talking"] for _, t, b in summaries if 2.5 * S <= t <= 4.5 * S]
     assert talking and all(talking)
+
+
+def test_injected_input_is_counted_alerted_and_reported():
+    from station.events import MouseBin
+    ev = [focus(0, "crm")] + typing(1, 2, step_s=0.5)
+    ev += [KeyEvent(int(3 * S), KeyClass.PRINTABLE, True, injected=True),
+           KeyEvent(int(3.05 * S), KeyClass.PRINTABLE, False, injected=True),
+           MouseBin(int(4 * S), 3, 30, injected=2)]
+    eng, outs = run(ev, end_s=8)
+    assert eng.injected == {"keys": 1, "mouse": 2}
+    assert eng.injected_first_ns == 3 * S
+    alerts = [b for k, _, b in outs if k == "alert" and b["type"] == "injected_input"]
+    assert alerts and alerts[0]["keys"] == 1
+    last = [b for k, _, b in outs if k == "summary"][-1]
+    assert last["session"]["injected_input"] == {"keys": 1, "mouse": 2}

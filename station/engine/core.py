@@ -77,6 +77,10 @@ class Engine:
         self._totals = {"phone": {}, "chat": {}, "email": {}}
         self.finished = False
         self.evidence_dirty = False
+        self.injected = {"keys": 0, "mouse": 0}   # synthetic (XTEST) input seen
+        self.injected_first_ns: int | None = None
+        self._injected_alerted = {"keys": 0, "mouse": 0}
+        self._injected_alert_t: int | None = None
 
     # ------------------------------------------------------------------ input
     def ingest(self, batch) -> list[tuple[str, int, dict]]:
@@ -93,6 +97,7 @@ class Engine:
             self._add_speech(s["speech"])
         if "key" in s:
             self._add_keys(s["key"])
+        self._count_injected(s)
         mouse_t = [s[n]["t_ns"] for n in ("mouse", "click", "scroll") if n in s]
         if mouse_t:
             t = np.concatenate(mouse_t)
@@ -119,6 +124,24 @@ class Engine:
             out.append(("summary", batch.t_ns, self.summary()))
             self.next_tick = (batch.t_ns // self.summary_ns + 1) * self.summary_ns
         return out
+
+    def _count_injected(self, s) -> None:
+        """Count synthetic input (keys, mouse moves, clicks, scrolls flagged injected)."""
+        firsts = []
+        if "key" in s:
+            m = s["key"]["injected"] & s["key"]["down"]
+            if m.any():
+                self.injected["keys"] += int(np.count_nonzero(m))
+                firsts.append(int(s["key"]["t_ns"][m].min()))
+        for name in ("mouse", "click", "scroll"):
+            if name in s:
+                inj = np.asarray(s[name]["injected"], dtype=np.int64)
+                if inj.any():
+                    self.injected["mouse"] += int(inj.sum())
+                    firsts.append(int(s[name]["t_ns"][inj > 0].min()))
+        if firsts:
+            first = min(firsts)
+            self.injected_first_ns = first if self.injected_first_ns is None else min(self.injected_first_ns, first)
 
     def _add_speech(self, cols) -> None:
         t, dur, ch, sp = cols["t_ns"], cols["dur_ns"], cols["channel"], cols["speech"]
@@ -374,6 +397,17 @@ class Engine:
         return max(0, known - max(self._last_speech_end(), contact["start_ns"]))
 
     def _alerts(self) -> list:
+        out = []
+        if self.injected != self._injected_alerted and (
+                self._injected_alert_t is None or self.now - self._injected_alert_t >= 60_000_000_000):
+            out.append(("alert", self.now, {"type": "injected_input", "keys": self.injected["keys"],
+                                            "mouse": self.injected["mouse"],
+                                            "first_ns": self.injected_first_ns}))
+            self._injected_alerted = dict(self.injected)
+            self._injected_alert_t = self.now
+        return out + self._dead_air_alert()
+
+    def _dead_air_alert(self) -> list:
         contact = self.current_contact()
         silence = self._silence_now(contact)
         if silence >= self.cfg_activity.dead_air_ms * NS_PER_MS:
@@ -412,7 +446,8 @@ class Engine:
                 "s1_share": share(ph.get("info", 0), ph.get("conv", 0)),
                 "s3_share": share(ph.get("s3_conv", 0), ph.get("conv", 0)),
                 "dead_air_ms": ph.get("dead", 0) // NS_PER_MS,
-                "keys_pressed": self.presses.n, "marks": len(self.marks)}
+                "keys_pressed": self.presses.n, "marks": len(self.marks),
+                "injected_input": dict(self.injected)}
 
     def evidence(self) -> dict:
         """The 19 competences so far (see evidence.session_evidence), for the live board."""

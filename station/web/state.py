@@ -299,6 +299,10 @@ class Room:
             alerts.append({"type": "clock", "text": f"station clock off by {skew / 1000:+.1f} s"})
         elif rtt is not None and rtt / 2 / NS_PER_MS > c.clock_warn_ms:
             alerts.append({"type": "clock", "text": f"clock estimate uncertain (±{rtt / 2e6:.0f} ms)"})
+        inj = st.totals.get("injected_input") or {}
+        if isinstance(inj, dict) and (_num(inj.get("keys")) or _num(inj.get("mouse"))):
+            alerts.append({"type": "injected", "text": f"synthetic input: {_num(inj.get('keys')) or 0} keys, "
+                                                      f"{_num(inj.get('mouse')) or 0} mouse events injected"})
         cal = st.headset_calibrated()
         if cal is False:
             alerts.append({"type": "headset", "text": "headset not calibrated"})
