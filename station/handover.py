@@ -214,13 +214,14 @@ class HandoverServer:
             ok = proto == PROTO and hello.get("station_id") == self.station_id
             error = "" if ok else (f"protocol {proto} not supported (this recorder speaks {PROTO})" if proto != PROTO
                                    else f"capture is for station {hello.get('station_id')!r}, this is {self.station_id!r}")
+            if not ok:
+                log.error("capture refused: %s", error)
+                self.stats["refused"] += 1
             try:
                 self._conn.sendall(frame(ACK, msgpack.packb({"proto": PROTO, "ok": ok, "error": error})))
             except OSError:
                 return False
             if not ok:
-                log.error("capture refused: %s", error)
-                self.stats["refused"] += 1
                 return False
             self._hello = True
             self.peer.update(capture_pid=hello.get("pid"))

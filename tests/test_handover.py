@@ -110,7 +110,7 @@ def test_wrong_station_and_wrong_version_are_refused(tmp_path):
         assert r and r[0][0] == b"A" and msgpack.unpackb(r[0][1])["ok"] is False
         r = FrameReader(1 << 16).feed(raw(tmp_path, frame(HELLO, msgpack.packb({"proto": PROTO + 1, "station_id": "st-1"}))))
         assert "not supported" in msgpack.unpackb(r[0][1])["error"]
-        assert srv.stats["refused"] == 2
+        assert wait(lambda: srv.stats["refused"] == 2)
     finally:
         srv.stop()
     assert not any(isinstance(e, KeyEvent) for e in rq.drain())
