@@ -22,7 +22,6 @@ import importlib
 import os
 import tempfile
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 from .sources import platform

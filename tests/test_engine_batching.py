@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from station.engine import Engine
 from station.events import Batch, decode_batch, encode_batch
-from tests.engine_helpers import MS, S, cfg, focus, marker, mouse, speech, typing
+from tests.engine_helpers import S, cfg, focus, marker, mouse, speech, typing
 
 
 END_S = 100

@@ -4,7 +4,6 @@ What is checked: every focus change with the right class, category, pid and proc
 from just before ``xdotool windowactivate``; title changes; title privacy; no CPU while idle
 (event-driven, not polling); vanished windows; X server killed and restarted (both sources)."""
 
-import os
 import time
 
 import pytest

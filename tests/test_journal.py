@@ -11,7 +11,6 @@ import sqlite3
 import stat
 import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
 import time
@@ -23,7 +22,7 @@ from hypothesis import strategies as st
 
 from station import __version__, clock, events as E
 from station.errors import JournalError
-from station.journal import (JOURNAL_FORMAT, Journal, SessionHeader, list_sessions,
+from station.journal import (Journal, SessionHeader, list_sessions,
                              new_session_id, resolve_session, sessions_dir, writer_active)
 from tests.support import REPO
 

@@ -4,9 +4,7 @@ the capture -> recorder hand-over with a stopped capture, and bad configuration.
 import os
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import msgpack
 import pytest
@@ -187,7 +185,7 @@ def test_stopped_capture_is_a_gap_within_two_seconds(tmp_path):
                     if body.get("type") == "source_lost" and body.get("source") == "capture":
                         return m
             return None
-        msg = _wait_for(alert, 10, "the capture-lost alert")
+        _wait_for(alert, 10, "the capture-lost alert")
         published_at = time.monotonic_ns()
         assert published_at - stopped_at <= 2.2 * S, (published_at - stopped_at) / S
         cap.send_signal(signal.SIGCONT)

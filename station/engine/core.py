@@ -23,7 +23,6 @@ from __future__ import annotations
 import numpy as np
 
 from .. import intervals as iv
-from ..events import KeyClass
 from .contacts import Clusterer, MarkerBook
 from .figures import CAT_CODES, CAT_NAMES, NS_PER_MS, WindowData, share, window_figures
 from .tracks import Points, SpanTrack

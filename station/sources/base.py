@@ -13,6 +13,7 @@ A source is started with a sink and must:
 from __future__ import annotations
 
 import collections
+import os
 import threading
 from typing import Any, Iterable, Protocol
 
@@ -91,3 +92,41 @@ class HealthReporter:
             return
         self.state, self.detail = state, detail
         self.sink.put(SourceHealth(t_ns if t_ns is not None else monotonic_ns(), self.source, state, detail))
+
+
+class ThreadedSource:
+    """start/stop for a source with one worker thread (``_run``) and a self-pipe that wakes it:
+    ``stop`` sets ``_stop``, writes to ``_wake_w`` (so a ``select`` on ``_wake_r`` returns), joins
+    the thread (2 s at most) and closes the pipe. Subclasses set ``name`` and ``thread_name`` and
+    initialise ``_sink, _health, _thread, _stop, _wake_r, _wake_w`` in ``__init__``."""
+
+    name = "source"
+    thread_name = "station-source"
+
+    def start(self, sink: EventSink) -> None:
+        if self._thread is not None:
+            raise RuntimeError(f"{self.name} source already started")
+        self._sink = sink
+        self._health = HealthReporter(self.name, sink)
+        self._stop.clear()
+        self._wake_r, self._wake_w = os.pipe()
+        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._wake_w >= 0:
+            try:
+                os.write(self._wake_w, b"x")
+            except OSError:
+                pass
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+            self._thread = None
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._wake_r = self._wake_w = -1

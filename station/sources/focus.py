@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
 import select
 import threading
 from typing import Any
@@ -41,7 +40,7 @@ from ..categories import Categorizer
 from ..clock import monotonic_ns
 from ..events import FocusChange
 from . import platform
-from .base import EventSink, HealthReporter
+from .base import EventSink, HealthReporter, ThreadedSource
 
 log = logging.getLogger(__name__)
 
@@ -112,11 +111,12 @@ def read_comm(pid: int) -> str:
         return ""
 
 
-class FocusSource:
+class FocusSource(ThreadedSource):
     """Event-driven window-focus source (see module docstring). ``status()`` gives state and
     counters: changes emitted, reconnects, vanished windows."""
 
     name = "focus"
+    thread_name = "station-focus"
 
     def __init__(self, cfg: Any, focus_state: FocusState | None = None):
         self.cfg = cfg
@@ -133,34 +133,6 @@ class FocusSource:
         self.connected = threading.Event()  # set while an X connection is up and watched
 
     # -- Source interface -------------------------------------------------------------------
-    def start(self, sink: EventSink) -> None:
-        if self._thread is not None:
-            raise RuntimeError("focus source already started")
-        self._sink = sink
-        self._health = HealthReporter(self.name, sink)
-        self._stop.clear()
-        self._wake_r, self._wake_w = os.pipe()
-        self._thread = threading.Thread(target=self._run, name="station-focus", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._wake_w >= 0:
-            try:
-                os.write(self._wake_w, b"x")
-            except OSError:
-                pass
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
-            self._thread = None
-        for fd in (self._wake_r, self._wake_w):
-            if fd >= 0:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-        self._wake_r = self._wake_w = -1
-
     def status(self) -> dict[str, Any]:
         h = self._health
         return {"state": h.state if h else "stopped", "detail": h.detail if h else "",

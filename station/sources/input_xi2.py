@@ -71,7 +71,6 @@ from __future__ import annotations
 import collections
 import importlib.util
 import math
-import os
 import select
 import struct
 import threading
@@ -81,7 +80,7 @@ from typing import Any, Iterable
 from ..clock import monotonic_ns
 from ..events import KeyClass, MouseBin, MouseClick, MouseScroll
 from . import platform
-from .base import EventSink, HealthReporter
+from .base import EventSink, HealthReporter, ThreadedSource
 from .input import BACKOFF_MAX_S, BACKOFF_START_S, BIN_NS, KeyPipeline
 
 INJECTED_DETECTION = ("xi2 backend: events from XTEST slave devices (sourceid) are marked injected; "
@@ -334,11 +333,12 @@ def _describe(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}"[:200] if text else type(e).__name__
 
 
-class Xi2Input:
+class Xi2Input(ThreadedSource):
     """The XI2 backend of ``InputSource`` (see module docstring): one reader thread that
     connects, reads and reconnects with backoff."""
 
     name = "input"
+    thread_name = "station-input-xi2"
 
     def __init__(self, cfg: Any, focus_state: Any, key_times: Any = None,
                  connected: threading.Event | None = None):
@@ -353,34 +353,6 @@ class Xi2Input:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._wake_r, self._wake_w = -1, -1
-
-    def start(self, sink: EventSink) -> None:
-        if self._thread is not None:
-            raise RuntimeError("input source already started")
-        self._sink = sink
-        self._health = HealthReporter(self.name, sink)
-        self._stop.clear()
-        self._wake_r, self._wake_w = os.pipe()
-        self._thread = threading.Thread(target=self._run, name="station-input-xi2", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._wake_w >= 0:
-            try:
-                os.write(self._wake_w, b"x")
-            except OSError:
-                pass
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
-            self._thread = None
-        for fd in (self._wake_r, self._wake_w):
-            if fd >= 0:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-        self._wake_r = self._wake_w = -1
 
     def status(self) -> dict[str, Any]:
         h = self._health
