@@ -114,7 +114,23 @@ def open_port(url: str, baudrate: int, timeout: float) -> serial.SerialBase:
         raise RigError(f"cannot open serial port {url}: {e}") from None
 
 
-class Calibrator:
+class _SerialDevice:
+    """close() that never raises, and use as a context manager (``self.port``: the serial port)."""
+
+    def close(self) -> None:
+        try:
+            self.port.close()
+        except _PORT_ERRORS:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Calibrator(_SerialDevice):
     """Driver for the documented calibrator protocol. Use as a context manager.
 
     timeout: seconds allowed for each reply. Every method raises RigError on failure.
@@ -127,18 +143,6 @@ class Calibrator:
         self.port = port or open_port(url, baudrate, timeout)
         self.name = f"calibrator on {url}"
         self.lines = _Line(self.port, self.name)
-
-    def close(self) -> None:
-        try:
-            self.port.close()
-        except _PORT_ERRORS:
-            pass
-
-    def __enter__(self) -> "Calibrator":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def command(self, cmd: str) -> str:
         """Send one command, return the text after ``OK`` (may be empty)."""
@@ -192,7 +196,7 @@ class Calibrator:
         return value
 
 
-class SoundLevelMeter:
+class SoundLevelMeter(_SerialDevice):
     """A meter streaming one reading (dB SPL) per text line.
 
     timeout: seconds allowed between readings. max_garbage: consecutive lines without a number
@@ -207,18 +211,6 @@ class SoundLevelMeter:
         self.port = port or open_port(url, baudrate, timeout)
         self.name = f"sound level meter on {url}"
         self.lines = _Line(self.port, self.name)
-
-    def close(self) -> None:
-        try:
-            self.port.close()
-        except _PORT_ERRORS:
-            pass
-
-    def __enter__(self) -> "SoundLevelMeter":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def reading(self) -> float:
         """The next reading (dB SPL)."""

@@ -171,7 +171,9 @@ def svg_timeline(tl: dict, width: int = 960) -> str:
     return "".join(out)
 
 
-def _fmt(v) -> str:
+def fmt_value(v) -> str:
+    """A figure as escaped HTML text: None -> "–", booleans yes/no, floats to 3 digits, maps and
+    lists flattened."""
     if v is None:
         return "–"
     if isinstance(v, bool):
@@ -179,8 +181,13 @@ def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.3g}" if abs(v) < 10 else f"{v:.1f}"
     if isinstance(v, dict):
-        return "; ".join(f"{html.escape(str(k))}: {_fmt(x)}" for k, x in v.items()) or "–"
+        return "; ".join(f"{html.escape(str(k))}: {fmt_value(x)}" for k, x in v.items()) or "–"
+    if isinstance(v, list):
+        return ", ".join(fmt_value(x) for x in v) or "–"
     return html.escape(str(v))
+
+
+_fmt = fmt_value
 
 
 def render_html(rep: dict) -> str:

@@ -26,7 +26,7 @@ import statistics
 
 from .. import __version__
 from ..engine.evidence import COMPETENCES
-from ..report import svg_timeline
+from ..report import fmt_value, svg_timeline
 from .state import NS_PER_MS, Room, StationModel, proven
 
 BIG = {"lane": 10_000_000, "focus": 10_000_000, "dead": 10_000_000, "contacts": 100_000,
@@ -133,18 +133,7 @@ def data_gaps(reader, cfg, st: StationModel, msgs, station: str, session: str, c
 
 
 # ------------------------------------------------------------------------------------ HTML
-def _fmt(v) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, float):
-        return f"{v:.3g}" if abs(v) < 10 else f"{v:.1f}"
-    if isinstance(v, dict):
-        return "; ".join(f"{html.escape(str(k))}: {_fmt(x)}" for k, x in v.items()) or "–"
-    if isinstance(v, list):
-        return ", ".join(_fmt(x) for x in v) or "–"
-    return html.escape(str(v))
+_fmt = fmt_value  # the station report's formatting of figures
 
 
 STYLE = """
