@@ -239,6 +239,11 @@ public_key = "{data / 'keys' / 'station.key'}"
             console.stop()
         for p in reversed(procs):
             if p.poll() is None:
+                for pid in _children(p.pid):     # runuser does not pass SIGTERM on: stop the child too
+                    try:
+                        os.kill(pid, signal.SIGTERM)
+                    except ProcessLookupError:
+                        pass
                 p.send_signal(signal.SIGTERM)
         for p in procs:
             try:
