@@ -108,6 +108,22 @@ def _loop(rec: Recorder, stop: threading.Event, notify=None, extra_status=None) 
         stop.wait(rec.ingest_ns / 1e9)
 
 
+def _serve(rec: Recorder, stop: threading.Event, notify, before_close) -> int:
+    """Run the recorder loop until stopped; then stop the inputs (``before_close``), journal what
+    they delivered last and close. Tells systemd (``notify``) when ready and when stopping."""
+    if notify is not None:
+        notify.ready()
+    try:
+        _loop(rec, stop, notify)
+    finally:
+        if notify is not None:
+            notify.stopping()
+        before_close()
+        rec.step()
+        rec.close()
+    return 0
+
+
 def run_agent(cfg: Config, *, sources_kind: str = "real", seed: int = 1, speed: float = 1.0,
               data_dir: Path | None = None, stop: threading.Event | None = None, notify=None) -> int:
     stop = stop or threading.Event()
@@ -120,17 +136,7 @@ def run_agent(cfg: Config, *, sources_kind: str = "real", seed: int = 1, speed: 
     rec.open_session()
     start_sources(sources, queue, clock)
     log.info("agent running: station %s, session %s", cfg.station.id, rec.journal.header.session_id)
-    if notify is not None:
-        notify.ready()
-    try:
-        _loop(rec, stop, notify)
-    finally:
-        if notify is not None:
-            notify.stopping()
-        stop_sources(sources)
-        rec.step()
-        rec.close()
-    return 0
+    return _serve(rec, stop, notify, lambda: stop_sources(sources))
 
 
 def run_recorder(cfg: Config, *, data_dir: Path | None = None, stop: threading.Event | None = None, notify=None) -> int:
@@ -150,17 +156,7 @@ def run_recorder(cfg: Config, *, data_dir: Path | None = None, stop: threading.E
     server.start()
     log.info("recorder running: station %s, session %s, hand-over %s", cfg.station.id,
              rec.journal.header.session_id, server.path)
-    if notify is not None:
-        notify.ready()
-    try:
-        _loop(rec, stop, notify)
-    finally:
-        if notify is not None:
-            notify.stopping()
-        server.stop()
-        rec.step()
-        rec.close()
-    return 0
+    return _serve(rec, stop, notify, server.stop)
 
 
 def run_capture(cfg: Config, *, sources_kind: str = "real", seed: int = 1, speed: float = 1.0,
