@@ -218,7 +218,8 @@ class VadStats:
 
 
 def vad_stats(mode: int, gate_dbfs: float, speech: np.ndarray, speech_mask: np.ndarray, noise: np.ndarray,
-              clicks: np.ndarray, sample_rate: int, frame_ms: int = 20, crest_limit_db: float = 15.0) -> VadStats:
+              clicks: np.ndarray, sample_rate: int, frame_ms: int = 20, crest_limit_db: float = 15.0,
+              click_energy_share: float = 0.9) -> VadStats:
     """Run the agent's FrameClassifier on the calibration recordings.
 
     speech_mask: per speech frame, True where P.56's envelope says speech is active (only those
@@ -229,7 +230,7 @@ def vad_stats(mode: int, gate_dbfs: float, speech: np.ndarray, speech_mask: np.n
 
     def run(x, near=False):
         clf = FrameClassifier(0, sample_rate=sample_rate, frame_ms=frame_ms, mode=mode, gate_dbfs=gate_dbfs,
-                              crest_limit_db=crest_limit_db)
+                              crest_limit_db=crest_limit_db, click_energy_share=click_energy_share)
         return np.array([clf.classify(f, i, near_key_press=near).speech for i, f in enumerate(frames(x, fl))],
                         dtype=bool)
 

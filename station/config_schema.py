@@ -88,6 +88,7 @@ SCHEMA: dict[str, dict[str, Field | Table]] = {
         "gate_margin_db": Field("float", 0.0, 60.0),
         "click_window_ms": Field("int", 0, 1000),
         "click_crest_db": Field("float", 0.0, 60.0),
+        "click_energy_share": Field("float", 0.0, 1.0),
         "bleed_coupling_db": Field("float", 0.0, 120.0),
         "bleed_margin_db": Field("float", 0.0, 60.0),
         "latency_ms": Field("float", 0.0, 2000.0),

@@ -7,8 +7,13 @@
 2. webrtcvad's raw decision (``vad``) at the configured mode;
 3. energy gate: frames below ``gate_dbfs`` (noise floor + margin from the headset profile) are not
    speech (flag GATED);
-4. click rejection: a frame whose crest factor (peak/RMS) is above ``crest_db`` is impulsive
-   (flag IMPULSIVE); an impulsive frame near a key press is a keyboard click, not speech (CLICK);
+4. click rejection: a frame is impulsive (flag IMPULSIVE) when its crest factor (peak/RMS) is
+   above ``crest_limit_db`` or when its loudest ``CLICK_SPAN_MS`` (5 ms) hold at least
+   ``click_energy_share`` of its energy. A key click rings for a few ms: the crest factor of a
+   ringing click over a 20 ms frame is only about 15 dB (and lower for the tail of a click that
+   crossed into the next frame), but nearly all of its energy lies within 5 ms; voiced speech
+   spreads over several pitch periods. An impulsive frame near a key press is a keyboard click,
+   not speech (CLICK);
 5. bleed suppression (agent channel only): when the customer signal's level in the same frame is
    known, the microphone picks up ``customer_level - coupling_db`` from the earpiece; a mic frame
    not louder than that plus ``bleed_margin_db`` is bleed, not agent speech (BLEED).
@@ -30,6 +35,7 @@ import webrtcvad
 from .events import FrameFlag, SpeechFrame
 
 SILENCE_DBFS = -127.0
+CLICK_SPAN_MS = 5   # window of the energy-concentration check (ms)
 
 
 def level_dbfs(samples: np.ndarray) -> float:
@@ -52,17 +58,32 @@ def crest_db(samples: np.ndarray) -> float:
     return 20.0 * math.log10(float(np.max(np.abs(x))) / rms)
 
 
+def energy_share(samples: np.ndarray, span: int) -> float:
+    """Largest share (0..1) of the frame's energy found in any ``span`` consecutive samples
+    (0.0 for a silent frame)."""
+    x = samples.astype(np.float64)
+    e = np.cumsum(x * x)
+    total = float(e[-1]) if len(e) else 0.0
+    if total <= 0:
+        return 0.0
+    if span >= len(e):
+        return 1.0
+    best = max(float(e[span - 1]), float(np.max(e[span:] - e[:-span])))
+    return best / total
+
+
 class FrameClassifier:
     """Classify frames of one channel.
 
     sample_rate: 8000/16000/32000/48000 Hz. frame_ms: 10/20/30. mode: webrtcvad 0..3.
-    gate_dbfs: frames below this level are not speech. crest_limit_db: impulsive threshold.
+    gate_dbfs: frames below this level are not speech. crest_limit_db / click_energy_share:
+    impulsive thresholds (crest factor in dB; share of energy within CLICK_SPAN_MS).
     coupling_db / bleed_margin_db: earpiece-to-mic coupling loss and tolerance (agent channel).
     Raises ValueError for a frame of the wrong length.
     """
 
     def __init__(self, channel: int, *, sample_rate: int = 16000, frame_ms: int = 20, mode: int = 2,
-                 gate_dbfs: float = -54.0, crest_limit_db: float = 15.0,
+                 gate_dbfs: float = -54.0, crest_limit_db: float = 15.0, click_energy_share: float = 0.9,
                  coupling_db: float = 20.0, bleed_margin_db: float = 6.0):
         self.channel = int(channel)
         self.sample_rate = sample_rate
@@ -72,8 +93,15 @@ class FrameClassifier:
         self.vad = webrtcvad.Vad(mode)
         self.gate_dbfs = gate_dbfs
         self.crest_limit_db = crest_limit_db
+        self.click_energy_share = click_energy_share
+        self.click_span = max(1, sample_rate * CLICK_SPAN_MS // 1000)
         self.coupling_db = coupling_db
         self.bleed_margin_db = bleed_margin_db
+
+    def impulsive(self, samples: np.ndarray) -> bool:
+        """Click-like: high crest factor, or energy concentrated within CLICK_SPAN_MS."""
+        return (crest_db(samples) > self.crest_limit_db
+                or energy_share(samples, self.click_span) >= self.click_energy_share)
 
     def classify(self, samples: np.ndarray, t_ns: int, *, near_key_press: bool = False,
                  customer_level_dbfs: float | None = None) -> SpeechFrame:
@@ -92,7 +120,7 @@ class FrameClassifier:
         if level < self.gate_dbfs:
             flags |= FrameFlag.GATED
             speech = False
-        if raw and crest_db(samples) > self.crest_limit_db:
+        if raw and self.impulsive(samples):
             flags |= FrameFlag.IMPULSIVE
             if near_key_press:
                 flags |= FrameFlag.CLICK

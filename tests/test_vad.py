@@ -8,7 +8,7 @@ import pytest
 
 from station.events import FrameFlag
 from station.sources.keytimes import RecentKeyPresses
-from station.vad import FrameClassifier, crest_db, level_dbfs
+from station.vad import FrameClassifier, crest_db, energy_share, level_dbfs
 
 RATE = 16000
 N = 320  # 20 ms
@@ -73,6 +73,48 @@ def test_click_rejected_only_near_a_key_press():
     for f in near:
         if f.flags & FrameFlag.IMPULSIVE:
             assert f.flags & FrameFlag.CLICK and not f.speech
+
+
+def ringing_click_frames(offset: int, tau_s: float = 0.002) -> tuple[np.ndarray, np.ndarray]:
+    """Two consecutive frames with a 3 kHz click (decay tau_s, peak -6 dBFS) starting ``offset``
+    samples into the first: the head and the tail that crossed into the second frame."""
+    t = np.arange(int(0.03 * RATE)) / RATE
+    clk = 16000 * np.exp(-t / tau_s) * np.sin(2 * np.pi * 3000 * t)
+    buf = np.zeros(3 * N)
+    n = min(len(clk), 2 * N - offset)
+    buf[offset: offset + n] = clk[:n]
+    x = np.round(buf).astype(np.int16)
+    return x[:N], x[N: 2 * N]
+
+
+def test_energy_share():
+    assert energy_share(np.zeros(N, np.int16), 80) == 0.0
+    flat = np.full(N, 1000, np.int16)
+    assert abs(energy_share(flat, 80) - 0.25) < 1e-9
+    spike = np.zeros(N, np.int16)
+    spike[N - 1] = 5000
+    assert energy_share(spike, 80) == 1.0
+
+
+@pytest.mark.parametrize("offset", [0, 150, 259, 266, 315])
+def test_tail_of_a_click_crossing_a_frame_boundary_is_impulsive(offset):
+    """A ringing click's crest factor over a 20 ms frame is about 15 dB, and its tail in the next
+    frame can fall below that (this let clicks through as 1-frame talk spurts); nearly all of each
+    part's energy lies within 5 ms, which marks both as impulsive."""
+    clf = FrameClassifier(0, mode=3, gate_dbfs=-60, crest_limit_db=15)
+    head, tail = ringing_click_frames(offset)
+    for part in (head, tail):
+        if level_dbfs(part) > -60:
+            assert clf.impulsive(part)
+            f = clf.classify(part, 0, near_key_press=True)
+            assert not f.speech and (f.flags & FrameFlag.CLICK or not f.vad)
+    if offset >= 259:   # the tail is above the gate and its crest factor below 15 dB
+        assert crest_db(tail) < 15 and level_dbfs(tail) > -54
+
+
+def test_voiced_frames_are_not_impulsive():
+    clf = FrameClassifier(0, mode=2, gate_dbfs=-54)
+    assert not any(clf.impulsive(voiced(-25, s)) for s in range(20))
 
 
 def test_speech_near_key_press_is_kept():

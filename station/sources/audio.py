@@ -60,6 +60,7 @@ from ..events import Channel
 from ..vad import FrameClassifier
 from .base import EventSink, HealthReporter
 from .keytimes import RecentKeyPresses
+from ..osthread import named
 
 log = logging.getLogger(__name__)
 
@@ -322,7 +323,7 @@ class AudioSource:
         self._sink = sink
         self._health = HealthReporter(self.name, sink)
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="audio-source", daemon=True)
+        self._thread = threading.Thread(target=named(self._run), name="audio-source", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -345,7 +346,8 @@ class AudioSource:
         a = self.cfg.audio
         gate = self.gate_dbfs if channel == Channel.AGENT else self.customer_gate_dbfs
         return FrameClassifier(channel, sample_rate=self.rate, frame_ms=self.frame_ms, mode=self.vad_mode,
-                               gate_dbfs=gate, crest_limit_db=a.click_crest_db, coupling_db=self.coupling_db,
+                               gate_dbfs=gate, crest_limit_db=a.click_crest_db,
+                               click_energy_share=a.click_energy_share, coupling_db=self.coupling_db,
                                bleed_margin_db=a.bleed_margin_db)
 
     def _open(self) -> None:
