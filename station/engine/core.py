@@ -30,6 +30,9 @@ from .tracks import Points, SpanTrack
 MOUSE_BIN_NS = 10 * NS_PER_MS
 FAR = 2 ** 62
 CHAT_KINDS = ("chat", "email")
+LIVE_CONTACT_FIGURES = ("s1_share", "s3_share", "agent_talk_ms", "customer_talk_ms", "dead_air_count",
+                        "s2_switches_per_min", "s2_info_share")
+LIVE_FIGURES_REFRESH_DIV = 100   # live contact figures are at most 1/100 of the contact's age old
 
 
 class Engine:
@@ -80,6 +83,7 @@ class Engine:
         self.injected_first_ns: int | None = None
         self._injected_alerted = {"keys": 0, "mouse": 0}
         self._injected_alert_t: int | None = None
+        self._live_fig: tuple | None = None   # (contact kind, start, as-of ns, figures) of the summary
 
     # ------------------------------------------------------------------ input
     def ingest(self, batch) -> list[tuple[str, int, dict]]:
@@ -422,11 +426,9 @@ class Engine:
                 "typing": self.typing.active(), "mouse": self.mouse.active(),
                 "focus": self._current_focus(), "dead_air_ms": self._silence_now(contact) // NS_PER_MS}
         if contact is not None:
-            fig = self.figures_for(contact["kind"], contact["start_ns"], max(self.now, contact["start_ns"] + 1))
+            as_of, fig = self._live_contact_figures(contact["kind"], contact["start_ns"])
             contact = dict(contact, duration_ms=max(0, self.now - contact["start_ns"]) // NS_PER_MS,
-                           **{k: fig.get(k) for k in ("s1_share", "s3_share", "agent_talk_ms", "customer_talk_ms",
-                                                      "dead_air_count", "s2_switches_per_min", "s2_info_share")
-                              if k in fig})
+                           figures_as_of_ns=as_of, **fig)
         spans = {name: tr.take_new().tolist() for name, tr in
                  (("agent", self.agent), ("customer", self.customer), ("typing", self.typing), ("mouse", self.mouse))}
         t, c = self.focus_arrays()
@@ -435,6 +437,25 @@ class Engine:
         self._focus_reported = len(t)
         return {"t_ns": self.now, "live": live, "contact": contact, "session": self.session_totals(),
                 "spans": spans, "focus": focus, "health": dict(self.health), "exam": dict(self.exam)}
+
+    def _live_contact_figures(self, kind: str, start: int) -> tuple[int, dict]:
+        """The current contact's figures so far, for the live summary: (as-of ns, figures).
+
+        Computing them costs time in proportion to the contact's length, so they are refreshed
+        when at least 1/LIVE_FIGURES_REFRESH_DIV of the contact's age has passed since the last
+        refresh (and at every summary while that is under one summary interval). Their staleness
+        is then at most 1 % of the contact's duration (6 s into a 10-minute call) and the cost
+        of a summary no longer grows with the call. Deterministic: a function of the summary
+        times, so replays give the same summaries. A new contact is computed at once.
+        """
+        cached = self._live_fig
+        if cached is not None and cached[0] == kind and cached[1] == start:
+            if self.now - cached[2] < max(self.summary_ns, (self.now - start) // LIVE_FIGURES_REFRESH_DIV):
+                return cached[2], cached[3]
+        fig = self.figures_for(kind, start, max(self.now, start + 1))
+        fig = {k: fig.get(k) for k in LIVE_CONTACT_FIGURES if k in fig}
+        self._live_fig = (kind, start, self.now, fig)
+        return self.now, fig
 
     def session_totals(self) -> dict:
         ph = self._totals["phone"]
