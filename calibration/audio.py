@@ -14,12 +14,15 @@ as sounddevice matches it); "" is PortAudio's default.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
 from station.errors import UserError
+
+STALL_S = 5.0   # a stream that delivers no sample for this long (s) has failed
 
 Progress = Callable[[float], None]
 
@@ -117,7 +120,8 @@ class SoundDeviceIO:
                 raise self.sd.CallbackStop
 
         self._run(lambda: self.sd.InputStream(device=self.mic, channels=self.mic_channel + 1, dtype="int16",
-                                              samplerate=self.fs, callback=cb), done, seconds, "microphone")
+                                              samplerate=self.fs, callback=cb), done, seconds, "microphone",
+                  lambda: pos[0])
         return buf
 
     def playrec(self, signal: np.ndarray, tail_s: float = 0.6, with_customer: bool = False,
@@ -167,7 +171,7 @@ class SoundDeviceIO:
             reported[0] = float(st.latency[1])
             return st
         try:
-            self._run(make, done, n / self.fs, "earpiece and microphone")
+            self._run(make, done, n / self.fs, "earpiece and microphone", lambda: pos[0])
         finally:
             if cust_stream is not None:
                 cust_stream.stop()
@@ -177,12 +181,28 @@ class SoundDeviceIO:
         customer = np.concatenate(cust) if cust else (np.zeros(0, np.int16) if with_customer and self.has_customer else None)
         return PlayRec(mic=mic, customer=customer, adc_minus_dac_s=skew, output_latency_s=reported[0])
 
-    def _run(self, make, done: threading.Event, seconds: float, what: str) -> None:
+    def _run(self, make, done: threading.Event, seconds: float, what: str, position) -> None:
+        """Run the stream ``make()`` returns until ``done`` is set. ``position()`` is the number
+        of samples delivered so far: the stream has failed when it stays the same for STALL_S
+        (a busy machine may deliver late, but a stuck device delivers nothing), or when the run
+        takes longer than 3 x ``seconds`` + STALL_S in all."""
         sd = self.sd
         try:
             with make():
-                if not done.wait(seconds + 5.0):
-                    raise UserError(f"the {what} stopped delivering audio (no samples for {seconds + 5:.0f} s): "
-                                    "device unplugged or sound server stuck?")
+                deadline = time.monotonic() + 3 * seconds + STALL_S
+                last, last_change = position(), time.monotonic()
+                while not done.wait(0.25):
+                    now = time.monotonic()
+                    pos = position()
+                    if pos != last:
+                        last, last_change = pos, now
+                    if now - last_change > STALL_S:
+                        raise UserError(f"the {what} stopped delivering audio (no samples for {STALL_S:.0f} s "
+                                        f"after {last / self.fs:.1f} s of {seconds:.1f} s): device unplugged or "
+                                        "sound server stuck?")
+                    if now > deadline:
+                        raise UserError(f"the {what} delivers audio too slowly ({last / self.fs:.1f} s of "
+                                        f"{seconds:.1f} s in {3 * seconds + STALL_S:.0f} s): overloaded machine "
+                                        "or a stuck sound server?")
         except (ValueError, sd.PortAudioError) as e:
             raise UserError(f"audio error on the {what}: {e}") from None

@@ -218,3 +218,45 @@ def test_no_audio_devices_at_all(tmp_path):
                        capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL)
     assert r.returncode == 1, r.stderr
     assert "no input device for the microphone" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_stuck_sound_server_is_reported_after_five_seconds_without_samples(pa, tmp_path):
+    """The sound server is frozen (SIGSTOP) 1 s into a 4 s recording: the recording fails with
+    "no samples for 5 s" about 5 s later; a slow but moving stream would not (the watchdog
+    looks at progress, not at the total time)."""
+    import signal
+    import threading
+
+    from calibration.audio import STALL_S, SoundDeviceIO
+    from station import config
+    from station.errors import UserError
+    cfg = config.load([write_config(tmp_path)], system=False)
+    server = pa._daemons["mic"].proc
+    pa.activate()
+    try:
+        io = SoundDeviceIO(cfg)
+        stopped: list[float] = []
+
+        def freeze():
+            stopped.append(time.monotonic())
+            server.send_signal(signal.SIGSTOP)
+
+        def thaw():
+            server.send_signal(signal.SIGCONT)
+
+        threading.Timer(1.0, freeze).start()
+        threading.Timer(1.0 + STALL_S + 3.0, thaw).start()   # lets the stream close afterwards
+        with pytest.raises(UserError) as err:
+            io.record(4.0)
+        failed = time.monotonic()
+        assert "stopped delivering audio (no samples for 5 s" in str(err.value)
+        assert STALL_S - 0.5 <= failed - stopped[0] <= STALL_S + 4.0, failed - stopped[0]
+    finally:
+        server.send_signal(signal.SIGCONT)
+        pa.deactivate()
+    # the server works again: a normal recording completes
+    pa.activate()
+    try:
+        assert len(SoundDeviceIO(cfg).record(0.5)) == 8000
+    finally:
+        pa.deactivate()
