@@ -57,7 +57,7 @@ import numpy as np
 from ..clock import monotonic_ns
 from ..config import Config
 from ..events import Channel
-from ..vad import FrameClassifier
+from ..vad import FrameClassifier, levels_dbfs
 from .base import EventSink, HealthReporter
 from .keytimes import RecentKeyPresses
 from ..osthread import named
@@ -68,6 +68,7 @@ MAX_QUEUED_BLOCKS = 200          # ~20 s of 100 ms blocks per stream before bloc
 ADC_MAX_AGE_NS = 2_000_000_000   # an ADC time older than this (vs currentTime) is implausible
 CLOCK_MATCH_NS = 500_000_000     # currentTime within this of a clock reading = that clock
 CUSTOMER_HISTORY_NS = 5_000_000_000
+WORKER_IDLE_S = 0.1              # longest worker sleep without a block (stall/reopen checks)
 
 
 class AudioDeviceError(Exception):
@@ -305,7 +306,7 @@ class AudioSource:
         self._failed: str | None = None       # set from PortAudio's thread when a stream ends
         self._ok_pending = False
         self._tracks: dict[int, _Track] = {}
-        self._agent_wait: collections.deque = collections.deque()   # (t_ns, samples, arrival_ns)
+        self._agent_wait: collections.deque = collections.deque()   # (t_ns, samples, arrival_ns, level dBFS)
         self._cust_levels: collections.deque = collections.deque()  # (t_ns, end_ns, level_dbfs)
         self._has_customer = False
         self.counters = {"overflows": 0, "dropped_blocks": 0, "restarts": 0, "losses": 0,
@@ -444,7 +445,7 @@ class AudioSource:
                         next_open = monotonic_ns() + self.retry_ns
                         continue
                 try:
-                    item = self._blocks.get(timeout=0.05)
+                    item = self._blocks.get(timeout=WORKER_IDLE_S)
                 except queue.Empty:
                     item = None
                 out: list = []
@@ -547,15 +548,19 @@ class AudioSource:
         for k, (ch, _col) in enumerate(plan.picks):
             samples = data if data.ndim == 1 else data[:, k]
             track = self._tracks[ch]
-            for t, frame in track.push(np.ascontiguousarray(samples), t0, overflow):
+            framed = track.push(np.ascontiguousarray(samples), t0, overflow)
+            if not framed:
+                continue
+            levels = levels_dbfs(np.stack([f for _, f in framed]))   # one numpy pass per block
+            for (t, frame), level in zip(framed, levels.tolist()):
                 if ch == Channel.CUSTOMER:
-                    ev = track.classifier.classify(frame, t)
-                    self._cust_levels.append((t, t + self.dur_ns, ev.level_dbfs_x10 / 10.0))
+                    ev = track.classifier.classify(frame, t, level=level)
+                    self._cust_levels.append((t, t + self.dur_ns, level))
                     track.frames += 1
                     track.last_end_ns = t + self.dur_ns
                     out.append(ev)
                 else:
-                    self._agent_wait.append((t, frame, arrival))
+                    self._agent_wait.append((t, frame, arrival, level))
         while self._cust_levels and self._cust_levels[0][1] < self._cust_levels[-1][1] - CUSTOMER_HISTORY_NS:
             self._cust_levels.popleft()
 
@@ -579,7 +584,7 @@ class AudioSource:
         cust = self._tracks.get(Channel.CUSTOMER)
         cust_until = cust.last_end_ns if (cust is not None and self._has_customer) else None
         while self._agent_wait:
-            t, frame, arrival = self._agent_wait[0]
+            t, frame, arrival, frame_level = self._agent_wait[0]
             end = t + self.dur_ns
             if self._has_customer and now is not None:
                 covered = cust_until is not None and cust_until >= end + self.bleed_ns
@@ -591,6 +596,7 @@ class AudioSource:
             level = self._customer_level(t - self.bleed_ns, end + self.bleed_ns) if self._has_customer else None
             near = (self.key_times is not None
                     and self.key_times.any_within(t - self.click_ns, end + self.click_ns))
-            out.append(track.classifier.classify(frame, t, near_key_press=near, customer_level_dbfs=level))
+            out.append(track.classifier.classify(frame, t, near_key_press=near, customer_level_dbfs=level,
+                                                 level=frame_level))
             track.frames += 1
             track.last_end_ns = end
