@@ -33,7 +33,6 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--block-ms", type=int, default=100)
     args = ap.parse_args()
-    import sounddevice  # noqa: F401
     cfg = config.load(system=False).replace(audio={"agent_device": "agent_monitor",
                                                    "customer_device": "customer_monitor",
                                                    "block_ms": args.block_ms})
@@ -63,10 +62,14 @@ def main() -> int:
         # CPU of this process minus the benchmark's own player thread (a sleeping poll loop)
         c0, w0 = time.process_time(), time.monotonic()
         frames = 0
+        rss_first = None
         while time.monotonic() - w0 < args.seconds:
             time.sleep(0.5)
             frames += sum(1 for e in q.drain() if e.STREAM == "speech")
+            if rss_first is None and time.monotonic() - w0 >= min(60.0, args.seconds / 2):
+                rss_first = (time.monotonic() - w0, _rss_mb())
         c1, w1 = time.process_time(), time.monotonic()
+        rss_end = _rss_mb()
         stop.set()
         src.stop()
         th.join(5)
@@ -78,7 +81,17 @@ def main() -> int:
     print(f"frames {frames} ({frames / wall:.1f}/s), overflows {st['overflows']}, dropped blocks "
           f"{st['dropped_blocks']}, reanchors {st['reanchors']}, adc clock {st['adc_clock']}, "
           f"load average {os.getloadavg()[0]:.1f}, per channel since start {st['frames']}, blocks {st['blocks']}")
+    if rss_first is not None:
+        print(f"RSS {rss_first[1]:.1f} MB at {rss_first[0]:.0f} s, {rss_end:.1f} MB at {wall:.0f} s "
+              f"({rss_end - rss_first[1]:+.1f} MB)")
     return 0
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 if __name__ == "__main__":

@@ -5,22 +5,16 @@
 
 The sources run in a child process (this file with ``--child``) that does nothing else, so its
 CPU time (user + system, all threads, from ``os.times()``) over wall time is the sources' share of
-one core. The parent drives the load with xdotool (XTEST) in separate processes:
-
-- mouse: one ``xdotool`` per second chaining ``mousemove_relative DX DY sleep 1/rate`` (XTEST
-  motion, back and forth; ``mousemove X Y`` would be a pointer warp, which XI2 raw events do not
-  report); the rate reached is measured from the captured motion events and printed: xdotool's
-  own per-command cost caps it;
-- keys: ``key <k>`` lines written to a long-running ``xdotool -`` at the profile's rate, each
-  stamped just before the write (no process start in the measured delay);
-- focus: one ``xdotool windowactivate --sync <wid>`` process per change, stamped before the call
-  (includes xdotool's start; ``xdotool -`` applies windowactivate late, so it is not used here) to another ``xdotool -``, stamped the same way.
+one core. The parent drives the load with xdotool (XTEST) in separate processes
+(``benchmarks.loads.InputLoad``): mouse moves (the rate reached is measured from the captured
+motion events), keys written to a long-running ``xdotool -`` and stamped just before the write,
+and one ``xdotool windowactivate --sync`` per focus change, stamped before the call (this includes
+xdotool's start).
 
 Printed per profile: CPU share, reached mouse/key/focus rates, key delay p50/p99 (stamped press
 minus the time just before the command was written to xdotool), focus
 latency p50/p99 (same), RSS after 10 s and at the end (growth). Profiles as in issue 3:
-office = 125 Hz mouse, 8 keys/s, focus change every 5 s; stress = 1000 Hz mouse, 20 keys/s,
-focus change every second. ``--backend`` sets ``STATION_INPUT_BACKEND`` for the child (both: one
+see ``benchmarks.loads.PROFILES``. ``--backend`` sets ``STATION_INPUT_BACKEND`` for the child (both: one
 run per backend and profile).
 """
 
@@ -38,8 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-PROFILES = {"office": {"mouse_hz": 125, "keys_hz": 8, "focus_s": 5.0},
-            "stress": {"mouse_hz": 1000, "keys_hz": 20, "focus_s": 1.0}}
+from benchmarks.loads import PROFILES, WINDOWS, InputLoad  # noqa: E402
 
 
 def _rss_kb() -> int:
@@ -107,8 +100,7 @@ def run_profile(name: str, duration: float, backend: str) -> dict:
 
     prof = PROFILES[name]
     with X11Session() as x:
-        wins = [x.open_window(c, t) for c, t in
-                (("crm-app", "CRM"), ("kb-wiki", "KB"), ("team-chat", "Chat"), ("typing-test", "T"))]
+        wins = [x.open_window(c, t) for c, t in WINDOWS]
         x.activate(wins[0])
         env = x.env
         env["STATION_INPUT_BACKEND"] = backend
@@ -116,49 +108,10 @@ def run_profile(name: str, duration: float, backend: str) -> dict:
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         if proc.stdout.readline().strip() != "ready":
             raise SystemExit("capture child did not start")
-        stop = threading.Event()
-        key_t0: list[int] = []
-        focus_t0: list[tuple[int, int]] = []
-
-        def mouse():
-            period = 1.0 / prof["mouse_hz"]
-            n = prof["mouse_hz"]
-            while not stop.is_set():
-                args = []
-                for i in range(n):
-                    sign = 1 if (i // 50) % 2 == 0 else -1   # 50 steps out, 50 back
-                    args += ["mousemove_relative", "--", str(7 * sign), str(3 * sign),
-                             "sleep", f"{period:.4f}"]
-                subprocess.run(["xdotool", *args], env=env, timeout=30)
-
-        key_sh = x.xdotool_shell()
-
-        def keys():
-            period = 1.0 / prof["keys_hz"]
-            nxt = time.monotonic()
-            i = 0
-            while not stop.is_set():
-                key_t0.append(key_sh.send(f"key {'abcdefghij'[i % 10]}"))
-                i += 1
-                nxt += period
-                time.sleep(max(0.0, nxt - time.monotonic()))
-
-        def focus():
-            i = 1
-            while not stop.wait(prof["focus_s"]):
-                w = wins[i % len(wins)]
-                focus_t0.append((time.monotonic_ns(), w.wid))
-                subprocess.run(["xdotool", "windowactivate", "--sync", str(w.wid)], env=env, timeout=10)
-                i += 1
-
-        threads = [threading.Thread(target=f, daemon=True) for f in (mouse, keys, focus)]
-        for t in threads:
-            t.start()
+        load = InputLoad(x, wins, name).start()
         time.sleep(duration)
-        stop.set()
-        for t in threads:
-            t.join(timeout=30)
-        key_sh.close()
+        load.stop()
+        key_t0, focus_t0 = load.key_t0, load.focus_t0
         time.sleep(0.3)
         out, _ = proc.communicate(input="", timeout=60)
         res = json.loads(out.strip().splitlines()[-1])

@@ -57,6 +57,7 @@ from zmq.utils.monitor import parse_monitor_message
 from . import keys, protocol
 from .config import ConfigError, data_dir
 from .errors import UserError
+from .osthread import named
 from .protocol import Message
 
 log = logging.getLogger(__name__)
@@ -364,7 +365,7 @@ class Console:
             self._connect(link)
         self._running = True
         self._publish_states()
-        self._thread = threading.Thread(target=self._run, name="console-io", daemon=True)
+        self._thread = threading.Thread(target=named(self._run), name="console-io", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:

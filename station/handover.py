@@ -38,6 +38,7 @@ import msgpack
 
 from .clock import boot_id, monotonic_ns
 from .events import DEFAULT_LAG_NS, Batch, FormatError, SourceHealth, decode_batch, encode_batch
+from .osthread import named
 from .sources.base import EventQueue
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ class HandoverServer:
         s.listen(4)
         s.setblocking(False)
         self._sock = s
-        self._thread = threading.Thread(target=self._run, name="handover-server", daemon=True)
+        self._thread = threading.Thread(target=named(self._run), name="handover-server", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -293,7 +294,7 @@ class CaptureClient:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self.run, name="capture-client", daemon=True)
+        self._thread = threading.Thread(target=named(self.run), name="capture-client", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:

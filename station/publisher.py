@@ -39,6 +39,7 @@ from . import keys, protocol
 from .clock import monotonic_ns
 from .config import ConfigError
 from .errors import UserError
+from .osthread import named
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +144,8 @@ class Publisher:
             self._close_all()
             raise
         self._running = True
-        self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
-        self._cmd_thread = threading.Thread(target=self._run_commands, name="publisher-commands",
+        self._thread = threading.Thread(target=named(self._run), name="publisher", daemon=True)
+        self._cmd_thread = threading.Thread(target=named(self._run_commands), name="publisher-commands",
                                             daemon=True)
         self._thread.start()
         self._cmd_thread.start()

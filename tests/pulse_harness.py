@@ -481,6 +481,8 @@ class PulseServer:
         except OSError:
             pass
         pb = Playback(proc, data, log)
+        # forget finished players (each holds its samples): a long benchmark plays thousands
+        self._players = [p for p in self._players if p.proc.poll() is None]
         self._players.append(pb)
         return pb
 

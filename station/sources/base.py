@@ -19,6 +19,7 @@ from typing import Any, Iterable, Protocol
 
 from ..clock import monotonic_ns
 from ..events import SourceHealth
+from ..osthread import named
 
 
 class EventSink(Protocol):
@@ -110,7 +111,7 @@ class ThreadedSource:
         self._health = HealthReporter(self.name, sink)
         self._stop.clear()
         self._wake_r, self._wake_w = os.pipe()
-        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
+        self._thread = threading.Thread(target=named(self._run), name=self.thread_name, daemon=True)
         self._thread.start()
 
     def stop(self) -> None:

@@ -44,6 +44,7 @@ from ..events import MouseBin, MouseClick, MouseScroll
 from . import platform
 from .base import EventSink, HealthReporter
 from .input import (BACKOFF_MAX_S, BACKOFF_START_S, BIN_NS, BIN_SLACK_NS, KeyPipeline, classify_key)
+from ..osthread import named
 
 WORKER_BATCH_S = 0.010     # the worker collects raw events this long after a wake-up
 INJECTED_LIMITATION = ("pynput/xorg backend: injected marks XSendEvent events only; XTEST injection "
@@ -83,9 +84,9 @@ class PynputInput:
         self._sink = sink
         self._health = HealthReporter(self.name, sink)
         self._stop.clear()
-        self._worker = threading.Thread(target=self._work, name="station-input-worker", daemon=True)
+        self._worker = threading.Thread(target=named(self._work), name="station-input-worker", daemon=True)
         self._worker.start()
-        self._sup = threading.Thread(target=self._supervise, name="station-input", daemon=True)
+        self._sup = threading.Thread(target=named(self._supervise), name="station-input", daemon=True)
         self._sup.start()
 
     def stop(self) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..scenario import Scenario, exam_scenario
 from .base import EventSink, HealthReporter
+from ..osthread import named
 
 __all__ = ["Scenario", "ScenarioSource", "VirtualClock", "exam_scenario"]
 
@@ -59,7 +60,7 @@ class ScenarioSource:
         self._health = HealthReporter(self.name, sink)
         self._health.report("ok", f"simulated exam, seed {self.scenario.seed}",
                             t_ns=max(self.scenario.start_ns, self.clock.now()))
-        self._thread = threading.Thread(target=self._run, args=(sink,), name="scenario-source", daemon=True)
+        self._thread = threading.Thread(target=named(self._run), args=(sink,), name="scenario-source", daemon=True)
         self._thread.start()
 
     MAX_STEP_NS = 5_000_000_000   # at most this much station time per step, so stop() stays prompt
