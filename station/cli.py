@@ -16,6 +16,7 @@ import sys
 from . import __version__
 from .config import ConfigError
 from .errors import UserError
+from .malloc_tuning import limit_heap_growth
 
 COMMANDS = ["demo", "run", "capture", "recorder", "replay", "report", "sessions", "status",
             "doctor", "devices", "keys", "console", "proxy", "calibrate", "install", "uninstall"]
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    limit_heap_growth()   # long-running commands (agent, recorder, console) keep a flat RSS
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
