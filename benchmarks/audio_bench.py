@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 
 from station import config  # noqa: E402
+from station.malloc_tuning import limit_heap_growth  # noqa: E402
 from station.sources.audio import AudioSource  # noqa: E402
 from station.sources.base import EventQueue  # noqa: E402
 from tests.pulse_harness import PulseServer, espeak  # noqa: E402
@@ -33,6 +34,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--block-ms", type=int, default=100)
     args = ap.parse_args()
+    limit_heap_growth()   # as every station process does (station.cli)
     cfg = config.load(system=False).replace(audio={"agent_device": "agent_monitor",
                                                    "customer_device": "customer_monitor",
                                                    "block_ms": args.block_ms})
