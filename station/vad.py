@@ -60,27 +60,31 @@ def _dbfs(mean_square: float) -> float:
     return max(SILENCE_DBFS, 10.0 * math.log10(mean_square / (32768.0 * 32768.0)))
 
 
-def crest_db(samples: np.ndarray) -> float:
-    """Peak-to-RMS ratio in dB (a sine is 3 dB, speech ~10-15 dB, a click 20+ dB)."""
+def impulse_measures(samples: np.ndarray, span: int) -> tuple[float, float]:
+    """(crest factor in dB, largest share 0..1 of the energy within any ``span`` consecutive
+    samples) of a frame, in one pass; (0.0, 0.0) for a silent frame. A sine has a crest factor of
+    3 dB, speech ~10-15 dB, a click 15 dB and more; a click's energy lies within a few ms."""
     x = samples.astype(np.float64)
-    rms = math.sqrt(float(np.dot(x, x)) / max(1, len(x)))
-    if rms <= 0:
-        return 0.0
-    return 20.0 * math.log10(float(np.max(np.abs(x))) / rms)
+    sq = x * x
+    e = np.cumsum(sq)
+    total = float(e[-1]) if len(e) else 0.0
+    if total <= 0:
+        return 0.0, 0.0
+    crest = 10.0 * math.log10(float(np.max(sq)) * len(x) / total)
+    if span >= len(e):
+        return crest, 1.0
+    best = max(float(e[span - 1]), float(np.max(e[span:] - e[:-span])))
+    return crest, best / total
+
+
+def crest_db(samples: np.ndarray) -> float:
+    """Peak-to-RMS ratio in dB (see impulse_measures)."""
+    return impulse_measures(samples, len(samples))[0]
 
 
 def energy_share(samples: np.ndarray, span: int) -> float:
-    """Largest share (0..1) of the frame's energy found in any ``span`` consecutive samples
-    (0.0 for a silent frame)."""
-    x = samples.astype(np.float64)
-    e = np.cumsum(x * x)
-    total = float(e[-1]) if len(e) else 0.0
-    if total <= 0:
-        return 0.0
-    if span >= len(e):
-        return 1.0
-    best = max(float(e[span - 1]), float(np.max(e[span:] - e[:-span])))
-    return best / total
+    """Largest share of the frame's energy in any ``span`` consecutive samples (see impulse_measures)."""
+    return impulse_measures(samples, span)[1]
 
 
 class FrameClassifier:
@@ -111,21 +115,9 @@ class FrameClassifier:
 
     def impulsive(self, samples: np.ndarray) -> bool:
         """Click-like: crest factor above crest_limit_db, or at least click_energy_share of the
-        energy within CLICK_SPAN_MS (one pass for both; same results as crest_db/energy_share)."""
-        x = samples.astype(np.float64)
-        sq = x * x
-        e = np.cumsum(sq)
-        total = float(e[-1])
-        if total <= 0:
-            return False
-        peak_sq = float(np.max(sq))
-        if 10.0 * math.log10(peak_sq * len(x) / total) > self.crest_limit_db:
-            return True
-        span = self.click_span
-        if span >= len(e):
-            return True
-        best = max(float(e[span - 1]), float(np.max(e[span:] - e[:-span])))
-        return best / total >= self.click_energy_share
+        energy within CLICK_SPAN_MS."""
+        crest, share = impulse_measures(samples, self.click_span)
+        return crest > self.crest_limit_db or share >= self.click_energy_share
 
     def classify(self, samples: np.ndarray, t_ns: int, *, near_key_press: bool = False,
                  customer_level_dbfs: float | None = None, level: float | None = None) -> SpeechFrame:
