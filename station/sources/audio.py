@@ -57,10 +57,10 @@ import numpy as np
 from ..clock import monotonic_ns
 from ..config import Config
 from ..events import Channel
+from ..osthread import named
 from ..vad import FrameClassifier, levels_dbfs
 from .base import EventSink, HealthReporter
 from .keytimes import RecentKeyPresses
-from ..osthread import named
 
 log = logging.getLogger(__name__)
 

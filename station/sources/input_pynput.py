@@ -41,10 +41,10 @@ from typing import Any
 
 from ..clock import monotonic_ns
 from ..events import MouseBin, MouseClick, MouseScroll
+from ..osthread import named
 from . import platform
 from .base import EventSink, HealthReporter
 from .input import (BACKOFF_MAX_S, BACKOFF_START_S, BIN_NS, BIN_SLACK_NS, KeyPipeline, classify_key)
-from ..osthread import named
 
 WORKER_BATCH_S = 0.010     # the worker collects raw events this long after a wake-up
 INJECTED_LIMITATION = ("pynput/xorg backend: injected marks XSendEvent events only; XTEST injection "

@@ -16,9 +16,9 @@ import threading
 import time
 from typing import Any
 
+from ..osthread import named
 from ..scenario import Scenario, exam_scenario
 from .base import EventSink, HealthReporter
-from ..osthread import named
 
 __all__ = ["Scenario", "ScenarioSource", "VirtualClock", "exam_scenario"]
 
