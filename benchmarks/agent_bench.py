@@ -45,16 +45,17 @@ def cpu_ticks(pid: int) -> int:
     return int(f[11]) + int(f[12])
 
 
-def thread_ticks(pid: int) -> dict[int, tuple[str, int]]:
-    """{tid: (thread name, utime + stime ticks)} of a process's live threads."""
+def thread_ticks(pid: int) -> dict[int, tuple[str, int, int]]:
+    """{tid: (thread name, run time ns, times scheduled)} of a process's live threads, from
+    /proc/.../schedstat (the scheduler's exact run time, not tick samples)."""
     out = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             name = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
-            f = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
+            run_ns, _wait_ns, slices = Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()
+        except (OSError, ValueError):
             continue
-        out[int(tid)] = (name, int(f[11]) + int(f[12]))
+        out[int(tid)] = (name, int(run_ns), int(slices))
     return out
 
 
@@ -161,10 +162,10 @@ def run(profile: str, mode: str, duration: float, rss_every: float) -> dict:
               "focus_sent": sum(1 for t, _ in load.focus_t0 if t_since <= t < t_until)}
     for n in procs:
         threads = []
-        for tid, (tname, ticks) in th1[n].items():
-            d = ticks - th0[n].get(tid, (tname, 0))[1]
-            if d > 0:
-                threads.append((tname, 100.0 * d / TICK / wall))
+        for tid, (tname, run_ns, slices) in th1[n].items():
+            _, run0, slices0 = th0[n].get(tid, (tname, 0, 0))
+            if run_ns > run0:
+                threads.append((tname, 100.0 * (run_ns - run0) / 1e9 / wall, (slices - slices0) / wall))
         threads.sort(key=lambda t: -t[1])
         result["processes"][n] = {"cpu_pct": 100.0 * (c1[n] - c0[n]) / TICK / wall,
                                   "threads": threads, "rss_mb": rss[n]}
@@ -176,11 +177,11 @@ def report(r: dict) -> None:
     c = r["captured"]
     print(f"== {r['profile']} profile, {r['mode']}: {r['wall_s']:.0f} s")
     for name, p in r["processes"].items():
-        busiest = ", ".join(f"{t} {pct:.2f}" for t, pct in p["threads"][:8])
+        busiest = ", ".join(f"{t} {pct:.2f} ({runs:.0f}/s)" for t, pct, runs in p["threads"][:8])
         first, last = p["rss_mb"][0], p["rss_mb"][-1]
         print(f"  {name:17s} CPU {p['cpu_pct']:.2f} % of one core   RSS {first[1]:.1f} MB at {first[0]:.0f} s, "
               f"{last[1]:.1f} MB at {last[0]:.0f} s ({last[1] - first[1]:+.1f} MB)")
-        print(f"  {'':17s} threads (%): {busiest}")
+        print(f"  {'':17s} threads (% of one core, times run per s): {busiest}")
     print(f"  agent total       CPU {total:.2f} % of one core")
     print(f"  captured          speech frames {c.get('speech', 0) / r['wall_s']:.1f}/s (100/s expected), "
           f"key events {c.get('key', 0)} for {r['keys_sent']} keys sent (press + release), "
