@@ -164,9 +164,10 @@ def test_live_summaries_every_half_second_with_live_flags():
     assert talking and all(talking)
 
 
-def test_live_contact_figures_are_at_most_one_percent_of_the_contact_old():
-    """The live summary's contact figures are refreshed when 1/100 of the contact's age has
-    passed (so a summary's cost does not grow with the call); when refreshed they equal the
+def test_live_contact_figures_are_at_most_one_percent_of_the_contact_or_2_s_old():
+    """The live summary's contact figures are refreshed when 2 s or 1/100 of the contact's age,
+    whichever is more, has passed (so a summary's cost does not grow with the call, nor is a
+    young contact recomputed at every summary); when refreshed they equal the
     figures computed for the contact so far, and a new contact gets its figures at once."""
     from station.engine.core import LIVE_CONTACT_FIGURES
     turns = [(t, t + 3) for t in range(1, 300, 8)]
@@ -174,14 +175,14 @@ def test_live_contact_figures_are_at_most_one_percent_of_the_contact_old():
           + speech(1, [(a + 4, b + 4) for a, b in turns], 0, 300) + typing(10, 290, step_s=0.5)
           + [marker(300, "end"), marker(300.2, "start", "phone", "c2")])
     eng = Engine(cfg())
-    refreshed, stale = 0, 0
+    refreshed, stale, seen_new = 0, 0, False
     for b in batches(ev, step_s=0.5, end_s=302):
         for kind, t, body in eng.ingest(b):
             c = body.get("contact") if kind == "summary" else None
             if not c:
                 continue
             age = t - c["start_ns"]
-            assert t - c["figures_as_of_ns"] <= max(S // 2, age // 100)
+            assert t - c["figures_as_of_ns"] <= max(2 * S, age // 100)
             if c["figures_as_of_ns"] == t:
                 refreshed += 1
                 fig = eng.figures_for(c["kind"], c["start_ns"], t)
@@ -189,9 +190,10 @@ def test_live_contact_figures_are_at_most_one_percent_of_the_contact_old():
                     k: fig[k] for k in LIVE_CONTACT_FIGURES if k in fig}
             else:
                 stale += 1
-            if c["start_ns"] >= 300 * S:
+            if c["start_ns"] >= 300 * S and not seen_new:
+                seen_new = True
                 assert c["figures_as_of_ns"] == t, "a new contact's figures are computed at once"
-    assert refreshed >= 100 and stale >= 100
+    assert seen_new and refreshed >= 80 and stale >= 400
 
 
 def test_injected_input_is_counted_alerted_and_reported():
