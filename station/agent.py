@@ -171,6 +171,7 @@ def run_capture(cfg: Config, *, sources_kind: str = "real", seed: int = 1, speed
     queue = EventQueue()
     client = CaptureClient(socket_path or handover_path(cfg, root), queue, station_id=cfg.station.id,
                            heartbeat_ms=cfg.handover.heartbeat_ms, queue_max_batches=cfg.handover.queue_max_batches,
+                           interval_ms=cfg.handover.batch_ms,
                            clock=clock, sources_status=lambda: sources_status(sources))
     start_sources(sources, queue, clock)
     client.start()

@@ -142,6 +142,7 @@ SCHEMA: dict[str, dict[str, Field | Table]] = {
     "handover": {
         "socket": Field("str"),
         "heartbeat_ms": Field("int", 50, 1900),
+        "batch_ms": Field("int", 10, 1000),
         "gap_alert_ms": Field("int", 200, 60_000),
         "max_frame_bytes": Field("int", 1024, 256 * 1024 * 1024),
         "queue_max_batches": Field("int", 1, 1_000_000),

@@ -278,6 +278,26 @@ class Batch:
         last = batches[-1]
         return cls(last.t_ns, streams, last.watermark_ns)
 
+    @classmethod
+    def from_items(cls, t_ns: int, items: list[Any], watermark_ns: int | None = None) -> "Batch":
+        """One batch of events and whole batches (``EventQueue.drain``'s items): the batches'
+        rows, then the loose events', each stream stably sorted by t_ns, as ``from_events``
+        would group the same events (rows with equal t_ns keep batch-then-event order)."""
+        parts = [i for i in items if isinstance(i, Batch)]
+        if not parts:
+            return cls.from_events(t_ns, items, watermark_ns)
+        loose = [i for i in items if not isinstance(i, Batch)]
+        if loose:
+            parts.append(cls.from_events(t_ns, loose))
+        streams = cls.concat(parts).streams
+        for name, cols in streams.items():
+            t = cols["t_ns"]
+            if len(t) > 1 and bool(np.any(t[1:] < t[:-1])):
+                order = np.argsort(t, kind="stable")
+                for col, kind in COLUMNS[name]:
+                    cols[col] = [cols[col][i] for i in order] if kind == "str" else cols[col][order]
+        return cls(t_ns, streams, watermark_ns)
+
     def count(self, stream: str | None = None) -> int:
         if stream is not None:
             cols = self.streams.get(stream)

@@ -235,7 +235,7 @@ class HandoverServer:
                 batch = decode_batch(payload)
             except FormatError:
                 return False
-            self.queue.put_many(batch.events())
+            self.queue.put_batch(batch)
             self.capture_watermark = batch.watermark_ns
             self.stats["batches"] += 1
             self._mark_alive(now)
@@ -275,7 +275,7 @@ class CaptureClient:
     """
 
     def __init__(self, path: Path, queue: EventQueue, *, station_id: str, heartbeat_ms: int,
-                 queue_max_batches: int, interval_ms: int = 100, clock: Callable[[], int] = monotonic_ns,
+                 queue_max_batches: int, interval_ms: int = 250, clock: Callable[[], int] = monotonic_ns,
                  sources_status: Callable[[], dict] | None = None):
         self.path = Path(path)
         self.queue = queue

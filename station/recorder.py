@@ -170,8 +170,8 @@ class Recorder:
         now = self.clock()
         with self._acks_lock:
             acks, self._pending_acks = self._pending_acks, []
-        events = self.queue.drain()
-        batch = Batch.from_events(now, events, watermark_ns=min(now, self.watermark_fn(now)))
+        items = self.queue.drain()     # events and whole batches from the capture process
+        batch = Batch.from_items(now, items, watermark_ns=min(now, self.watermark_fn(now)))
         outputs = self.engine.ingest(batch)
         for kind, t_ns, body in outputs:
             if kind == "summary":
@@ -186,7 +186,7 @@ class Recorder:
             result["journaled"] = True
             done.set()
         self.counters["batches"] += 1
-        self.counters["events"] += len(events)
+        self.counters["events"] += batch.count()
         return published
 
     def _journal_and_publish(self, batch: Batch, outputs) -> list:

@@ -95,3 +95,26 @@ def test_same_batches_give_identical_messages_after_codec_round_trip():
     replayed = messages([decode_batch(encode_batch(b)) for b in batches])
     assert live == replayed
     assert sum(1 for k, _, _ in live if k == "summary") > END_S * 2 * 0.9
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 10_000), st.lists(st.integers(0, 400), max_size=12), st.integers(0, 40))
+def test_a_batch_of_handed_over_batches_equals_the_batch_of_their_events(seed, cuts, n_local):
+    """The recorder merges the capture's batches (as received) with its own events
+    (Batch.from_items); the result must be the batch that from_events makes of all of them:
+    same rows, each stream in time order, although the pieces overlap in time."""
+    from station.events import SourceHealth
+    rng = random.Random(seed)
+    events = exam_events(rng)[:400]
+    rng.shuffle(events)          # arrival order is not time order across streams
+    bounds = sorted(set(cuts)) + [len(events)]
+    pieces, i = [], 0
+    for j in bounds:
+        if j > i:
+            pieces.append(Batch.from_events(10 * S, events[i:j]))
+            i = j
+    local = [SourceHealth(int(rng.uniform(0, END_S) * S), "capture", "ok") for _ in range(n_local)]
+    items = pieces + local
+    merged = Batch.from_items(200 * S, items, watermark_ns=199 * S)
+    assert merged == Batch.from_events(200 * S, events + local, watermark_ns=199 * S)
+    assert merged.count() == len(events) + n_local

@@ -5,7 +5,7 @@ import time
 
 import msgpack
 
-from station.events import KeyEvent, SourceHealth
+from station.events import Batch, KeyEvent, SourceHealth
 from station.handover import BATCH, HELLO, PROTO, CaptureClient, FrameReader, HandoverServer, frame
 from station.sources.base import EventQueue
 
@@ -25,6 +25,14 @@ def client(tmp_path, q=None, **kw):
     return c, q
 
 
+def drained(q):
+    """The events a queue holds, with the batches the hand-over server queued taken apart."""
+    out = []
+    for item in q.drain():
+        out.extend(item.events() if isinstance(item, Batch) else [item])
+    return out
+
+
 def wait(pred, timeout=5.0):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -42,7 +50,7 @@ def test_events_arrive_in_order_with_link_health(tmp_path):
         cli.start()
         for i in range(200):
             cq.put(KeyEvent(1_000 + i, 1, True))
-        assert wait(lambda: (got.extend(rq.drain()) or True) and sum(isinstance(e, KeyEvent) for e in got) == 200)
+        assert wait(lambda: (got.extend(drained(rq)) or True) and sum(isinstance(e, KeyEvent) for e in got) == 200)
     finally:
         cli.stop()
         srv.stop()
@@ -64,7 +72,7 @@ def test_silent_capture_becomes_a_lost_source(tmp_path):
         assert time.monotonic() - t0 < 1.5
     finally:
         srv.stop()
-    states = [e.state for e in rq.drain() if isinstance(e, SourceHealth)]
+    states = [e.state for e in drained(rq) if isinstance(e, SourceHealth)]
     assert states == ["ok", "lost"]
 
 
@@ -113,7 +121,7 @@ def test_wrong_station_and_wrong_version_are_refused(tmp_path):
         assert wait(lambda: srv.stats["refused"] == 2)
     finally:
         srv.stop()
-    assert not any(isinstance(e, KeyEvent) for e in rq.drain())
+    assert not any(isinstance(e, KeyEvent) for e in drained(rq))
 
 
 def test_garbage_oversized_and_batches_before_hello_are_dropped(tmp_path):
@@ -129,7 +137,7 @@ def test_garbage_oversized_and_batches_before_hello_are_dropped(tmp_path):
         cq.put(KeyEvent(5, 1, True))
         cli.start()
         got = []
-        assert wait(lambda: (got.extend(rq.drain()) or True) and any(isinstance(e, KeyEvent) for e in got))
+        assert wait(lambda: (got.extend(drained(rq)) or True) and any(isinstance(e, KeyEvent) for e in got))
         cli.stop()
     finally:
         srv.stop()

@@ -40,13 +40,17 @@ class Source(Protocol):
 class EventQueue:
     """Thread-safe bounded FIFO of events between sources and the recorder loop.
 
-    ``put`` never blocks: when ``max_events`` are waiting, the event is dropped and counted in
-    ``dropped`` (the recorder reports it in health). ``drain`` takes everything waiting.
+    Items are events, or whole ``events.Batch`` objects (``put_batch``: the recorder's hand-over
+    server passes on what a capture process sent without taking it apart). ``put`` never blocks:
+    when ``max_events`` events are waiting, the event (or batch) is dropped and counted in
+    ``dropped`` (the recorder reports it in health). ``drain`` takes everything waiting, in
+    arrival order; ``len()`` is the number of events waiting.
     """
 
     def __init__(self, max_events: int = 1_000_000):
         self._items: collections.deque = collections.deque()
         self._lock = threading.Lock()
+        self._waiting = 0       # events waiting (a batch counts its events)
         self.max_events = max_events
         self.dropped = 0
         self.accepted = 0
@@ -54,29 +58,46 @@ class EventQueue:
 
     def put(self, event: Any) -> None:
         with self._lock:
-            if len(self._items) >= self.max_events:
+            if self._waiting >= self.max_events:
                 self.dropped += 1
                 return
             self._items.append(event)
+            self._waiting += 1
             self.accepted += 1
 
     def put_many(self, events: Iterable[Any]) -> None:
         with self._lock:
             for event in events:
-                if len(self._items) >= self.max_events:
+                if self._waiting >= self.max_events:
                     self.dropped += 1
                     continue
                 self._items.append(event)
+                self._waiting += 1
                 self.accepted += 1
 
+    def put_batch(self, batch: Any) -> None:
+        """Queue a whole ``events.Batch`` (all its events, or none when they do not fit)."""
+        n = batch.count()
+        if n == 0:
+            return
+        with self._lock:
+            if self._waiting + n > self.max_events:
+                self.dropped += n
+                return
+            self._items.append(batch)
+            self._waiting += n
+            self.accepted += n
+
     def drain(self) -> list[Any]:
+        """Everything waiting (events and batches), in arrival order."""
         with self._lock:
             items = list(self._items)
             self._items.clear()
+            self._waiting = 0
         return items
 
     def __len__(self) -> int:
-        return len(self._items)
+        return self._waiting
 
 
 class HealthReporter:
