@@ -5,7 +5,7 @@ Speech-like load: espeak-ng sentences are played into both sinks in a loop, so t
 speech as well as silence. The player and the server are other processes and not counted; the
 figure includes everything in this process (PortAudio and ALSA pulse-plugin threads, the worker).
 
-    .venv/bin/python benchmarks/audio_bench.py [--seconds 60] [--block-ms 100]
+    .venv/bin/python benchmarks/audio_bench.py [--seconds 60] [--block-ms 200]
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from tests.pulse_harness import PulseServer, espeak  # noqa: E402
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=60.0)
-    ap.add_argument("--block-ms", type=int, default=100)
+    ap.add_argument("--block-ms", type=int, default=200)
     args = ap.parse_args()
     limit_heap_growth()   # as every station process does (station.cli)
     cfg = config.load(system=False).replace(audio={"agent_device": "agent_monitor",

@@ -6,7 +6,7 @@ import threading
 import numpy as np
 import pytest
 
-from station.events import FrameFlag
+from station.events import Channel, FrameFlag
 from station.sources.keytimes import RecentKeyPresses
 from station.vad import FrameClassifier, crest_db, energy_share, level_dbfs
 
@@ -179,3 +179,60 @@ def test_recent_key_presses_thread_safe():
     th.join()
     assert not errors and k.total == 20000
     assert k.any_within(19999 * 1000, 19999 * 1000)
+
+
+def test_key_presses_complete_until_follows_defer_and_resume():
+    k = RecentKeyPresses()
+    assert k.complete_until(1_000) == 1_000, "an input source that reads at once: complete up to now"
+    k.defer(400)
+    assert k.complete_until(1_000) == 400 and k.complete_until(300) == 300
+    k.note(700)                  # read after the wait ...
+    k.resume()                   # ... and noted: complete again
+    assert k.complete_until(1_000) == 1_000 and k.any_within(650, 750)
+
+
+def test_audio_source_holds_mic_frames_until_the_key_presses_near_them_are_known():
+    """The XI2 input source reads in batches (up to 100 ms apart) and says so with
+    RecentKeyPresses.defer: a mic click frame must wait for the press that is read late, and be
+    rejected as a click (not released as speech before the press is known); without any press it
+    is released after audio.align_wait_ms at the latest."""
+    from station import config
+    from station.sources.audio import AudioSource, _Track
+
+    cfg = config.load(system=False)
+    a = cfg.audio
+    frame_ns = 20_000_000
+    clicks = [f for f in (click(20000 - 500 * i) for i in range(10))
+              if FrameClassifier(0, mode=3, gate_dbfs=-60, crest_limit_db=15).classify(f, 0).flags
+              & FrameFlag.IMPULSIVE]
+    assert clicks, "need a click frame that webrtcvad calls speech"
+
+    def source(keys):
+        src = AudioSource(cfg.replace(audio={"vad_mode": 3, "noise_floor_dbfs": -70, "gate_margin_db": 10}),
+                          key_times=keys)
+        src._has_customer = False
+        src._tracks[Channel.AGENT] = _Track(Channel.AGENT, src._classifier(Channel.AGENT), RATE, N, frame_ns)
+        return src
+
+    t0 = 10**12
+    end = t0 + frame_ns
+    keys = RecentKeyPresses()
+    src = source(keys)
+    src._agent_wait.append((t0, clicks[0], end, None))
+    keys.defer(t0 - 50_000_000)                 # the input source waits since before the frame
+    out: list = []
+    src._release_agent(end + a.click_window_ms * 1_000_000 + 80_000_000, out)
+    assert out == [], "released while a press near the frame may still be unread"
+    keys.note(t0 + 5_000_000)                   # the press, read after the wait
+    keys.resume()
+    src._release_agent(end + a.click_window_ms * 1_000_000 + 90_000_000, out)
+    assert len(out) == 1 and out[0].flags & FrameFlag.CLICK and not out[0].speech
+
+    keys = RecentKeyPresses()
+    src = source(keys)
+    src._agent_wait.append((t0, clicks[0], end, None))
+    keys.defer(t0 - 50_000_000)                 # input stuck (e.g. X server gone): no resume
+    src._release_agent(end + a.align_wait_ms * 1_000_000 - 1, out := [])
+    assert out == []
+    src._release_agent(end + a.align_wait_ms * 1_000_000, out)
+    assert len(out) == 1, "held at most audio.align_wait_ms"

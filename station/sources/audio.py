@@ -10,8 +10,10 @@ as the agent" for the customer). Samples are 16-bit mono per channel at ``audio.
 into ``SpeechFrame`` events. No samples leave this module: only levels and decisions.
 
 Threads: PortAudio's callback only copies the block and its timing into a queue. One worker
-thread stamps, frames, aligns the channels, classifies, and calls ``sink.put_many``; it also
-watches for device loss and reopens.
+thread wakes once per block period (``audio.block_ms``, 200 ms), takes every block that came
+meanwhile, stamps, frames, aligns the channels, classifies, and calls ``sink.put_many``; it also
+watches for device loss and reopens. Frames therefore reach the sink 0.2-0.5 s after they were
+spoken; their stamps do not depend on that.
 
 Timestamps (station clock, ns): each block is stamped from PortAudio's ``inputBufferAdcTime``
 (time of its first sample). Its clock is checked against ``currentTime`` for every block:
@@ -30,8 +32,10 @@ Checks on top of webrtcvad (see station.vad): energy gate (profile gate, else no
 margin; the customer channel, a clean electrical signal, uses ``audio.customer_gate_dbfs``), keyboard-click rejection (an impulsive
 mic frame within ``audio.click_window_ms`` of a key press noted in ``RecentKeyPresses``), and
 bleed suppression: a mic frame is classified once the customer channel has covered the same time
-plus ``audio.bleed_window_ms`` (or after ``audio.align_wait_ms`` of waiting), with the loudest
-customer frame within that window as the customer level.
+plus ``audio.bleed_window_ms`` and the key presses up to its end plus ``audio.click_window_ms``
+are known (``RecentKeyPresses.complete_until``; the input source may read in batches), or after
+``audio.align_wait_ms`` of waiting, with the loudest customer frame within that window as the
+customer level.
 
 Failure modes: a device missing, failing to open, reporting an error, or delivering no block for
 ``audio.stall_ms`` makes the source "lost" (SourceHealth, with the reason, stamped at the end of
@@ -64,11 +68,10 @@ from .keytimes import RecentKeyPresses
 
 log = logging.getLogger(__name__)
 
-MAX_QUEUED_BLOCKS = 200          # ~20 s of 100 ms blocks per stream before blocks are dropped
+MAX_QUEUED_BLOCKS = 200          # ~20 s of 200 ms blocks for two streams before blocks are dropped
 ADC_MAX_AGE_NS = 2_000_000_000   # an ADC time older than this (vs currentTime) is implausible
 CLOCK_MATCH_NS = 500_000_000     # currentTime within this of a clock reading = that clock
 CUSTOMER_HISTORY_NS = 5_000_000_000
-WORKER_IDLE_S = 0.1              # longest worker sleep without a block (stall/reopen checks)
 
 
 class AudioDeviceError(Exception):
@@ -281,6 +284,7 @@ class AudioSource:
         self.frame_len = self.rate * self.frame_ms // 1000
         self.dur_ns = self.frame_ms * 1_000_000
         self.block = max(self.frame_len, self.rate * a.block_ms // 1000)
+        self.period_s = self.block / self.rate   # worker wake-up period (s)
         self.vad_mode = profile.vad_mode if profile is not None else a.vad_mode
         self.gate_dbfs = profile.gate_dbfs if profile is not None else a.noise_floor_dbfs + a.gate_margin_db
         self.customer_gate_dbfs = a.customer_gate_dbfs
@@ -444,17 +448,17 @@ class AudioSource:
                         self._lose(self._reason(e))
                         next_open = monotonic_ns() + self.retry_ns
                         continue
-                try:
-                    item = self._blocks.get(timeout=WORKER_IDLE_S)
-                except queue.Empty:
-                    item = None
+                # one wake-up per block period handles every block that came meanwhile (both
+                # streams), instead of one per block: a Python wake-up costs CPU of its own
+                if self._stop.wait(self.period_s):
+                    break
                 out: list = []
-                while item is not None:
-                    self._process(item, out)
+                while True:
                     try:
                         item = self._blocks.get_nowait()
                     except queue.Empty:
-                        item = None
+                        break
+                    self._process(item, out)
                 now = monotonic_ns()
                 self._release_agent(now, out)
                 if out:
@@ -575,7 +579,7 @@ class AudioSource:
         return best
 
     def _release_agent(self, now: int | None, out: list) -> None:
-        """Classify waiting mic frames whose customer window is covered (or waited long enough;
+        """Classify waiting mic frames whose customer window and key presses are known (or waited long enough;
         all of them when now is None)."""
         track = self._tracks.get(Channel.AGENT)
         if track is None:
@@ -583,15 +587,20 @@ class AudioSource:
             return
         cust = self._tracks.get(Channel.CUSTOMER)
         cust_until = cust.last_end_ns if (cust is not None and self._has_customer) else None
+        keys_until = (self.key_times.complete_until(now)
+                      if self.key_times is not None and now is not None else None)
         while self._agent_wait:
             t, frame, arrival, frame_level = self._agent_wait[0]
             end = t + self.dur_ns
-            if self._has_customer and now is not None:
-                covered = cust_until is not None and cust_until >= end + self.bleed_ns
-                if not covered and now - arrival < self.align_wait_ns:
-                    break
-                if not covered:
-                    self.counters["unaligned_frames"] += 1
+            if now is not None:
+                covered = (not self._has_customer
+                           or (cust_until is not None and cust_until >= end + self.bleed_ns))
+                keys_known = keys_until is None or keys_until >= end + self.click_ns
+                if not (covered and keys_known):
+                    if now - arrival < self.align_wait_ns:
+                        break
+                    if not covered:
+                        self.counters["unaligned_frames"] += 1
             self._agent_wait.popleft()
             level = self._customer_level(t - self.bleed_ns, end + self.bleed_ns) if self._has_customer else None
             near = (self.key_times is not None

@@ -11,11 +11,11 @@ it) plus ``XI_HierarchyChanged``. Then the thread takes the socket over and pars
 itself with ``struct`` (``_parse``): python-xlib's per-event machinery (locks, ``rq`` structs,
 event objects) is not on the hot path, and the only request sent afterwards is a 8-byte
 ``QueryPointer`` per closed mouse bin, whose reply is read from the same stream without
-waiting. After a read with motion and no key press, the thread waits ``READ_BATCH_S`` (100 ms)
-before reading again: continuous motion costs ~10 wake-ups/s instead of one per event (a Python
-wake-up costs 100-300 us of CPU on a busy machine: caches are cold); a key press is read at
-once unless it comes during such a wait (then <= 100 ms late, which also delays its
-``key_times`` note for the audio source's click rejection). Stamps do not suffer from that: every raw event
+waiting. After a read with motion, the thread waits ``READ_BATCH_S`` (100 ms) before reading
+again: continuous motion, and typing meanwhile, cost ~10 wake-ups/s instead of one per event (a
+Python wake-up costs 100-300 us of CPU on a busy machine: caches are cold). During such a wait
+``key_times.defer`` tells the audio source's click rejection that presses after the last read
+are not noted yet (it holds the frames near them). Stamps do not suffer from that: every raw event
 carries the server's time, which Xorg/Xvfb take from CLOCK_MONOTONIC, the station clock's
 source, in ms (``_stamp``: rounded up, 0-2 ms late, never before the event; read time when the
 server's time is implausible). Mouse bins are closed when a later bin's move arrives, else
@@ -89,7 +89,8 @@ DEFAULT_REPEAT_DELAY_MS = 660
 DEFAULT_REPEAT_INTERVAL_MS = 40
 BURST_GAP_NS = 100_000_000  # a move after this long without one starts a new burst (see _move)
 STOP_DRAIN_S = 0.2
-READ_BATCH_S = 0.100  # after a read with motion and no key press, wait this long before reading again
+READ_BATCH_S = 0.100  # after a read with motion, wait this long before reading again
+READ_MARGIN_NS = 5_000_000  # events stamped after (read time - this) may still be on their way
 BIN_CLOSE_LAG_NS = 50_000_000  # a bin without later moves is closed this long after its end
 MAX_EVENT_AGE_NS = 2_000_000_000  # an event time older than this (vs read time) is not trusted  # on stop, wait this long at most for the last bins' pointer positions
 
@@ -397,6 +398,8 @@ class Xi2Input(ThreadedSource):
                 finally:
                     self.connected.clear()
                     reader.close()
+                    if self.key_times is not None:
+                        self.key_times.resume()   # nothing more will be read from that connection
             if self._stop.wait(delay):
                 break
             delay = min(delay * 2, BACKOFF_MAX_S)
@@ -465,7 +468,6 @@ class _Reader:
         self.level3: set[int] = set()
         self.mode_switch: set[int] = set()
         self.down: set[int] = set()
-        self.urgent = False  # the last read had a key press
         self.moved = False   # the last read had a move
         self.repeat_kc = 0
         self.repeat_next = 0
@@ -498,26 +500,38 @@ class _Reader:
             self._flush()
         rlist = [fd, wake]
         stop_wait = src._stop.wait
+        key_times = src.key_times
         while True:
             if src._stop.is_set():
                 raise _Stopped()
             timeout = self._timeout(monotonic_ns())
-            r, _, _ = select.select(rlist, [], [], timeout)
+            r, _, _ = select.select(rlist, [], [], 0)
+            if not r:
+                if key_times is not None:
+                    key_times.resume()   # nothing waits to be read: every press so far is noted
+                r, _, _ = select.select(rlist, [], [], timeout)
             if wake in r:
                 raise _Stopped()
             if r:
                 chunk = self.sock.recv(262144)
                 if not chunk:
                     raise ConnectionError("X server closed the connection")
+                read_ns = monotonic_ns()
                 self.buf += chunk
-                self.urgent = self.moved = False
-                self._parse(monotonic_ns())
+                self.moved = False
+                self._parse(read_ns)
+                if key_times is not None:
+                    key_times.resume()
                 self._timers(monotonic_ns())
                 self._flush()
-                if self.moved and not self.urgent:
-                    # Only motion (or replies): let more arrive before the next read, so that
-                    # continuous motion costs one wake-up per READ_BATCH_S, not one per event.
-                    # Events carry the server's time (see _stamp): the wait does not move stamps.
+                if self.moved:
+                    # Let more arrive before the next read, so that continuous motion (and typing
+                    # meanwhile) costs one wake-up per READ_BATCH_S, not one per event. Events
+                    # carry the server's time (see _stamp): the wait does not move stamps. Not
+                    # after a read without motion: the first move of a burst is read at once,
+                    # its QueryPointer gives the burst's starting position.
+                    if key_times is not None:
+                        key_times.defer(read_ns - READ_MARGIN_NS)
                     stop_wait(READ_BATCH_S)
             else:
                 self._timers(monotonic_ns())
@@ -684,7 +698,6 @@ class _Reader:
         if self.repeat_kc:
             self._repeat_until(t)
         if evtype == _XI_RAW_KEY_PRESS:
-            self.urgent = True  # read key presses at once: key_times feeds click rejection
             kc = detail
             role = self.state.keymap.role.get(kc, 0)
             repeat = bool(flags & _XI_KEY_REPEAT)  # the server says: this key was already down

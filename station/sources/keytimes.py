@@ -4,6 +4,11 @@ The audio source rejects an impulsive VAD frame as a keyboard click when a key w
 to it (``station.vad``). The input source calls ``note`` from its keyboard hook thread for every
 key press; the audio worker asks ``any_within`` for each frame. Only times are kept (station clock,
 integer ns), never which key.
+
+An input source that reads its events in batches (the XI2 backend waits up to 100 ms between
+reads to save wake-ups) says so with ``defer(t_ns)`` before such a wait and ``resume()`` after
+the next read is noted; ``complete_until(now)`` tells the audio worker up to which time every
+press has been noted, so that it classifies a frame only once the presses near it are known.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ class RecentKeyPresses:
         self._count = 0       # total notes so far
         self._lock = threading.Lock()
         self.disorder_ns = disorder_ns
+        self._deferred_since: int | None = None   # presses after this may not be noted yet
 
     def note(self, t_ns: int) -> None:
         """Record a key press at t_ns (station clock, ns)."""
@@ -37,6 +43,21 @@ class RecentKeyPresses:
             self._times[self._next] = t_ns
             self._next = (self._next + 1) % self._capacity
             self._count += 1
+
+    def defer(self, since_ns: int) -> None:
+        """The noting thread stops reading for a while: presses after since_ns (ns, station
+        clock) may not be noted until ``resume``."""
+        self._deferred_since = since_ns
+
+    def resume(self) -> None:
+        """The noting thread has read and noted everything up to now."""
+        self._deferred_since = None
+
+    def complete_until(self, now_ns: int) -> int:
+        """A time (ns) up to which every key press has been noted: now_ns, or the time from
+        which the input source defers its reads (see ``defer``)."""
+        since = self._deferred_since
+        return now_ns if since is None else min(since, now_ns)
 
     def any_within(self, t0_ns: int, t1_ns: int) -> bool:
         """Whether a key press was noted at a time in [t0_ns, t1_ns] (inclusive, ns)."""
