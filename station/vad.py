@@ -28,6 +28,7 @@ scenario run exactly the same code.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import webrtcvad
@@ -62,19 +63,29 @@ def _dbfs(mean_square: float) -> float:
 
 def impulse_measures(samples: np.ndarray, span: int) -> tuple[float, float]:
     """(crest factor in dB, largest share 0..1 of the energy within any ``span`` consecutive
-    samples) of a frame, in one pass; (0.0, 0.0) for a silent frame. A sine has a crest factor of
-    3 dB, speech ~10-15 dB, a click 15 dB and more; a click's energy lies within a few ms."""
-    x = samples.astype(np.float64)
+    samples) of a frame; (0.0, 0.0) for a silent frame. A sine has a crest factor of 3 dB,
+    speech ~10-15 dB, a click 15 dB and more; a click's energy lies within a few ms."""
+    crest, share = impulse_measures_rows(np.asarray(samples).reshape(1, -1), span)
+    return float(crest[0]), float(share[0])
+
+
+def impulse_measures_rows(frames: np.ndarray, span: int) -> tuple[np.ndarray, np.ndarray]:
+    """``impulse_measures`` of each row of a 2-D int16 array, in one numpy pass (the audio
+    source measures a whole block at once): (crest factors in dB, energy shares 0..1)."""
+    x = frames.astype(np.float64)
     sq = x * x
-    e = np.cumsum(sq)
-    total = float(e[-1]) if len(e) else 0.0
-    if total <= 0:
-        return 0.0, 0.0
-    crest = 10.0 * math.log10(float(np.max(sq)) * len(x) / total)
-    if span >= len(e):
-        return crest, 1.0
-    best = max(float(e[span - 1]), float(np.max(e[span:] - e[:-span])))
-    return crest, best / total
+    e = np.cumsum(sq, axis=1)
+    n = x.shape[1]
+    total = e[:, -1] if n else np.zeros(len(x))
+    silent = total <= 0
+    safe = np.where(silent, 1.0, total)
+    crest = np.where(silent, 0.0, 10.0 * np.log10(np.maximum(sq.max(axis=1, initial=0.0) * n / safe, 1e-300)))
+    if span >= n:
+        best = total
+    else:
+        best = np.maximum(e[:, span - 1], (e[:, span:] - e[:, :-span]).max(axis=1))
+    share = np.where(silent, 0.0, best / safe)
+    return crest, share
 
 
 def crest_db(samples: np.ndarray) -> float:
@@ -113,19 +124,39 @@ class FrameClassifier:
         self.coupling_db = coupling_db
         self.bleed_margin_db = bleed_margin_db
 
-    def impulsive(self, samples: np.ndarray) -> bool:
+    @classmethod
+    def from_audio_config(cls, channel: int, audio: Any, *, gate_dbfs: float | None = None,
+                          mode: int | None = None, coupling_db: float | None = None,
+                          sample_rate: int | None = None) -> "FrameClassifier":
+        """A classifier set up from the ``[audio]`` config section (``cfg.audio``), the one place
+        that maps its keys onto the classifier: frame_ms, click_crest_db, click_energy_share,
+        bleed_margin_db, and, unless given (from a headset profile or a calibration step),
+        gate_dbfs = noise_floor_dbfs + gate_margin_db, mode = vad_mode, coupling_db =
+        bleed_coupling_db, sample_rate."""
+        return cls(channel, sample_rate=audio.sample_rate if sample_rate is None else sample_rate,
+                   frame_ms=audio.frame_ms, mode=audio.vad_mode if mode is None else mode,
+                   gate_dbfs=audio.noise_floor_dbfs + audio.gate_margin_db if gate_dbfs is None else gate_dbfs,
+                   crest_limit_db=audio.click_crest_db, click_energy_share=audio.click_energy_share,
+                   coupling_db=audio.bleed_coupling_db if coupling_db is None else coupling_db,
+                   bleed_margin_db=audio.bleed_margin_db)
+
+    def impulsive(self, samples: np.ndarray, measures: tuple[float, float] | None = None) -> bool:
         """Click-like: crest factor above crest_limit_db, or at least click_energy_share of the
-        energy within CLICK_SPAN_MS."""
-        crest, share = impulse_measures(samples, self.click_span)
+        energy within CLICK_SPAN_MS. measures: the frame's impulse_measures(samples,
+        self.click_span) when the caller computed them already (impulse_measures_rows)."""
+        crest, share = measures if measures is not None else impulse_measures(samples, self.click_span)
         return crest > self.crest_limit_db or share >= self.click_energy_share
 
     def classify(self, samples: np.ndarray, t_ns: int, *, near_key_press: bool = False,
-                 customer_level_dbfs: float | None = None, level: float | None = None) -> SpeechFrame:
+                 customer_level_dbfs: float | None = None, level: float | None = None,
+                 impulse: tuple[float, float] | None = None) -> SpeechFrame:
         """One frame -> SpeechFrame. samples: int16 array of exactly frame_len samples.
 
         near_key_press: a key was pressed within the click window of this frame.
         customer_level_dbfs: the customer channel's level in the same frame (agent channel only).
         level: the frame's level_dbfs when the caller computed it already (levels_dbfs).
+        impulse: the frame's (crest dB, energy share) when the caller computed them already
+        (impulse_measures_rows with span self.click_span).
         Only frames that webrtcvad calls speech and the gate lets through are checked for clicks.
         """
         if len(samples) != self.frame_len:
@@ -139,7 +170,7 @@ class FrameClassifier:
         if level < self.gate_dbfs:
             flags |= FrameFlag.GATED
             speech = False
-        if speech and self.impulsive(samples):
+        if speech and self.impulsive(samples, impulse):
             flags |= FrameFlag.IMPULSIVE
             if near_key_press:
                 flags |= FrameFlag.CLICK

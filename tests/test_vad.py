@@ -218,7 +218,7 @@ def test_audio_source_holds_mic_frames_until_the_key_presses_near_them_are_known
     end = t0 + frame_ns
     keys = RecentKeyPresses()
     src = source(keys)
-    src._agent_wait.append((t0, clicks[0], end, None))
+    src._agent_wait.append((t0, clicks[0], end, None, None))
     keys.defer(t0 - 50_000_000)                 # the input source waits since before the frame
     out: list = []
     src._release_agent(end + a.click_window_ms * 1_000_000 + 80_000_000, out)
@@ -230,9 +230,26 @@ def test_audio_source_holds_mic_frames_until_the_key_presses_near_them_are_known
 
     keys = RecentKeyPresses()
     src = source(keys)
-    src._agent_wait.append((t0, clicks[0], end, None))
+    src._agent_wait.append((t0, clicks[0], end, None, None))
     keys.defer(t0 - 50_000_000)                 # input stuck (e.g. X server gone): no resume
     src._release_agent(end + a.align_wait_ms * 1_000_000 - 1, out := [])
     assert out == []
     src._release_agent(end + a.align_wait_ms * 1_000_000, out)
     assert len(out) == 1, "held at most audio.align_wait_ms"
+
+
+def test_impulse_measures_of_a_block_equal_those_of_each_frame():
+    """The audio source measures a whole block at once (impulse_measures_rows); the decision
+    must be the one a frame measured alone gets (the same code offline and live)."""
+    from station.vad import impulse_measures, impulse_measures_rows
+    rng = np.random.default_rng(3)
+    rows = [np.zeros(N, np.int16), click(), voiced(-30), voiced(-60, 1),
+            rng.integers(-3000, 3000, N).astype(np.int16)]
+    rows += [ringing_click_frames(o)[1] for o in (100, 266, 315)]
+    block = np.stack(rows)
+    for span in (80, N, N + 5):
+        crests, shares = impulse_measures_rows(block, span)
+        for row, c, s in zip(rows, crests, shares):
+            assert (c, s) == impulse_measures(row, span)
+    assert impulse_measures(np.zeros(N, np.int16), 80) == (0.0, 0.0)
+    assert impulse_measures(click(), 80)[1] > 0.9 and impulse_measures(voiced(-30), 80)[1] < 0.5

@@ -62,7 +62,7 @@ from ..clock import monotonic_ns
 from ..config import Config
 from ..events import Channel
 from ..osthread import named
-from ..vad import FrameClassifier, levels_dbfs
+from ..vad import FrameClassifier, impulse_measures_rows, levels_dbfs
 from .base import EventSink, HealthReporter
 from .keytimes import RecentKeyPresses
 
@@ -310,7 +310,7 @@ class AudioSource:
         self._failed: str | None = None       # set from PortAudio's thread when a stream ends
         self._ok_pending = False
         self._tracks: dict[int, _Track] = {}
-        self._agent_wait: collections.deque = collections.deque()   # (t_ns, samples, arrival_ns, level dBFS)
+        self._agent_wait: collections.deque = collections.deque()   # (t_ns, samples, arrival_ns, level dBFS, impulse)
         self._cust_levels: collections.deque = collections.deque()  # (t_ns, end_ns, level_dbfs)
         self._has_customer = False
         self.counters = {"overflows": 0, "dropped_blocks": 0, "restarts": 0, "losses": 0,
@@ -348,12 +348,9 @@ class AudioSource:
     # -- streams ------------------------------------------------------------------------------
 
     def _classifier(self, channel: int) -> FrameClassifier:
-        a = self.cfg.audio
         gate = self.gate_dbfs if channel == Channel.AGENT else self.customer_gate_dbfs
-        return FrameClassifier(channel, sample_rate=self.rate, frame_ms=self.frame_ms, mode=self.vad_mode,
-                               gate_dbfs=gate, crest_limit_db=a.click_crest_db,
-                               click_energy_share=a.click_energy_share, coupling_db=self.coupling_db,
-                               bleed_margin_db=a.bleed_margin_db)
+        return FrameClassifier.from_audio_config(channel, self.cfg.audio, gate_dbfs=gate, mode=self.vad_mode,
+                                                 coupling_db=self.coupling_db)
 
     def _open(self) -> None:
         """Plan and open all streams. Raises AudioDeviceError / OSError / PortAudioError."""
@@ -555,16 +552,18 @@ class AudioSource:
             framed = track.push(np.ascontiguousarray(samples), t0, overflow)
             if not framed:
                 continue
-            levels = levels_dbfs(np.stack([f for _, f in framed]))   # one numpy pass per block
-            for (t, frame), level in zip(framed, levels.tolist()):
+            block = np.stack([f for _, f in framed])     # numpy passes per block, not per frame
+            levels = levels_dbfs(block).tolist()
+            crests, shares = impulse_measures_rows(block, track.classifier.click_span)
+            for (t, frame), level, impulse in zip(framed, levels, zip(crests.tolist(), shares.tolist())):
                 if ch == Channel.CUSTOMER:
-                    ev = track.classifier.classify(frame, t, level=level)
+                    ev = track.classifier.classify(frame, t, level=level, impulse=impulse)
                     self._cust_levels.append((t, t + self.dur_ns, level))
                     track.frames += 1
                     track.last_end_ns = t + self.dur_ns
                     out.append(ev)
                 else:
-                    self._agent_wait.append((t, frame, arrival, level))
+                    self._agent_wait.append((t, frame, arrival, level, impulse))
         while self._cust_levels and self._cust_levels[0][1] < self._cust_levels[-1][1] - CUSTOMER_HISTORY_NS:
             self._cust_levels.popleft()
 
@@ -590,7 +589,7 @@ class AudioSource:
         keys_until = (self.key_times.complete_until(now)
                       if self.key_times is not None and now is not None else None)
         while self._agent_wait:
-            t, frame, arrival, frame_level = self._agent_wait[0]
+            t, frame, arrival, frame_level, impulse = self._agent_wait[0]
             end = t + self.dur_ns
             if now is not None:
                 covered = (not self._has_customer
@@ -606,6 +605,6 @@ class AudioSource:
             near = (self.key_times is not None
                     and self.key_times.any_within(t - self.click_ns, end + self.click_ns))
             out.append(track.classifier.classify(frame, t, near_key_press=near, customer_level_dbfs=level,
-                                                 level=frame_level))
+                                                 level=frame_level, impulse=impulse))
             track.frames += 1
             track.last_end_ns = end
