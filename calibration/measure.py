@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.signal import correlate
@@ -218,19 +219,18 @@ class VadStats:
 
 
 def vad_stats(mode: int, gate_dbfs: float, speech: np.ndarray, speech_mask: np.ndarray, noise: np.ndarray,
-              clicks: np.ndarray, sample_rate: int, frame_ms: int = 20, crest_limit_db: float = 15.0,
-              click_energy_share: float = 0.9) -> VadStats:
-    """Run the agent's FrameClassifier on the calibration recordings.
+              clicks: np.ndarray, sample_rate: int, audio: Any) -> VadStats:
+    """Run the agent's FrameClassifier (set up from ``audio``, the [audio] config section, with
+    this mode and gate) on the calibration recordings.
 
     speech_mask: per speech frame, True where P.56's envelope says speech is active (only those
     count for detection). clicks: a recording with keyboard clicks; all its frames are offered
     as near a key press, as the agent would for real key events.
     """
-    fl = sample_rate * frame_ms // 1000
+    fl = sample_rate * audio.frame_ms // 1000
 
     def run(x, near=False):
-        clf = FrameClassifier(0, sample_rate=sample_rate, frame_ms=frame_ms, mode=mode, gate_dbfs=gate_dbfs,
-                              crest_limit_db=crest_limit_db, click_energy_share=click_energy_share)
+        clf = FrameClassifier.from_audio_config(0, audio, gate_dbfs=gate_dbfs, mode=mode, sample_rate=sample_rate)
         return np.array([clf.classify(f, i, near_key_press=near).speech for i, f in enumerate(frames(x, fl))],
                         dtype=bool)
 

@@ -222,9 +222,7 @@ def run(cfg, io, opts: Options) -> Result:
     gate = max(-120.0, min(-1.0, gate))
     mask = measure.active_frame_mask(speech, fs, lev.active_dbov, frame_ms)
     clicks = measure.synth_clicks(silence, fs, min(-1.0, lev.active_dbov + 10.0))
-    stats = [measure.vad_stats(m, gate, speech, mask, silence, clicks, fs, frame_ms,
-                               float(cfg.audio.click_crest_db), float(cfg.audio.click_energy_share))
-             for m in (0, 1, 2, 3)]
+    stats = [measure.vad_stats(m, gate, speech, mask, silence, clicks, fs, cfg.audio) for m in (0, 1, 2, 3)]
     ok = [s for s in stats if s.false_alarm <= c.max_vad_false_alarm and s.click_rejection >= c.min_click_rejection
           and s.detected >= c.min_speech_detection]
     chosen = ok[0] if ok else min(stats, key=lambda s: (s.false_alarm + (1 - s.click_rejection), -s.detected))

@@ -13,6 +13,7 @@ from calibration import measure
 from calibration.certificate import Certificate, Check
 from calibration.cli import level_report
 from calibration.profile_writer import write_profile
+from station.config import load
 from station.headset import HeadsetProfile, read_profile
 from tests.support import station_cmd
 
@@ -70,7 +71,7 @@ def test_vad_stats_on_speechlike_noise_and_clicks():
     t = np.arange(FS * 2) / FS
     voiced = (3000 * np.sin(2 * np.pi * 150 * t) * (1 + np.sin(2 * np.pi * 700 * t))).astype(np.int16)
     mask = measure.active_frame_mask(voiced, FS, measure.level_dbfs(voiced))
-    s = measure.vad_stats(2, -50.0, voiced, mask, noise, clicks, FS)
+    s = measure.vad_stats(2, -50.0, voiced, mask, noise, clicks, FS, load(system=False).audio)
     assert s.false_alarm == 0.0                                       # below the gate
     assert s.click_rejection >= 0.9
     assert 0.0 <= s.detected <= 1.0

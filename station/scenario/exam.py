@@ -63,11 +63,7 @@ def load_reference(cfg: Config) -> str:
 
 def classifier(cfg: Config, channel: int) -> FrameClassifier:
     """A FrameClassifier set up from [audio] as the live source does without a headset profile."""
-    a = cfg.audio
-    return FrameClassifier(channel, sample_rate=a.sample_rate, frame_ms=a.frame_ms, mode=a.vad_mode,
-                           gate_dbfs=a.noise_floor_dbfs + a.gate_margin_db, crest_limit_db=a.click_crest_db,
-                           click_energy_share=a.click_energy_share,
-                           coupling_db=a.bleed_coupling_db, bleed_margin_db=a.bleed_margin_db)
+    return FrameClassifier.from_audio_config(channel, cfg.audio)
 
 
 class Scenario:
