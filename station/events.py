@@ -30,6 +30,7 @@ health        SourceHealth    a source's state changed (ok / degraded / lost)
 from __future__ import annotations
 
 import dataclasses
+import operator
 import zlib
 from dataclasses import dataclass
 from enum import IntEnum
@@ -219,6 +220,10 @@ def _columns_of(cls: type) -> list[tuple[str, str]]:
 
 
 COLUMNS: dict[str, list[tuple[str, str]]] = {name: _columns_of(cls) for name, cls in STREAMS.items()}
+# one tuple of an event's field values (every stream has t_ns and more, so always a tuple)
+_ROW_OF = {name: operator.attrgetter(*(col for col, _ in cols)) for name, cols in COLUMNS.items()}
+assert all(len(cols) >= 2 for cols in COLUMNS.values())
+_BY_TIME = operator.attrgetter("t_ns")
 
 
 class Batch:
@@ -247,16 +252,17 @@ class Batch:
             grouped.setdefault(ev.STREAM, []).append(ev)
         streams = {}
         for name, evs in grouped.items():
-            evs.sort(key=lambda e: e.t_ns)
+            evs.sort(key=_BY_TIME)
+            spec = COLUMNS[name]
+            rows = list(map(_ROW_OF[name], evs))    # one tuple of field values per event
             cols = {}
-            for col, kind in COLUMNS[name]:
-                values = [getattr(e, col) for e in evs]
+            for (col, kind), values in zip(spec, zip(*rows)):
                 if kind == "int":
                     cols[col] = np.array(values, dtype=np.int64)
                 elif kind == "bool":
                     cols[col] = np.array(values, dtype=bool)
                 else:
-                    cols[col] = values
+                    cols[col] = list(values)
             streams[name] = cols
         return cls(t_ns, streams, watermark_ns)
 
