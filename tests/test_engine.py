@@ -164,8 +164,8 @@ def test_live_summaries_every_half_second_with_live_flags():
     assert talking and all(talking)
 
 
-def test_live_contact_figures_are_at_most_one_percent_of_the_contact_or_2_s_old():
-    """The live summary's contact figures are refreshed when 2 s or 1/100 of the contact's age,
+def test_live_contact_figures_are_at_most_one_percent_of_the_contact_or_5_s_old():
+    """The live summary's contact figures are refreshed when 5 s or 1/100 of the contact's age,
     whichever is more, has passed (so a summary's cost does not grow with the call, nor is a
     young contact recomputed at every summary); when refreshed they equal the
     figures computed for the contact so far, and a new contact gets its figures at once."""
@@ -182,7 +182,7 @@ def test_live_contact_figures_are_at_most_one_percent_of_the_contact_or_2_s_old(
             if not c:
                 continue
             age = t - c["start_ns"]
-            assert t - c["figures_as_of_ns"] <= max(2 * S, age // 100)
+            assert t - c["figures_as_of_ns"] <= max(5 * S, age // 100)
             if c["figures_as_of_ns"] == t:
                 refreshed += 1
                 fig = eng.figures_for(c["kind"], c["start_ns"], t)
@@ -193,7 +193,7 @@ def test_live_contact_figures_are_at_most_one_percent_of_the_contact_or_2_s_old(
             if c["start_ns"] >= 300 * S and not seen_new:
                 seen_new = True
                 assert c["figures_as_of_ns"] == t, "a new contact's figures are computed at once"
-    assert seen_new and refreshed >= 80 and stale >= 400
+    assert seen_new and refreshed >= 50 and stale >= 500
 
 
 def test_injected_input_is_counted_alerted_and_reported():

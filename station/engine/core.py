@@ -33,7 +33,7 @@ CHAT_KINDS = ("chat", "email")
 LIVE_CONTACT_FIGURES = ("s1_share", "s3_share", "agent_talk_ms", "customer_talk_ms", "dead_air_count",
                         "s2_switches_per_min", "s2_info_share")
 LIVE_FIGURES_REFRESH_DIV = 100   # live contact figures are at most 1/100 of the contact's age old ...
-LIVE_FIGURES_MIN_AGE_NS = 2_000_000_000   # ... or this old (ns), whichever is more
+LIVE_FIGURES_MIN_AGE_NS = 5_000_000_000   # ... or this old (ns), whichever is more
 
 
 class Engine:
@@ -443,10 +443,11 @@ class Engine:
         """The current contact's figures so far, for the live summary: (as-of ns, figures).
 
         Computing them costs time in proportion to the contact's length, so they are refreshed
-        when LIVE_FIGURES_MIN_AGE_NS (2 s) or 1/LIVE_FIGURES_REFRESH_DIV of the contact's age,
+        when LIVE_FIGURES_MIN_AGE_NS (5 s) or 1/LIVE_FIGURES_REFRESH_DIV of the contact's age,
         whichever is more, has passed since the last refresh. Their staleness is then at most
-        2 s, or 1 % of the contact's duration (6 s into a 10-minute call), and the cost of a
-        summary no longer grows with the call. Deterministic: a function of the summary times,
+        5 s, or 1 % of the contact's duration (6 s into a 10-minute call), and the cost of a
+        summary no longer grows with the call. (The live flags and session totals of every
+        summary are current.) Deterministic: a function of the summary times,
         so replays give the same summaries. A new contact is computed at once.
         """
         cached = self._live_fig
