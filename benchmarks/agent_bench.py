@@ -2,13 +2,17 @@
 
     .venv/bin/python benchmarks/agent_bench.py [--profile office|stress|both] [--duration 60]
                                                [--mode run|split|both] [--rss-every 60]
+                                               [--softphone on|off|both]
 
 Runs the agent exactly as an exam PC does, as child processes, against Xvfb + openbox and a
 private PulseAudio with agent/customer null sinks: ``--mode run`` is ``station run`` (sources,
 journal, engine and ZeroMQ publisher in one process), ``--mode split`` is ``station capture``
 (the candidate-side process: audio, input, focus) feeding ``station recorder`` (journal, engine,
 publisher) over the local socket. Load (``benchmarks.loads``): espeak-ng speech looping on both
-channels, xdotool mouse/keys/focus at the profile's rates.
+channels, xdotool mouse/keys/focus at the profile's rates. The sound server pushes audio to each
+recorder as often as the lowest-latency client of the device asks: ``--softphone on`` (default)
+keeps the harness's 10 ms recorder on both devices, as a softphone in a call does (100 pushes/s
+per stream), ``off`` stops it once the agent records, as between calls (chat, e-mail).
 
 Measured from /proc after a 5 s warm-up, over ``--duration`` s: each process's CPU time (user +
 system, all threads) / wall time = its share of one core, the busiest threads by name, and RSS at
@@ -66,11 +70,9 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-WRAPPER: str | None = None   # --wrap: a script run instead of "-m station" (profilers, tracers)
-
-
-def station(*args: str) -> list[str]:
-    entry = [WRAPPER] if WRAPPER else ["-m", "station"]
+def station(*args: str, wrapper: str | None = None) -> list[str]:
+    """The command line of a station process (wrapper: a script run instead of "-m station")."""
+    entry = [wrapper] if wrapper else ["-m", "station"]
     return [sys.executable, *entry, "--no-system-config", *args]
 
 
@@ -87,7 +89,11 @@ def captured(data: Path, since_ns: int, until_ns: int) -> dict[str, int]:
     return counts
 
 
-def run(profile: str, mode: str, duration: float, rss_every: float) -> dict:
+def run(profile: str, mode: str, duration: float, rss_every: float, softphone: bool = True,
+        wrapper: str | None = None) -> dict:
+    """One measured run (see the module docstring). softphone: keep a 10 ms recorder on both
+    devices, as a softphone in a call does (the sound server then pushes audio to every recorder
+    100 times/s); False: the agent is the only recorder. wrapper: see --wrap."""
     from tests.pulse_harness import PulseServer
     from tests.streaming_station import Rig
     from tests.x11_harness import X11Session
@@ -108,7 +114,7 @@ def run(profile: str, mode: str, duration: float, rss_every: float) -> dict:
         def start(name: str, args: list[str]) -> None:
             log = open(tmp / f"{name}.log", "wb")
             logs.append(log)
-            procs[name] = subprocess.Popen(station(*cfg, *args), cwd=REPO, env=env, stdout=log, stderr=log)
+            procs[name] = subprocess.Popen(station(*cfg, *args, wrapper=wrapper), cwd=REPO, env=env, stdout=log, stderr=log)
 
         try:
             if mode == "run":
@@ -121,6 +127,8 @@ def run(profile: str, mode: str, duration: float, rss_every: float) -> dict:
                         raise SystemExit("the recorder did not open its socket: see " + str(tmp / "station recorder.log"))
                     time.sleep(0.1)
                 start("station capture", ["capture", "--data-dir", str(data)])
+            if not softphone:
+                pa.stop_keepalives()
             speech = SpeechLoad(pa, tmp).start()
             load = InputLoad(x, wins, profile).start()
             time.sleep(5.0)
@@ -157,7 +165,7 @@ def run(profile: str, mode: str, duration: float, rss_every: float) -> dict:
             for log in logs:
                 log.close()
         counts = captured(data, t_since, t_until)
-    result = {"profile": profile, "mode": mode, "wall_s": wall, "captured": counts, "processes": {},
+    result = {"profile": profile, "mode": mode, "softphone": softphone, "wall_s": wall, "captured": counts, "processes": {},
               "keys_sent": sum(1 for t in load.key_t0 if t_since <= t < t_until),
               "focus_sent": sum(1 for t, _ in load.focus_t0 if t_since <= t < t_until)}
     for n in procs:
@@ -175,7 +183,8 @@ def run(profile: str, mode: str, duration: float, rss_every: float) -> dict:
 def report(r: dict) -> None:
     total = sum(p["cpu_pct"] for p in r["processes"].values())
     c = r["captured"]
-    print(f"== {r['profile']} profile, {r['mode']}: {r['wall_s']:.0f} s")
+    peer = "softphone recording at 10 ms" if r["softphone"] else "agent the only recorder"
+    print(f"== {r['profile']} profile, {r['mode']}, {peer}: {r['wall_s']:.0f} s")
     for name, p in r["processes"].items():
         busiest = ", ".join(f"{t} {pct:.2f} ({runs:.0f}/s)" for t, pct, runs in p["threads"][:8])
         first, last = p["rss_mb"][0], p["rss_mb"][-1]
@@ -197,12 +206,14 @@ def main() -> int:
     ap.add_argument("--rss-every", type=float, default=60.0, help="RSS sample interval (s)")
     ap.add_argument("--wrap", help="run this Python script with the station arguments instead of "
                                    "'python -m station' (e.g. a tracemalloc wrapper)")
+    ap.add_argument("--softphone", choices=["on", "off", "both"], default="on",
+                    help="on: a 10 ms recorder also holds both devices, as a softphone in a call "
+                         "(the harness's keep-alive); off: the agent is the only recorder")
     a = ap.parse_args()
-    global WRAPPER
-    WRAPPER = a.wrap
     for profile in (["office", "stress"] if a.profile == "both" else [a.profile]):
-        for mode in (["run", "split"] if a.mode == "both" else [a.mode]):
-            report(run(profile, mode, a.duration, a.rss_every))
+        for softphone in ([True, False] if a.softphone == "both" else [a.softphone == "on"]):
+            for mode in (["run", "split"] if a.mode == "both" else [a.mode]):
+                report(run(profile, mode, a.duration, a.rss_every, softphone, a.wrap))
     return 0
 
 

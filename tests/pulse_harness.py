@@ -430,6 +430,13 @@ class PulseServer:
         outputs = self.pactl("list", "short", "source-outputs", sink=name)
         return bool(idx) and any(line.split("\t")[1:2] == idx for line in outputs.splitlines())
 
+    def stop_keepalives(self) -> None:
+        """Stop the keep-alive recorders of all sinks (e.g. once the client under test records:
+        the sinks then render at the latency their remaining clients ask for). A sink loaded
+        again afterwards gets a new one."""
+        for name in list(self._keepalive):
+            self._stop_keepalive(name)
+
     def _stop_keepalive(self, name: str) -> None:
         """End the keep-alive pipeline (its own process group: sh, parec, cat)."""
         proc = self._keepalive.pop(name, None)
