@@ -11,8 +11,8 @@ it) plus ``XI_HierarchyChanged``. Then the thread takes the socket over and pars
 itself with ``struct`` (``_parse``): python-xlib's per-event machinery (locks, ``rq`` structs,
 event objects) is not on the hot path, and the only request sent afterwards is a 8-byte
 ``QueryPointer`` per closed mouse bin, whose reply is read from the same stream without
-waiting. After a read with motion, the thread waits ``READ_BATCH_S`` (100 ms) before reading
-again: continuous motion, and typing meanwhile, cost ~10 wake-ups/s instead of one per event (a
+waiting. After a read with motion, the thread waits ``READ_BATCH_S`` (200 ms) before reading
+again: continuous motion, and typing meanwhile, cost ~5 wake-ups/s instead of one per event (a
 Python wake-up costs 100-300 us of CPU on a busy machine: caches are cold). During such a wait
 ``key_times.defer`` tells the audio source's click rejection that presses after the last read
 are not noted yet (it holds the frames near them). Stamps do not suffer from that: every raw event
@@ -89,7 +89,7 @@ DEFAULT_REPEAT_DELAY_MS = 660
 DEFAULT_REPEAT_INTERVAL_MS = 40
 BURST_GAP_NS = 100_000_000  # a move after this long without one starts a new burst (see _move)
 STOP_DRAIN_S = 0.2
-READ_BATCH_S = 0.100  # after a read with motion, wait this long before reading again
+READ_BATCH_S = 0.200  # after a read with motion, wait this long before reading again
 READ_MARGIN_NS = 5_000_000  # events stamped after (read time - this) may still be on their way
 BIN_CLOSE_LAG_NS = 50_000_000  # a bin without later moves is closed this long after its end
 MAX_EVENT_AGE_NS = 2_000_000_000  # an event time older than this (vs read time) is not trusted  # on stop, wait this long at most for the last bins' pointer positions
