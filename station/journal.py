@@ -32,8 +32,9 @@ is why the recorder runs as its own user and the heads are published to the cons
 
 Durability: WAL with ``synchronous=NORMAL``. ``commit()`` writes everything appended since the
 previous commit in one transaction (survives SIGKILL of the process); ``sync()`` fsyncs the
-``-wal`` file (survives power loss). With commits every <= 100 ms and syncs every <= 1 s at most
-1 s of data is at risk on power loss.
+``-wal`` file (survives power loss). The recorder commits every ingest cycle
+(``journal.ingest_interval_ms``, 500 ms) and syncs every ``journal.commit_interval_ms`` (<= 1 s):
+at most about 1 s of data is at risk on power loss.
 
 Concurrency: one writer per file (``Journal.create`` or ``Journal.open(writable=True)``, guarded by
 the ``-lock`` file); any number of read-only ``Journal.open(path)`` objects, in other threads or
@@ -313,7 +314,7 @@ def _message_chain(prev: bytes, seq: int, kind: str, t_ns: int, body: bytes) -> 
 
 def _span(batch: events.Batch) -> tuple[int, int, int]:
     """(first event time, last event time, event count); (t_ns, t_ns, 0) for an empty batch.
-    Same result as ``Batch.time_range``, faster on the small arrays of a 100 ms batch."""
+    Same result as ``Batch.time_range``, faster on the small arrays of one batch."""
     lo = hi = None
     n = 0
     for cols in batch.streams.values():

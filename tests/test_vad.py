@@ -192,7 +192,7 @@ def test_key_presses_complete_until_follows_defer_and_resume():
 
 
 def test_audio_source_holds_mic_frames_until_the_key_presses_near_them_are_known():
-    """The XI2 input source reads in batches (up to 100 ms apart) and says so with
+    """The XI2 input source reads in batches (up to 200 ms apart) and says so with
     RecentKeyPresses.defer: a mic click frame must wait for the press that is read late, and be
     rejected as a click (not released as speech before the press is known); without any press it
     is released after audio.align_wait_ms at the latest."""

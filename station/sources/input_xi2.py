@@ -50,9 +50,9 @@ Mouse: a ``RawMotion`` with an x or y valuator (bits 0/1 of its valuator mask; s
 motion is not a move) counts as one move. Raw valuators cannot give the path: they are deltas
 for relative motion but screen positions for absolute motion (XTEST, tablets) and the event does
 not say which. So the thread asks for the pointer position (``QueryPointer``) once per read in
-which bins closed (<= ~10/s while moving, none at rest): the straight line from the previous
+which bins closed (<= ~5/s while moving, none at rest): the straight line from the previous
 position is shared by those bins in proportion to their move counts. The total over a straight
-path is exact; a curve within one read (<= ~100 ms) counts as its chord, and a bin's share is an
+path is exact; a curve within one read (<= ~200 ms) counts as its chord, and a bin's share is an
 estimate when the speed changed within the read. The first move of a burst (after
 ``BURST_GAP_NS`` = 100 ms without moves) asks for the position instead of using the last one,
 so a warp during the pause does not count as distance; the moves read with that first one
