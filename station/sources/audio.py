@@ -578,8 +578,8 @@ class AudioSource:
         return best
 
     def _release_agent(self, now: int | None, out: list) -> None:
-        """Classify waiting mic frames whose customer window and key presses are known (or waited long enough;
-        all of them when now is None)."""
+        """Classify waiting mic frames whose customer window and nearby key presses are known
+        (or that waited long enough; all of them when now is None)."""
         track = self._tracks.get(Channel.AGENT)
         if track is None:
             self._agent_wait.clear()
