@@ -22,6 +22,7 @@ import pwd
 import shutil
 import signal
 import site
+import stat
 import sqlite3
 import subprocess
 import sys
@@ -55,6 +56,19 @@ def _other_user_python() -> str:
     if cand.exists():
         return str(cand)
     return sys.executable
+
+
+def _let_others_traverse(path: Path, request) -> None:
+    """Let other accounts import the checkout (its code and venv), as an installed station's code
+    can be: ``path`` needs read and search for others (Python lists a sys.path directory), its
+    parents search (a clone in ``mktemp -d`` is mode 0700). Restores the modes after the test."""
+    changed = []
+    for d, bits in [(path, stat.S_IROTH | stat.S_IXOTH)] + [(d, stat.S_IXOTH) for d in path.parents]:
+        mode = stat.S_IMODE(d.stat().st_mode)
+        if mode & bits != bits:
+            os.chmod(d, mode | bits)
+            changed.append((d, mode))
+    request.addfinalizer(lambda: [os.chmod(d, m) for d, m in changed])
 
 
 def _as(user: str, *argv: str) -> list[str]:
@@ -120,6 +134,7 @@ print(json.dumps(res))
 def test_candidate_cannot_touch_the_journal_and_capture_stops_are_alerted(tmp_path, request):
     _need_root()
     _ensure_candidate()
+    _let_others_traverse(REPO, request)
     from station.consolelib import Console
     from station.report import build_report
     from tests.streaming_station import free_port
