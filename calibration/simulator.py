@@ -6,7 +6,7 @@ Opens a pseudo-terminal pair, prints the device path of its terminal side (``/de
 first line on stdout, then serves the calibrator protocol of ``docs/calibration.md`` on it until
 killed. With ``--sink``, PLAY really sounds: the tone or the test sentence (espeak-ng, scaled to the
 requested active level with this package's P.56) is played into that PulseAudio sink with
-``pacat``, at ``dB SPL - sensitivity`` dBFS, as an artificial mouth would into the microphone.
+``paplay``, at ``dB SPL - sensitivity`` dBFS, as an artificial mouth would into the microphone.
 
 Modes, to test the driver's failure handling: ``ok``; ``dead`` (reads, never answers);
 ``garbage`` (answers every command with binary junk); ``babble`` (floods lines that are not
@@ -26,12 +26,13 @@ import tempfile
 import threading
 import time
 import tty
+import wave
 
 import numpy as np
 
 
 class Sound:
-    """The rig's loudspeaker: pacat into a PulseAudio sink (or nothing without a sink)."""
+    """The rig's loudspeaker: paplay into a PulseAudio sink (or nothing without a sink)."""
 
     def __init__(self, sink: str | None, sensitivity: float, rate: int = 16000):
         self.sink, self.sensitivity, self.rate = sink, sensitivity, rate
@@ -80,22 +81,26 @@ class Sound:
         token = self._token = object()
 
         def start():
-            data = self._samples().astype("<i2").tobytes()
+            samples = self._samples()
             if token is not self._token or not self.playing:
                 return
-            proc = subprocess.Popen(["pacat", "--playback", "--raw", "--format=s16le", f"--rate={self.rate}",
-                                     "--channels=1", "--latency-msec=20", "-d", self.sink],
-                                    stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            self.proc = proc
-            if token is not self._token:  # STOP arrived meanwhile
-                proc.kill()
-                proc.wait(5)
-                return
+            # paplay reads the file as the server asks for data; pacat fed through a pipe faster
+            # than it plays busy-loops at 100 % CPU while the pipe holds more than its buffer
+            wav = tempfile.NamedTemporaryFile(prefix="rig-", suffix=".wav", delete=False)
+            with wav, wave.open(wav, "wb") as w:
+                w.setnchannels(1)
+                w.setsampwidth(2)
+                w.setframerate(self.rate)
+                w.writeframes(samples.astype("<i2").tobytes())
             try:
-                proc.stdin.write(data)
-                proc.stdin.close()
-            except (OSError, ValueError):
-                pass
+                proc = subprocess.Popen(["paplay", "--latency-msec=20", "-d", self.sink, wav.name],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                self.proc = proc
+                if token is not self._token:  # STOP arrived meanwhile
+                    proc.kill()
+                proc.wait()
+            finally:
+                os.unlink(wav.name)
         threading.Thread(target=start, daemon=True).start()
 
     def stop(self) -> None:

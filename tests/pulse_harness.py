@@ -36,7 +36,6 @@ started (players, keep-alive recorders, the server) and removes the directory.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import signal
@@ -51,7 +50,6 @@ from pathlib import Path
 import numpy as np
 
 SYSTEM_ALSA_CONF = "/usr/share/alsa/alsa.conf"
-F_SETPIPE_SZ = 1031  # Linux fcntl
 
 
 def _raise_priority() -> None:
@@ -60,13 +58,6 @@ def _raise_priority() -> None:
         os.nice(-10)
     except OSError:
         pass
-
-
-def _pipe_max() -> int:
-    try:
-        return int(Path("/proc/sys/fs/pipe-max-size").read_text())
-    except (OSError, ValueError):
-        return 65536
 
 
 class PulseError(RuntimeError):
@@ -105,6 +96,25 @@ def apply_gain(samples: np.ndarray, gain_db: float) -> np.ndarray:
     return np.clip(np.round(x), -32768, 32767).astype(np.int16)
 
 
+def write_paced(fd: int, data: bytes, bytes_per_s: float, lead_s: float, stop: threading.Event,
+                chunk: int = 640) -> None:
+    """Write data to a player's input at the pace it plays, at most lead_s ahead (keep lead_s
+    below the player's buffer). pacat busy-loops at 100 % CPU while its input holds more than
+    its buffer can take, so samples must not be handed over all at once: two such players would
+    keep a 2-core machine saturated, and every test and benchmark on it would measure a busy
+    machine. Returns when all is written, when stop is set, or when the reader has gone."""
+    t0 = time.monotonic()
+    pos = 0
+    try:
+        while pos < len(data) and not stop.is_set():
+            wait = t0 + pos / bytes_per_s - lead_s - time.monotonic()
+            if wait > 0 and stop.wait(wait):
+                return
+            pos += os.write(fd, data[pos:pos + chunk])
+    except OSError:
+        pass
+
+
 class Playback:
     """One ``pacat`` process playing raw int16 mono samples into a sink.
 
@@ -112,22 +122,30 @@ class Playback:
     the sound reaches the sink's monitor a little later (pacat and server buffering).
     """
 
-    def __init__(self, proc: subprocess.Popen, data: bytes, log: Path | None = None):
+    def __init__(self, proc: subprocess.Popen, data: bytes, log: Path | None = None, rate: int = 16000,
+                 lead_s: float = 0.25):
         self.proc = proc
         self._data = data
+        self.rate = rate
+        self.lead_s = lead_s
+        self._stop = threading.Event()
         self.log = log
         self.start_ns: int | None = None
         self._writer: threading.Thread | None = None
 
     def _feed(self) -> None:
+        """Hand the samples over at the pace they play, lead_s ahead (less than pacat's buffer;
+        pacat spins at 100 % CPU on input it cannot take yet: see write_paced)."""
         try:
-            self.proc.stdin.write(self._data)
-            self.proc.stdin.close()
-        except (BrokenPipeError, ValueError, OSError):
-            pass
+            write_paced(self.proc.stdin.fileno(), self._data, 2 * self.rate, self.lead_s, self._stop)
+        finally:
+            try:
+                self.proc.stdin.close()
+            except (BrokenPipeError, ValueError, OSError):
+                pass
 
     def begin(self) -> None:
-        """Hand the samples to pacat (in a thread: the pipe fills faster than pacat plays)."""
+        """Start handing the samples to pacat (a thread paces them: see _feed)."""
         self.start_ns = time.monotonic_ns()
         self._writer = threading.Thread(target=self._feed, daemon=True)
         self._writer.start()
@@ -148,6 +166,7 @@ class Playback:
         return text.split("Got EOF")[0].count("Stream underrun")
 
     def kill(self) -> None:
+        self._stop.set()
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(5)
@@ -472,8 +491,8 @@ class PulseServer:
         """Start a pacat process for ``sink`` without sending it data yet (``Playback.begin``).
         samples: int16 mono at ``rate`` (default the sinks' rate), scaled by gain_db (dB).
         latency_ms: pacat's buffer; generous, so that a busy machine does not make it underrun
-        (an underrun shifts the rest of the sound later). The pipe to pacat is enlarged so the
-        samples are handed over at once and pacat never waits for this process."""
+        (an underrun shifts the rest of the sound later). ``begin`` hands the samples over
+        at the pace they play, 0.8 * latency_ms ahead (see Playback._feed)."""
         rate = rate or self.rate
         data = apply_gain(samples, gain_db).astype("<i2").tobytes()
         log = Path(tempfile.mkstemp(prefix="pacat-", suffix=".log", dir=self.dir)[1])
@@ -483,11 +502,7 @@ class PulseServer:
                  f"--latency-msec={latency_ms}", "-d", sink],
                 env=self.child_env(sink), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err,
                 preexec_fn=_raise_priority)
-        try:
-            fcntl.fcntl(proc.stdin.fileno(), F_SETPIPE_SZ, min(len(data) + 4096, _pipe_max()))
-        except OSError:
-            pass
-        pb = Playback(proc, data, log)
+        pb = Playback(proc, data, log, rate, lead_s=0.8 * latency_ms / 1000)
         # forget finished players (each holds its samples): a long benchmark plays thousands
         self._players = [p for p in self._players if p.proc.poll() is None]
         self._players.append(pb)
