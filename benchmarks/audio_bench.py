@@ -67,7 +67,7 @@ def main() -> int:
         rss_first = None
         while time.monotonic() - w0 < args.seconds:
             time.sleep(0.5)
-            frames += sum(1 for e in q.drain() if e.STREAM == "speech")
+            frames += sum(1 for e in q.drain_events() if e.STREAM == "speech")
             if rss_first is None and time.monotonic() - w0 >= min(60.0, args.seconds / 2):
                 rss_first = (time.monotonic() - w0, _rss_mb())
         c1, w1 = time.process_time(), time.monotonic()

@@ -71,7 +71,7 @@ def child() -> None:
                 moves += e.count
 
     while not stop.wait(0.5):
-        take(cap.queue.drain())  # drain like a recorder would (every 0.5 s)
+        take(cap.queue.drain_events())  # drain like a recorder would (every 0.5 s)
         if rss_10s is None and time.monotonic() - t_start >= 10:
             rss_10s = _rss_kb()
     c1 = os.times()
@@ -79,7 +79,7 @@ def child() -> None:
     rss_end = _rss_kb()
     cap.stop()
     input_status = cap.input.status()
-    take(cap.events + cap.queue.drain())  # emitted while stopping (last bins, held-back keys;
+    take(cap.events + cap.queue.drain_events())  # emitted while stopping (last bins, held-back keys;
     #                                       Capture.stop() collects them into cap.events)
     cpu = (c1.user - c0.user) + (c1.system - c0.system)
     print(json.dumps({"backend": backend, "cpu_s": cpu, "wall_s": wall, "keys": keys, "focus": focus,

@@ -16,7 +16,7 @@ import numpy as np
 from scipy.signal import correlate
 
 from station.errors import UserError
-from station.vad import SILENCE_DBFS, FrameClassifier, level_dbfs
+from station.vad import SILENCE_DBFS, FrameClassifier, level_dbfs, levels_dbfs
 
 FULL_SCALE = 32768.0
 
@@ -123,7 +123,7 @@ def frames(samples: np.ndarray, frame_len: int) -> np.ndarray:
 
 def frame_levels(samples: np.ndarray, frame_len: int) -> np.ndarray:
     """Per-frame RMS level (dBFS)."""
-    return np.array([level_dbfs(f) for f in frames(samples, frame_len)])
+    return levels_dbfs(frames(samples, frame_len))
 
 
 @dataclass(frozen=True)
@@ -231,8 +231,9 @@ def vad_stats(mode: int, gate_dbfs: float, speech: np.ndarray, speech_mask: np.n
 
     def run(x, near=False):
         clf = FrameClassifier.from_audio_config(0, audio, gate_dbfs=gate_dbfs, mode=mode, sample_rate=sample_rate)
-        return np.array([clf.classify(f, i, near_key_press=near).speech for i, f in enumerate(frames(x, fl))],
-                        dtype=bool)
+        fr = frames(x, fl)
+        near_keys = np.full(len(fr), near, dtype=bool)
+        return clf.classify_block(fr, np.arange(len(fr), dtype=np.int64), near_key_press=near_keys)["speech"]
 
     sp = run(speech)
     mask = speech_mask[: len(sp)]

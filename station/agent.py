@@ -26,7 +26,7 @@ from .config import Config, data_dir as config_data_dir
 from .errors import UserError
 from .events import SourceHealth
 from .recorder import Recorder
-from .sources.base import EventQueue
+from .sources.base import EventQueue, sources_watermark
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,7 @@ def run_agent(cfg: Config, *, sources_kind: str = "real", seed: int = 1, speed: 
     sources, clock = build_sources(cfg, sources_kind, seed=seed, speed=speed)
     queue = EventQueue()
     rec = Recorder(cfg, clock=clock, data_dir=data_dir, publisher_factory=publisher_factory(cfg), queue=queue,
+                   watermark=lambda now: sources_watermark(sources, now),
                    sources_status=lambda: sources_status(sources))
     rec.open_session()
     start_sources(sources, queue, clock)
@@ -172,7 +173,8 @@ def run_capture(cfg: Config, *, sources_kind: str = "real", seed: int = 1, speed
     client = CaptureClient(socket_path or handover_path(cfg, root), queue, station_id=cfg.station.id,
                            heartbeat_ms=cfg.handover.heartbeat_ms, queue_max_batches=cfg.handover.queue_max_batches,
                            interval_ms=cfg.handover.batch_ms,
-                           clock=clock, sources_status=lambda: sources_status(sources))
+                           clock=clock, sources_status=lambda: sources_status(sources),
+                           watermark=lambda now: sources_watermark(sources, now))
     start_sources(sources, queue, clock)
     client.start()
     if notify is not None:

@@ -272,11 +272,14 @@ class CaptureClient:
     """Capture side: batches its queue every ``interval_ms`` and sends them to the recorder.
 
     Reconnects with backoff (0.2 s doubling to 2 s) and keeps unsent batches (bounded).
+    watermark: ``f(now_ns) -> ns`` up to which the sources have delivered everything, sent with
+    each batch (default now - 1 s; ``station capture`` passes ``sources_watermark``).
     """
 
     def __init__(self, path: Path, queue: EventQueue, *, station_id: str, heartbeat_ms: int,
                  queue_max_batches: int, interval_ms: int = 250, clock: Callable[[], int] = monotonic_ns,
-                 sources_status: Callable[[], dict] | None = None):
+                 sources_status: Callable[[], dict] | None = None,
+                 watermark: Callable[[int], int] | None = None):
         self.path = Path(path)
         self.queue = queue
         self.station_id = station_id
@@ -284,6 +287,7 @@ class CaptureClient:
         self.interval_s = interval_ms / 1000
         self.clock = clock
         self.sources_status = sources_status or (lambda: {})
+        self.watermark_fn = watermark or (lambda now: now - DEFAULT_LAG_NS)
         self.outbox: collections.deque[bytes] = collections.deque()
         self.max_batches = queue_max_batches
         self.stats = collections.Counter()
@@ -339,10 +343,11 @@ class CaptureClient:
 
     def _enqueue_batch(self) -> None:
         now = self.clock()
-        events = self.queue.drain()
-        if not events:
+        watermark = min(now, self.watermark_fn(now))   # before the drain: what it counts is in it
+        items = self.queue.drain()     # events and whole batches (e.g. the audio source's)
+        if not items:
             return
-        batch = Batch.from_events(now, events, watermark_ns=now - DEFAULT_LAG_NS)
+        batch = Batch.from_items(now, items, watermark_ns=watermark)
         self.outbox.append(frame(BATCH, encode_batch(batch)))
         while len(self.outbox) > self.max_batches:
             self.outbox.popleft()

@@ -43,22 +43,44 @@ def level_dbfs(samples: np.ndarray) -> float:
     """RMS level of int16 samples in dBFS (full scale = 32768), clamped at -127 dBFS."""
     if len(samples) == 0:
         return SILENCE_DBFS
-    x = samples.astype(np.float64)
-    return _dbfs(float(np.dot(x, x)) / len(x))
+    return float(levels_dbfs(np.asarray(samples).reshape(1, -1))[0])
 
 
 def levels_dbfs(frames: np.ndarray) -> np.ndarray:
-    """RMS levels (dBFS, clamped at -127) of the rows of a 2-D int16 array: one numpy pass for
-    several frames (the audio source levels a whole block at once). Equal to level_dbfs per row."""
+    """RMS levels (dBFS, clamped at -127) of the rows of a 2-D int16 array (the same code as
+    ``level_dbfs`` and the classifier's, for a block of frames)."""
+    n = frames.shape[1]
+    total, _, _ = _energies(frames, n)
+    return np.array([_dbfs(t / n) for t in total]) if n else np.full(len(frames), SILENCE_DBFS)
+
+
+def _energies(frames: np.ndarray, span: int) -> tuple[list[float], list[float], list[float]]:
+    """Per row of a 2-D int16 array: its energy (sum of squared samples), its largest squared
+    sample, and its largest energy within ``span`` consecutive samples. One numpy pass for a
+    whole block; exact, as int16 squares and their sums are integers far below 2**53."""
     x = frames.astype(np.float64)
-    ms = np.einsum("ij,ij->i", x, x) / max(1, x.shape[1])
-    return np.array([_dbfs(float(v)) for v in ms])
+    sq = x * x
+    n = x.shape[1]
+    if n == 0:
+        zeros = [0.0] * len(x)
+        return zeros, zeros, zeros
+    e = np.cumsum(sq, axis=1)
+    total = e[:, -1]
+    best = total if span >= n else np.maximum(e[:, span - 1], (e[:, span:] - e[:, :-span]).max(axis=1))
+    return total.tolist(), sq.max(axis=1).tolist(), best.tolist()
 
 
 def _dbfs(mean_square: float) -> float:
     if mean_square <= 0:
         return SILENCE_DBFS
     return max(SILENCE_DBFS, 10.0 * math.log10(mean_square / (32768.0 * 32768.0)))
+
+
+def _impulse(total: float, peak: float, best: float, n: int) -> tuple[float, float]:
+    """(crest factor dB, energy share) from a frame's _energies; (0.0, 0.0) when silent."""
+    if total <= 0:
+        return 0.0, 0.0
+    return 10.0 * math.log10(max(peak * n / total, 1e-300)), best / total
 
 
 def impulse_measures(samples: np.ndarray, span: int) -> tuple[float, float]:
@@ -70,22 +92,12 @@ def impulse_measures(samples: np.ndarray, span: int) -> tuple[float, float]:
 
 
 def impulse_measures_rows(frames: np.ndarray, span: int) -> tuple[np.ndarray, np.ndarray]:
-    """``impulse_measures`` of each row of a 2-D int16 array, in one numpy pass (the audio
-    source measures a whole block at once): (crest factors in dB, energy shares 0..1)."""
-    x = frames.astype(np.float64)
-    sq = x * x
-    e = np.cumsum(sq, axis=1)
-    n = x.shape[1]
-    total = e[:, -1] if n else np.zeros(len(x))
-    silent = total <= 0
-    safe = np.where(silent, 1.0, total)
-    crest = np.where(silent, 0.0, 10.0 * np.log10(np.maximum(sq.max(axis=1, initial=0.0) * n / safe, 1e-300)))
-    if span >= n:
-        best = total
-    else:
-        best = np.maximum(e[:, span - 1], (e[:, span:] - e[:, :-span]).max(axis=1))
-    share = np.where(silent, 0.0, best / safe)
-    return crest, share
+    """``impulse_measures`` of each row of a 2-D int16 array (one numpy pass for the block):
+    (crest factors in dB, energy shares 0..1)."""
+    n = frames.shape[1]
+    measures = [_impulse(t, p, b, n) for t, p, b in zip(*_energies(frames, span))]
+    return (np.array([c for c, _ in measures], dtype=np.float64),
+            np.array([s for _, s in measures], dtype=np.float64))
 
 
 def crest_db(samples: np.ndarray) -> float:
@@ -148,37 +160,75 @@ class FrameClassifier:
         return crest > self.crest_limit_db or share >= self.click_energy_share
 
     def classify(self, samples: np.ndarray, t_ns: int, *, near_key_press: bool = False,
-                 customer_level_dbfs: float | None = None, level: float | None = None,
-                 impulse: tuple[float, float] | None = None) -> SpeechFrame:
-        """One frame -> SpeechFrame. samples: int16 array of exactly frame_len samples.
+                 customer_level_dbfs: float | None = None) -> SpeechFrame:
+        """One frame -> SpeechFrame: ``classify_block`` for a block of one frame.
 
-        near_key_press: a key was pressed within the click window of this frame.
-        customer_level_dbfs: the customer channel's level in the same frame (agent channel only).
-        level: the frame's level_dbfs when the caller computed it already (levels_dbfs).
-        impulse: the frame's (crest dB, energy share) when the caller computed them already
-        (impulse_measures_rows with span self.click_span).
-        Only frames that webrtcvad calls speech and the gate lets through are checked for clicks.
+        samples: int16 array of exactly frame_len samples. near_key_press: a key was pressed
+        within the click window of this frame. customer_level_dbfs: the customer channel's level
+        around the same frame (agent channel only; None = unknown). Raises ValueError for a frame
+        of the wrong length.
         """
         if len(samples) != self.frame_len:
             raise ValueError(f"frame has {len(samples)} samples, expected {self.frame_len}")
-        samples = np.ascontiguousarray(samples, dtype=np.int16)
-        if level is None:
-            level = level_dbfs(samples)
-        raw = bool(self.vad.is_speech(samples.tobytes(), self.sample_rate))
-        flags = 0
-        speech = raw
-        if level < self.gate_dbfs:
-            flags |= FrameFlag.GATED
-            speech = False
-        if speech and self.impulsive(samples, impulse):
-            flags |= FrameFlag.IMPULSIVE
-            if near_key_press:
-                flags |= FrameFlag.CLICK
-                speech = False
-        if customer_level_dbfs is not None and self.channel == 0:
-            expected_bleed = customer_level_dbfs - self.coupling_db
-            if level <= expected_bleed + self.bleed_margin_db and customer_level_dbfs > self.gate_dbfs:
-                flags |= FrameFlag.BLEED
-                speech = False
+        cols = self.classify_block(np.asarray(samples).reshape(1, -1), np.array([t_ns], dtype=np.int64),
+                                   near_key_press=np.array([near_key_press]),
+                                   customer_level_dbfs=None if customer_level_dbfs is None
+                                   else np.array([customer_level_dbfs], dtype=np.float64))
         return SpeechFrame(t_ns=int(t_ns), channel=self.channel, dur_ns=self.dur_ns,
-                           level_dbfs_x10=int(round(level * 10)), vad=raw, speech=speech, flags=int(flags))
+                           level_dbfs_x10=int(cols["level_dbfs_x10"][0]), vad=bool(cols["vad"][0]),
+                           speech=bool(cols["speech"][0]), flags=int(cols["flags"][0]))
+
+    def classify_block(self, frames: np.ndarray, t_ns: np.ndarray, *, near_key_press: np.ndarray | None = None,
+                       customer_level_dbfs: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Consecutive frames of this channel -> the ``speech`` stream's columns (``events.Batch``).
+
+        frames: 2-D int16 array, one frame of frame_len samples per row, in time order (webrtcvad
+        keeps state from frame to frame). t_ns: int64 start time of each frame (ns).
+        near_key_press: bool per frame, a key was pressed within the click window (None = none).
+        customer_level_dbfs: float per frame, the customer channel's level around the frame (dBFS;
+        NaN or None = unknown); used on the agent channel only.
+        The per-sample work is one numpy pass over the block (``_energies``); the live source (a
+        block per 200 ms), the simulation and calibration run this same code. Only frames that
+        webrtcvad calls speech and the gate lets through are checked for clicks. Raises
+        ValueError for frames of the wrong length.
+        """
+        frames = np.ascontiguousarray(frames, dtype=np.int16)
+        if frames.ndim != 2 or frames.shape[1] != self.frame_len:
+            raise ValueError(f"frames have shape {frames.shape}, expected (n, {self.frame_len})")
+        count, n = frames.shape
+        total, peak, best = _energies(frames, self.click_span)
+        near = [False] * count if near_key_press is None else np.asarray(near_key_press, dtype=bool).tolist()
+        cust = (None if customer_level_dbfs is None or self.channel != 0
+                else np.asarray(customer_level_dbfs, dtype=np.float64).tolist())
+        is_speech, rate, gate = self.vad.is_speech, self.sample_rate, self.gate_dbfs
+        levels, raws, speeches, flags = [], [], [], []
+        # per-frame decisions on Python floats: for a block of ~10 frames this is cheaper than
+        # a dozen more numpy calls; the per-sample work is done above, for the whole block
+        for i, row in enumerate(frames):
+            level = _dbfs(total[i] / n)
+            raw = bool(is_speech(row.tobytes(), rate))
+            flag = 0
+            speech = raw
+            if level < gate:
+                flag |= FrameFlag.GATED
+                speech = False
+            if speech:
+                crest, share = _impulse(total[i], peak[i], best[i], n)
+                if crest > self.crest_limit_db or share >= self.click_energy_share:
+                    flag |= FrameFlag.IMPULSIVE
+                    if near[i]:
+                        flag |= FrameFlag.CLICK
+                        speech = False
+            if cust is not None:
+                c = cust[i]   # NaN (unknown) compares False: no bleed
+                if level <= c - self.coupling_db + self.bleed_margin_db and c > gate:
+                    flag |= FrameFlag.BLEED
+                    speech = False
+            levels.append(int(round(level * 10)))
+            raws.append(raw)
+            speeches.append(speech)
+            flags.append(int(flag))
+        return {"t_ns": np.asarray(t_ns, dtype=np.int64), "channel": np.full(count, self.channel, dtype=np.int64),
+                "dur_ns": np.full(count, self.dur_ns, dtype=np.int64),
+                "level_dbfs_x10": np.array(levels, dtype=np.int64), "vad": np.array(raws, dtype=bool),
+                "speech": np.array(speeches, dtype=bool), "flags": np.array(flags, dtype=np.int64)}

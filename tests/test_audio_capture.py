@@ -25,7 +25,7 @@ import pytest
 
 from station import config, intervals
 from station.events import Channel, FrameFlag
-from station.sources.base import EventQueue
+from station.sources.base import EventQueue, sources_watermark
 from station.sources.keytimes import RecentKeyPresses
 from tests.pulse_harness import PulseServer, espeak
 from tests.support import require
@@ -126,7 +126,7 @@ def capture(pulse, cfg, items, *, key_times=None, cfg_over=None, tail_s: float =
         time.sleep(tail_s)
     finally:
         src.stop()
-    events = q.drain()
+    events = q.drain_events()
     return [e for e in events if e.STREAM == "speech"], events, pbs, src.status()
 
 
@@ -307,7 +307,7 @@ def _clicks_attempt(pulse, cfg):
         base = None
         deadline = time.monotonic() + 3
         while base is None and time.monotonic() < deadline:
-            seen += [e for e in q.drain() if e.STREAM == "speech"]
+            seen += [e for e in q.drain_events() if e.STREAM == "speech"]
             try:
                 base = locate(seen, Channel.AGENT, pb)
             except AssertionError:
@@ -320,7 +320,7 @@ def _clicks_attempt(pulse, cfg):
         time.sleep(1.0)
     finally:
         src.stop()
-    frames = [e for e in seen + q.drain() if e.STREAM == "speech" and e.channel == Channel.AGENT
+    frames = [e for e in seen + q.drain_events() if e.STREAM == "speech" and e.channel == Channel.AGENT
               and e.t_ns >= base + 1_000_000_000]
     raw = [f for f in frames if f.vad]
     print(f"click frames: vad={len(raw)} impulsive={sum(1 for f in frames if f.flags & FrameFlag.IMPULSIVE)} "
@@ -354,7 +354,7 @@ def test_device_loss_and_return(pulse, cfg):
     def collect_until(pred, timeout):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for e in q.drain():
+            for e in q.drain_events():
                 events.append((time.monotonic_ns(), e))
                 if pred(e):
                     return e
@@ -388,3 +388,43 @@ def test_device_loss_and_return(pulse, cfg):
     gap = [f for f in frames if lost.t_ns <= f.t_ns < ok.t_ns]
     assert not gap, "no frames are invented for the time the device was lost"
     assert src.status()["losses"] == 1
+
+
+def test_no_frame_reaches_the_recorder_behind_its_watermark(pulse, cfg, voices):
+    """Frames reach the sink in blocks, up to about two block periods (0.8 s) after they were
+    spoken: as late as the recorder's fixed 1 s lag. The audio source's delivered_until holds the
+    watermark back (sources_watermark): draining like the recorder does (watermark first, then the
+    queue), no frame may end before an earlier cycle's watermark, or the engine would count it as
+    late. The test uses a 0.2 s lag, shorter than any block's delay, so that without
+    delivered_until many frames would be late."""
+    from station.sources.audio import AudioSource
+    q = EventQueue()
+    src = AudioSource(cfg)
+    src.start(q)
+    frames, late, held_back, mark = 0, 0, 0, -(2 ** 62)
+    LAG = 200_000_000
+    try:
+        deadline = time.monotonic() + 5
+        while src.state != "ok" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert src.state == "ok", src.status()
+        pbs = pulse.play_together([("agent", np.concatenate(voices["agent"]), 0.0),
+                                   ("customer", np.concatenate(voices["customer"]), -3.0)])
+        end = time.monotonic() + 8
+        while time.monotonic() < end:
+            time.sleep(0.5)
+            now = time.monotonic_ns()
+            wm = sources_watermark([src], now, lag_ns=LAG)
+            held_back += wm < now - LAG
+            for e in q.drain_events():
+                if e.STREAM == "speech":
+                    frames += 1
+                    late += e.t_ns + e.dur_ns <= mark
+            mark = max(mark, wm)
+        for pb in pbs:
+            pb.kill()
+    finally:
+        src.stop()
+    assert frames >= 8 * 2 * 50 * 0.8, "both channels delivered frames"
+    assert late == 0, f"{late} of {frames} frames arrived behind the watermark"
+    assert held_back >= 3, "the source held the watermark back (a 0.2 s lag alone would not wait)"

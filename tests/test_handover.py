@@ -141,3 +141,24 @@ def test_garbage_oversized_and_batches_before_hello_are_dropped(tmp_path):
         cli.stop()
     finally:
         srv.stop()
+
+
+def test_sources_watermark_waits_for_the_slowest_source_within_a_bound():
+    from station.sources.base import MAX_SOURCE_LAG_NS, sources_watermark
+
+    class Src:
+        def __init__(self, until):
+            self.until = until
+
+        def delivered_until(self):
+            if isinstance(self.until, Exception):
+                raise self.until
+            return self.until
+
+    now = 100 * S
+    lag = 1 * S
+    assert sources_watermark([object()], now) == now - lag, "no bound reported: the fixed lag"
+    assert sources_watermark([Src(None), Src(now)], now) == now - lag, "never ahead of the lag"
+    assert sources_watermark([Src(now - 2 * S), Src(now - S // 2)], now) == now - 2 * S
+    assert sources_watermark([Src(now - 60 * S)], now) == now - MAX_SOURCE_LAG_NS, "a stalled source does not stop time"
+    assert sources_watermark([Src(RuntimeError("bug")), Src(now - 2 * S)], now) == now - 2 * S

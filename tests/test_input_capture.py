@@ -270,7 +270,7 @@ def test_wayland_sources_report_lost_with_clear_message(monkeypatch):
     deadline = time.monotonic() + 3
     health = []
     while time.monotonic() < deadline and len(health) < 2:
-        health += [e for e in q.drain() if isinstance(e, SourceHealth)]
+        health += [e for e in q.drain_events() if isinstance(e, SourceHealth)]
         time.sleep(0.02)
     for s in sources:
         s.stop()

@@ -218,7 +218,7 @@ def test_audio_source_holds_mic_frames_until_the_key_presses_near_them_are_known
     end = t0 + frame_ns
     keys = RecentKeyPresses()
     src = source(keys)
-    src._agent_wait.append((t0, clicks[0], end, None, None))
+    src._queue_agent(np.array([t0]), clicks[0].reshape(1, -1), end)
     keys.defer(t0 - 50_000_000)                 # the input source waits since before the frame
     out: list = []
     src._release_agent(end + a.click_window_ms * 1_000_000 + 80_000_000, out)
@@ -226,16 +226,17 @@ def test_audio_source_holds_mic_frames_until_the_key_presses_near_them_are_known
     keys.note(t0 + 5_000_000)                   # the press, read after the wait
     keys.resume()
     src._release_agent(end + a.click_window_ms * 1_000_000 + 90_000_000, out)
-    assert len(out) == 1 and out[0].flags & FrameFlag.CLICK and not out[0].speech
+    assert len(out) == 1 and len(out[0]["t_ns"]) == 1, "one block of one frame"
+    assert out[0]["flags"][0] & FrameFlag.CLICK and not out[0]["speech"][0]
 
     keys = RecentKeyPresses()
     src = source(keys)
-    src._agent_wait.append((t0, clicks[0], end, None, None))
+    src._queue_agent(np.array([t0]), clicks[0].reshape(1, -1), end)
     keys.defer(t0 - 50_000_000)                 # input stuck (e.g. X server gone): no resume
     src._release_agent(end + a.align_wait_ms * 1_000_000 - 1, out := [])
     assert out == []
     src._release_agent(end + a.align_wait_ms * 1_000_000, out)
-    assert len(out) == 1, "held at most audio.align_wait_ms"
+    assert len(out) == 1 and len(out[0]["t_ns"]) == 1, "held at most audio.align_wait_ms"
 
 
 def test_impulse_measures_of_a_block_equal_those_of_each_frame():
@@ -253,3 +254,63 @@ def test_impulse_measures_of_a_block_equal_those_of_each_frame():
             assert (c, s) == impulse_measures(row, span)
     assert impulse_measures(np.zeros(N, np.int16), 80) == (0.0, 0.0)
     assert impulse_measures(click(), 80)[1] > 0.9 and impulse_measures(voiced(-30), 80)[1] < 0.5
+
+
+def test_a_block_is_classified_as_its_frames_one_by_one():
+    """The live source classifies a block of frames at once (classify_block); every frame must get
+    the decision, level and flags it gets alone, in the same order (webrtcvad keeps state), with
+    its own key-press and customer-level inputs."""
+    rng = np.random.default_rng(11)
+    kinds = [lambda s: voiced(-25, s), lambda s: voiced(-58, s), lambda s: click(), lambda s: np.zeros(N, np.int16),
+             lambda s: rng.integers(-2000, 2000, N).astype(np.int16), lambda s: ringing_click_frames(100 + s % 200)[1]]
+    frames = np.stack([kinds[int(rng.integers(len(kinds)))](s) for s in range(120)])
+    t = np.arange(120, dtype=np.int64) * 20_000_000
+    near = rng.random(120) < 0.5
+    cust = np.where(rng.random(120) < 0.3, np.nan, rng.uniform(-80, -5, 120))
+    for channel in (Channel.AGENT, Channel.CUSTOMER):
+        block = FrameClassifier(channel, mode=3, gate_dbfs=-60).classify_block(
+            frames, t, near_key_press=near, customer_level_dbfs=cust)
+        alone = FrameClassifier(channel, mode=3, gate_dbfs=-60)
+        one = [alone.classify(f, int(ti), near_key_press=bool(nk), customer_level_dbfs=None if np.isnan(c) else c)
+               for f, ti, nk, c in zip(frames, t, near, cust)]
+        assert [(f.t_ns, f.channel, f.dur_ns, f.level_dbfs_x10, f.vad, f.speech, f.flags) for f in one] == \
+            list(zip(*(block[k].tolist() for k in ("t_ns", "channel", "dur_ns", "level_dbfs_x10", "vad",
+                                                  "speech", "flags"))))
+    flags = block["flags"]
+    assert (flags & FrameFlag.CLICK).any() and (flags & FrameFlag.GATED).any(), "the mix exercises the checks"
+    agent = FrameClassifier(Channel.AGENT, mode=3, gate_dbfs=-60).classify_block(
+        frames, t, near_key_press=near, customer_level_dbfs=cust)
+    assert (agent["flags"] & FrameFlag.BLEED).any()
+
+
+def test_key_press_windows_of_a_block_match_a_scan():
+    rng = np.random.default_rng(5)
+    k = RecentKeyPresses(capacity=64)
+    noted = [int(x) for x in rng.integers(0, 10**9, 100)]   # out of order, more than the ring holds
+    for x in noted:
+        k.note(x)
+    kept = noted[-64:]
+    t0 = rng.integers(0, 10**9, 500)
+    t1 = t0 + rng.integers(0, 3 * 10**7, 500)
+    expected = [any(a <= x <= b for x in kept) for a, b in zip(t0, t1)]
+    assert k.within_each(t0, t1).tolist() == expected
+    assert any(expected) and not all(expected)
+
+
+def test_customer_level_of_each_mic_frame_is_the_loudest_overlapping_customer_frame():
+    from station import config
+    from station.sources.audio import AudioSource
+    src = AudioSource(config.load(system=False))
+    rng = np.random.default_rng(8)
+    starts = np.arange(0, 200 * 20_000_000, 20_000_000, dtype=np.int64)
+    keep = rng.random(200) < 0.8                     # gaps: windows without any customer frame
+    starts = starts[keep]
+    levels = np.round(rng.uniform(-90, -10, len(starts)), 1)
+    src._remember_customer(starts[:90], levels[:90])
+    src._remember_customer(starts[90:], levels[90:])
+    t0 = rng.integers(-10**8, 5 * 10**9, 300)
+    t1 = t0 + rng.integers(1, 2 * 10**8, 300)
+    got = src._customer_levels(t0, t1)
+    for a, b, g in zip(t0, t1, got):
+        over = [lv for s, lv in zip(starts, levels) if s + 20_000_000 > a and s < b]
+        assert (np.isnan(g) and not over) or g == max(over)

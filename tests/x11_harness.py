@@ -226,7 +226,7 @@ class Capture:
         self.collect()
 
     def collect(self) -> list:
-        self.events.extend(self.queue.drain())
+        self.events.extend(self.queue.drain_events())
         return self.events
 
     def of(self, cls, since_ns: int = 0) -> list:

@@ -28,7 +28,7 @@ import numpy as np
 from ..categories import Categorizer
 from ..config import REPO_DEFAULTS, Config
 from ..errors import UserError
-from ..events import FocusChange, KeyEvent, MouseBin, MouseClick
+from ..events import Batch, FocusChange, KeyEvent, MouseBin, MouseClick
 from ..vad import FrameClassifier
 from .plan import APPS, Plan, make_plan
 from .synth import NOISE_DBFS, AudioSynth
@@ -148,15 +148,15 @@ class Scenario:
         lo = np.searchsorted(self._press_ms, starts_ms - w, side="left")
         hi = np.searchsorted(self._press_ms, starts_ms + self.frame_ms + w, side="left")
         near = hi > lo
+        t = self.start_ns + (k0 + np.arange(nf, dtype=np.int64)) * self.frame_ns
+        cust = self._customer.classify_block(customer[:nf * fl].reshape(nf, fl), t)
+        agent_cols = self._agent.classify_block(agent[:nf * fl].reshape(nf, fl), t, near_key_press=near,
+                                                customer_level_dbfs=cust["level_dbfs_x10"] / 10)
+        af, cf = Batch(0, {"speech": agent_cols}).events(), Batch(0, {"speech": cust}).events()
         out = self._frames
-        for i in range(nf):
-            t = self.start_ns + (k0 + i) * self.frame_ns
-            cs = customer[i * fl:(i + 1) * fl]
-            cf = self._customer.classify(cs, t)
-            af = self._agent.classify(agent[i * fl:(i + 1) * fl], t, near_key_press=bool(near[i]),
-                                      customer_level_dbfs=cf.level_dbfs_x10 / 10)
-            out.append(af)
-            out.append(cf)
+        for a, c in zip(af, cf):
+            out.append(a)
+            out.append(c)
         self._frames_made = k0 + nf
 
     # ------------------------------------------------------------------ API

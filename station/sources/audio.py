@@ -10,10 +10,13 @@ as the agent" for the customer). Samples are 16-bit mono per channel at ``audio.
 into ``SpeechFrame`` events. No samples leave this module: only levels and decisions.
 
 Threads: PortAudio's callback only copies the block and its timing into a queue. One worker
-thread wakes once per block period (``audio.block_ms``, 200 ms), takes every block that came
-meanwhile, stamps, frames, aligns the channels, classifies, and calls ``sink.put_many``; it also
-watches for device loss and reopens. Frames therefore reach the sink 0.2-0.5 s after they were
-spoken; their stamps do not depend on that.
+thread wakes once per block period (``audio.block_ms``, 400 ms), takes every block that came
+meanwhile, stamps, frames, aligns the channels, classifies whole blocks of frames
+(``FrameClassifier.classify_block``), and hands the frames to the sink as one ``Batch``
+(``sink.put_batch``); it also watches for device loss and reopens. Frames therefore reach the
+sink up to about two block periods after they were spoken (their stamps do not depend on that);
+``delivered_until`` tells the recorder's watermark (``sources_watermark``) how far they have come,
+so that no frame arrives behind it.
 
 Timestamps (station clock, ns): each block is stamped from PortAudio's ``inputBufferAdcTime``
 (time of its first sample). Its clock is checked against ``currentTime`` for every block:
@@ -48,7 +51,6 @@ past ``MAX_QUEUED_BLOCKS`` (worker stalled) drops blocks and counts them.
 
 from __future__ import annotations
 
-import collections
 import logging
 import queue
 import threading
@@ -60,15 +62,15 @@ import numpy as np
 
 from ..clock import monotonic_ns
 from ..config import Config
-from ..events import Channel
+from ..events import Batch, Channel
 from ..osthread import named
-from ..vad import FrameClassifier, impulse_measures_rows, levels_dbfs
+from ..vad import FrameClassifier
 from .base import EventSink, HealthReporter
 from .keytimes import RecentKeyPresses
 
 log = logging.getLogger(__name__)
 
-MAX_QUEUED_BLOCKS = 200          # ~20 s of 200 ms blocks for two streams before blocks are dropped
+MAX_QUEUED_BLOCKS = 200          # ~40 s of 400 ms blocks for two streams before blocks are dropped
 ADC_MAX_AGE_NS = 2_000_000_000   # an ADC time older than this (vs currentTime) is implausible
 CLOCK_MATCH_NS = 500_000_000     # currentTime within this of a clock reading = that clock
 CUSTOMER_HISTORY_NS = 5_000_000_000
@@ -236,8 +238,9 @@ class _Track:
         self.pending = np.zeros(0, dtype=np.int16)
         self.late = 0
 
-    def push(self, samples: np.ndarray, t_ns: int, overflow: bool) -> list[tuple[int, np.ndarray]]:
-        """Add a block whose first sample is at t_ns; return the complete frames (start ns, samples)."""
+    def push(self, samples: np.ndarray, t_ns: int, overflow: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Add a block whose first sample is at t_ns; return its complete frames as (start times
+        in ns, int64 array; samples, 2-D int16 array with one frame per row)."""
         if self.anchor_ns is not None:
             expected = self.anchor_ns + self.n * 1_000_000_000 // self.rate
             drift = abs(t_ns - expected)
@@ -252,16 +255,13 @@ class _Track:
             self.anchor_ns = t_ns
         buf = np.concatenate((self.pending, samples)) if len(self.pending) else samples
         first = self.n - len(self.pending)   # sample index (since anchor) of buf[0]
-        out = []
-        k = 0
-        L = self.frame_len
-        while len(buf) - k >= L:
-            t = self.anchor_ns + (first + k) * 1_000_000_000 // self.rate
-            out.append((t, buf[k:k + L]))
-            k += L
-        self.pending = buf[k:].copy()
+        count = len(buf) // self.frame_len
+        used = count * self.frame_len
+        offsets = first + np.arange(0, used, self.frame_len, dtype=np.int64)
+        starts = self.anchor_ns + offsets * 1_000_000_000 // self.rate
+        self.pending = buf[used:].copy()
         self.n += len(samples)
-        return out
+        return starts, buf[:used].reshape(count, self.frame_len)
 
 
 class AudioSource:
@@ -310,9 +310,17 @@ class AudioSource:
         self._failed: str | None = None       # set from PortAudio's thread when a stream ends
         self._ok_pending = False
         self._tracks: dict[int, _Track] = {}
-        self._agent_wait: collections.deque = collections.deque()   # (t_ns, samples, arrival_ns, level dBFS, impulse)
-        self._cust_levels: collections.deque = collections.deque()  # (t_ns, end_ns, level_dbfs)
+        # mic frames waiting for the customer signal and the key presses around them (see
+        # _release_agent): start times (ns), samples (one frame per row), arrival times (ns)
+        self._wait_t = np.zeros(0, dtype=np.int64)
+        self._wait_frames = np.zeros((0, self.frame_len), dtype=np.int16)
+        self._wait_arrival = np.zeros(0, dtype=np.int64)
+        # customer frames of the last CUSTOMER_HISTORY_NS: start, end (ns), level (dBFS)
+        self._cust_t = np.zeros(0, dtype=np.int64)
+        self._cust_end = np.zeros(0, dtype=np.int64)
+        self._cust_level = np.zeros(0, dtype=np.float64)
         self._has_customer = False
+        self._delivered: dict[int, int] = {}  # channel -> end (ns) of the last frame put into the sink
         self.counters = {"overflows": 0, "dropped_blocks": 0, "restarts": 0, "losses": 0,
                          "blocks": 0, "unaligned_frames": 0}
         self.adc_clock = "unknown"
@@ -344,6 +352,18 @@ class AudioSource:
         reanchors = sum(t.reanchors for t in self._tracks.values())
         return {"state": self.state, "detail": self.detail, "adc_clock": self.adc_clock, "frames": frames,
                 "reanchors": reanchors, "customer_channel": self._has_customer, **self.counters}
+
+    def delivered_until(self) -> int | None:
+        """The station time (ns) up to which every frame of every open channel is in the sink:
+        frames reach it in blocks, up to about two block periods after they were spoken (see
+        ``sources_watermark``). None while the audio is lost or before the first frames."""
+        if self.state == "lost" or not self._streams:
+            return None
+        delivered = dict(self._delivered)
+        channels = [ch for plan in self._plans for ch, _ in plan.picks]
+        if not channels or any(ch not in delivered for ch in channels):
+            return None
+        return min(delivered[ch] for ch in channels)
 
     # -- streams ------------------------------------------------------------------------------
 
@@ -458,8 +478,7 @@ class AudioSource:
                     self._process(item, out)
                 now = monotonic_ns()
                 self._release_agent(now, out)
-                if out:
-                    self._sink.put_many(out)
+                self._emit(out)
                 if self._streams:
                     why = self._stalled(now)
                     if why:
@@ -496,9 +515,8 @@ class AudioSource:
         self._close_all()
         out: list = []
         self._release_agent(None, out)
-        if out and self._sink is not None:
-            self._sink.put_many(out)
-        self._cust_levels.clear()
+        self._emit(out)
+        self._forget_customer()
         ends = [t.last_end_ns for t in self._tracks.values() if t.last_end_ns is not None]
         t_lost = max(ends) if ends else monotonic_ns()   # no delivered frame lies inside the lost span
         for t in self._tracks.values():
@@ -530,6 +548,8 @@ class AudioSource:
         return arrival - frames * 1_000_000_000 // self.rate - latency_ns
 
     def _process(self, item: tuple, out: list) -> None:
+        """Stamp and frame one block; classify its customer frames (into ``out``, a list of
+        ``speech`` column dicts) and queue its mic frames for ``_release_agent``."""
         gen, sidx, data, adc, cur, arrival, wall, overflow = item
         if gen != self._gen:
             return
@@ -549,62 +569,111 @@ class AudioSource:
         for k, (ch, _col) in enumerate(plan.picks):
             samples = data if data.ndim == 1 else data[:, k]
             track = self._tracks[ch]
-            framed = track.push(np.ascontiguousarray(samples), t0, overflow)
-            if not framed:
+            starts, block = track.push(np.ascontiguousarray(samples), t0, overflow)
+            if not len(starts):
                 continue
-            block = np.stack([f for _, f in framed])     # numpy passes per block, not per frame
-            levels = levels_dbfs(block).tolist()
-            crests, shares = impulse_measures_rows(block, track.classifier.click_span)
-            for (t, frame), level, impulse in zip(framed, levels, zip(crests.tolist(), shares.tolist())):
-                if ch == Channel.CUSTOMER:
-                    ev = track.classifier.classify(frame, t, level=level, impulse=impulse)
-                    self._cust_levels.append((t, t + self.dur_ns, level))
-                    track.frames += 1
-                    track.last_end_ns = t + self.dur_ns
-                    out.append(ev)
-                else:
-                    self._agent_wait.append((t, frame, arrival, level, impulse))
-        while self._cust_levels and self._cust_levels[0][1] < self._cust_levels[-1][1] - CUSTOMER_HISTORY_NS:
-            self._cust_levels.popleft()
+            if ch == Channel.CUSTOMER:
+                cols = track.classifier.classify_block(block, starts)
+                self._remember_customer(starts, cols["level_dbfs_x10"] / 10)
+                track.frames += len(starts)
+                track.last_end_ns = int(starts[-1]) + self.dur_ns
+                out.append(cols)
+            else:
+                self._queue_agent(starts, block, arrival)
 
-    def _customer_level(self, t0: int, t1: int) -> float | None:
-        """Loudest customer frame level (dBFS) overlapping [t0, t1), or None if none is known."""
-        best = None
-        for s, e, level in reversed(self._cust_levels):
-            if e <= t0:
-                break
-            if s < t1 and (best is None or level > best):
-                best = level
-        return best
+    def _queue_agent(self, starts: np.ndarray, frames: np.ndarray, arrival_ns: int) -> None:
+        """Queue mic frames (start times ns, one frame per row) that arrived at arrival_ns for
+        ``_release_agent``."""
+        self._wait_t = np.concatenate((self._wait_t, starts))
+        self._wait_frames = np.concatenate((self._wait_frames, frames))
+        self._wait_arrival = np.concatenate((self._wait_arrival, np.full(len(starts), arrival_ns, np.int64)))
+
+    def _remember_customer(self, starts: np.ndarray, levels: np.ndarray) -> None:
+        """Keep the customer frames' times and levels (dBFS) of the last CUSTOMER_HISTORY_NS,
+        sorted by start time."""
+        t = np.concatenate((self._cust_t, starts))
+        end = np.concatenate((self._cust_end, starts + self.dur_ns))
+        level = np.concatenate((self._cust_level, levels))
+        if len(self._cust_t) and starts[0] < self._cust_t[-1]:   # re-anchored backwards
+            order = np.argsort(t, kind="stable")
+            t, end, level = t[order], end[order], level[order]
+        keep = end >= end.max() - CUSTOMER_HISTORY_NS
+        self._cust_t, self._cust_end, self._cust_level = t[keep], end[keep], level[keep]
+
+    def _forget_customer(self) -> None:
+        self._cust_t = self._cust_t[:0]
+        self._cust_end = self._cust_end[:0]
+        self._cust_level = self._cust_level[:0]
+
+    def _customer_levels(self, t0: np.ndarray, t1: np.ndarray) -> np.ndarray:
+        """Per window [t0, t1) (ns): the loudest customer frame level (dBFS) overlapping it, NaN
+        where no customer frame is known there."""
+        out = np.full(len(t0), np.nan)
+        levels = self._cust_level
+        if not len(levels) or not len(t0):
+            return out
+        first = np.searchsorted(self._cust_end, t0, side="right")   # first frame ending after t0
+        stop = np.searchsorted(self._cust_t, t1, side="left")       # first frame starting at/after t1
+        width = int(max(0, (stop - first).max()))
+        if width == 0:
+            return out
+        idx = first[:, None] + np.arange(width)
+        valid = idx < stop[:, None]
+        vals = np.where(valid, levels[np.minimum(idx, len(levels) - 1)], -np.inf).max(axis=1)
+        known = stop > first
+        out[known] = vals[known]
+        return out
 
     def _release_agent(self, now: int | None, out: list) -> None:
-        """Classify waiting mic frames whose customer window and nearby key presses are known
-        (or that waited long enough; all of them when now is None)."""
+        """Classify the waiting mic frames whose customer window and nearby key presses are known
+        (or that waited ``align_wait_ms``; all of them when now is None), oldest first, into
+        ``out``."""
         track = self._tracks.get(Channel.AGENT)
-        if track is None:
-            self._agent_wait.clear()
+        n = len(self._wait_t)
+        if track is None or n == 0:
+            self._take_waiting(n)
             return
-        cust = self._tracks.get(Channel.CUSTOMER)
-        cust_until = cust.last_end_ns if (cust is not None and self._has_customer) else None
-        keys_until = (self.key_times.complete_until(now)
-                      if self.key_times is not None and now is not None else None)
-        while self._agent_wait:
-            t, frame, arrival, frame_level, impulse = self._agent_wait[0]
-            end = t + self.dur_ns
-            if now is not None:
-                covered = (not self._has_customer
-                           or (cust_until is not None and cust_until >= end + self.bleed_ns))
-                keys_known = keys_until is None or keys_until >= end + self.click_ns
-                if not (covered and keys_known):
-                    if now - arrival < self.align_wait_ns:
-                        break
-                    if not covered:
-                        self.counters["unaligned_frames"] += 1
-            self._agent_wait.popleft()
-            level = self._customer_level(t - self.bleed_ns, end + self.bleed_ns) if self._has_customer else None
-            near = (self.key_times is not None
-                    and self.key_times.any_within(t - self.click_ns, end + self.click_ns))
-            out.append(track.classifier.classify(frame, t, near_key_press=near, customer_level_dbfs=level,
-                                                 level=frame_level, impulse=impulse))
-            track.frames += 1
-            track.last_end_ns = end
+        end = self._wait_t + self.dur_ns
+        count = n
+        if now is not None:
+            if not self._has_customer:
+                covered = np.ones(n, dtype=bool)
+            else:
+                cust = self._tracks.get(Channel.CUSTOMER)
+                cust_until = cust.last_end_ns if cust is not None else None
+                covered = (np.zeros(n, dtype=bool) if cust_until is None
+                           else end + self.bleed_ns <= cust_until)
+            ready = covered
+            if self.key_times is not None:
+                ready = ready & (end + self.click_ns <= self.key_times.complete_until(now))
+            ok = ready | (now - self._wait_arrival >= self.align_wait_ns)
+            count = n if ok.all() else int(np.argmin(ok))   # a prefix: frames leave in order
+            self.counters["unaligned_frames"] += int(np.count_nonzero(~covered[:count]))
+        if count == 0:
+            return
+        t, end = self._wait_t[:count], end[:count]
+        frames = self._wait_frames[:count]
+        self._take_waiting(count)
+        level = self._customer_levels(t - self.bleed_ns, end + self.bleed_ns) if self._has_customer else None
+        near = (self.key_times.within_each(t - self.click_ns, end + self.click_ns)
+                if self.key_times is not None else None)
+        out.append(track.classifier.classify_block(frames, t, near_key_press=near, customer_level_dbfs=level))
+        track.frames += count
+        track.last_end_ns = int(end[-1])
+
+    def _take_waiting(self, count: int) -> None:
+        self._wait_t = self._wait_t[count:]
+        self._wait_frames = self._wait_frames[count:]
+        self._wait_arrival = self._wait_arrival[count:]
+
+    def _emit(self, out: list) -> None:
+        """Hand the frames classified in one wake-up (``speech`` column dicts) to the sink as one
+        time-ordered batch."""
+        if not out or self._sink is None:
+            return
+        cols = {name: np.concatenate([c[name] for c in out]) for name in out[0]}
+        order = np.argsort(cols["t_ns"], kind="stable")
+        self._sink.put_batch(Batch(monotonic_ns(), {"speech": {k: v[order] for k, v in cols.items()}}))
+        for c in out:   # now in the sink (delivered_until); frames of a channel leave in time order
+            self._delivered[int(c["channel"][0])] = int(c["t_ns"][-1] + c["dur_ns"][-1])
+        out.clear()

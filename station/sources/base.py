@@ -3,8 +3,10 @@
 A source is started with a sink and must:
 - stamp every event with ``station.clock.monotonic_ns()`` (or a better-aligned station-clock time,
   e.g. the ADC time of an audio frame),
-- call ``sink.put(event)`` / ``sink.put_many(events)`` without blocking its hook or callback
-  thread for long (the sink is a bounded in-memory queue; on overflow it counts drops),
+- call ``sink.put(event)`` / ``sink.put_many(events)``, or ``sink.put_batch(batch)`` for events
+  it already holds in columns (``events.Batch``: no Python object per event), without blocking its
+  hook or callback thread for long (the sink is a bounded in-memory queue; on overflow it counts
+  drops),
 - report its state changes as ``SourceHealth`` events (``ok`` / ``degraded`` / ``lost``) and keep
   retrying when its device goes away (degrade, don't die),
 - stop promptly on ``stop()`` (within 1 s).
@@ -18,13 +20,14 @@ import threading
 from typing import Any, Iterable, Protocol
 
 from ..clock import monotonic_ns
-from ..events import SourceHealth
+from ..events import DEFAULT_LAG_NS, SourceHealth
 from ..osthread import named
 
 
 class EventSink(Protocol):
     def put(self, event: Any) -> None: ...
     def put_many(self, events: Iterable[Any]) -> None: ...
+    def put_batch(self, batch: Any) -> None: ...
 
 
 class Source(Protocol):
@@ -35,6 +38,33 @@ class Source(Protocol):
     def status(self) -> dict[str, Any]:
         """Current state and counters for the health beat, e.g. {"state": "ok", "overflows": 0}."""
         ...
+
+    # Optional: ``delivered_until() -> int | None``: the station time (ns) up to which this source
+    # has put every event it will ever emit into the sink (None: no such bound, e.g. while it is
+    # lost). A source whose events reach the sink later than DEFAULT_LAG_NS after their time (the
+    # audio source hands over whole blocks) reports it, so that ``sources_watermark`` waits.
+
+
+MAX_SOURCE_LAG_NS = 3_000_000_000   # the watermark never lags more than this behind "now"
+
+
+def sources_watermark(sources, now_ns: int, lag_ns: int = DEFAULT_LAG_NS, max_lag_ns: int = MAX_SOURCE_LAG_NS) -> int:
+    """The time (ns) up to which every source has delivered its events: ``now_ns - lag_ns``, held
+    back to what sources report through ``delivered_until``, but never more than max_lag_ns
+    behind now (a source that stalls reports itself lost through its health; it does not stop
+    time). Evaluate it before draining the queue: events counted here must be in the drain."""
+    mark = now_ns - lag_ns
+    for src in sources:
+        until = getattr(src, "delivered_until", None)
+        if until is None:
+            continue
+        try:
+            t = until()
+        except Exception:  # a source's bug must not stop the recorder
+            continue
+        if t is not None:
+            mark = min(mark, int(t))
+    return max(mark, now_ns - max_lag_ns)
 
 
 class EventQueue:
@@ -95,6 +125,17 @@ class EventQueue:
             self._items.clear()
             self._waiting = 0
         return items
+
+    def drain_events(self) -> list[Any]:
+        """Everything waiting as single events (batches taken apart), in arrival order: for
+        consumers that want event objects (tools, tests), not the recorder."""
+        out: list[Any] = []
+        for item in self.drain():
+            if hasattr(item, "streams"):      # an events.Batch
+                out.extend(item.events())
+            else:
+                out.append(item)
+        return out
 
     def __len__(self) -> int:
         return self._waiting

@@ -2,7 +2,7 @@
 
 The audio source rejects an impulsive VAD frame as a keyboard click when a key was pressed close
 to it (``station.vad``). The input source calls ``note`` from its keyboard hook thread for every
-key press; the audio worker asks ``any_within`` for each frame. Only times are kept (station clock,
+key press; the audio worker asks ``within_each`` for a block of frames. Only times are kept (station clock,
 integer ns), never which key.
 
 An input source that reads its events in batches (the XI2 backend waits up to 200 ms between
@@ -15,18 +15,20 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
+
 
 class RecentKeyPresses:
     """Thread-safe ring of the last ``capacity`` key-press times (ns, station clock).
 
     ``note`` is O(1) and holds a lock for a few list operations only, so the hook thread never
-    blocks long. ``any_within`` scans from the newest press backwards and stops at the first press
-    older than its window (presses arrive in time order from one hook thread; a small disorder is
-    tolerated, see ``disorder_ns``). Presses older than the ring's capacity are forgotten: with
-    256 entries and 20 keys/s that is 12 s of history, far more than the audio pipeline's delay.
+    blocks long. ``within_each`` sorts a copy of the ring (so presses noted out of order are
+    found too) and looks each window up in it. Presses older than the ring's capacity are
+    forgotten: with 256 entries and 20 keys/s that is 12 s of history, far more than the audio
+    pipeline's delay.
     """
 
-    def __init__(self, capacity: int = 256, disorder_ns: int = 1_000_000_000):
+    def __init__(self, capacity: int = 256):
         if capacity < 1:
             raise ValueError("capacity must be >= 1")
         self._times = [0] * capacity
@@ -34,7 +36,6 @@ class RecentKeyPresses:
         self._next = 0        # slot the next note goes to
         self._count = 0       # total notes so far
         self._lock = threading.Lock()
-        self.disorder_ns = disorder_ns
         self._deferred_since: int | None = None   # presses after this may not be noted yet
 
     def note(self, t_ns: int) -> None:
@@ -61,19 +62,19 @@ class RecentKeyPresses:
 
     def any_within(self, t0_ns: int, t1_ns: int) -> bool:
         """Whether a key press was noted at a time in [t0_ns, t1_ns] (inclusive, ns)."""
+        return bool(self.within_each(np.array([t0_ns]), np.array([t1_ns]))[0])
+
+    def within_each(self, t0_ns: np.ndarray, t1_ns: np.ndarray) -> np.ndarray:
+        """Per window [t0, t1] (inclusive, ns): whether a remembered key press lies in it, as a
+        bool array; ``any_within`` for many windows at once (the audio worker asks for a block
+        of frames)."""
         with self._lock:
             n = min(self._count, self._capacity)
-            i = self._next
-            times = self._times
-            stop_below = t0_ns - self.disorder_ns
-            for _ in range(n):
-                i = (i - 1) % self._capacity
-                t = times[i]
-                if t0_ns <= t <= t1_ns:
-                    return True
-                if t < stop_below:
-                    return False
-        return False
+            times = np.sort(np.array(self._times[:n] if self._count <= self._capacity else self._times,
+                                     dtype=np.int64))
+        lo = np.searchsorted(times, np.asarray(t0_ns, dtype=np.int64), side="left")
+        hi = np.searchsorted(times, np.asarray(t1_ns, dtype=np.int64), side="right")
+        return hi > lo
 
     def __len__(self) -> int:
         """How many presses are remembered (at most capacity)."""
