@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/agent_bench.py [--profile office|stress|both] [--duration 60]
                                                [--mode run|split|both] [--rss-every 60]
-                                               [--softphone on|off|both]
+                                               [--softphone on|off|both] [--block-ms MS]
 
 Runs the agent exactly as an exam PC does, as child processes, against Xvfb + openbox and a
 private PulseAudio with agent/customer null sinks: ``--mode run`` is ``station run`` (sources,
@@ -76,24 +76,36 @@ def station(*args: str, wrapper: str | None = None) -> list[str]:
     return [sys.executable, *entry, "--no-system-config", *args]
 
 
-def captured(data: Path, since_ns: int, until_ns: int) -> dict[str, int]:
-    """Events per stream stamped in [since_ns, until_ns) in the newest session journal."""
+def captured(data: Path, since_ns: int, until_ns: int) -> tuple[dict[str, int], np.ndarray, int]:
+    """Events per stream stamped in [since_ns, until_ns) in the newest session journal; the delay
+    (ns) from each of those speech frames' end to the recorder cycle that journaled it; and how
+    many of them came late: ending before an earlier cycle's watermark had passed their end."""
     from station.journal import Journal, list_sessions
     info = list_sessions(data)[-1]
     counts: dict[str, int] = {}
+    delays = []
+    late = 0
+    mark = -(2 ** 62)
     with Journal.open(info.path) as j:
         for b in j.iter_batches():
             for name, cols in b.streams.items():
                 t = np.asarray(cols["t_ns"])
-                counts[name] = counts.get(name, 0) + int(((t >= since_ns) & (t < until_ns)).sum())
-    return counts
+                inside = (t >= since_ns) & (t < until_ns)
+                counts[name] = counts.get(name, 0) + int(inside.sum())
+                if name == "speech":
+                    ends = (t + np.asarray(cols["dur_ns"]))[inside]
+                    delays.append(b.t_ns - ends)
+                    late += int(np.count_nonzero(ends <= mark))
+            mark = max(mark, b.watermark_ns)
+    return counts, np.concatenate(delays) if delays else np.zeros(0, dtype=np.int64), late
 
 
 def run(profile: str, mode: str, duration: float, rss_every: float, softphone: bool = True,
-        wrapper: str | None = None) -> dict:
+        wrapper: str | None = None, block_ms: int | None = None) -> dict:
     """One measured run (see the module docstring). softphone: keep a 10 ms recorder on both
     devices, as a softphone in a call does (the sound server then pushes audio to every recorder
-    100 times/s); False: the agent is the only recorder. wrapper: see --wrap."""
+    100 times/s); False: the agent is the only recorder. wrapper: see --wrap. block_ms: audio.block_ms
+    (None: the config's)."""
     from tests.pulse_harness import PulseServer
     from tests.streaming_station import Rig
     from tests.x11_harness import X11Session
@@ -102,7 +114,8 @@ def run(profile: str, mode: str, duration: float, rss_every: float, softphone: b
         tmp = Path(tmp)
         rig = Rig(tmp, station_id="bench-01")
         over = tmp / "audio.toml"
-        over.write_text('[audio]\nagent_device = "agent_monitor"\ncustomer_device = "customer_monitor"\n')
+        over.write_text('[audio]\nagent_device = "agent_monitor"\ncustomer_device = "customer_monitor"\n'
+                        + (f"block_ms = {block_ms}\n" if block_ms else ""))
         cfg = ["--config", str(rig.station_cfg), "--config", str(over)]
         data = tmp / "data"
         wins = [x.open_window(c, t) for c, t in WINDOWS]
@@ -164,8 +177,11 @@ def run(profile: str, mode: str, duration: float, rss_every: float, softphone: b
                     p.kill()
             for log in logs:
                 log.close()
-        counts = captured(data, t_since, t_until)
+        counts, speech_delays, late = captured(data, t_since, t_until)
     result = {"profile": profile, "mode": mode, "softphone": softphone, "wall_s": wall, "captured": counts, "processes": {},
+              "late_frames": late,
+              "speech_delay_ms": [float(np.percentile(speech_delays, q)) / 1e6 if len(speech_delays) else float("nan")
+                                  for q in (50, 99, 100)],
               "keys_sent": sum(1 for t in load.key_t0 if t_since <= t < t_until),
               "focus_sent": sum(1 for t, _ in load.focus_t0 if t_since <= t < t_until)}
     for n in procs:
@@ -194,8 +210,10 @@ def report(r: dict) -> None:
     print(f"  agent total       CPU {total:.2f} % of one core")
     print(f"  captured          speech frames {c.get('speech', 0) / r['wall_s']:.1f}/s (100/s expected), "
           f"key events {c.get('key', 0)} for {r['keys_sent']} keys sent (press + release), "
-          f"focus changes {c.get('focus', 0)} for {r['focus_sent']} sent, mouse bins {c.get('mouse', 0)}",
-          flush=True)
+          f"focus changes {c.get('focus', 0)} for {r['focus_sent']} sent, mouse bins {c.get('mouse', 0)}")
+    p50, p99, worst = r["speech_delay_ms"]
+    print(f"  speech delay      frame end -> journaled: p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {worst:.0f} ms; "
+          f"{r['late_frames']} frames behind the watermark", flush=True)
 
 
 def main() -> int:
@@ -209,11 +227,12 @@ def main() -> int:
     ap.add_argument("--softphone", choices=["on", "off", "both"], default="on",
                     help="on: a 10 ms recorder also holds both devices, as a softphone in a call "
                          "(the harness's keep-alive); off: the agent is the only recorder")
+    ap.add_argument("--block-ms", type=int, help="audio.block_ms for the agent (default: the config's)")
     a = ap.parse_args()
     for profile in (["office", "stress"] if a.profile == "both" else [a.profile]):
         for softphone in ([True, False] if a.softphone == "both" else [a.softphone == "on"]):
             for mode in (["run", "split"] if a.mode == "both" else [a.mode]):
-                report(run(profile, mode, a.duration, a.rss_every, softphone, a.wrap))
+                report(run(profile, mode, a.duration, a.rss_every, softphone, a.wrap, a.block_ms))
     return 0
 
 
