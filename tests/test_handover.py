@@ -155,6 +155,7 @@ def test_sources_watermark_waits_for_the_slowest_source_within_a_bound():
                 raise self.until
             return self.until
 
+    S = 1_000_000_000
     now = 100 * S
     lag = 1 * S
     assert sources_watermark([object()], now) == now - lag, "no bound reported: the fixed lag"
