@@ -79,7 +79,8 @@ def station(*args: str, wrapper: str | None = None) -> list[str]:
 def captured(data: Path, since_ns: int, until_ns: int) -> tuple[dict[str, int], np.ndarray, int]:
     """Events per stream stamped in [since_ns, until_ns) in the newest session journal; the delay
     (ns) from each of those speech frames' end to the recorder cycle that journaled it; and how
-    many of them came late: ending before an earlier cycle's watermark had passed their end."""
+    many events (any stream; a speech frame by its end) came late: behind an earlier cycle's
+    watermark."""
     from station.journal import Journal, list_sessions
     info = list_sessions(data)[-1]
     counts: dict[str, int] = {}
@@ -92,10 +93,10 @@ def captured(data: Path, since_ns: int, until_ns: int) -> tuple[dict[str, int], 
                 t = np.asarray(cols["t_ns"])
                 inside = (t >= since_ns) & (t < until_ns)
                 counts[name] = counts.get(name, 0) + int(inside.sum())
+                ends = (t + np.asarray(cols["dur_ns"]) if name == "speech" else t)[inside]
                 if name == "speech":
-                    ends = (t + np.asarray(cols["dur_ns"]))[inside]
                     delays.append(b.t_ns - ends)
-                    late += int(np.count_nonzero(ends <= mark))
+                late += int(np.count_nonzero(ends <= mark))
             mark = max(mark, b.watermark_ns)
     return counts, np.concatenate(delays) if delays else np.zeros(0, dtype=np.int64), late
 
@@ -213,7 +214,7 @@ def report(r: dict) -> None:
           f"focus changes {c.get('focus', 0)} for {r['focus_sent']} sent, mouse bins {c.get('mouse', 0)}")
     p50, p99, worst = r["speech_delay_ms"]
     print(f"  speech delay      frame end -> journaled: p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {worst:.0f} ms; "
-          f"{r['late_frames']} frames behind the watermark", flush=True)
+          f"events behind the watermark (any stream): {r['late_frames']}", flush=True)
 
 
 def main() -> int:

@@ -5,7 +5,7 @@ Speech-like load: espeak-ng sentences are played into both sinks in a loop, so t
 speech as well as silence. The player and the server are other processes and not counted; the
 figure includes everything in this process (PortAudio and ALSA pulse-plugin threads, the worker).
 
-    .venv/bin/python benchmarks/audio_bench.py [--seconds 60] [--block-ms 200]
+    .venv/bin/python benchmarks/audio_bench.py [--seconds 60] [--block-ms MS]
 """
 
 from __future__ import annotations
@@ -32,12 +32,12 @@ from tests.pulse_harness import PulseServer, espeak  # noqa: E402
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=60.0)
-    ap.add_argument("--block-ms", type=int, default=200)
+    ap.add_argument("--block-ms", type=int, help="audio.block_ms (default: the config's)")
     args = ap.parse_args()
     limit_heap_growth()   # as every station process does (station.cli)
     cfg = config.load(system=False).replace(audio={"agent_device": "agent_monitor",
                                                    "customer_device": "customer_monitor",
-                                                   "block_ms": args.block_ms})
+                                                   **({"block_ms": args.block_ms} if args.block_ms else {})})
     with tempfile.TemporaryDirectory() as d, PulseServer() as pa:
         pa.activate()
         line = espeak("Thank you for calling, how can I help you today?", Path(d) / "s.wav")
@@ -79,7 +79,7 @@ def main() -> int:
     wall = w1 - w0
     cpu = c1 - c0
     print(f"audio source: {wall:.1f} s wall, {cpu:.2f} s CPU = {100 * cpu / wall:.2f} % of one core "
-          f"(block {args.block_ms} ms, 2 channels, {cfg.audio.frame_ms} ms frames)")
+          f"(block {cfg.audio.block_ms} ms, 2 channels, {cfg.audio.frame_ms} ms frames)")
     print(f"frames {frames} ({frames / wall:.1f}/s), overflows {st['overflows']}, dropped blocks "
           f"{st['dropped_blocks']}, reanchors {st['reanchors']}, adc clock {st['adc_clock']}, "
           f"load average {os.getloadavg()[0]:.1f}, per channel since start {st['frames']}, blocks {st['blocks']}")

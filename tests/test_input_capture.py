@@ -233,7 +233,9 @@ def test_x_server_restart_input_lost_then_recovers(backend):
             since = monotonic_ns()
             x.xdotool("key", "a", "Return")
             x.xdotool("mousemove_relative", "5", "5", "click", "1")
-            time.sleep(0.2)
+            # XI2 reads again READ_BATCH_S after a read with motion: wait for the release
+            assert cap.wait_for(lambda e: isinstance(e, MouseClick) and not e.down and e.t_ns >= since,
+                                timeout=3)
             assert [e.key_class for e in cap.of(KeyEvent, since) if e.down] == [KeyClass.PRINTABLE,
                                                                                 KeyClass.ENTER]
             assert [(c.button, c.down) for c in cap.of(MouseClick, since)] == [(1, True), (1, False)]

@@ -65,7 +65,13 @@ def test_xdotool_keys_moves_clicks_scrolls_are_flagged_injected(xs, cap):
     for _ in range(20):
         args += ["mousemove_relative", "5", "5", "sleep", "0.004"]
     xs.xdotool(*args, "click", "2", "click", "4")
-    time.sleep(0.3)
+    # the reader waits READ_BATCH_S between reads while the mouse moves, and emits bins once the
+    # pointer position read with them has come back: wait for them
+    deadline = time.monotonic() + 3
+    while (sum(b.count for b in cap.of(MouseBin, since - since % 10_000_000)) < 20
+           and time.monotonic() < deadline):
+        time.sleep(0.05)
+    time.sleep(0.1)
     keys = cap.of(KeyEvent, since)
     assert len(keys) == 4 and all(k.injected for k in keys)
     bins = cap.of(MouseBin, since - since % 10_000_000)

@@ -11,8 +11,8 @@ it) plus ``XI_HierarchyChanged``. Then the thread takes the socket over and pars
 itself with ``struct`` (``_parse``): python-xlib's per-event machinery (locks, ``rq`` structs,
 event objects) is not on the hot path, and the only request sent afterwards is a 8-byte
 ``QueryPointer`` per closed mouse bin, whose reply is read from the same stream without
-waiting. After a read with motion, the thread waits ``READ_BATCH_S`` (200 ms) before reading
-again: continuous motion, and typing meanwhile, cost ~5 wake-ups/s instead of one per event (a
+waiting. After a read with motion, the thread waits ``READ_BATCH_S`` (400 ms) before reading
+again: continuous motion, and typing meanwhile, cost ~3 wake-ups/s instead of one per event (a
 Python wake-up costs 100-300 us of CPU on a busy machine: caches are cold). During such a wait
 ``key_times.defer`` tells the audio source's click rejection that presses after the last read
 are not noted yet (it holds the frames near them). Stamps do not suffer from that: every raw event
@@ -50,9 +50,9 @@ Mouse: a ``RawMotion`` with an x or y valuator (bits 0/1 of its valuator mask; s
 motion is not a move) counts as one move. Raw valuators cannot give the path: they are deltas
 for relative motion but screen positions for absolute motion (XTEST, tablets) and the event does
 not say which. So the thread asks for the pointer position (``QueryPointer``) once per read in
-which bins closed (<= ~5/s while moving, none at rest): the straight line from the previous
+which bins closed (<= ~3/s while moving, none at rest): the straight line from the previous
 position is shared by those bins in proportion to their move counts. The total over a straight
-path is exact; a curve within one read (<= ~200 ms) counts as its chord, and a bin's share is an
+path is exact; a curve within one read (<= ~400 ms) counts as its chord, and a bin's share is an
 estimate when the speed changed within the read. The first move of a burst (after
 ``BURST_GAP_NS`` = 100 ms without moves) asks for the position instead of using the last one,
 so a warp during the pause does not count as distance; the moves read with that first one
@@ -89,7 +89,7 @@ DEFAULT_REPEAT_DELAY_MS = 660
 DEFAULT_REPEAT_INTERVAL_MS = 40
 BURST_GAP_NS = 100_000_000  # a move after this long without one starts a new burst (see _move)
 STOP_DRAIN_S = 0.2
-READ_BATCH_S = 0.200  # after a read with motion, wait this long before reading again
+READ_BATCH_S = 0.400  # after a read with motion, wait this long before reading again
 READ_MARGIN_NS = 5_000_000  # events stamped after (read time - this) may still be on their way
 BIN_CLOSE_LAG_NS = 50_000_000  # a bin without later moves is closed this long after its end
 MAX_EVENT_AGE_NS = 2_000_000_000  # an event time older than this (vs read time) is not trusted  # on stop, wait this long at most for the last bins' pointer positions

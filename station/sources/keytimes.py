@@ -5,7 +5,7 @@ to it (``station.vad``). The input source calls ``note`` from its keyboard hook 
 key press; the audio worker asks ``within_each`` for a block of frames. Only times are kept (station clock,
 integer ns), never which key.
 
-An input source that reads its events in batches (the XI2 backend waits up to 200 ms between
+An input source that reads its events in batches (the XI2 backend waits up to 400 ms between
 reads to save wake-ups) says so with ``defer(t_ns)`` before such a wait and ``resume()`` after
 the next read is noted; ``complete_until(now)`` tells the audio worker up to which time every
 press has been noted, so that it classifies a frame only once the presses near it are known.
