@@ -1,6 +1,7 @@
 """Per-frame voice activity: webrtcvad plus the station's own checks.
 
-``FrameClassifier.classify`` turns one frame of int16 mono samples into a ``SpeechFrame``:
+``FrameClassifier.classify_block`` turns a block of frames of int16 mono samples into the columns
+of the ``speech`` stream (``classify``: one frame into a ``SpeechFrame``, the same code); per frame:
 
 1. level: RMS in dBFS (0 dBFS = full-scale sine RMS convention is NOT used: 0 dBFS here is the RMS
    of a full-scale square wave, i.e. 20*log10(rms/32768)); silence is clamped to -127 dBFS;
