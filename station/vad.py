@@ -153,11 +153,10 @@ class FrameClassifier:
                    coupling_db=audio.bleed_coupling_db if coupling_db is None else coupling_db,
                    bleed_margin_db=audio.bleed_margin_db)
 
-    def impulsive(self, samples: np.ndarray, measures: tuple[float, float] | None = None) -> bool:
+    def impulsive(self, samples: np.ndarray) -> bool:
         """Click-like: crest factor above crest_limit_db, or at least click_energy_share of the
-        energy within CLICK_SPAN_MS. measures: the frame's impulse_measures(samples,
-        self.click_span) when the caller computed them already (impulse_measures_rows)."""
-        crest, share = measures if measures is not None else impulse_measures(samples, self.click_span)
+        energy within CLICK_SPAN_MS (the test classify_block applies to speech frames)."""
+        crest, share = impulse_measures(samples, self.click_span)
         return crest > self.crest_limit_db or share >= self.click_energy_share
 
     def classify(self, samples: np.ndarray, t_ns: int, *, near_key_press: bool = False,

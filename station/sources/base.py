@@ -20,7 +20,7 @@ import threading
 from typing import Any, Iterable, Protocol
 
 from ..clock import monotonic_ns
-from ..events import DEFAULT_LAG_NS, SourceHealth
+from ..events import DEFAULT_LAG_NS, Batch, SourceHealth
 from ..osthread import named
 
 
@@ -131,7 +131,7 @@ class EventQueue:
         consumers that want event objects (tools, tests), not the recorder."""
         out: list[Any] = []
         for item in self.drain():
-            if hasattr(item, "streams"):      # an events.Batch
+            if isinstance(item, Batch):
                 out.extend(item.events())
             else:
                 out.append(item)
