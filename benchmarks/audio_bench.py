@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
+from benchmarks.agent_bench import thread_ticks  # noqa: E402
 from station import config  # noqa: E402
 from station.malloc_tuning import limit_heap_growth  # noqa: E402
 from station.sources.audio import AudioSource  # noqa: E402
@@ -96,16 +97,7 @@ AUDIO_THREADS = ("audio-source", "threaded-ml")   # the worker (PortAudio's thre
 
 def _audio_thread_ns() -> dict[int, int]:
     """{tid: run time ns} of this process's audio threads (the scheduler's exact figure)."""
-    out = {}
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            name = Path(f"/proc/self/task/{tid}/comm").read_text().strip()
-            run_ns = int(Path(f"/proc/self/task/{tid}/schedstat").read_text().split()[0])
-        except (OSError, ValueError):
-            continue
-        if name in AUDIO_THREADS:
-            out[int(tid)] = run_ns
-    return out
+    return {tid: run_ns for tid, (name, run_ns, _) in thread_ticks(os.getpid()).items() if name in AUDIO_THREADS}
 
 
 def _rss_mb() -> float:

@@ -37,7 +37,7 @@ from typing import Any, Callable
 import msgpack
 
 from .clock import boot_id, monotonic_ns
-from .events import DEFAULT_LAG_NS, Batch, FormatError, SourceHealth, decode_batch, encode_batch
+from .events import DEFAULT_LAG_NS, FormatError, SourceHealth, decode_batch, encode_batch
 from .osthread import named
 from .sources.base import EventQueue
 
@@ -343,11 +343,9 @@ class CaptureClient:
 
     def _enqueue_batch(self) -> None:
         now = self.clock()
-        watermark = min(now, self.watermark_fn(now))   # before the drain: what it counts is in it
-        items = self.queue.drain()     # events and whole batches (e.g. the audio source's)
-        if not items:
+        batch = self.queue.drain_batch(now, self.watermark_fn)   # events and the audio source's batches
+        if not batch.count():
             return
-        batch = Batch.from_items(now, items, watermark_ns=watermark)
         self.outbox.append(frame(BATCH, encode_batch(batch)))
         while len(self.outbox) > self.max_batches:
             self.outbox.popleft()

@@ -170,9 +170,7 @@ class Recorder:
         now = self.clock()
         with self._acks_lock:
             acks, self._pending_acks = self._pending_acks, []
-        watermark = min(now, self.watermark_fn(now))   # before the drain: what it counts is in it
-        items = self.queue.drain()     # events and whole batches from the capture process
-        batch = Batch.from_items(now, items, watermark_ns=watermark)
+        batch = self.queue.drain_batch(now, self.watermark_fn)   # events and the capture's batches
         outputs = self.engine.ingest(batch)
         for kind, t_ns, body in outputs:
             if kind == "summary":

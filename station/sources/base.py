@@ -126,6 +126,13 @@ class EventQueue:
             self._waiting = 0
         return items
 
+    def drain_batch(self, now_ns: int, watermark_fn) -> Batch:
+        """Everything waiting as one ``Batch`` stamped now_ns (``Batch.from_items``), with the
+        watermark ``min(now_ns, watermark_fn(now_ns))`` taken *before* the drain, so that every
+        event the watermark counts as delivered is in this batch or an earlier one."""
+        watermark = min(now_ns, watermark_fn(now_ns))
+        return Batch.from_items(now_ns, self.drain(), watermark_ns=watermark)
+
     def drain_events(self) -> list[Any]:
         """Everything waiting as single events (batches taken apart), in arrival order: for
         consumers that want event objects (tools, tests), not the recorder."""
