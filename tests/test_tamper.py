@@ -281,6 +281,11 @@ public_key = "{data / 'keys' / 'station.key'}"
                 "DELETE FROM messages WHERE seq = (SELECT max(seq) FROM messages)"):
         copy = tmp_path / "edited.journal"
         shutil.copy(info.path, copy)
+        wal = Path(str(info.path) + "-wal")    # a recorder that did not close (killed) leaves its
+        if wal.exists():                       # last transactions, even the schema, in the WAL
+            shutil.copy(wal, str(copy) + "-wal")
+        else:
+            Path(str(copy) + "-wal").unlink(missing_ok=True)
         con = sqlite3.connect(copy)
         con.execute(sql)
         con.commit()
