@@ -81,7 +81,7 @@ def captured(data: Path, since_ns: int, until_ns: int) -> tuple[dict[str, int], 
     (ns) from each of those speech frames' end to the recorder cycle that journaled it; and how
     many events (any stream; a speech frame by its end) came late: behind an earlier cycle's
     watermark."""
-    from station.journal import Journal, list_sessions
+    from station.recorder.journal import Journal, list_sessions
     info = list_sessions(data)[-1]
     counts: dict[str, int] = {}
     delays = []

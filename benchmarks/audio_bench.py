@@ -25,9 +25,9 @@ import numpy as np  # noqa: E402
 
 from benchmarks.agent_bench import thread_ticks  # noqa: E402
 from station import config  # noqa: E402
-from station.malloc_tuning import limit_heap_growth  # noqa: E402
-from station.sources.audio import AudioSource  # noqa: E402
-from station.sources.base import EventQueue  # noqa: E402
+from station.capture.audio import AudioSource  # noqa: E402
+from station.eventqueue import EventQueue  # noqa: E402
+from station.ops.malloc_tuning import limit_heap_growth  # noqa: E402
 from tests.pulse_harness import PulseServer, espeak  # noqa: E402
 
 

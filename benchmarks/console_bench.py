@@ -36,16 +36,11 @@ sys.path.insert(0, str(REPO))
 
 import msgpack  # noqa: E402
 
-from station import __version__, clock, config, journal  # noqa: E402
+from station import __version__, clock, config
+from station.recorder import journal  # noqa: E402
+from tests.support import free_port  # noqa: E402
 
 TICK_S = 0.5
-
-
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _shift(o, d: int):
@@ -67,8 +62,8 @@ def _shift(o, d: int):
 
 # ------------------------------------------------------------------------------ 1. record
 def record(root: Path, seconds: float) -> list[tuple[str, int, dict]]:
-    from station.consolelib import Console
-    pp, rp = _free_port(), _free_port()
+    from station.console.follower import Console
+    pp, rp = free_port(), free_port()
     scfg = root / "rec-station.toml"
     scfg.write_text(f'[station]\nid = "rec"\ndata_dir = "{root / "rec"}"\n[publisher]\n'
                     f'pub_bind = "tcp://127.0.0.1:{pp}"\nreq_bind = "tcp://127.0.0.1:{rp}"\n'
@@ -96,7 +91,7 @@ def record(root: Path, seconds: float) -> list[tuple[str, int, dict]]:
 
 # ------------------------------------------------------------------------------ 2. fleet host
 def host_main(a) -> int:
-    from station.publisher import Publisher
+    from station.recorder.publisher import Publisher
     root = Path(a.root)
     templates = json.loads(Path(a.templates).read_text())
     by_kind: dict[str, list] = {}
@@ -163,8 +158,8 @@ def _pct(v: list[float], q: float) -> float:
 
 def offline_tick(templates, stations: int) -> dict:
     """Apply one tick (60 summaries + 60 health beats) to a Room of N stations, in process."""
+    from station.console.web.state import Room
     from station.protocol import Message
-    from station.web.state import Room
     cfg = config.load(system=False)
     room = Room(cfg, [f"s{i}" for i in range(stations)])
     summ = [b for k, _, b in templates if k == "summary"]
@@ -224,7 +219,7 @@ def main() -> int:
                     if line.strip() == "READY":
                         break
                     infos.append(json.loads(line))
-            port = _free_port()
+            port = free_port()
             ccfg = root / "console.toml"
             ccfg.write_text(f'[station]\ndata_dir = "{root / "con"}"\n[console]\nassessor_id = "bench"\n'
                             f'allow_plaintext_loopback = true\nstore = "{root / "console.sqlite"}"\nhttp_port = {port}\n'

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from station import __version__, clock  # noqa: E402
 from station.events import Batch  # noqa: E402
-from station.journal import Journal, SessionHeader, new_session_id  # noqa: E402
+from station.recorder.journal import Journal, SessionHeader, new_session_id  # noqa: E402
 
 BLOCK_NS = 100_000_000
 FRAME_NS = 20_000_000

@@ -22,8 +22,9 @@ import numpy as np
 from station import __version__, config
 from station.clock import wall_anchor
 from station.events import Batch
-from station.journal import Journal, SessionHeader
-from station.replay import pack_body, replay
+from station.protocol import packb
+from station.recorder.journal import Journal, SessionHeader
+from station.recorder.replay import replay
 
 S = 1_000_000_000
 MS = 1_000_000
@@ -83,7 +84,7 @@ def main() -> None:
         events += b.count()
         c0 = time.process_time()
         j.append_batch(b)
-        j.append_message("health", b.t_ns, pack_body({"t": b.t_ns})) if k % 2 == 0 else None
+        j.append_message("health", b.t_ns, packb({"t": b.t_ns})) if k % 2 == 0 else None
         j.commit()
         if k % 2 == 0:
             j.sync()
@@ -116,7 +117,7 @@ def main() -> None:
         b = stress_batch(k, t0, rng)
         j2.append_batch(b)
         for kind, tt, body in eng.ingest(b):
-            j2.append_message(kind, tt, pack_body(body))
+            j2.append_message(kind, tt, packb(body))
         if k % 20 == 0:
             j2.commit()
     live = time.perf_counter() - t

@@ -28,13 +28,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-
-
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.support import free_port  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:
@@ -53,7 +47,7 @@ def cpu_s(pid: int) -> float:
 
 def journal_stats(data: Path) -> tuple[int, int, int]:
     """(bytes on disk, last seq, blocks) of the newest session (read-only)."""
-    from station.journal import list_sessions
+    from station.recorder.journal import list_sessions
     infos = list_sessions(data)
     if not infos:
         return 0, 0, 0

@@ -32,9 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import msgpack  # noqa: E402
 
-from station import __version__, clock, config, journal, keys  # noqa: E402
-from station.consolelib import Console, StationSpec  # noqa: E402
-from station.publisher import Publisher  # noqa: E402
+from station import __version__, clock, config, keys
+from station.console.follower import Console, StationSpec  # noqa: E402
+from station.recorder import journal  # noqa: E402
+from station.recorder.publisher import Publisher  # noqa: E402
 
 BODY_PAD = "x" * 220
 

@@ -57,6 +57,7 @@ def cmd_run(args) -> int:
 
     cfg = _config(args)
     import re
+
     from station.config_schema import ID_PATTERN
     if not re.fullmatch(ID_PATTERN, args.headset):
         raise ConfigError(f"--headset {args.headset!r}; allowed: letters, digits, '.', '_', '-' (max 64)")

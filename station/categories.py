@@ -11,7 +11,7 @@ import hashlib
 import re
 from functools import lru_cache
 
-from .config import Config
+from station.config import Config
 
 
 class Categorizer:

@@ -13,10 +13,10 @@ import argparse
 import importlib
 import sys
 
-from . import __version__
-from .config import ConfigError
-from .errors import UserError
-from .malloc_tuning import limit_heap_growth
+from station import __version__
+from station.config import ConfigError
+from station.errors import UserError
+from station.ops.malloc_tuning import limit_heap_growth
 
 COMMANDS = ["demo", "run", "capture", "recorder", "replay", "report", "sessions", "status",
             "doctor", "devices", "keys", "console", "proxy", "calibrate", "install", "uninstall"]
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def load_config(args):
     """The configuration for a command, from the common --config options."""
-    from . import config
+    from station import config
     return config.load(args.config, system=not args.no_system_config)
 
 

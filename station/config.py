@@ -24,7 +24,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from .config_schema import SCHEMA, Field, Table
+from station.config_schema import SCHEMA, Field, Table
 
 REPO_DEFAULTS = Path(__file__).resolve().parent.parent / "config" / "station.toml"
 SYSTEM_CONFIG = Path("/etc/station/station.toml")

@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .clock import monotonic_ns
-from .config import Config
-from .recorder import Recorder
-from .report import build_report, write_report
-from .scenario import Scenario
-from .sources.scenario import ScenarioSource, VirtualClock
+from station.capture.scenario import ScenarioSource, VirtualClock
+from station.clock import monotonic_ns
+from station.config import Config
+from station.recorder.loop import Recorder
+from station.recorder.report import build_report
+from station.rendering import write_report
+from station.scenario import Scenario
 
 NS_PER_S = 1_000_000_000
 
@@ -94,7 +95,7 @@ def run_demo(cfg: Config, *, seed: int = 1, duration_s: float = 600.0, speed: fl
     """Play one simulated exam through a recorder (and, when cfg.publisher.enabled, a ZeroMQ
     publisher with a console following it over loopback); returns journal, report, truth."""
     stop = stop or threading.Event()
-    from .agent import publisher_factory as make_publisher
+    from station.recorder.process import publisher_factory as make_publisher
     publisher_factory = make_publisher(cfg)
     console = None
     start = monotonic_ns()
@@ -109,7 +110,7 @@ def run_demo(cfg: Config, *, seed: int = 1, duration_s: float = 600.0, speed: fl
         rec = Recorder(cfg, clock=vclock.now, data_dir=data_dir, publisher_factory=publisher_factory, resume=False)
     rec.open_session()
     if publisher_factory is not None:
-        from .consolelib import Console
+        from station.console.follower import Console
         console = Console(cfg, deliver=True)
         console.start()
     latest: dict = {}
@@ -163,7 +164,7 @@ def run_demo(cfg: Config, *, seed: int = 1, duration_s: float = 600.0, speed: fl
         if console is not None:
             console.stop()
         rec.close()
-    from .journal import Journal
+    from station.recorder.journal import Journal
     with Journal.open(path) as j:
         rep = build_report(j)
     out = out_dir or (data_dir / "reports" / session_id)

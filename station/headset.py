@@ -14,7 +14,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Config, ConfigError
+from station.config import Config, ConfigError
 
 
 @dataclass(frozen=True)

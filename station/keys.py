@@ -25,8 +25,8 @@ from pathlib import Path
 import zmq
 import zmq.auth
 
-from .config import data_dir
-from .errors import UserError
+from station.config import data_dir
+from station.errors import UserError
 
 Z85_KEY = re.compile(r"[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")

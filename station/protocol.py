@@ -32,21 +32,24 @@ from typing import Any
 
 import msgpack
 
+from station.competences import (
+    COMMAND_TYPES,
+    COMPETENCE_IDS,
+    CONTACT_ACTIONS,
+    CONTACT_KINDS,
+    EXAM_ACTIONS,
+    MARK_KINDS,
+    MAX_SHORT,
+    MAX_TEXT,
+)
+
 SCHEMA: tuple[int, int] = (1, 0)
 KINDS = ("summary", "contact", "alert", "health", "mark", "exam", "evidence")  # kinds a station publishes today
 OPS = ("snapshot", "replay", "command", "clock")
-COMPETENCES = ("S1", "S2", "S3", "S4", "D1", "D2", "D3", "D4", "D5", "D6", "D7",
-               "C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8")
-MARK_KINDS = ("observed", "not_observed", "counter", "note")
-CONTACT_ACTIONS = ("start", "end")
-CONTACT_KINDS = ("phone", "chat", "email")
-EXAM_ACTIONS = ("assign", "start", "end")
 
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _KIND_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 MAX_SEQ = 2**63 - 1
-MAX_TEXT = 2000          # characters of a mark's note
-MAX_SHORT = 128          # characters of ids and names
 
 
 class ProtocolError(ValueError):
@@ -58,6 +61,8 @@ class SchemaError(ProtocolError):
 
 
 def packb(obj: Any) -> bytes:
+    """The one encoding of message bodies, on the wire and in the journal: msgpack, deterministic
+    for equal dicts (so that a replay reproduces a journaled body byte for byte)."""
     return msgpack.packb(obj, use_bin_type=True)
 
 
@@ -200,7 +205,7 @@ def validate_command(cmd: dict) -> dict:
     contact: action, kind, contact_ref.  exam: action, candidate_id, candidate_name.
     """
     w = "command"
-    typ = _str(cmd, "type", w, choices=("mark", "contact", "exam"))
+    typ = _str(cmd, "type", w, choices=COMMAND_TYPES)
     out: dict[str, Any] = {
         "type": typ,
         "cmd_id": _str(cmd, "cmd_id", w, pattern=_ID_RE),
@@ -208,7 +213,7 @@ def validate_command(cmd: dict) -> dict:
         "t_ns": _int(cmd, "t_ns", w, 0, MAX_SEQ, default=0),
     }
     if typ == "mark":
-        out["competence"] = _str(cmd, "competence", w, choices=COMPETENCES)
+        out["competence"] = _str(cmd, "competence", w, choices=tuple(COMPETENCE_IDS))
         out["kind"] = _str(cmd, "kind", w, choices=MARK_KINDS)
         out["text"] = _str(cmd, "text", w, max_len=MAX_TEXT, default="")
         out["mark_id"] = _str(cmd, "mark_id", w, default=out["cmd_id"], pattern=_ID_RE)

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import webrtcvad
 
-from .events import FrameFlag, SpeechFrame
+from station.events import FrameFlag, SpeechFrame
 
 SILENCE_DBFS = -127.0
 CLICK_SPAN_MS = 5   # window of the energy-concentration check (ms)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from station import config
 from station.engine import Engine
-from station.events import (Batch, ContactMarker, FocusChange, KeyClass, KeyEvent, MouseBin,
-                            SpeechFrame)
+from station.events import Batch, ContactMarker, FocusChange, KeyClass, KeyEvent, MouseBin, SpeechFrame
 
 S = 1_000_000_000
 MS = 1_000_000

@@ -28,8 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import msgpack  # noqa: E402
 
-from station import __version__, clock, config, journal  # noqa: E402
-from station.publisher import Publisher  # noqa: E402
+from station import __version__, clock, config
+from station.recorder import journal  # noqa: E402
+from station.recorder.publisher import Publisher  # noqa: E402
 
 
 def main() -> int:
@@ -117,12 +118,7 @@ def main() -> int:
 
 
 # ------------------------------------------------------------------------- helpers for the tests
-
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.support import free_port  # noqa: E402,F401 (the harnesses' port picker)
 
 
 class Rig:

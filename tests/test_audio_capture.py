@@ -24,9 +24,10 @@ import numpy as np
 import pytest
 
 from station import config, intervals
+from station.capture.base import sources_watermark
+from station.capture.keytimes import RecentKeyPresses
+from station.eventqueue import EventQueue
 from station.events import Channel, FrameFlag
-from station.sources.base import EventQueue, sources_watermark
-from station.sources.keytimes import RecentKeyPresses
 from tests.pulse_harness import PulseServer, espeak
 from tests.support import require
 
@@ -110,7 +111,7 @@ def spurts(frames, channel: int, cfg) -> np.ndarray:
 def capture(pulse, cfg, items, *, key_times=None, cfg_over=None, tail_s: float = 1.0):
     """Run an AudioSource while playing items [(sink, samples, gain_db)] together.
     Returns (speech frames, all events, playbacks, source status)."""
-    from station.sources.audio import AudioSource
+    from station.capture.audio import AudioSource
     c = cfg.replace(audio=cfg_over) if cfg_over else cfg
     q = EventQueue()
     src = AudioSource(c, key_times=key_times)
@@ -292,7 +293,7 @@ def _clicks_attempt(pulse, cfg):
     buf, click_times = keyboard()
     keys = RecentKeyPresses()
 
-    from station.sources.audio import AudioSource
+    from station.capture.audio import AudioSource
     q = EventQueue()
     src = AudioSource(cfg, key_times=keys)
     src.start(q)
@@ -345,7 +346,7 @@ def test_customer_leak_into_mic_at_minus_25db_is_not_agent_speech(pulse, cfg, vo
 
 
 def test_device_loss_and_return(pulse, cfg):
-    from station.sources.audio import AudioSource
+    from station.capture.audio import AudioSource
     q = EventQueue()
     src = AudioSource(cfg)
     src.start(q)
@@ -397,7 +398,7 @@ def test_no_frame_reaches_the_recorder_behind_its_watermark(pulse, cfg, voices):
     queue), no frame may end before an earlier cycle's watermark, or the engine would count it as
     late. The test uses a 0.2 s lag, shorter than any block's delay, so that without
     delivered_until many frames would be late."""
-    from station.sources.audio import AudioSource
+    from station.capture.audio import AudioSource
     q = EventQueue()
     src = AudioSource(cfg)
     src.start(q)

@@ -17,7 +17,7 @@ import time
 import numpy as np
 import pytest
 
-from calibration import measure, p56
+from calibration import p56
 from station.headset import read_profile
 from tests.support import require, station_cmd
 
@@ -84,9 +84,9 @@ def calibrate(pa, cfg, *args, timeout=90):
 
 
 def test_espeak_at_two_gains_through_the_sound_server(pa, tmp_path):
-    from tests.pulse_harness import espeak
     from calibration.audio import SoundDeviceIO
     from station import config
+    from tests.pulse_harness import espeak
     pa.activate()
     try:
         speech = espeak("Please tell me your customer number and the date of your last order.",

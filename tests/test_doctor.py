@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from station.sources import platform
+from station.capture import platform
 from tests.support import REPO, require, station_cmd
 from tests.x11_harness import X11Session
 

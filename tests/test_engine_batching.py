@@ -11,7 +11,6 @@ from station.engine import Engine
 from station.events import Batch, decode_batch, encode_batch
 from tests.engine_helpers import S, cfg, focus, marker, mouse, speech, typing
 
-
 END_S = 100
 
 

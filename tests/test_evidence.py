@@ -1,6 +1,7 @@
 """Evidence per competence on hand-built sessions: D1-D5, C3, C5, C6, marks and 'proven'."""
 
-from station.engine.evidence import COMPETENCE_IDS, levenshtein, session_evidence
+from station.competences import COMPETENCE_IDS
+from station.engine.evidence import levenshtein, session_evidence
 from station.events import AssessorMark, KeyClass, KeyEvent
 from tests.engine_helpers import S, focus, marker, run, speech, typing
 

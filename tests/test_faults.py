@@ -34,9 +34,9 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from station import config  # noqa: E402
-from station.journal import Journal, list_sessions  # noqa: E402
-from station.replay import replay  # noqa: E402
-from tests.support import IN_CI, REPO, require, station_cmd  # noqa: E402
+from station.recorder.journal import Journal, list_sessions  # noqa: E402
+from station.recorder.replay import replay  # noqa: E402
+from tests.support import IN_CI, REPO, SocatRelay, require, station_cmd, wait_for  # noqa: E402
 
 S = 1_000_000_000
 MS = 1_000_000
@@ -46,9 +46,9 @@ MS = 1_000_000
 def stress_capture(socket_path: str, station_id: str, stop: threading.Event | None = None) -> None:
     """Generate the stress profile in real time (station clock = monotonic) and hand it to a
     recorder through the real CaptureClient (reconnects and buffers while the recorder is away)."""
+    from station.capture.handover_client import CaptureClient
+    from station.eventqueue import EventQueue
     from station.events import Channel, FocusChange, KeyClass, KeyEvent, MouseBin, SpeechFrame
-    from station.handover import CaptureClient
-    from station.sources.base import EventQueue
     stop = stop or threading.Event()
     q = EventQueue()
     client = CaptureClient(Path(socket_path), q, station_id=station_id, heartbeat_ms=500, queue_max_batches=6000,
@@ -83,16 +83,6 @@ def stress_capture(socket_path: str, station_id: str, stop: threading.Event | No
 def _start(args, log: Path, env=None, prefix=None):
     cmd = (prefix or []) + (station_cmd("--no-system-config", *args) if prefix is None else list(args))
     return subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, cwd=REPO, env=env)
-
-
-def _wait_for(pred, timeout_s, what, every=0.1):
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        v = pred()
-        if v:
-            return v
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _stop(*procs, sig=signal.SIGTERM, timeout=20):
@@ -136,10 +126,10 @@ def test_sigkill_recorder_under_stress_profile_then_restart(tmp_path):
     rec = _start(rec_args, tmp_path / "rec1.log")
     cap = None
     try:
-        _wait_for(lambda: (data / "capture.sock").exists(), 30, "the hand-over socket")
+        wait_for(lambda: (data / "capture.sock").exists(), 30, "the hand-over socket")
         cap = subprocess.Popen([sys.executable, __file__, "stress-capture", str(data / "capture.sock"), "stress-01"],
                                stdout=open(tmp_path / "cap.log", "wb"), stderr=subprocess.STDOUT, cwd=REPO)
-        _wait_for(lambda: (_session(data) or 0) and _session(data).blocks >= 12, 60, "6 s of journal")
+        wait_for(lambda: (_session(data) or 0) and _session(data).blocks >= 12, 60, "6 s of journal")
         killed_at = time.monotonic_ns()
         rec.send_signal(signal.SIGKILL)
         rec.wait(10)
@@ -152,7 +142,7 @@ def test_sigkill_recorder_under_stress_profile_then_restart(tmp_path):
         assert lost_s <= 1.0, f"{lost_s:.2f} s of events at risk at the kill"
         time.sleep(1.5)                                  # the capture buffers meanwhile
         rec = _start(rec_args, tmp_path / "rec2.log")
-        _wait_for(lambda: _session(data).blocks >= len(batches) + 10, 60, "the restarted recorder to journal")
+        wait_for(lambda: _session(data).blocks >= len(batches) + 10, 60, "the restarted recorder to journal")
         time.sleep(1.0)
     finally:
         _stop(cap)
@@ -186,7 +176,7 @@ def _rig_station(tmp_path, extra: str):
 
 
 def _console(rig, name="console-a", pub_port=None, req_port=None):
-    from station.consolelib import Console
+    from station.console.follower import Console
     cfg = config.load([rig.console_cfg(name, pub_port=pub_port, req_port=req_port, extra="resync_ms = 1000")],
                       system=False)
     c = Console(cfg)
@@ -251,7 +241,7 @@ def test_disk_full_keeps_streaming_alerts_and_journals_everything_later(tmp_path
                           "--speed", "4"], tmp_path / "station.log")
         console, _ = _console(rig)
         cons = Collector(console)
-        _wait_for(lambda: len(cons.msgs) >= 20, 60, "the console to follow the station")
+        wait_for(lambda: len(cons.msgs) >= 20, 60, "the console to follow the station")
         filler = fs / "filler"
         with open(filler, "wb") as f:
             try:
@@ -261,7 +251,7 @@ def test_disk_full_keeps_streaming_alerts_and_journals_everything_later(tmp_path
             except OSError as e:
                 assert e.errno == errno.ENOSPC
         full_at = time.monotonic_ns()
-        t_lost, _ = _wait_for(lambda: _alert(cons, "source_lost", "journal"), 20, "the disk-full alert at the console")
+        t_lost, _ = wait_for(lambda: _alert(cons, "source_lost", "journal"), 20, "the disk-full alert at the console")
         committed_then = _messages(_session(data).path)[-1][0]
         time.sleep(4)
         live_seqs = [m.seq for _, m in cons.msgs]
@@ -270,7 +260,7 @@ def test_disk_full_keeps_streaming_alerts_and_journals_everything_later(tmp_path
         assert max(live_seqs) > committed_during + 5, "the console kept receiving live messages"
         os.unlink(filler)
         back_at = time.monotonic_ns()
-        _wait_for(lambda: _alert(cons, "source_back", "journal", after=back_at), 20, "the journal-back alert")
+        wait_for(lambda: _alert(cons, "source_back", "journal", after=back_at), 20, "the journal-back alert")
         time.sleep(1.5)
         _stop(station)
         assert station.returncode == 0, (tmp_path / "station.log").read_text()[-2000:]
@@ -304,8 +294,8 @@ def test_disk_full_backlog_is_bounded_then_drained(tmp_path, monkeypatch):
     ingesting (events wait in the queue) and only retries; when space returns everything is
     journaled in order."""
     _need_root_mount()
-    from station import recorder as recmod
     from station.events import MouseBin
+    from station.recorder import loop as recmod
     fs = tmp_path / "fs"
     fs.mkdir()
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(fs)]).returncode != 0:
@@ -345,29 +335,6 @@ def test_disk_full_backlog_is_bounded_then_drained(tmp_path, monkeypatch):
 
 
 # ----------------------------------------------------------------------------- console cut off
-class Relay:
-    """socat TCP relays (pub, req) in their own process group: killing it cuts the console off."""
-
-    def __init__(self, targets):
-        from tests.streaming_station import free_port
-        self.targets = targets
-        self.ports = [free_port() for _ in targets]
-        self.procs = []
-
-    def start(self):
-        for lp, target in zip(self.ports, self.targets):
-            self.procs.append(subprocess.Popen(
-                ["socat", f"TCP-LISTEN:{lp},bind=127.0.0.1,reuseaddr,fork", f"TCP:127.0.0.1:{target}"],
-                start_new_session=True, stderr=subprocess.DEVNULL))
-        time.sleep(0.3)
-
-    def cut(self):
-        for p in self.procs:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-        self.procs = []
-
-
 OUTAGE_S = 30.0
 
 
@@ -382,14 +349,14 @@ def test_console_unreachable_then_everything_arrives(tmp_path):
     require("socat")
     station = cons = None
     rig, over = _rig_station(tmp_path, "[publisher]\nrecent_messages = 16\nsend_hwm = 100\n")
-    relay = Relay([rig.pub_port, rig.req_port])
+    relay = SocatRelay([rig.pub_port, rig.req_port])
     try:
         station = _start(["--config", str(rig.station_cfg), "--config", str(over), "run", "--sources", "scenario",
                           "--speed", "10"], tmp_path / "station.log")
         relay.start()
         console, ccfg = _console(rig, pub_port=relay.ports[0], req_port=relay.ports[1])
         cons = Collector(console)
-        _wait_for(lambda: len(cons.msgs) >= 20, 60, "the console to follow the station")
+        wait_for(lambda: len(cons.msgs) >= 20, 60, "the console to follow the station")
         relay.cut()
         cut_seq = max(m.seq for _, m in cons.msgs)
         time.sleep(OUTAGE_S)
@@ -402,7 +369,7 @@ def test_console_unreachable_then_everything_arrives(tmp_path):
             last = _messages(_session(data).path)[-1][0]
             seen = {m.seq for _, m in cons.msgs}
             return last if set(range(1, last + 1)) <= seen else None
-        last = _wait_for(caught_up, 60, "the console to catch up", every=0.5)
+        last = wait_for(caught_up, 60, "the console to catch up", interval=0.5)
         catch_up_s = time.monotonic() - back
         _stop(station)
         time.sleep(1.0)
@@ -466,7 +433,7 @@ def test_wall_clock_stepped_by_an_hour_does_not_move_metrics(tmp_path):
                           "--sources", "scenario", "--speed", str(speed), "--data-dir", str(data)],
                          stdout=open(tmp_path / "run.log", "wb"), stderr=subprocess.STDOUT, cwd=REPO, env=env)
     try:
-        _wait_for(lambda: _session(data) is not None and _session(data).blocks >= 4, 60, "the agent to start")
+        wait_for(lambda: _session(data) is not None and _session(data).blocks >= 4, 60, "the agent to start")
         time.sleep(5)
         offset.write_text(str(3600 * S))
         time.sleep(17)
@@ -505,6 +472,7 @@ def test_capture_restarts_x_server_and_pulseaudio_and_reconnects(tmp_path):
     that source after the restart."""
     require("Xvfb", "openbox", "xdotool", "pulseaudio", "pactl", "parec")
     import shutil as _sh
+
     from tests.pulse_harness import PulseServer
     from tests.x11_harness import X11Session
     data = tmp_path / "data"
@@ -534,28 +502,28 @@ def test_capture_restarts_x_server_and_pulseaudio_and_reconnects(tmp_path):
         try:
             rec = _start(["--config", str(cfgp), "recorder", "--data-dir", str(data)], tmp_path / "rec.log")
             procs.append(rec)
-            _wait_for(lambda: (data / "capture.sock").exists(), 30, "the socket")
+            wait_for(lambda: (data / "capture.sock").exists(), 30, "the socket")
             cap = _start(["--config", str(cfgp), "capture", "--sources", "real", "--data-dir", str(data)],
                          tmp_path / "cap.log", env=env)
             procs.append(cap)
             win = x.open_window("crm-app", "Customer 1")
             x.activate(win)
             t0 = time.monotonic_ns()
-            _wait_for(lambda: _session(data) and count("speech", t0) > 50, 40, "audio frames")
+            wait_for(lambda: _session(data) and count("speech", t0) > 50, 40, "audio frames")
 
             # X server killed and restarted on the same display
             seq0 = last_seq()
             x.kill_server()
-            _wait_for(lambda: has("source_lost", "focus", seq0) and has("source_lost", "input", seq0), 20,
+            wait_for(lambda: has("source_lost", "focus", seq0) and has("source_lost", "input", seq0), 20,
                       "focus and input lost alerts")
             x.restart_server()
-            _wait_for(lambda: has("source_back", "focus", seq0) and has("source_back", "input", seq0), 30,
+            wait_for(lambda: has("source_back", "focus", seq0) and has("source_back", "input", seq0), 30,
                       "focus and input back")
             t1 = time.monotonic_ns()
             win = x.open_window("chat-app", "Chat 2")
             x.activate(win)
             x.xdotool("type", "--delay", "30", "abc")
-            _wait_for(lambda: count("key", t1) >= 6 and count("focus", t1) >= 1, 20, "keys and focus after the restart")
+            wait_for(lambda: count("key", t1) >= 6 and count("focus", t1) >= 1, 20, "keys and focus after the restart")
 
             # PulseAudio (the agent microphone's server) killed and restarted
             seq1 = last_seq()
@@ -563,14 +531,14 @@ def test_capture_restarts_x_server_and_pulseaudio_and_reconnects(tmp_path):
             pa._stop_keepalive("agent")
             daemon.proc.kill()
             daemon.proc.wait(5)
-            _wait_for(lambda: has("source_lost", "audio", seq1), 20, "the audio lost alert")
+            wait_for(lambda: has("source_lost", "audio", seq1), 20, "the audio lost alert")
             for sub in ("home", "runtime", "state"):
                 _sh.rmtree(daemon.dir / sub, ignore_errors=True)
             daemon.start(pa.client_conf, 10)
             pa.load_sink("agent")
             back = time.monotonic_ns()
-            _wait_for(lambda: has("source_back", "audio", seq1), 30, "audio back")
-            _wait_for(lambda: count("speech", back) > 50, 30, "audio frames after the restart")
+            wait_for(lambda: has("source_back", "audio", seq1), 30, "audio back")
+            wait_for(lambda: count("speech", back) > 50, 30, "audio frames after the restart")
             print(f"\nX restart: focus/input lost and back; PulseAudio restart: audio back "
                   f"{(time.monotonic_ns() - back) / S:.1f} s after the server returned")
         finally:

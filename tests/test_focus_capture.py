@@ -8,12 +8,12 @@ import time
 
 import pytest
 
+from station.capture import platform
 from station.clock import monotonic_ns
 from station.config import load
 from station.events import FocusChange, KeyEvent, SourceHealth
-from station.sources import platform
 from tests.support import require
-from tests.x11_harness import Capture, X11Session, percentile
+from tests.x11_harness import Capture, X11Session, percentile, x11_test_session
 
 WINDOWS = [("crm-app", "Customer 42", "crm"), ("typing-test", "Typing test", "typing_task"),
            ("kb-wiki", "Knowledge base", "knowledge"), ("call-script", "Script", "script"),
@@ -23,12 +23,7 @@ WINDOWS = [("crm-app", "Customer 42", "crm"), ("typing-test", "Typing test", "ty
 
 @pytest.fixture(scope="module")
 def xs():
-    require("Xvfb", "openbox", "xdotool")
-    with pytest.MonkeyPatch.context() as mp, X11Session() as x:
-        mp.delenv("WAYLAND_DISPLAY", raising=False)
-        mp.delenv("XDG_SESSION_TYPE", raising=False)
-        mp.delenv(platform.ENV_OVERRIDE, raising=False)
-        mp.setenv("DISPLAY", x.display)
+    with x11_test_session() as x:
         x.wins = [(x.open_window(c, t), cat) for c, t, cat in WINDOWS]
         yield x
 
@@ -47,7 +42,7 @@ def activate_and_wait(xs, cap, win, timeout=5.0, shell=None):
     else:
         t0 = monotonic_ns()
         xs.activate(win)
-    ev = cap.wait_for(lambda e: isinstance(e, FocusChange) and e.window_id == win.wid,
+    ev = cap.wait_event(lambda e: isinstance(e, FocusChange) and e.window_id == win.wid,
                       timeout=timeout, start=start)
     return t0, ev
 
@@ -90,7 +85,7 @@ def test_title_change_and_title_privacy(xs):
         assert ev.title.startswith("sha256:") and "Customer" not in ev.title
         start = len(cap.collect())
         crm.set_title("Customer 43 - Jan Peeters")
-        ev2 = cap.wait_for(lambda e: isinstance(e, FocusChange) and e.title != ev.title, start=start)
+        ev2 = cap.wait_event(lambda e: isinstance(e, FocusChange) and e.title != ev.title, start=start)
         assert ev2 is not None and ev2.window_id == crm.wid and ev2.category == "crm"
         assert ev2.title.startswith("sha256:") and ev2.title != ev.title
         assert not any("Peeters" in e.title for e in cap.of(FocusChange))
@@ -156,9 +151,9 @@ def test_x_server_restart_both_sources_lost_then_recover():
             assert cap.state.category == "unknown"
             start2 = len(cap.collect())
             x.restart_server()
-            assert cap.wait_for(lambda e: isinstance(e, SourceHealth) and e.source == "focus"
+            assert cap.wait_event(lambda e: isinstance(e, SourceHealth) and e.source == "focus"
                                 and e.state == "ok", timeout=8, start=start2), cap.events[start:]
-            assert cap.wait_for(lambda e: isinstance(e, SourceHealth) and e.source == "input"
+            assert cap.wait_event(lambda e: isinstance(e, SourceHealth) and e.source == "input"
                                 and e.state == "ok", timeout=8, start=start2), cap.events[start:]
             assert cap.input.connected.wait(5)
             time.sleep(0.1)

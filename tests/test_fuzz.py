@@ -32,7 +32,7 @@ from station.config import ConfigError
 from station.config_schema import SCHEMA, Field
 from station.errors import JournalError
 from station.events import Batch, FormatError, KeyEvent, MouseBin, SpeechFrame, decode_batch, encode_batch
-from station.journal import Journal, SessionHeader, new_session_id
+from station.recorder.journal import Journal, SessionHeader, new_session_id
 
 settings.register_profile("ci", max_examples=150, deadline=None,
                           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

@@ -5,9 +5,11 @@ import time
 
 import msgpack
 
+from station.capture.handover_client import CaptureClient
+from station.eventqueue import EventQueue
 from station.events import Batch, KeyEvent, SourceHealth
-from station.handover import BATCH, HELLO, PROTO, CaptureClient, FrameReader, HandoverServer, frame
-from station.sources.base import EventQueue
+from station.handover import BATCH, HELLO, PROTO, FrameReader, frame
+from station.recorder.handover_server import HandoverServer
 
 
 def server(tmp_path, **kw):
@@ -144,7 +146,7 @@ def test_garbage_oversized_and_batches_before_hello_are_dropped(tmp_path):
 
 
 def test_sources_watermark_waits_for_the_slowest_source_within_a_bound():
-    from station.sources.base import MAX_SOURCE_LAG_NS, sources_watermark
+    from station.capture.base import MAX_SOURCE_LAG_NS, sources_watermark
 
     class Src:
         def __init__(self, until):

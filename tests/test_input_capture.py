@@ -14,26 +14,32 @@ import zlib
 import msgpack
 import pytest
 
+from station.capture import platform
+from station.capture.focus import FocusSource, FocusState
+from station.capture.input import InputSource
+from station.capture.input._base import classify_key
+from station.capture.keytimes import RecentKeyPresses
 from station.clock import monotonic_ns
 from station.config import load
-from station.events import Batch, FocusChange, KeyClass, KeyEvent, MouseBin, MouseClick, MouseScroll, SourceHealth, encode_batch
-from station.sources import platform
-from station.sources.base import EventQueue
-from station.sources.focus import FocusSource, FocusState
-from station.sources.input import InputSource, classify_key
-from station.sources.keytimes import RecentKeyPresses
+from station.eventqueue import EventQueue
+from station.events import (
+    Batch,
+    FocusChange,
+    KeyClass,
+    KeyEvent,
+    MouseBin,
+    MouseClick,
+    MouseScroll,
+    SourceHealth,
+    encode_batch,
+)
 from tests.support import require
-from tests.x11_harness import Capture, X11Session, percentile
+from tests.x11_harness import Capture, X11Session, percentile, x11_test_session
 
 
 @pytest.fixture(scope="module")
 def xs():
-    require("Xvfb", "openbox", "xdotool")
-    with pytest.MonkeyPatch.context() as mp, X11Session() as x:
-        mp.delenv("WAYLAND_DISPLAY", raising=False)
-        mp.delenv("XDG_SESSION_TYPE", raising=False)
-        mp.delenv(platform.ENV_OVERRIDE, raising=False)
-        mp.setenv("DISPLAY", x.display)
+    with x11_test_session() as x:
         x.crm = x.open_window("crm-app", "Customer file")
         x.typing = x.open_window("typing-test", "Typing test")
         yield x
@@ -73,7 +79,7 @@ def cap(xs, request, monkeypatch):
 def focus_on(xs, cap, win, category):
     start = len(cap.collect())
     xs.activate(win)
-    ev = cap.wait_for(lambda e: isinstance(e, FocusChange) and e.window_id == win.wid, start=start)
+    ev = cap.wait_event(lambda e: isinstance(e, FocusChange) and e.window_id == win.wid, start=start)
     if ev is None and cap.state.window_id == win.wid:
         return  # already focused
     assert ev is not None and ev.category == category, ev
@@ -221,12 +227,12 @@ def test_x_server_restart_input_lost_then_recovers(backend):
             assert cap.input.status()["backend"] == backend
             start = len(cap.collect())
             x.kill_server()
-            lost = cap.wait_for(lambda e: isinstance(e, SourceHealth) and e.source == "input"
+            lost = cap.wait_event(lambda e: isinstance(e, SourceHealth) and e.source == "input"
                                 and e.state == "lost", timeout=5, start=start)
             assert lost is not None, cap.events[start:]
             start2 = len(cap.collect())
             x.restart_server()
-            assert cap.wait_for(lambda e: isinstance(e, SourceHealth) and e.source == "input"
+            assert cap.wait_event(lambda e: isinstance(e, SourceHealth) and e.source == "input"
                                 and e.state == "ok", timeout=8, start=start2), cap.events[start:]
             assert cap.input.connected.wait(5)
             time.sleep(0.1)
@@ -234,7 +240,7 @@ def test_x_server_restart_input_lost_then_recovers(backend):
             x.xdotool("key", "a", "Return")
             x.xdotool("mousemove_relative", "5", "5", "click", "1")
             # XI2 reads again READ_BATCH_S after a read with motion: wait for the release
-            assert cap.wait_for(lambda e: isinstance(e, MouseClick) and not e.down and e.t_ns >= since,
+            assert cap.wait_event(lambda e: isinstance(e, MouseClick) and not e.down and e.t_ns >= since,
                                 timeout=3)
             assert [e.key_class for e in cap.of(KeyEvent, since) if e.down] == [KeyClass.PRINTABLE,
                                                                                 KeyClass.ENTER]

@@ -13,26 +13,18 @@ import time
 
 import pytest
 
+from station.capture import platform
+from station.capture.input._xi2 import Keymap, _Reader, classify_keysym, is_injected, keysym_char, xtest_device_ids
 from station.clock import monotonic_ns
 from station.config import load
 from station.errors import UserError
 from station.events import KeyClass, KeyEvent, MouseBin, MouseClick, MouseScroll
-from station.sources import platform
-from station.sources.input_xi2 import (Keymap, _Reader, classify_keysym, is_injected, keysym_char,
-                                       xtest_device_ids)
-from tests.support import require
-from tests.x11_harness import Capture, X11Session
+from tests.x11_harness import Capture, x11_test_session
 
 
 @pytest.fixture(scope="module")
 def xs():
-    require("Xvfb", "openbox", "xdotool")
-    with pytest.MonkeyPatch.context() as mp, X11Session() as x:
-        mp.delenv("WAYLAND_DISPLAY", raising=False)
-        mp.delenv("XDG_SESSION_TYPE", raising=False)
-        mp.delenv(platform.ENV_OVERRIDE, raising=False)
-        mp.delenv(platform.INPUT_ENV_OVERRIDE, raising=False)
-        mp.setenv("DISPLAY", x.display)
+    with x11_test_session() as x:
         x.crm = x.open_window("crm-app", "Customer file")
         yield x
 
@@ -102,7 +94,7 @@ def test_shifted_and_altgr_free_characters_in_typing_task(xs, cap):
     typing = xs.open_window("typing-test", "Typing test")
     try:
         xs.activate(typing)
-        assert cap.wait_for(lambda e: getattr(e, "category", None) == "typing_task")
+        assert cap.wait_event(lambda e: getattr(e, "category", None) == "typing_task")
         time.sleep(0.07)
         since = monotonic_ns()
         text = "Hello, World! 42 #x"

@@ -4,8 +4,8 @@ tampering. ``make_session`` is reused by tests/test_sessions_cli.py."""
 from __future__ import annotations
 
 import hashlib
-import re
 import os
+import re
 import signal
 import sqlite3
 import stat
@@ -20,10 +20,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from station import __version__, clock, events as E
+from station import __version__, clock
+from station import events as E
 from station.errors import JournalError
-from station.journal import (Journal, SessionHeader, list_sessions,
-                             new_session_id, resolve_session, sessions_dir, writer_active)
+from station.recorder.journal import (
+    Journal,
+    SessionHeader,
+    list_sessions,
+    new_session_id,
+    resolve_session,
+    sessions_dir,
+    writer_active,
+)
 from tests.support import REPO
 
 DAY_NS = 86_400 * 1_000_000_000

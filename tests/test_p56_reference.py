@@ -9,11 +9,10 @@ import wave
 
 import numpy as np
 import pytest
+from pyvoicebox.v_activlev import v_activlev  # test dependency (pyproject [test]): must be there
 
 from calibration import p56
 from tests.support import require
-
-from pyvoicebox.v_activlev import v_activlev  # test dependency (pyproject [test]): must be there
 
 SENTENCES = ["Good morning, customer service, you are speaking with Anna. How can I help you?",
              "I would like to change the delivery address of my order. It is number four two seven."]

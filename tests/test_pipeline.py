@@ -11,9 +11,9 @@ import pytest
 
 from station import config
 from station.demo import demo_config, run_demo
-from station.journal import Journal, list_sessions
-from station.replay import ENGINE_KINDS, replay
-from tests.support import REPO, station_cmd
+from station.recorder.journal import Journal, list_sessions
+from station.recorder.replay import ENGINE_KINDS, replay
+from tests.support import REPO, station_cmd, wait_for
 
 S = 1_000_000_000
 
@@ -98,16 +98,6 @@ def _start(args, tmp_path, name):
     return subprocess.Popen(station_cmd("--no-system-config", *args), stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
 
 
-def _wait_for(pred, timeout_s, what):
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _blocks(data):
     infos = list_sessions(data)
     return infos[-1].blocks if infos else 0
@@ -119,7 +109,7 @@ def test_sigkill_mid_session_then_resume(tmp_path):
     args = ["--config", str(cfgp), "run", "--sources", "scenario", "--speed", "1", "--data-dir", str(data)]
     p = _start(args, tmp_path, "run1")
     try:
-        _wait_for(lambda: _blocks(data) >= 10, 60, "5 s of journal")
+        wait_for(lambda: _blocks(data) >= 10, 60, "5 s of journal")
         time.sleep(0.3)
         killed_at = time.monotonic_ns()
         p.send_signal(signal.SIGKILL)
@@ -143,7 +133,7 @@ def test_sigkill_mid_session_then_resume(tmp_path):
 
     p = _start(args, tmp_path, "run2")
     try:
-        _wait_for(lambda: _blocks(data) >= len(batches) + 6, 60, "the restarted agent to journal")
+        wait_for(lambda: _blocks(data) >= len(batches) + 6, 60, "the restarted agent to journal")
     finally:
         p.send_signal(signal.SIGTERM)
         p.wait(20)
@@ -165,7 +155,7 @@ def test_stopped_capture_is_a_gap_within_two_seconds(tmp_path):
     rec = _start(["--config", str(cfgp), "recorder", "--data-dir", str(data)], tmp_path, "recorder")
     cap = None
     try:
-        _wait_for(lambda: (data / "capture.sock").exists(), 30, "the hand-over socket")
+        wait_for(lambda: (data / "capture.sock").exists(), 30, "the hand-over socket")
         cap = _start(["--config", str(cfgp), "capture", "--sources", "scenario", "--data-dir", str(data)], tmp_path, "capture")
 
         def capture_events():
@@ -174,7 +164,7 @@ def test_stopped_capture_is_a_gap_within_two_seconds(tmp_path):
                 return 0
             with Journal.open(infos[-1].path) as j:
                 return sum(b.count("speech") for b in j.iter_batches())
-        _wait_for(lambda: capture_events() > 200, 60, "capture events in the journal")
+        wait_for(lambda: capture_events() > 200, 60, "capture events in the journal")
         cap.send_signal(signal.SIGSTOP)      # frozen: no beats, no batches
         stopped_at = time.monotonic_ns()
 
@@ -185,7 +175,7 @@ def test_stopped_capture_is_a_gap_within_two_seconds(tmp_path):
                     if body.get("type") == "source_lost" and body.get("source") == "capture":
                         return m
             return None
-        _wait_for(alert, 10, "the capture-lost alert")
+        wait_for(alert, 10, "the capture-lost alert")
         published_at = time.monotonic_ns()
         assert published_at - stopped_at <= 2.2 * S, (published_at - stopped_at) / S
         cap.send_signal(signal.SIGCONT)
@@ -193,14 +183,14 @@ def test_stopped_capture_is_a_gap_within_two_seconds(tmp_path):
         def back():
             with Journal.open(list_sessions(data)[-1].path) as j:
                 return any(msgpack.unpackb(m.body).get("type") == "source_back" for m in j.iter_messages(kinds=("alert",)))
-        _wait_for(back, 10, "the capture to come back")
+        wait_for(back, 10, "the capture to come back")
     finally:
         for p in (cap, rec):
             if p is not None and p.poll() is None:
                 p.send_signal(signal.SIGCONT)
                 p.send_signal(signal.SIGTERM)
                 p.wait(20)
-    from station.report import build_report
+    from station.recorder.report import build_report
     with Journal.open(list_sessions(data)[-1].path) as j:
         rep = build_report(j)
     gaps = [g for g in rep["data_gaps"] if g["source"] == "capture"]

@@ -2,7 +2,8 @@
 
 import msgpack
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from station import protocol
 from station.protocol import ProtocolError, SchemaError

@@ -14,13 +14,23 @@ import pytest
 
 from station import config
 from station import intervals as iv
+from station.capture.scenario import ScenarioSource, VirtualClock
 from station.errors import UserError
-from station.events import (Batch, FocusChange, FrameFlag, KeyClass, KeyEvent, MouseBin, MouseClick,
-                            SourceHealth, SpeechFrame, encode_batch)
+from station.eventqueue import EventQueue
+from station.events import (
+    Batch,
+    FocusChange,
+    FrameFlag,
+    KeyClass,
+    KeyEvent,
+    MouseBin,
+    MouseClick,
+    SourceHealth,
+    SpeechFrame,
+    encode_batch,
+)
 from station.scenario import Scenario
 from station.scenario.truth import levenshtein
-from station.sources.base import EventQueue
-from station.sources.scenario import ScenarioSource, VirtualClock
 
 MS = 1_000_000
 S = 1_000_000_000

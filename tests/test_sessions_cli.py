@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from station.journal import Journal, list_sessions, sessions_dir
+from station.recorder.journal import Journal, list_sessions, sessions_dir
 from tests.support import REPO, station_cmd
 from tests.test_journal import BAD, fingerprint, header_for, key_batch, make_session, tamper
 

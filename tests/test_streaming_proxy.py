@@ -11,7 +11,7 @@ import pytest
 import zmq
 
 from station import config, keys
-from station.consolelib import Console
+from station.console.follower import Console
 from tests.streaming_station import Rig, free_port, journal_messages, store_messages
 from tests.support import station_cmd
 

@@ -28,35 +28,14 @@ import msgpack
 import pytest
 
 from station import config
-from station.consolelib import Console
-from tests.streaming_station import Rig, free_port, journal_messages, store_messages
+from station.console.follower import Console
+from tests.streaming_station import Rig, journal_messages, store_messages
+from tests.support import SocatRelay
 from tests.support import require, station_cmd
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
 LATE_JOIN_S = 30.0
 LINE = re.compile(r"^(\S+) (\S+) +(\d+) (\S+)")
-
-
-class Relay:
-    """Two socat TCP relays (pub and req) in their own process group, to cut A's link."""
-
-    def __init__(self, rig: Rig):
-        self.rig = rig
-        self.ports = (free_port(), free_port())
-        self.procs: list[subprocess.Popen] = []
-
-    def start(self):
-        for lp, target in zip(self.ports, (self.rig.pub_port, self.rig.req_port)):
-            self.procs.append(subprocess.Popen(
-                ["socat", f"TCP-LISTEN:{lp},bind=127.0.0.1,reuseaddr,fork", f"TCP:127.0.0.1:{target}"],
-                start_new_session=True, stderr=subprocess.DEVNULL))
-        time.sleep(0.2)
-
-    def cut(self):
-        for p in self.procs:
-            os.killpg(p.pid, signal.SIGKILL)  # the listener and every forked connection
-            p.wait()
-        self.procs = []
 
 
 def at(t0: float, second: float) -> None:
@@ -77,7 +56,7 @@ def plain_lines(path):
 def test_late_join_kill_restart_freeze_cut_link_two_consoles_and_a_mark(tmp_path):
     require("socat")
     rig = Rig(tmp_path)
-    relay = Relay(rig)
+    relay = SocatRelay([rig.pub_port, rig.req_port])
     fast = "resync_ms = 1000"
     cfg_a = rig.console_cfg("console-a", pub_port=relay.ports[0], req_port=relay.ports[1], extra=fast)
     cfg_b = config.load([rig.console_cfg("console-b", extra=fast)], system=False)

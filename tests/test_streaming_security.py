@@ -15,22 +15,13 @@ import pytest
 import zmq
 
 from station import config, keys, protocol
-from station.consolelib import Console
+from station.console.follower import Console
 from station.errors import UserError
-from tests.streaming_station import Rig, free_port
+from tests.streaming_station import Rig
+from tests.support import free_port, wait_for
 from tests.support import station_cmd
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def wait_for(pred, timeout=10.0, step=0.05):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    return pred()
 
 
 @pytest.fixture
@@ -218,7 +209,7 @@ def test_key_files_modes_and_refusals(tmp_path):
 
 def test_plaintext_needs_loopback_and_configuration(tmp_path, cfg_file):
     from station.config import ConfigError
-    from station.publisher import Publisher
+    from station.recorder.publisher import Publisher
     cfg = config.load([cfg_file(f"""
 [station]
 data_dir = "{tmp_path}"

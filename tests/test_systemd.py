@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from station import install
+from station.ops import install
 from tests.support import REPO, require, station_cmd
 
 # exposure ceilings (0 = locked down .. 10 = unprotected); capture and agent must reach the X

@@ -22,8 +22,8 @@ import pwd
 import shutil
 import signal
 import site
-import stat
 import sqlite3
+import stat
 import subprocess
 import sys
 import tempfile
@@ -34,9 +34,10 @@ import msgpack
 import numpy as np
 import pytest
 
-from station import config, install
-from station.journal import Journal, list_sessions
-from tests.support import IN_CI, REPO, require, station_cmd
+from station import config
+from station.ops import install
+from station.recorder.journal import Journal, list_sessions
+from tests.support import IN_CI, REPO, require, station_cmd, wait_for
 
 S = 1_000_000_000
 CANDIDATE = "candidate"
@@ -87,16 +88,6 @@ def _ensure_candidate() -> None:
         subprocess.run(["usermod", "-aG", "station", CANDIDATE], check=True)
 
 
-def _wait_for(pred, timeout_s, what, every=0.02):
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        v = pred()
-        if v:
-            return v
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _children(pid: int) -> list[int]:
     r = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
     return [int(x) for x in r.stdout.split()]
@@ -135,8 +126,8 @@ def test_candidate_cannot_touch_the_journal_and_capture_stops_are_alerted(tmp_pa
     _need_root()
     _ensure_candidate()
     _let_others_traverse(REPO, request)
-    from station.consolelib import Console
-    from station.report import build_report
+    from station.console.follower import Console
+    from station.recorder.report import build_report
     from tests.streaming_station import free_port
 
     root = Path(tempfile.mkdtemp(prefix="station-tamper-", dir="/tmp"))
@@ -166,7 +157,7 @@ def test_candidate_cannot_touch_the_journal_and_capture_stops_are_alerted(tmp_pa
         rec = subprocess.Popen(_as("station", *cfg_args, "recorder"), stdout=open(tmp_path / "rec.log", "wb"),
                                stderr=subprocess.STDOUT, cwd="/")
         procs.append(rec)
-        _wait_for(lambda: (run / "capture.sock").exists(), 30, "the capture socket", 0.1)
+        wait_for(lambda: (run / "capture.sock").exists(), 30, "the capture socket", 0.1)
 
         def start_capture(name):
             p = subprocess.Popen(_as(CANDIDATE, *cfg_args, "capture", "--sources", "scenario"),
@@ -314,7 +305,7 @@ def test_xtest_injected_keys_reach_the_journal_flagged(tmp_path):
             rec = subprocess.Popen(station_cmd("--no-system-config", "--config", str(cfgp), "recorder", "--data-dir", str(data)),
                                    stdout=open(tmp_path / "rec.log", "wb"), stderr=subprocess.STDOUT, cwd=REPO)
             procs.append(rec)
-            _wait_for(lambda: (data / "capture.sock").exists(), 30, "the socket", 0.1)
+            wait_for(lambda: (data / "capture.sock").exists(), 30, "the socket", 0.1)
             cap = subprocess.Popen(station_cmd("--no-system-config", "--config", str(cfgp), "capture", "--data-dir", str(data)),
                                    stdout=open(tmp_path / "cap.log", "wb"), stderr=subprocess.STDOUT, cwd=REPO, env=env)
             procs.append(cap)
@@ -330,7 +321,7 @@ def test_xtest_injected_keys_reach_the_journal_flagged(tmp_path):
                 return cols or None
             time.sleep(3.0)                  # capture connected and its sources running
             x.xdotool("type", "--delay", "20", "hello")
-            cols = _wait_for(keys, 20, "key events in the journal", 0.2)
+            cols = wait_for(keys, 20, "key events in the journal", 0.2)
             time.sleep(1.0)
             cols = keys()
         finally:

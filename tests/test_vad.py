@@ -6,8 +6,8 @@ import threading
 import numpy as np
 import pytest
 
+from station.capture.keytimes import RecentKeyPresses
 from station.events import Channel, FrameFlag
-from station.sources.keytimes import RecentKeyPresses
 from station.vad import FrameClassifier, crest_db, energy_share, level_dbfs
 
 RATE = 16000
@@ -197,7 +197,7 @@ def test_audio_source_holds_mic_frames_until_the_key_presses_near_them_are_known
     rejected as a click (not released as speech before the press is known); without any press it
     is released after audio.align_wait_ms at the latest."""
     from station import config
-    from station.sources.audio import AudioSource, _Track
+    from station.capture.audio import AudioSource, _Track
 
     cfg = config.load(system=False)
     a = cfg.audio
@@ -299,7 +299,7 @@ def test_key_press_windows_of_a_block_match_a_scan():
 
 def test_customer_level_of_each_mic_frame_is_the_loudest_overlapping_customer_frame():
     from station import config
-    from station.sources.audio import AudioSource
+    from station.capture.audio import AudioSource
     src = AudioSource(config.load(system=False))
     rng = np.random.default_rng(8)
     starts = np.arange(0, 200 * 20_000_000, 20_000_000, dtype=np.int64)

@@ -13,8 +13,7 @@ import time
 import pytest
 
 from tests.support import require
-from tests.web_harness import (ARTIFACTS, CHROMIUM, CurveStation, DemoStation, WebConsole, browser,
-                               page_errors, wait_for)
+from tests.web_harness import ARTIFACTS, CHROMIUM, CurveStation, DemoStation, WebConsole, browser, page_errors, wait_for
 
 pytestmark = [pytest.mark.real, pytest.mark.slow, pytest.mark.timeout(300)]
 XSS = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned=2"><b>bold</b>'

@@ -11,10 +11,11 @@ import io
 import time
 
 from station import config, protocol
-from station.consolelib import ConsoleStore
+from station.competences import proven
+from station.console.store import ConsoleStore
+from station.console.web import reports
+from station.console.web.state import LIMITS, Room, StationModel, merge_spans
 from station.protocol import Message
-from station.web import reports
-from station.web.state import LIMITS, Room, StationModel, merge_spans, proven
 
 S = 1_000_000_000
 

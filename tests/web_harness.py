@@ -15,6 +15,7 @@ Every process is started with a deadline and stopped by its own pid in ``stop()`
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -28,14 +29,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.streaming_station import Rig, free_port  # noqa: E402
+from tests.streaming_station import Rig  # noqa: E402
+from tests.support import free_port, wait_for  # noqa: E402,F401 (wait_for: for the web tests)
+from tests.support import station_cmd as _station_cmd  # noqa: E402
+
+station_cmd = functools.partial(_station_cmd, system_config=False)
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts"
-
-
-def station_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "station", "--no-system-config", *args]
 
 
 def _stop(proc: subprocess.Popen | None, timeout: float = 10) -> None:
@@ -180,17 +181,6 @@ resync_ms = 2000
 
     def post(self, path: str, body) -> tuple[int, object]:
         return self.request(path, body)
-
-
-def wait_for(pred, timeout: float, what: str, interval: float = 0.1):
-    end = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < end:
-        last = pred()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})"[:2000])
 
 
 @contextlib.contextmanager

@@ -15,6 +15,7 @@ Needs the binaries Xvfb, openbox, xdotool (``tests.support.require`` them first)
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import subprocess
@@ -196,14 +197,31 @@ class X11Session:
         return int(self.xdotool("getactivewindow").strip() or 0)
 
 
+@contextlib.contextmanager
+def x11_test_session():
+    """A module's X11 desktop for tests: Xvfb + openbox (``X11Session``) with this process's
+    environment pointing at it (``DISPLAY`` set; Wayland markers and the capture's backend
+    overrides cleared), restored afterwards. Skips, or fails under CI, without Xvfb/openbox/xdotool."""
+    import pytest
+
+    from station.capture import platform
+    from tests.support import require
+    require("Xvfb", "openbox", "xdotool")
+    with pytest.MonkeyPatch.context() as mp, X11Session() as x:
+        for var in ("WAYLAND_DISPLAY", "XDG_SESSION_TYPE", platform.ENV_OVERRIDE, platform.INPUT_ENV_OVERRIDE):
+            mp.delenv(var, raising=False)
+        mp.setenv("DISPLAY", x.display)
+        yield x
+
+
 class Capture:
     """Focus + input sources of this checkout running against the session's display, collecting
     every event. ``wait_for(pred)`` returns the first collected event matching ``pred``."""
 
     def __init__(self, cfg, key_times=None):
-        from station.sources.base import EventQueue
-        from station.sources.focus import FocusSource, FocusState
-        from station.sources.input import InputSource
+        from station.capture.focus import FocusSource, FocusState
+        from station.capture.input import InputSource
+        from station.eventqueue import EventQueue
 
         self.queue = EventQueue()
         self.state = FocusState()
@@ -233,7 +251,7 @@ class Capture:
         self.collect()
         return [e for e in self.events if isinstance(e, cls) and e.t_ns >= since_ns]
 
-    def wait_for(self, pred, timeout: float = 5.0, start: int = 0):
+    def wait_event(self, pred, timeout: float = 5.0, start: int = 0):
         """First event (from index ``start`` of ``events``) matching pred, or None on timeout."""
         deadline = time.monotonic() + timeout
         i = start

@@ -3,9 +3,9 @@ over the local socket. Runs in the candidate's graphical session."""
 
 from pathlib import Path
 
-from ..cli import load_config
-from ..errors import UserError
-from .run import add_source_options
+from station.cli import load_config
+from station.commands.run import add_source_options
+from station.errors import UserError
 
 
 def register(sub):
@@ -17,9 +17,9 @@ def register(sub):
 
 
 def run(args):
-    from ..agent import run_capture
-    from ..logs import setup_logging
-    from ..sdnotify import Notifier
+    from station.capture.process import run_capture
+    from station.logs import setup_logging
+    from station.ops.sdnotify import Notifier
     if not args.speed > 0:
         raise UserError("--speed must be > 0", exit_code=2)
     setup_logging(args.verbose)

@@ -12,8 +12,8 @@ import signal
 import sys
 import time
 
-from ..cli import load_config
-from ..errors import UserError
+from station.cli import load_config
+from station.errors import UserError
 
 
 def register(sub) -> None:
@@ -31,12 +31,12 @@ def run(args) -> int:
     cfg = load_config(args)
     if args.plain:
         return run_plain(cfg, args.duration, args.width)
-    from ..web.app import run_web  # the web console (docs/console.md)
+    from station.console.web.app import run_web  # the web console (docs/console.md)
     return run_web(cfg, args)
 
 
 def run_plain(cfg, duration: float = 0.0, width: int = 120) -> int:
-    from ..consolelib import Console, format_line
+    from station.console.follower import Console, format_line
     if not cfg.console.station:
         raise UserError("no stations to follow: add [[console.station]] entries to the configuration", 2)
     console = Console(cfg)

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from ..cli import load_config
-from ..errors import UserError
+from station.cli import load_config
+from station.errors import UserError
 
 
 def register(sub):
@@ -21,7 +21,7 @@ def register(sub):
 
 
 def run(args):
-    from ..demo import demo_config, main_demo
+    from station.demo import demo_config, main_demo
     if not args.speed > 0:
         raise UserError("--speed must be > 0 (use --fast for as fast as possible)", exit_code=2)
     if not 10 <= args.duration <= 6 * 3600:

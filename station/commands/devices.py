@@ -16,9 +16,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..cli import load_config
-    from ..errors import UserError
-    from ..sources.audio import AudioDeviceError, list_devices, plan_streams
+    from station.capture.audio import AudioDeviceError, list_devices, plan_streams
+    from station.cli import load_config
+    from station.errors import UserError
 
     cfg = load_config(args)
     try:

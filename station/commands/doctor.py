@@ -1,5 +1,5 @@
 """``station doctor [--json]``: pass/fail table of what capture and recording need
-(see ``station.doctor``). Exit 0 when every required check passes, 1 otherwise."""
+(see ``station.ops.doctor``). Exit 0 when every required check passes, 1 otherwise."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from .. import doctor
-    from ..cli import load_config
+    from station.cli import load_config
+    from station.ops import doctor
 
     checks = doctor.run_checks(lambda: load_config(args))
     ok = doctor.all_ok(checks)

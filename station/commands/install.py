@@ -1,5 +1,5 @@
-"""``station install``: units, configuration, data and key directories of an exam PC
-(see ``station.install`` for the layout). Idempotent: a second run reports ``unchanged``.
+"""``station.ops.install``: units, configuration, data and key directories of an exam PC
+(see ``station.ops.install`` for the layout). Idempotent: a second run reports ``unchanged``.
 
     station install [--scope system|user] [--root DIR] [--exec PATH] [--station-id ID]
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from ..errors import UserError
+from station.errors import UserError
 
 
 def add_common(p) -> None:
@@ -32,7 +32,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from .. import install as inst
+    from station.ops import install as inst
     if args.scope == "system" and os.geteuid() != 0:
         raise UserError("system scope needs root (or use --scope user)", exit_code=2)
     plan = inst.make_plan(args.scope, args.root, args.exe, args.owner, args.station_id)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import keys
-from ..cli import load_config
+from station import keys
+from station.cli import load_config
 
 
 def register(sub) -> None:

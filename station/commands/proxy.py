@@ -18,11 +18,11 @@ from pathlib import Path
 
 import zmq
 
-from .. import keys
-from ..cli import load_config
-from ..config import ConfigError
-from ..consolelib import station_specs
-from ..errors import UserError
+from station import keys
+from station.cli import load_config
+from station.config import ConfigError
+from station.console.follower import station_specs
+from station.errors import UserError
 
 
 def register(sub) -> None:

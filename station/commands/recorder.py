@@ -3,7 +3,7 @@ socket. Runs as a system service under its own user."""
 
 from pathlib import Path
 
-from ..cli import load_config
+from station.cli import load_config
 
 
 def register(sub):
@@ -13,9 +13,9 @@ def register(sub):
 
 
 def run(args):
-    from ..agent import run_recorder
-    from ..logs import setup_logging
-    from ..sdnotify import Notifier
+    from station.logs import setup_logging
+    from station.ops.sdnotify import Notifier
+    from station.recorder.process import run_recorder
     setup_logging(args.verbose)
     cfg = load_config(args)
     return run_recorder(cfg, data_dir=Path(args.data_dir) if args.data_dir else None, notify=Notifier())

@@ -6,8 +6,8 @@ published message exactly (live summaries included). ``--fast`` checks only the 
 import json
 import time
 
-from ..cli import load_config
-from ..config import data_dir
+from station.cli import load_config
+from station.config import data_dir
 
 
 def register(sub):
@@ -22,8 +22,8 @@ def register(sub):
 def run(args):
     from pathlib import Path
 
-    from ..journal import Journal, resolve_session
-    from ..replay import replay
+    from station.recorder.journal import Journal, resolve_session
+    from station.recorder.replay import replay
     root = Path(args.data_dir) if args.data_dir else data_dir(load_config(args))
     path = resolve_session(root, args.session)
     t0 = time.perf_counter()

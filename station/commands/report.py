@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from ..cli import load_config
-from ..config import data_dir
+from station.cli import load_config
+from station.config import data_dir
 
 
 def register(sub):
@@ -15,8 +15,9 @@ def register(sub):
 
 
 def run(args):
-    from ..journal import Journal, resolve_session
-    from ..report import build_report, write_report
+    from station.recorder.journal import Journal, resolve_session
+    from station.recorder.report import build_report
+    from station.rendering import write_report
     root = Path(args.data_dir) if args.data_dir else data_dir(load_config(args))
     path = resolve_session(root, args.session)
     with Journal.open(path) as j:

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from ..cli import load_config
-from ..errors import UserError
+from station.cli import load_config
+from station.errors import UserError
 
 
 def add_source_options(p):
@@ -21,9 +21,9 @@ def register(sub):
 
 
 def run(args):
-    from ..agent import run_agent
-    from ..logs import setup_logging
-    from ..sdnotify import Notifier
+    from station.agent import run_agent
+    from station.logs import setup_logging
+    from station.ops.sdnotify import Notifier
     if not args.speed > 0:
         raise UserError("--speed must be > 0", exit_code=2)
     setup_logging(args.verbose)

@@ -27,10 +27,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from .. import config as config_mod
-from ..errors import JournalError, UserError
-from ..journal import (SUFFIX, Journal, SessionInfo, list_sessions, resolve_session, side_files,
-                       writer_active)
+from station import config as config_mod
+from station.errors import JournalError, UserError
+from station.recorder.journal import (
+    SUFFIX,
+    Journal,
+    SessionInfo,
+    list_sessions,
+    resolve_session,
+    side_files,
+    writer_active,
+)
 
 JSONL_FORMAT = 1
 
@@ -76,7 +83,7 @@ def register(subparsers) -> None:
 # --------------------------------------------------------------------------- helpers
 
 def _data_dir(args) -> tuple[Path, object]:
-    from ..cli import load_config
+    from station.cli import load_config
     cfg = load_config(args)
     d = getattr(args, "data_dir", None)
     return (Path(d).expanduser() if d else config_mod.data_dir(cfg)), cfg

@@ -1,6 +1,6 @@
-"""``station status``: health of the running recorder/agent of this station.
+"""``station.recorder.status``: health of the running recorder/agent of this station.
 
-Reads the status file the recorder writes every second (``station.status``): health per source,
+Reads the status file the recorder writes every second (``station.recorder.status``): health per source,
 session, last sequence number, journal size, disk use, queue and publisher counters.
 Exit codes: 0 running; 1 not running (no status file, process gone, or no update for
 ``--max-age`` seconds: hung). ``--json`` prints the raw status document.
@@ -13,7 +13,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from ..cli import load_config
+from station.cli import load_config
 
 
 def register(sub) -> None:
@@ -30,8 +30,8 @@ def _mb(n) -> str:
 
 
 def run(args) -> int:
-    from ..config import data_dir as config_data_dir
-    from ..status import read_status
+    from station.config import data_dir as config_data_dir
+    from station.recorder.status import read_status
     cfg = load_config(args)
     root = Path(args.data_dir) if args.data_dir else config_data_dir(cfg)
     state, doc = read_status(root, args.max_age)

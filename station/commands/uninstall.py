@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 import subprocess
 
-from ..errors import UserError
-from .install import add_common
+from station.commands.install import add_common
+from station.errors import UserError
 
 
 def register(sub) -> None:
@@ -19,7 +19,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from .. import install as inst
+    from station.ops import install as inst
     if args.scope == "system" and os.geteuid() != 0:
         raise UserError("system scope needs root (or use --scope user)", exit_code=2)
     plan = inst.make_plan(args.scope, args.root, args.exe, args.owner, args.station_id)

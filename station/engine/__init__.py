@@ -1,6 +1,6 @@
 """The metrics engine (pure, incremental): see ``core.Engine``; evidence per competence in
 ``evidence``; interval-set activity tracks in ``tracks``."""
 
-from .core import Engine
+from station.engine.core import Engine
 
 __all__ = ["Engine"]

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import intervals as iv
-from .contacts import Clusterer, MarkerBook
-from .figures import CAT_CODES, CAT_NAMES, NS_PER_MS, WindowData, share, window_figures
-from .tracks import Points, SpanTrack
+from station import intervals as iv
+from station.engine.contacts import Clusterer, MarkerBook
+from station.engine.figures import CAT_CODES, CAT_NAMES, NS_PER_MS, WindowData, share, window_figures
+from station.engine.tracks import Points, SpanTrack
 
 MOUSE_BIN_NS = 10 * NS_PER_MS
 FAR = 2 ** 62
@@ -474,7 +474,7 @@ class Engine:
 
     def evidence(self) -> dict:
         """The 19 competences so far (see evidence.session_evidence), for the live board."""
-        from .evidence import session_evidence
+        from station.engine.evidence import session_evidence
         self.contacts.sort(key=lambda f: (f["start_ns"], f["kind"]))
         return {"t_ns": self.now, "competences": session_evidence(self), "exam": dict(self.exam)}
 

@@ -10,32 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import intervals as iv
-from ..events import KeyClass
-from .figures import CAT_CODES, NS_PER_MS, NS_PER_MIN, spurt_stats
-
-COMPETENCES = [
-    ("S1", "Simultaneous handling", "listens to or talks with the customer while following the information on screen"),
-    ("S2", "Simultaneous handling", "emails or chats with the customer while following the information on screen"),
-    ("S3", "Simultaneous handling", "listens to or talks with the customer while operating keyboard or mouse and the headset"),
-    ("S4", "Simultaneous handling", "adapts typing speed to the contact"),
-    ("D1", "Managing data", "uses the tools during the contact as the assignment requires"),
-    ("D2", "Managing data", "looks up information the customer asks for in the provided sources"),
-    ("D3", "Managing data", "enters the gathered data completely in the intended file and field"),
-    ("D4", "Managing data", "corrects errors"),
-    ("D5", "Managing data", "types without errors within a 97 % margin"),
-    ("D6", "Managing data", "applies the successive steps of the script"),
-    ("D7", "Managing data", "formulates the result of the contact for reporting"),
-    ("C1", "Communication", "reformulates what the customer says"),
-    ("C2", "Communication", "asks clarifying questions"),
-    ("C3", "Communication", "makes at most 2 to 3 counter-arguments"),
-    ("C4", "Communication", "adapts intonation and choice of words to the customer"),
-    ("C5", "Communication", "uses short sentences"),
-    ("C6", "Communication", "avoids silences in the conversation"),
-    ("C7", "Communication", "closes the contact according to the script"),
-    ("C8", "Communication", "presents the organisation according to the customer's interest"),
-]
-COMPETENCE_IDS = [c[0] for c in COMPETENCES]
+from station import intervals as iv
+from station.competences import COMPETENCE_IDS, COMPETENCES, proven
+from station.engine.figures import CAT_CODES, NS_PER_MIN, NS_PER_MS, spurt_stats
+from station.events import KeyClass
 
 
 def levenshtein(a: str, b: str) -> int:
@@ -237,8 +215,8 @@ def session_evidence(engine) -> dict:
         e = ev[cid]
         m = marks[cid]
         verdicts = {a: v["verdict"] for a, v in m["assessors"].items()}
-        proven = len(verdicts) >= 2 and all(v == "observed" for v in verdicts.values())
+        is_proven = proven(verdicts)
         out[cid] = {"id": cid, "group": group, "title": title, **e, "assessors": m["assessors"],
                     "notes": [{"assessor_id": n["assessor_id"], "text": n["text"], "t_ns": n["t_ns"]} for n in m["notes"]],
-                    "proven": proven}
+                    "proven": is_proven}
     return out

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import intervals as iv
-from ..events import KeyClass
+from station import intervals as iv
+from station.events import KeyClass
 
 NS_PER_MS = 1_000_000
 NS_PER_MIN = 60_000_000_000

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import intervals as iv
+from station import intervals as iv
 
 
 class GrowingIntervals:

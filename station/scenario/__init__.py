@@ -5,9 +5,9 @@
 - ``truth``: the ground truth computed from the plan with the engine's definitions;
 - ``exam``: ``Scenario``, which turns plan and audio into station events (through the real VAD).
 
-The paced source that feeds a running station is ``station.sources.scenario.ScenarioSource``.
+The paced source that feeds a running station is ``station.capture.scenario.ScenarioSource``.
 """
 
-from .exam import Scenario, exam_scenario
+from station.scenario.exam import Scenario, exam_scenario
 
 __all__ = ["Scenario", "exam_scenario"]

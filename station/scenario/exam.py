@@ -25,14 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from ..categories import Categorizer
-from ..config import REPO_DEFAULTS, Config
-from ..errors import UserError
-from ..events import Batch, FocusChange, KeyEvent, MouseBin, MouseClick
-from ..vad import FrameClassifier
-from .plan import APPS, Plan, make_plan
-from .synth import NOISE_DBFS, AudioSynth
-from .truth import compute_truth
+from station.categories import Categorizer
+from station.config import REPO_DEFAULTS, Config
+from station.errors import UserError
+from station.events import Batch, FocusChange, KeyEvent, MouseBin, MouseClick
+from station.scenario.plan import APPS, Plan, make_plan
+from station.scenario.synth import NOISE_DBFS, AudioSynth
+from station.scenario.truth import compute_truth
+from station.vad import FrameClassifier
 
 MS = 1_000_000
 CHUNK_FRAMES = 50

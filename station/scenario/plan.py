@@ -28,8 +28,8 @@ import math
 import random
 from dataclasses import dataclass, field
 
-from ..events import KeyClass
-from ..errors import UserError
+from station.errors import UserError
+from station.events import KeyClass
 
 AGENT, CUSTOMER = 0, 1
 

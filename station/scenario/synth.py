@@ -24,7 +24,7 @@ import math
 
 import numpy as np
 
-from .plan import AGENT, CUSTOMER, Plan, Utterance
+from station.scenario.plan import AGENT, CUSTOMER, Plan, Utterance
 
 # (F1, F2, F3) Hz of a few vowels (a, i, e, o, u, ae) and their bandwidths
 VOWELS = ((730, 1090, 2440), (270, 2290, 3010), (530, 1840, 2480), (570, 840, 2410),

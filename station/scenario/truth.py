@@ -22,10 +22,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .. import intervals as iv
-from ..engine.evidence import levenshtein  # the engine's own definition (D5)
-from ..events import KeyClass
-from .plan import AGENT, CUSTOMER, Plan, apply_backspaces
+from station import intervals as iv
+from station.engine.evidence import levenshtein  # the engine's own definition (D5)
+from station.events import KeyClass
+from station.scenario.plan import AGENT, CUSTOMER, Plan, apply_backspaces
 
 MS = 1_000_000
 MOUSE_BIN_NS = 10 * MS

@@ -25,14 +25,13 @@ import collections
 import time
 from typing import Any, Iterable
 
-from ..engine.evidence import COMPETENCES, COMPETENCE_IDS
+from station.competences import COMPETENCE_IDS, COMPETENCES, COUNTER_IDS, proven
 
 NS_PER_MS = 1_000_000
 NS_PER_S = 1_000_000_000
 LANES = ("agent", "customer", "typing", "mouse")
 LIMITS = {"lane": 20_000, "focus": 20_000, "dead": 5_000, "contacts": 1_000, "marks": 10_000,
           "alerts": 100}
-COUNTER_IDS = ("C1", "C2", "C3")
 
 
 def _num(v: Any) -> int | None:
@@ -205,11 +204,6 @@ class StationModel:
         if not isinstance(h, dict):
             return None
         return h.get("status") == "ok" and bool(h.get("calibrated")) and h.get("passed", True) is not False
-
-
-def proven(verdicts: dict[str, dict]) -> bool:
-    """Proven only when at least two assessors gave a verdict and all say observed."""
-    return len(verdicts) >= 2 and all(v["verdict"] == "observed" for v in verdicts.values())
 
 
 def merge_spans(spans: Iterable, lo: int, hi: int, resolution_ns: int) -> list[list[int]]:

@@ -37,12 +37,11 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from .. import protocol
-from ..assessor import MAX_TEXT
-from ..consolelib import CommandError, Console
-from ..engine.evidence import COMPETENCES, COMPETENCE_IDS
-from . import reports
-from .state import NS_PER_MS, Room
+from station import protocol
+from station.competences import COMPETENCE_IDS, COMPETENCES, MAX_TEXT, CommandError
+from station.console.follower import Console
+from station.console.web import reports
+from station.console.web.state import NS_PER_MS, Room
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
@@ -315,7 +314,7 @@ def run_web(cfg, args=None) -> int:
     """``station console``: serve the web console until SIGINT/SIGTERM (or --duration)."""
     import uvicorn
 
-    from ..errors import UserError
+    from station.errors import UserError
     if not cfg.console.station:
         raise UserError("no stations to follow: add [[console.station]] entries to the configuration", 2)
     app = create_app(cfg)

@@ -1,7 +1,7 @@
 """XInput 2 backend of the input source: ``Xi2Input`` (raw device events, XTEST flagged).
 
-Chosen by ``station.sources.platform.input_backend`` (default on X11 with XInput >= 2.1);
-``InputSource`` (``station.sources.input``) is the public class and describes the events.
+Chosen by ``station.capture.platform.input_backend`` (default on X11 with XInput >= 2.1);
+``InputSource`` (``station.capture.input``) is the public class and describes the events.
 
 How it reads: ONE thread with its own X connection. python-xlib opens the connection, reads the
 server state (devices, keyboard mapping, XKB repeat controls, pointer position) and selects
@@ -77,11 +77,12 @@ import threading
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..clock import monotonic_ns
-from ..events import KeyClass, MouseBin, MouseClick, MouseScroll
-from . import platform
-from .base import EventSink, HealthReporter, ThreadedSource
-from .input import BACKOFF_MAX_S, BACKOFF_START_S, BIN_NS, KeyPipeline
+from station.capture import platform
+from station.capture.base import ThreadedSource, reconnect_loop
+from station.clock import monotonic_ns
+from station.events import KeyClass, MouseBin, MouseClick, MouseScroll
+
+from ._base import BIN_NS, KeyPipeline
 
 INJECTED_DETECTION = ("xi2 backend: events from XTEST slave devices (sourceid) are marked injected; "
                       "XWarpPointer moves and XSendEvent events produce no raw events and are not seen")
@@ -349,11 +350,7 @@ class Xi2Input(ThreadedSource):
         self.connected = connected if connected is not None else threading.Event()
         self.counts: collections.Counter = collections.Counter()
         self.reconnects = 0
-        self._sink: EventSink | None = None
-        self._health: HealthReporter | None = None
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._wake_r, self._wake_w = -1, -1
+        super().__init__()
 
     def status(self) -> dict[str, Any]:
         h = self._health
@@ -368,42 +365,40 @@ class Xi2Input(ThreadedSource):
             self._stop.wait()
             return
         keys = KeyPipeline(self._sink, self.focus_state, self.key_times, self.counts)
-        delay = BACKOFF_START_S
-        first = True
-        while not self._stop.is_set():
-            reader = None
-            try:
-                reader = _Reader(self, keys, backend.display)
-            except _Unsupported as e:
-                self._health.report("lost", f"X display {backend.display}: {e}; set "
-                                    f"{platform.INPUT_ENV_OVERRIDE}=pynput to record through X RECORD")
-            except Exception as e:  # cannot connect: X server not (yet) there
-                self._health.report("lost", f"X display {backend.display} unreachable: {_describe(e)}")
-            if reader is not None:
-                if not first:
-                    self.reconnects += 1
-                first = False
-                delay = BACKOFF_START_S
-                self._health.report("ok", f"reading XInput {reader.version[0]}.{reader.version[1]} "
-                                    f"raw events on {backend.display}")
-                self.connected.set()
-                try:
-                    reader.run()
-                except _Stopped:
-                    reader.finish(monotonic_ns(), drain=True)
-                    break
-                except Exception as e:  # connection closed, protocol garbage, ...
-                    self._health.report("lost", f"X connection to {backend.display} lost: {_describe(e)}")
-                    reader.finish(monotonic_ns(), drain=False)
-                finally:
-                    self.connected.clear()
-                    reader.close()
-                    if self.key_times is not None:
-                        self.key_times.resume()   # nothing more will be read from that connection
-            if self._stop.wait(delay):
-                break
-            delay = min(delay * 2, BACKOFF_MAX_S)
+        reconnect_loop(self._stop, lambda connected: self._session(keys, backend.display, connected),
+                       self._count_reconnect)
         keys.release_due(monotonic_ns(), force=True)
+
+    def _count_reconnect(self) -> None:
+        self.reconnects += 1
+
+    def _session(self, keys: KeyPipeline, display: str, connected) -> None:
+        """One X connection's worth of reading (see ``reconnect_loop``)."""
+        try:
+            reader = _Reader(self, keys, display)
+        except _Unsupported as e:
+            self._health.report("lost", f"X display {display}: {e}; set "
+                                f"{platform.INPUT_ENV_OVERRIDE}=pynput to record through X RECORD")
+            return
+        except Exception as e:  # cannot connect: X server not (yet) there
+            self._health.report("lost", f"X display {display} unreachable: {_describe(e)}")
+            return
+        connected()
+        self._health.report("ok", f"reading XInput {reader.version[0]}.{reader.version[1]} "
+                            f"raw events on {display}")
+        self.connected.set()
+        try:
+            reader.run()
+        except _Stopped:
+            reader.finish(monotonic_ns(), drain=True)
+        except Exception as e:  # connection closed, protocol garbage, ...
+            self._health.report("lost", f"X connection to {display} lost: {_describe(e)}")
+            reader.finish(monotonic_ns(), drain=False)
+        finally:
+            self.connected.clear()
+            reader.close()
+            if self.key_times is not None:
+                self.key_times.resume()   # nothing more will be read from that connection
 
 
 class _Reader:

@@ -1,7 +1,7 @@
 """The scenario source: plays a simulated exam (``station.scenario.Scenario``) into a station.
 
 ``VirtualClock`` maps wall time to station time at ``speed`` x real time, starting at the
-scenario's ``start_ns``; ``ScenarioSource`` is a ``station.sources.base.Source`` whose thread, every
+scenario's ``start_ns``; ``ScenarioSource`` is a ``station.capture.base.Source`` whose thread, every
 ~20 ms of wall time, hands ``scenario.events_until(clock.now())`` to the sink. At speeds beyond what
 the machine can synthesize (about 150-250x on one core) the source simply runs as fast as it can;
 no event is skipped either way.
@@ -16,9 +16,10 @@ import threading
 import time
 from typing import Any
 
-from ..osthread import named
-from ..scenario import Scenario, exam_scenario
-from .base import EventSink, HealthReporter
+from station.capture.base import HealthReporter
+from station.eventqueue import EventSink
+from station.osthread import named
+from station.scenario import Scenario, exam_scenario
 
 __all__ = ["Scenario", "ScenarioSource", "VirtualClock", "exam_scenario"]
 

@@ -68,8 +68,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from . import events
-from .errors import JournalError
+from station import events
+from station.errors import JournalError
 
 JOURNAL_FORMAT = 1
 APPLICATION_ID = 0x53544E4A  # "STNJ" in SQLite's application_id: marks a station journal

@@ -35,11 +35,11 @@ from typing import Any, Callable
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
-from . import keys, protocol
-from .clock import monotonic_ns
-from .config import ConfigError
-from .errors import UserError
-from .osthread import named
+from station import keys, protocol
+from station.clock import monotonic_ns
+from station.config import ConfigError
+from station.errors import UserError
+from station.osthread import named
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ ZAP_DOMAIN = "station"
 
 
 def _default_open(path: Path):
-    from .journal import Journal  # imported late: the journal module is optional for protocol use
+    from station.recorder.journal import Journal  # imported late: the journal module is optional for protocol use
     return Journal.open(path)
 
 

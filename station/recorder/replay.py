@@ -9,18 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import msgpack
-
-from .config import Config
-from .engine import Engine
-from .events import Batch
+from station.config import Config
+from station.engine import Engine
+from station.events import Batch
+from station.protocol import packb
 
 ENGINE_KINDS = ("summary", "contact", "alert", "mark", "exam", "evidence")
-
-
-def pack_body(body: dict) -> bytes:
-    """The one encoding of message bodies (journal and wire): msgpack, deterministic for equal dicts."""
-    return msgpack.packb(body, use_bin_type=True)
 
 
 def session_config(journal) -> Config:
@@ -71,7 +65,7 @@ def replay(journal, *, compare: bool = True, finish: bool = True, exact: bool = 
                 continue
             want = next(expected, None)
             res.compared += 1
-            got = pack_body(body)
+            got = packb(body)
             if want is None:
                 res.mismatches.append(f"replay produced an extra {kind} message at t={t_ns}")
             elif (want.kind, want.t_ns, want.body) != (kind, t_ns, got):
@@ -107,7 +101,7 @@ def _replay_fast(journal, *, compare: bool, finish: bool) -> ReplayResult:
     def feed():
         if chunk:
             for kind, t_ns, body in engine.ingest(Batch.concat(chunk)):
-                produced.append((kind, t_ns, pack_body(body)))
+                produced.append((kind, t_ns, packb(body)))
             chunk.clear()
 
     for batch in journal.iter_batches():
@@ -122,7 +116,7 @@ def _replay_fast(journal, *, compare: bool, finish: bool) -> ReplayResult:
     if finish:
         end_t = int(ended) if ended else (last_t if last_t is not None else journal.header.created_mono_ns)
         for kind, t_ns, body in engine.finish(end_t):
-            produced.append((kind, t_ns, pack_body(body)))
+            produced.append((kind, t_ns, packb(body)))
     res.produced = len(produced)
     if compare:
         want = sorted((m.kind, m.body) for m in journal.iter_messages(kinds=FINAL_KINDS))

@@ -1,7 +1,7 @@
 """pynput (X RECORD) backend of the input source: ``PynputInput``.
 
-Chosen by ``station.sources.platform.input_backend`` when the X server has no XInput 2 (or when
-``STATION_INPUT_BACKEND=pynput``); ``InputSource`` (``station.sources.input``) is the public class.
+Chosen by ``station.capture.platform.input_backend`` when the X server has no XInput 2 (or when
+``STATION_INPUT_BACKEND=pynput``); ``InputSource`` (``station.capture.input``) is the public class.
 
 Threads:
 
@@ -27,7 +27,7 @@ X RECORD hands motion over in bursts, stamped on arrival: mouse bins are coarser
 
 Failure modes: X server gone -> ``SourceHealth("lost")``, listeners restarted with backoff (0.1 s
 doubling to 2 s) -> ``"ok"``; no X RECORD extension -> ``"lost"`` with that reason (retried);
-Wayland or no display -> ``"lost"`` with the reason from ``station.sources.platform``.
+Wayland or no display -> ``"lost"`` with the reason from ``station.capture.platform``.
 """
 
 from __future__ import annotations
@@ -39,12 +39,14 @@ import threading
 import time
 from typing import Any
 
-from ..clock import monotonic_ns
-from ..events import MouseBin, MouseClick, MouseScroll
-from ..osthread import named
-from . import platform
-from .base import EventSink, HealthReporter
-from .input import (BACKOFF_MAX_S, BACKOFF_START_S, BIN_NS, BIN_SLACK_NS, KeyPipeline, classify_key)
+from station.capture import platform
+from station.capture.base import HealthReporter, reconnect_loop
+from station.clock import monotonic_ns
+from station.eventqueue import EventSink
+from station.events import MouseBin, MouseClick, MouseScroll
+from station.osthread import named
+
+from ._base import BIN_NS, BIN_SLACK_NS, KeyPipeline, classify_key
 
 WORKER_BATCH_S = 0.010     # the worker collects raw events this long after a wake-up
 INJECTED_LIMITATION = ("pynput/xorg backend: injected marks XSendEvent events only; XTEST injection "
@@ -133,33 +135,32 @@ class PynputInput:
             self._health.report("lost", platform.unavailable_reason(backend))
             self._stop.wait()
             return
-        delay = BACKOFF_START_S
-        first = True
-        while not self._stop.is_set():
-            problem = self._connect(backend.display)
-            if problem is None:
-                if not first:
-                    self.reconnects += 1
-                first = False
-                delay = BACKOFF_START_S
-                self._health.report("ok", f"recording keyboard and mouse on {backend.display} (X RECORD)")
-                self.connected.set()
-                self._wake.clear()
-                while not self._stop.is_set() and all(li.is_alive() for li in self._listeners):
-                    self._wake.wait()  # a listener ended (X server gone) or stop()
-                    self._wake.clear()
-                self.connected.clear()
-                if self._stop.is_set():
-                    break
-                errors = [getattr(li, "station_error", None) for li in self._listeners]
-                err = next((e for e in errors if e), "listener ended")
-                self._health.report("lost", f"X connection to {backend.display} lost: {err}")
-                self._disconnect()
-            else:
-                self._health.report("lost", problem)
-            if self._stop.wait(delay):
-                break
-            delay = min(delay * 2, BACKOFF_MAX_S)
+        reconnect_loop(self._stop, lambda connected: self._session(backend.display, connected),
+                       self._count_reconnect)
+        self._disconnect()
+
+    def _count_reconnect(self) -> None:
+        self.reconnects += 1
+
+    def _session(self, display: str, connected) -> None:
+        """One X connection's worth of recording (see ``reconnect_loop``)."""
+        problem = self._connect(display)
+        if problem is not None:
+            self._health.report("lost", problem)
+            return
+        connected()
+        self._health.report("ok", f"recording keyboard and mouse on {display} (X RECORD)")
+        self.connected.set()
+        self._wake.clear()
+        while not self._stop.is_set() and all(li.is_alive() for li in self._listeners):
+            self._wake.wait()  # a listener ended (X server gone) or stop()
+            self._wake.clear()
+        self.connected.clear()
+        if self._stop.is_set():
+            return
+        errors = [getattr(li, "station_error", None) for li in self._listeners]
+        err = next((e for e in errors if e), "listener ended")
+        self._health.report("lost", f"X connection to {display} lost: {err}")
         self._disconnect()
 
     def _connect(self, display: str) -> str | None:

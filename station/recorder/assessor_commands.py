@@ -14,15 +14,18 @@ clock-offset estimate); missing or implausible (in the future, or before ``earli
 
 from __future__ import annotations
 
-from .engine.evidence import COMPETENCE_IDS
-from .events import AssessorMark, ContactMarker, ExamControl
-
-MAX_TEXT = 2000
-MAX_ID = 64
-
-
-class CommandError(ValueError):
-    """A command the station refuses; the message goes back to the console."""
+from station.competences import (
+    COMPETENCE_IDS,
+    CONTACT_ACTIONS,
+    CONTACT_KINDS,
+    EXAM_ACTIONS,
+    MARK_KINDS,
+    MAX_ID,
+    MAX_SHORT,
+    MAX_TEXT,
+    CommandError,
+)
+from station.events import AssessorMark, ContactMarker, ExamControl
 
 
 def _str(cmd: dict, key: str, limit: int = MAX_ID, required: bool = False) -> str:
@@ -54,14 +57,14 @@ def command_to_event(cmd: dict, now_ns: int, earliest_ns: int):
         competence = cmd.get("competence")
         if competence not in COMPETENCE_IDS:
             raise CommandError(f"unknown competence {str(competence)[:20]!r}; allowed: {', '.join(COMPETENCE_IDS)}")
-        return AssessorMark(t, _str(cmd, "assessor_id", required=True), _str(cmd, "assessor_name", 200),
-                            competence, _choice(cmd, "kind", ("observed", "not_observed", "counter", "note")),
-                            _str(cmd, "text", MAX_TEXT), _str(cmd, "mark_id", 100))
+        return AssessorMark(t, _str(cmd, "assessor_id", required=True), _str(cmd, "assessor_name", MAX_SHORT),
+                            competence, _choice(cmd, "kind", MARK_KINDS),
+                            _str(cmd, "text", MAX_TEXT), _str(cmd, "mark_id", MAX_SHORT))
     if kind == "contact":
         ref = "contact_ref" if "contact_ref" in cmd else "ref"
-        return ContactMarker(t, _choice(cmd, "action", ("start", "end")), _choice(cmd, "kind", ("phone", "chat", "email")),
-                             _str(cmd, ref, 100), _str(cmd, "assessor_id", required=True))
+        return ContactMarker(t, _choice(cmd, "action", CONTACT_ACTIONS), _choice(cmd, "kind", CONTACT_KINDS),
+                             _str(cmd, ref, MAX_SHORT), _str(cmd, "assessor_id", required=True))
     if kind == "exam":
-        return ExamControl(t, _choice(cmd, "action", ("assign", "start", "end")), _str(cmd, "candidate_id"),
-                           _str(cmd, "candidate_name", 200), _str(cmd, "assessor_id", required=True))
+        return ExamControl(t, _choice(cmd, "action", EXAM_ACTIONS), _str(cmd, "candidate_id"),
+                           _str(cmd, "candidate_name", MAX_SHORT), _str(cmd, "assessor_id", required=True))
     raise CommandError("type must be mark, contact or exam")

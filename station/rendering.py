@@ -1,12 +1,8 @@
-"""The per-session report: JSON for machines, a printable HTML page for people.
+"""Rendering of reports, shared by the station's report and the console's candidate report:
+HTML pages, SVG timelines, figure formatting, the JSON/HTML files.
 
-``build_report(journal)`` replays the journal (``station.replay``) with the session's own
-configuration, checks the journal's integrity, and gathers contacts, the 19 competences with
-figures, rules and marks, timelines and data gaps. ``write_report`` writes ``report.json`` and
-``report.html`` (timelines as inline SVG; no scripts, no external resources) into a directory.
-
-Times in the JSON are station-clock ns plus derived wall-clock ISO strings; durations are ms.
-"""
+No computing here: the figures come from ``station.recorder.report`` (from a journal) or the
+console's store. Pages carry no scripts and no external resources."""
 
 from __future__ import annotations
 
@@ -17,113 +13,16 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from . import intervals as iv
-from .engine.evidence import COMPETENCES, session_evidence
-from .engine.figures import CAT_NAMES
-from .replay import replay
+from station.competences import COMPETENCES
 
 NS_PER_S = 1_000_000_000
 
 
-def _iso(wall_ns: int) -> str:
+def iso_utc(wall_ns: int) -> str:
+    """A wall-clock time (ns since the epoch) as an ISO 8601 UTC string with milliseconds."""
     return dt.datetime.fromtimestamp(wall_ns / 1e9, dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
-def _spans(a) -> list[list[int]]:
-    return [[int(s), int(e)] for s, e in (a.tolist() if hasattr(a, "tolist") else a)]
-
-
-def build_report(journal, exact: bool = False) -> dict:
-    """Replay + evidence + integrity for one session journal. Raises JournalError for a bad journal.
-
-    exact=False (default) uses the fast replay, which checks the final figures (contacts, marks)
-    against the journal; exact=True also re-checks every live summary (slower)."""
-    problems = journal.verify()
-    res = replay(journal, compare=True, exact=exact)
-    eng = res.engine
-    evidence = session_evidence(eng)
-    h = journal.header
-    start = eng.first_t if eng.first_t is not None else h.created_mono_ns
-    end = max(eng.now, start)
-    contacts = []
-    for c in eng.contacts:
-        lo, hi = c["start_ns"], c["end_ns"]
-        entry = {k: v for k, v in c.items() if not k.startswith("_")}
-        entry["wall_start"] = _iso(h.wall_ns(lo))
-        entry["timeline"] = timeline(eng, c["kind"], lo, hi)
-        contacts.append(entry)
-    gaps = []
-    for source, spans in eng.lost.items():
-        for s, e in spans:
-            gaps.append({"source": source, "start_ns": s, "end_ns": e if e is not None else end,
-                         "duration_ms": ((e if e is not None else end) - s) // 1_000_000,
-                         "wall_start": _iso(h.wall_ns(s))})
-    gaps.sort(key=lambda g: g["start_ns"])
-    return {
-        "report_version": 1,
-        "software_version": __version__,
-        "session": {"station_id": h.station_id, "session_id": h.session_id,
-                    "session_software_version": h.software_version, "config_hash": h.config_hash,
-                    "start_ns": start, "end_ns": end, "wall_start": _iso(h.wall_ns(start)),
-                    "wall_start_ns": h.wall_ns(start),
-                    "wall_end": _iso(h.wall_ns(end)), "duration_ms": (end - start) // 1_000_000,
-                    "ended": journal.get_meta("ended_ns") is not None},
-        "exam": dict(eng.exam),
-        "headset": _headset_status(journal),
-        "integrity": {"ok": not problems and not res.mismatches, "journal_problems": problems,
-                      "replay_mismatches": res.mismatches, "batches": res.batches, "events": res.events,
-                      "messages_compared": res.compared},
-        "data_gaps": gaps,
-        "synthetic_input": {"keys": eng.injected["keys"], "mouse": eng.injected["mouse"],
-                            "first_wall": _iso(h.wall_ns(eng.injected_first_ns)) if eng.injected_first_ns else None},
-        "contacts": contacts,
-        "competences": evidence,
-        "session_totals": eng.session_totals(),
-        "marks": eng.marks,
-        "timeline": timeline(eng, "session", start, end),
-    }
-
-
-def _headset_status(journal) -> dict:
-    raw = journal.get_meta("headset")
-    if raw:
-        try:
-            return json.loads(raw)
-        except ValueError:
-            pass
-    return {"status": "unknown"}
-
-
-def timeline(eng, kind: str, lo: int, hi: int) -> dict:
-    """Interval lanes for [lo, hi): speech, typing, mouse, focus categories, dead air, overtalk."""
-    agent = eng.agent.within(lo, hi, True)
-    cust = eng.customer.within(lo, hi, True)
-    talk = iv.union(agent, cust)
-    lanes = {"agent": _spans(agent), "customer": _spans(cust),
-             "typing": _spans(eng.typing.within(lo, hi, True)), "mouse": _spans(eng.mouse.within(lo, hi, True))}
-    focus, _, _ = eng.focus_spans(lo, hi)
-    lanes["focus"] = sorted([[s, e, cat] for cat, a in focus.items() for s, e in _spans(a)])
-    if kind in ("phone", "session"):
-        phones = [c for c in eng.contacts if c["kind"] == "phone"] if kind == "session" else [{"start_ns": lo, "end_ns": hi}]
-        dead, over = [], []
-        for c in phones:
-            a, b = max(lo, c["start_ns"]), min(hi, c["end_ns"])
-            if b <= a:
-                continue
-            t = iv.union(eng.agent.within(a, b, True), eng.customer.within(a, b, True))
-            dead += _spans(iv.at_least(iv.complement(t, a, b), eng.cfg_activity.dead_air_ms * 1_000_000))
-            over += _spans(iv.at_least(iv.intersect(eng.agent.within(a, b, True), eng.customer.within(a, b, True)),
-                                       eng.cfg_activity.overtalk_min_ms * 1_000_000))
-        lanes["dead_air"], lanes["overtalk"] = dead, over
-    lanes["unknown"] = _spans(eng.unknown_spans(lo, hi))
-    if kind == "session":
-        lanes["contacts"] = [[c["start_ns"], c["end_ns"], c["kind"]] for c in eng.contacts]
-    del talk
-    return {"start_ns": lo, "end_ns": hi, "lanes": lanes}
-
-
-# ---------------------------------------------------------------------------------------- HTML
 LANE_ORDER = [("agent", "Agent speech", "#1f77b4"), ("customer", "Customer speech", "#ff7f0e"),
               ("overtalk", "Overtalk", "#d62728"), ("dead_air", "Dead air", "#7f7f7f"),
               ("typing", "Typing", "#2ca02c"), ("mouse", "Mouse", "#9467bd"),
@@ -243,7 +142,7 @@ td,th{{border:1px solid #bbb;padding:3px 6px;font-size:12px;vertical-align:top}}
     if rep["marks"]:
         parts.append("<h2>Assessor marks</h2><table><tr><th>Time (UTC)</th><th>Assessor</th><th>Competence</th><th>Kind</th><th>Note</th></tr>")
         for m in rep["marks"]:
-            parts.append(f"<tr><td>{esc(_iso(rep['session']['wall_start_ns'] + m['t_ns'] - s['start_ns'])[11:23])}</td><td>{esc(m['assessor_name'] or m['assessor_id'])}</td>"
+            parts.append(f"<tr><td>{esc(iso_utc(rep['session']['wall_start_ns'] + m['t_ns'] - s['start_ns'])[11:23])}</td><td>{esc(m['assessor_name'] or m['assessor_id'])}</td>"
                          f"<td>{esc(m['competence'])}</td><td>{esc(m['kind'])}</td><td>{esc(m['text'])}</td></tr>")
         parts.append("</table>")
     parts.append("</body></html>")
@@ -265,6 +164,3 @@ def write_report(rep: dict, out_dir: Path) -> tuple[Path, Path]:
     jp.write_text(json.dumps(rep, indent=1, default=_json_default))
     hp.write_text(render_html(rep))
     return jp, hp
-
-
-__all__ = ["build_report", "write_report", "render_html", "svg_timeline", "CAT_NAMES"]

@@ -2,14 +2,14 @@
 
 Checks (all required; each never raises, a failure is a ``Check`` with ``ok=False``):
 
-- ``display``: the capture backend (``station.sources.platform``): X11 and reachable passes;
+- ``display``: the capture backend (``station.capture.platform``): X11 and reachable passes;
   Wayland fails with the message that other applications' input and focus are not visible;
   no display fails.
 - ``xinput2``: XInput >= 2.1 (the default keyboard/mouse backend; flags XTEST-injected input);
 - ``xrecord``: the RECORD extension (needed only by the pynput fallback backend).
 - ``window manager``: an EWMH window manager runs (``_NET_SUPPORTING_WM_CHECK``) and announces
   ``_NET_ACTIVE_WINDOW`` in ``_NET_SUPPORTED`` (event-driven focus capture).
-- ``audio ...``: whatever ``station.sources.audio.doctor_checks(cfg)`` returns (devices, rates,
+- ``audio ...``: whatever ``station.capture.audio.doctor_checks(cfg)`` returns (devices, rates,
   headset profile); one failed ``audio`` check when that module is not available.
 - ``config``: the configuration loads and validates.
 - ``journal dir``: ``station.config.data_dir(cfg)`` is writable (or can be created).
@@ -24,7 +24,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
-from .sources import platform
+from station.capture import platform
 
 
 @dataclass(frozen=True)
@@ -95,12 +95,12 @@ def _ewmh_check(d) -> Check:
 
 def _audio_checks(cfg) -> list[Check]:
     try:
-        audio = importlib.import_module("station.sources.audio")
+        audio = importlib.import_module("station.capture.audio")
     except ImportError as e:
         return [Check("audio", False, f"audio source not available: {e}")]
     fn: Callable | None = getattr(audio, "doctor_checks", None)
     if fn is None:
-        return [Check("audio", False, "station.sources.audio has no doctor_checks")]
+        return [Check("audio", False, "station.capture.audio has no doctor_checks")]
     try:
         results = fn(cfg)
     except Exception as e:
@@ -109,7 +109,7 @@ def _audio_checks(cfg) -> list[Check]:
 
 
 def _journal_check(cfg) -> Check:
-    from .config import data_dir
+    from station.config import data_dir
     path = data_dir(cfg)
     if path.is_dir():
         try:
@@ -141,8 +141,8 @@ def _curve_check() -> Check:
 
 def run_checks(load_config: Callable[[], Any]) -> list[Check]:
     """Run every check. ``load_config`` returns a Config or raises ConfigError / UserError."""
-    from .config import ConfigError
-    from .errors import UserError
+    from station.config import ConfigError
+    from station.errors import UserError
 
     try:
         backend = platform.detect()

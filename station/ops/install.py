@@ -45,9 +45,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UserError
+from station.errors import UserError
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]   # the checkout (this file is station/ops/install.py)
 UNIT_DIR = REPO / "systemd"
 CONFIG_TEMPLATE_NAME = "station.toml"
 DEFAULT_EXEC = "/usr/local/bin/station"
@@ -272,7 +272,7 @@ def _atomic_write(path: Path, content: str, mode: int, uid: int, gid: int) -> No
 
 def ensure_station_key(keys_dir: Path, uid: int, gid: int) -> Step:
     """The station's CURVE key pair (secret 0600, public 0644) owned by the service account."""
-    from . import keys
+    from station import keys
     secret = keys_dir / "station.key_secret"
     public = keys_dir / "station.key"
     if secret.exists():

@@ -14,20 +14,17 @@ A source is started with a sink and must:
 
 from __future__ import annotations
 
-import collections
 import os
 import threading
-from typing import Any, Iterable, Protocol
+from typing import Any, Protocol
 
-from ..clock import monotonic_ns
-from ..events import DEFAULT_LAG_NS, Batch, SourceHealth
-from ..osthread import named
+from station.clock import monotonic_ns
+from station.eventqueue import EventSink
+from station.events import DEFAULT_LAG_NS, SourceHealth
+from station.osthread import named
 
-
-class EventSink(Protocol):
-    def put(self, event: Any) -> None: ...
-    def put_many(self, events: Iterable[Any]) -> None: ...
-    def put_batch(self, batch: Any) -> None: ...
+BACKOFF_START_S = 0.1   # first wait before reconnecting to a lost server (s)
+BACKOFF_MAX_S = 2.0     # the wait doubles up to this (s)
 
 
 class Source(Protocol):
@@ -67,87 +64,6 @@ def sources_watermark(sources, now_ns: int, lag_ns: int = DEFAULT_LAG_NS, max_la
     return max(mark, now_ns - max_lag_ns)
 
 
-class EventQueue:
-    """Thread-safe bounded FIFO of events between sources and the recorder loop.
-
-    Items are events, or whole ``events.Batch`` objects (``put_batch``: the recorder's hand-over
-    server passes on what a capture process sent without taking it apart). ``put`` never blocks:
-    when ``max_events`` events are waiting, the event (or batch) is dropped and counted in
-    ``dropped`` (the recorder reports it in health). ``drain`` takes everything waiting, in
-    arrival order; ``len()`` is the number of events waiting.
-    """
-
-    def __init__(self, max_events: int = 1_000_000):
-        self._items: collections.deque = collections.deque()
-        self._lock = threading.Lock()
-        self._waiting = 0       # events waiting (a batch counts its events)
-        self.max_events = max_events
-        self.dropped = 0
-        self.accepted = 0
-        self.wakeup = threading.Event()
-
-    def put(self, event: Any) -> None:
-        with self._lock:
-            if self._waiting >= self.max_events:
-                self.dropped += 1
-                return
-            self._items.append(event)
-            self._waiting += 1
-            self.accepted += 1
-
-    def put_many(self, events: Iterable[Any]) -> None:
-        with self._lock:
-            for event in events:
-                if self._waiting >= self.max_events:
-                    self.dropped += 1
-                    continue
-                self._items.append(event)
-                self._waiting += 1
-                self.accepted += 1
-
-    def put_batch(self, batch: Any) -> None:
-        """Queue a whole ``events.Batch`` (all its events, or none when they do not fit)."""
-        n = batch.count()
-        if n == 0:
-            return
-        with self._lock:
-            if self._waiting + n > self.max_events:
-                self.dropped += n
-                return
-            self._items.append(batch)
-            self._waiting += n
-            self.accepted += n
-
-    def drain(self) -> list[Any]:
-        """Everything waiting (events and batches), in arrival order."""
-        with self._lock:
-            items = list(self._items)
-            self._items.clear()
-            self._waiting = 0
-        return items
-
-    def drain_batch(self, now_ns: int, watermark_fn) -> Batch:
-        """Everything waiting as one ``Batch`` stamped now_ns (``Batch.from_items``), with the
-        watermark ``min(now_ns, watermark_fn(now_ns))`` taken *before* the drain, so that every
-        event the watermark counts as delivered is in this batch or an earlier one."""
-        watermark = min(now_ns, watermark_fn(now_ns))
-        return Batch.from_items(now_ns, self.drain(), watermark_ns=watermark)
-
-    def drain_events(self) -> list[Any]:
-        """Everything waiting as single events (batches taken apart), in arrival order: for
-        consumers that want event objects (tools, tests), not the recorder."""
-        out: list[Any] = []
-        for item in self.drain():
-            if isinstance(item, Batch):
-                out.extend(item.events())
-            else:
-                out.append(item)
-        return out
-
-    def __len__(self) -> int:
-        return self._waiting
-
-
 class HealthReporter:
     """Emits a SourceHealth event only when a source's state or detail changes."""
 
@@ -168,10 +84,17 @@ class ThreadedSource:
     """start/stop for a source with one worker thread (``_run``) and a self-pipe that wakes it:
     ``stop`` sets ``_stop``, writes to ``_wake_w`` (so a ``select`` on ``_wake_r`` returns), joins
     the thread (2 s at most) and closes the pipe. Subclasses set ``name`` and ``thread_name`` and
-    initialise ``_sink, _health, _thread, _stop, _wake_r, _wake_w`` in ``__init__``."""
+    call ``super().__init__()``."""
 
     name = "source"
     thread_name = "station-source"
+
+    def __init__(self) -> None:
+        self._sink: EventSink | None = None
+        self._health: HealthReporter | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._wake_r, self._wake_w = -1, -1
 
     def start(self, sink: EventSink) -> None:
         if self._thread is not None:
@@ -200,3 +123,29 @@ class ThreadedSource:
                 except OSError:
                     pass
         self._wake_r = self._wake_w = -1
+
+
+def reconnect_loop(stop: threading.Event, session, on_reconnect=None) -> None:
+    """The reconnect loop of the sources that read a server (X display): call ``session(connected)``
+    until ``stop`` is set.
+
+    ``session`` connects, calls ``connected()`` once it is connected, reads until the connection
+    ends and returns; it reports its own failures through health and must not raise. Between
+    sessions the loop waits ``BACKOFF_START_S``, doubling up to ``BACKOFF_MAX_S``; the wait starts
+    again from ``BACKOFF_START_S`` after every session that got connected. Every connection after
+    the first calls ``on_reconnect()``. Returns as soon as ``stop`` is set (within the wait)."""
+    delay = BACKOFF_START_S
+    first = True
+
+    def connected() -> None:
+        nonlocal first, delay
+        if not first and on_reconnect is not None:
+            on_reconnect()
+        first = False
+        delay = BACKOFF_START_S
+
+    while not stop.is_set():
+        session(connected)
+        if stop.wait(delay):
+            break
+        delay = min(delay * 2, BACKOFF_MAX_S)

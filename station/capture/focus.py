@@ -22,7 +22,7 @@ change with whatever could be read (class/title ""), never an exception; the X s
 gives ``SourceHealth("lost")``, the focus state becomes ``"unknown"`` (so no characters are
 recorded), and the source reconnects with backoff (0.1 s doubling to 2 s) and reports ``"ok"``
 again; a window manager without ``_NET_ACTIVE_WINDOW`` gives ``"degraded"``; a Wayland or
-display-less session gives ``"lost"`` with the reason from ``station.sources.platform``.
+display-less session gives ``"lost"`` with the reason from ``station.capture.platform``.
 
 ``FocusState`` is the thread-safe current category, shared with the input source, which records
 typed characters only while the category is ``typing_task``.
@@ -36,17 +36,15 @@ import select
 import threading
 from typing import Any
 
-from ..categories import Categorizer
-from ..clock import monotonic_ns
-from ..events import FocusChange
-from . import platform
-from .base import EventSink, HealthReporter, ThreadedSource
+from station.capture import platform
+from station.capture.base import ThreadedSource, reconnect_loop
+from station.categories import Categorizer
+from station.clock import monotonic_ns
+from station.events import FocusChange
 
 log = logging.getLogger(__name__)
 
 UNKNOWN = "unknown"  # category while focus cannot be observed (not a config category)
-BACKOFF_START_S = 0.1
-BACKOFF_MAX_S = 2.0
 NONE_DEBOUNCE_NS = 50_000_000  # "no active window" shorter than this is not reported (WM blip)
 
 
@@ -122,11 +120,7 @@ class FocusSource(ThreadedSource):
         self.cfg = cfg
         self.focus_state = focus_state if focus_state is not None else FocusState()
         self.categorizer = Categorizer(cfg)
-        self._sink: EventSink | None = None
-        self._health: HealthReporter | None = None
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._wake_r, self._wake_w = -1, -1
+        super().__init__()
         self.changes = 0
         self.reconnects = 0
         self.vanished = 0
@@ -146,31 +140,29 @@ class FocusSource(ThreadedSource):
             self._health.report("lost", platform.unavailable_reason(backend))
             self._stop.wait()
             return
-        delay = BACKOFF_START_S
-        first = True
-        while not self._stop.is_set():
-            watcher = None
-            try:
-                watcher = _X11Watcher(self, backend.display)
-            except Exception as e:  # cannot connect: X server not (yet) there
-                self._lost(f"X display {backend.display} unreachable: {_describe(e)}")
-            if watcher is not None:
-                if not first:
-                    self.reconnects += 1
-                first = False
-                delay = BACKOFF_START_S
-                try:
-                    watcher.run()
-                except _Stopped:
-                    pass
-                except Exception as e:  # connection closed, protocol error, ...
-                    self._lost(f"X connection to {backend.display} lost: {_describe(e)}")
-                finally:
-                    self.connected.clear()
-                    watcher.close()
-            if self._stop.wait(delay):
-                break
-            delay = min(delay * 2, BACKOFF_MAX_S)
+        reconnect_loop(self._stop, lambda connected: self._session(backend.display, connected),
+                       self._count_reconnect)
+
+    def _count_reconnect(self) -> None:
+        self.reconnects += 1
+
+    def _session(self, display: str, connected) -> None:
+        """One X connection's worth of watching (see ``reconnect_loop``)."""
+        try:
+            watcher = _X11Watcher(self, display)
+        except Exception as e:  # cannot connect: X server not (yet) there
+            self._lost(f"X display {display} unreachable: {_describe(e)}")
+            return
+        connected()
+        try:
+            watcher.run()
+        except _Stopped:
+            pass
+        except Exception as e:  # connection closed, protocol error, ...
+            self._lost(f"X connection to {display} lost: {_describe(e)}")
+        finally:
+            self.connected.clear()
+            watcher.close()
 
     def _lost(self, detail: str) -> None:
         self.focus_state.set(UNKNOWN, monotonic_ns())

@@ -30,18 +30,20 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from . import __version__
-from .assessor import command_to_event
-from .clock import boot_id, monotonic_ns, wall_anchor
-from .config import Config, data_dir as config_data_dir
-from .engine import Engine
-from .errors import JournalError, UserError
-from .events import DEFAULT_LAG_NS, Batch, SourceHealth
-from .headset import load_profile, profile_warnings
-from .journal import Journal, SessionHeader, list_sessions, new_session_id
-from .replay import pack_body, replay
-from .sources.base import EventQueue
-from .status import status_path, write_status
+from station import __version__
+from station.clock import boot_id, monotonic_ns, wall_anchor
+from station.config import Config
+from station.config import data_dir as config_data_dir
+from station.engine import Engine
+from station.errors import JournalError, UserError
+from station.eventqueue import EventQueue
+from station.events import DEFAULT_LAG_NS, Batch, SourceHealth
+from station.headset import load_profile, profile_warnings
+from station.protocol import packb
+from station.recorder.assessor_commands import command_to_event
+from station.recorder.journal import Journal, SessionHeader, list_sessions, new_session_id
+from station.recorder.replay import replay
+from station.recorder.status import status_path, write_status
 
 log = logging.getLogger(__name__)
 NS_PER_MS = 1_000_000
@@ -66,7 +68,7 @@ def read_reference_text(cfg: Config) -> str:
     try:
         return " ".join(path.read_text(encoding="utf-8").split())
     except (OSError, UnicodeDecodeError) as e:
-        from .config import ConfigError
+        from station.config import ConfigError
         raise ConfigError(f"typing.reference_file = {name!r}: cannot read {path}: {e}") from None
 
 
@@ -194,7 +196,7 @@ class Recorder:
         with self._lock:
             j.append_batch(batch)
             for kind, t_ns, body in outputs:
-                packed = pack_body(body)
+                packed = packb(body)
                 seq = j.append_message(kind, t_ns, packed)
                 msgs.append((seq, kind, t_ns, packed, body))
             now = batch.t_ns
@@ -337,7 +339,7 @@ class Recorder:
         msgs = []
         with self._lock:
             for kind, t_ns, body in outputs:
-                packed = pack_body(body)
+                packed = packb(body)
                 msgs.append((j.append_message(kind, t_ns, packed), kind, t_ns, packed))
             j.commit()
             j.sync()

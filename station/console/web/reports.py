@@ -24,10 +24,10 @@ import io
 import json
 import statistics
 
-from .. import __version__
-from ..engine.evidence import COMPETENCES
-from ..report import fmt_value, svg_timeline
-from .state import NS_PER_MS, Room, StationModel, proven
+from station import __version__
+from station.competences import COMPETENCES, proven
+from station.console.web.state import NS_PER_MS, Room, StationModel
+from station.rendering import fmt_value, svg_timeline
 
 BIG = {"lane": 10_000_000, "focus": 10_000_000, "dead": 10_000_000, "contacts": 100_000,
        "marks": 1_000_000, "alerts": 100_000}

@@ -60,13 +60,14 @@ from typing import Any
 
 import numpy as np
 
-from ..clock import monotonic_ns
-from ..config import Config
-from ..events import Batch, Channel
-from ..osthread import named
-from ..vad import FrameClassifier
-from .base import EventSink, HealthReporter
-from .keytimes import RecentKeyPresses
+from station.capture.base import HealthReporter
+from station.capture.keytimes import RecentKeyPresses
+from station.clock import monotonic_ns
+from station.config import Config
+from station.eventqueue import EventSink
+from station.events import Batch, Channel
+from station.osthread import named
+from station.vad import FrameClassifier
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +168,7 @@ def plan_streams(cfg: Config) -> list[StreamPlan]:
 
 def doctor_checks(cfg: Config) -> list[tuple[str, bool, str]]:
     """Checks for ``station doctor``: (name, ok, detail). Never raises."""
-    from ..headset import load_profile, profile_path, profile_warnings
+    from station.headset import load_profile, profile_path, profile_warnings
     checks: list[tuple[str, bool, str]] = []
     try:
         devices = list_devices()

@@ -22,12 +22,12 @@ Override: ``STATION_CAPTURE_BACKEND`` = ``x11`` | ``wayland`` | ``none`` (anythi
 
 Input backend (``input_backend``), for the input source under X11:
 
-- ``"xi2"``: XInput 2 raw events (``station.sources.input_xi2``): the default when the X server
+- ``"xi2"``: XInput 2 raw events (``station.capture.input._xi2``): the default when the X server
   offers XInputExtension >= 2.1 (2.1 delivers raw events to the root window even while another
   client holds a grab; 2.0 does not), or when the display cannot be reached right now (every
   Xorg since 1.11 / 2011 has it; the XI2 reader reports ``"lost"`` with a hint to set the
   override when it finds none);
-- ``"pynput"``: pynput's X RECORD backend (``station.sources.input_pynput``), when XI 2.1 is
+- ``"pynput"``: pynput's X RECORD backend (``station.capture.input._pynput``), when XI 2.1 is
   missing.
 
 Override: ``STATION_INPUT_BACKEND`` = ``xi2`` | ``pynput`` (anything else is a ``UserError``).
@@ -39,7 +39,7 @@ import os
 from dataclasses import dataclass
 from typing import Mapping
 
-from ..errors import UserError
+from station.errors import UserError
 
 BACKENDS = ("x11", "wayland", "none")
 ENV_OVERRIDE = "STATION_CAPTURE_BACKEND"

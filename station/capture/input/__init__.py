@@ -1,0 +1,92 @@
+"""Keyboard and mouse timing: key classes, mouse bins, clicks, scrolls.
+
+``InputSource(cfg, focus_state, key_times=None)`` (source name ``"input"``) is the public class.
+It picks its backend once, in ``start()``, through ``station.capture.platform.input_backend``
+(the one place that decides; override ``STATION_INPUT_BACKEND=xi2|pynput``):
+
+- ``"xi2"`` (``station.capture.input._xi2``, default on X11 with XInput >= 2.1): XI2 raw events
+  read by one thread on its own X connection, parsed with ``struct``; flags XTEST-injected input;
+- ``"pynput"`` (``station.capture.input._pynput``): pynput's xorg backend (X RECORD); cannot tell
+  XTEST-injected input from real input; several times the CPU cost.
+
+Both backends emit the same events:
+
+- ``KeyEvent`` (class only, see ``KeyClass``; ``repeat`` = keyboard auto-repeat press;
+  ``char`` only inside ``typing_task`` windows, see below); ``key_times.note(t_ns)`` is called
+  for every key press (``RecentKeyPresses`` of the audio source, for keyboard-click rejection);
+- ``MouseBin``: moves aggregated per 10 ms bin aligned on the station clock (count, path length
+  in px rounded, how many moves were injected);
+- ``MouseClick`` (X button number: 1-3, 8, 9...), ``MouseScroll`` (steps, +dy = up, +dx = right).
+
+Privacy rule for ``char`` (``KeyPipeline``): a key press keeps its character only if the focus
+category was ``typing_task`` at the key's time AND stayed so for ``CHAR_GRACE_NS`` afterwards
+(the focus source learns of a focus change a few ms after the X server made it; a key typed into
+a newly focused crm window in that gap must not be taken for a typing-task key). Key events are
+therefore emitted up to 60 ms after they happen; their ``t_ns`` is the stamp, not the emission
+time. Characters recorded: printable characters, " " (space), "\\n" (enter), "\\t" (tab); never
+for releases.
+
+Failure modes (both backends): X server gone -> ``SourceHealth("lost")`` (what happens meanwhile
+is unknown, not inactivity), reconnect with backoff (0.1 s doubling to 2 s) -> ``"ok"``; missing
+extension (RECORD / XInput 2) -> ``"lost"`` with that reason (retried); Wayland or no display ->
+``"lost"`` with the reason from ``station.capture.platform`` (not retried).
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from typing import Any
+
+from station.capture import platform
+from station.eventqueue import EventSink
+
+
+class InputSource:
+    """Keyboard + mouse source (see module docstring). ``backend`` is the chosen backend name
+    (after ``start()``); ``status()`` gives state, detail, backend, how injected input is
+    detected, reconnects, queue depth and counters (keys, moves, mouse_bins, clicks, scrolls)."""
+
+    name = "input"
+
+    def __init__(self, cfg: Any, focus_state: Any, key_times: Any = None):
+        self.cfg = cfg
+        self.focus_state = focus_state
+        self.key_times = key_times
+        self.connected = threading.Event()  # set while the backend reads input from the X server
+        self.backend = ""
+        self.backend_reason = ""
+        self._impl: Any = None
+        self._last: Any = None  # the stopped backend, for status()
+
+    def start(self, sink: EventSink) -> None:
+        if self._impl is not None:
+            raise RuntimeError("input source already started")
+        self.backend, self.backend_reason = platform.input_backend(platform.detect())
+        if self.backend == "xi2":
+            from ._xi2 import Xi2Input as impl_cls
+        else:
+            from ._pynput import PynputInput as impl_cls
+        self._impl = impl_cls(self.cfg, self.focus_state, self.key_times, connected=self.connected)
+        self._impl.start(sink)
+
+    def stop(self) -> None:
+        if self._impl is not None:
+            self._impl.stop()
+            self._last, self._impl = self._impl, None
+
+    def status(self) -> dict[str, Any]:
+        impl = self._impl or self._last
+        if impl is None:
+            return {"state": "stopped", "detail": "", "backend": self.backend}
+        return {**impl.status(), "backend": self.backend}
+
+    @property
+    def counts(self) -> collections.Counter:
+        impl = self._impl or self._last
+        return impl.counts if impl is not None else collections.Counter()
+
+    @property
+    def reconnects(self) -> int:
+        impl = self._impl or self._last
+        return impl.reconnects if impl is not None else 0

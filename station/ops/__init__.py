@@ -1,0 +1,1 @@
+"""Operations helpers: install, doctor, systemd notify, signals, malloc tuning."""
