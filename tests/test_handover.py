@@ -327,11 +327,12 @@ def test_future_backfilled_and_impossible_rates_are_dropped():
                            watermark_ns=now - 50 * MS)
     out, problems = checks.check(b1, now)
     assert out.count("key") == 1 and [p.kind for p in problems] == ["future_events"]
-    # before the watermark the capture declared: a backfill
-    b2 = Batch.from_events(now + 250 * MS, [KeyEvent(now - 60 * MS, 1, True), KeyEvent(now + 100 * MS, 1, True)],
-                           watermark_ns=now)
+    # behind the watermark the capture declared: late (kept, counted) within the bound, a backfill beyond
+    b2 = Batch.from_events(now + 250 * MS, [KeyEvent(now - 20_000 * MS, 1, True), KeyEvent(now - 60 * MS, 1, True),
+                                            KeyEvent(now + 100 * MS, 1, True)], watermark_ns=now)
     out, problems = checks.check(b2, now + 250 * MS)
-    assert out.count("key") == 1 and [p.kind for p in problems] == ["past_events"]
+    assert list(out.streams["key"]["t_ns"]) == [now - 60 * MS, now + 100 * MS]
+    assert sorted((p.kind, p.count) for p in problems) == [("late_events", 1), ("past_events", 1)]
     # speech frames: exactly the frame rate per channel passes; twice as many frames do not
     t0 = now + 1_000 * MS
     honest = [SpeechFrame(t0 + i * 20 * MS, ch, 20, -30, True, True, 0) for i in range(100) for ch in (0, 1)]

@@ -14,7 +14,7 @@ from station.errors import UserError
 
 def add_common(p) -> None:
     p.add_argument("--scope", choices=("system", "user"), default="system",
-                   help="system: recorder/console/proxy services + capture user unit (exam PC, root); "
+                   help="system: recorder/capture/console/proxy services and accounts (exam PC, root); "
                         "user: the whole agent as this user's service (practice)")
     p.add_argument("--root", "--prefix", dest="root", default="/",
                    help="install below this directory instead of / (tests, images)")
@@ -51,8 +51,8 @@ def run(args) -> int:
     if changed:
         if plan.scope == "system":
             print("next: edit /etc/station/station.toml (station id), `station keys authorize CONSOLE.key`, "
-                  "`systemctl enable --now station-recorder`, `systemctl --global enable station-capture`, "
-                  "add exam accounts to group station (`usermod -aG station USER`)")
+                  "`systemctl enable --now station-recorder station-capture`; exam accounts need no "
+                  "station group (only station-capture may reach the hand-over socket)")
         else:
             print("next: `systemctl --user daemon-reload && systemctl --user enable --now station-agent`")
     return 0

@@ -73,11 +73,15 @@ class LinkPolicy:
                    h.max_batch_rows)
 
     def refusal(self, uid: int, exe: str) -> str | None:
-        """Why a peer is refused (None: accepted)."""
+        """Why a peer is refused (None: accepted). The uid comes from the kernel and is the check
+        that matters. The executable is checked when the recorder can see it (``exe`` not ""):
+        a process of another account is invisible to an unprivileged recorder (/proc/PID/exe
+        needs ptrace rights; systemd's ProtectProc=invisible hides it), so across accounts the
+        uid stands alone and the link's health says "executable not visible"."""
         if uid not in self.allowed_uids:
             return f"uid {uid} is not the capture account (allowed: {', '.join(map(str, sorted(self.allowed_uids)))})"
-        if self.allowed_exes and os.path.realpath(exe or "?") not in self.allowed_exes:
-            return f"executable {exe or 'unknown'} is not the station's interpreter"
+        if exe and self.allowed_exes and os.path.realpath(exe) not in self.allowed_exes:
+            return f"executable {exe} is not the station's interpreter"
         return None
 
 
@@ -219,7 +223,7 @@ class HandoverServer:
         except OSError:
             pid, uid, gid = 0, -1, -1
         exe = software.exe_of(pid)
-        who = f"uid {uid}, pid {pid}, {exe or 'executable unknown'}"
+        who = f"uid {uid}, pid {pid}, {exe or 'executable not visible'}"
         reason = self.policy.refusal(uid, exe)
         if reason is not None:
             conn.close()
@@ -351,9 +355,11 @@ class HandoverServer:
         writable = theirs.get("writable_by_others")
         if isinstance(writable, list) and writable:
             self._integrity("software_writable", f"capture's code: {'; '.join(map(str, writable))}"[:300])
-        if SIMULATED_SOURCES.intersection(sources):
+        simulated = bool(SIMULATED_SOURCES.intersection(sources))
+        if simulated:
             self._integrity("simulated", f"capture pid {self.peer.get('pid')} plays {', '.join(sources)}")
-        self.connected_detail = self.link_detail = (f"capture connected: pid {self.peer.get('pid')}, {self.peer.get('exe') or '?'}, "
+        self.checks.max_future_ns = None if simulated else self.policy.max_future_ms * 1_000_000
+        self.connected_detail = self.link_detail = (f"capture connected: pid {self.peer.get('pid')}, {self.peer.get('exe') or 'executable not visible'}, "
                             f"uid {self.peer.get('uid')}; station {version} sha256 {sha[:12]}")[:200]
         self.link_state = "lost"          # so that _mark_alive journals the "ok" with this detail
         self._mark_alive(now)

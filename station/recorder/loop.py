@@ -149,7 +149,11 @@ class Recorder:
                                    created_wall_ns=wall, boot_id=boot, software_version=__version__,
                                    config_hash=self.cfg.hash, config=self.cfg.as_dict())
             self.journal = Journal.create(self.data_dir, header)
-            self.journal.set_meta("software", json.dumps(software.identity()))
+            ident = software.identity()
+            self.journal.set_meta("software", json.dumps(ident))
+            if ident["writable_by_others"]:
+                self.queue.put(IntegrityEvent(self.clock(), "software_writable",
+                                              "recorder's code: " + "; ".join(ident["writable_by_others"])))
             ref = read_reference_text(self.cfg)
             self.journal.set_meta("reference_text", ref)
             self.journal.set_meta("headset", json.dumps(self._headset_status()))

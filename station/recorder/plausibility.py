@@ -8,10 +8,14 @@ the consoles):
 - **streams** (``stream_refused``): only ``station.handover.CAPTURE_STREAMS``; health rows only of
   ``CAPTURE_SOURCES`` (a capture may not declare the journal, the recorder or itself healthy).
   Exam control, marks and contact markers come from authenticated consoles only.
-- **time** (``future_events``, ``past_events``): an event later than ``now + max_future_ns``
-  (the capture stamps on the same monotonic clock, so only forged stamps are ahead), or earlier
-  than the highest watermark the capture has declared (it said everything before that was
-  delivered), is dropped. The batch's watermark itself is clamped to ``now`` and never moves back.
+- **time** (``future_events``, ``past_events``, ``late_events``): an event later than
+  ``now + max_future_ns`` (the capture stamps on the same monotonic clock, so only forged stamps
+  are ahead) is dropped. An event earlier than the highest watermark the capture has declared (it
+  said everything before that was delivered) is *late*: kept and counted when it is at most
+  ``max_late_ns`` behind (a stalled source thread: nothing real is lost), dropped as a backfill
+  beyond. The batch's watermark itself is clamped to ``now`` and never moves back.
+  A simulated link (scenario sources, practice mode only, the session marked simulated) runs a
+  virtual clock at ``--speed`` x real time: its stamps are not checked against the recorder's.
 - **rate** (``rate_exceeded``): per stream (speech: per channel) a token bucket in *event time*
   caps rows at what the hardware produces: speech frames at the configured frame rate per
   channel (+2 % for sound-card clock drift, burst 3), mouse bins at one per 10 ms, keys, clicks, scrolls, focus changes and health
@@ -56,7 +60,8 @@ class LinkChecks:
     max_future_ns: how far ahead of the recorder's clock an event may be stamped."""
 
     frame_ms: int
-    max_future_ns: int = 250_000_000
+    max_future_ns: int | None = 250_000_000     # None: no future check (a simulated link's virtual clock)
+    max_late_ns: int = 10_000_000_000           # behind the declared watermark by more: a backfill, dropped
     floor_ns: int | None = None                 # highest watermark the capture declared
     _buckets: dict = field(default_factory=dict)
 
@@ -84,22 +89,27 @@ class LinkChecks:
                     note("stream_refused", int((~ok).sum()), f"health of {', '.join(bad)[:80]}")
                 keep &= ok
             t = np.asarray(cols["t_ns"], dtype=np.int64)
-            future = t > now_ns + self.max_future_ns
+            future = t > now_ns + self.max_future_ns if self.max_future_ns is not None else np.zeros(n, dtype=bool)
             if future.any():
                 note("future_events", int(future.sum()), f"{int(future.sum())} {name} up to "
                      f"{(int(t.max()) - now_ns) / 1e6:.0f} ms ahead")
             keep &= ~future
             if self.floor_ns is not None:
-                past = keep & (t < self.floor_ns)
+                behind = keep & (t < self.floor_ns)
+                past = behind & (t < self.floor_ns - self.max_late_ns)
+                late = behind & ~past
                 if past.any():
                     note("past_events", int(past.sum()), f"{int(past.sum())} {name} up to "
-                         f"{(self.floor_ns - int(t.min())) / 1e6:.0f} ms before the declared watermark")
+                         f"{(self.floor_ns - int(t[past].min())) / 1e6:.0f} ms before the declared watermark")
+                if late.any():
+                    note("late_events", int(late.sum()), f"{int(late.sum())} {name} up to "
+                         f"{(self.floor_ns - int(t[late].min())) / 1e6:.0f} ms behind the declared watermark (kept)")
                 keep &= ~past
             over = self._rate_limit(name, cols, t, keep)
             if over:
                 note("rate_exceeded", over, f"{over} {name} over {self._rate_text(name)}")
             streams[name] = cols if keep.all() else _select(name, cols, keep)
-        watermark = min(batch.watermark_ns, now_ns)
+        watermark = min(batch.watermark_ns, now_ns) if self.max_future_ns is not None else batch.watermark_ns
         if self.floor_ns is not None:
             watermark = max(watermark, self.floor_ns)
         self.floor_ns = watermark
