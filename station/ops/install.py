@@ -12,6 +12,7 @@ system scope (the exam deployment of ARCHITECTURE.md; needs root)::
     usr/local/lib/station/session-grant          0755    run at each graphical login: display and
     etc/xdg/autostart/station-session-grant.desktop      sound server for the capture account
     etc/tmpfiles.d/station.conf                  0644    /run/station-audio (the sound grant's socket)
+    etc/pipewire/pipewire-pulse.conf.d/station.conf      the same socket for pipewire-pulse
     var/lib/station                          0700 station:station   journals (sessions/, 0700)
     var/lib/station/keys                     0700 station:station   station.key_secret 0600
     var/lib/station/keys/authorized          0700 station:station   console public keys
@@ -68,6 +69,7 @@ USER_UNITS = ("station-agent.service",)
 GRANT_SCRIPT = "usr/local/lib/station/session-grant"
 GRANT_AUTOSTART = "etc/xdg/autostart/station-session-grant.desktop"
 TMPFILES = "etc/tmpfiles.d/station.conf"
+PIPEWIRE_DROPIN = "etc/pipewire/pipewire-pulse.conf.d/station.conf"
 CAPTURE_SOCKET = "/run/station/capture.sock"
 
 SYSTEM_CONFIG = """\
@@ -381,9 +383,13 @@ def install_session_grant(plan: Plan, root_ids: tuple[int, int]) -> list[Step]:
                f"Exec=/{GRANT_SCRIPT}\nNoDisplay=true\nX-GNOME-Autostart-Phase=Initialization\n")
     tmpfiles = (f"# /run/station-audio: the sound server's socket for the capture account ({GRANT_SCRIPT})\n"
                 f"d /run/station-audio 1733 root {CAPTURE_ACCOUNT} -\n")
+    pipewire = ("# pipewire-pulse: also listen where the station's capture account connects "
+                "(/run/station-audio, reachable by group station-capture only)\n"
+                "pulse.properties = {\n    server.address = [ \"unix:native\" \"unix:/run/station-audio/native\" ]\n}\n")
     return [ensure_file(plan.p(GRANT_SCRIPT), script, 0o755, *root_ids),
             ensure_file(plan.p(GRANT_AUTOSTART), desktop, 0o644, *root_ids),
-            ensure_file(plan.p(TMPFILES), tmpfiles, 0o644, *root_ids)]
+            ensure_file(plan.p(TMPFILES), tmpfiles, 0o644, *root_ids),
+            ensure_file(plan.p(PIPEWIRE_DROPIN), pipewire, 0o644, *root_ids)]
 
 
 def uninstall(plan: Plan, *, purge: bool = False) -> list[Step]:
@@ -391,7 +397,8 @@ def uninstall(plan: Plan, *, purge: bool = False) -> list[Step]:
     for name, target in plan.unit_targets():
         steps.append(_remove(target))
     if plan.scope == "system":
-        steps += [_remove(plan.p(rel)) for rel in (GRANT_SCRIPT, GRANT_AUTOSTART, TMPFILES, *LEGACY_UNITS)]
+        steps += [_remove(plan.p(rel)) for rel in (GRANT_SCRIPT, GRANT_AUTOSTART, TMPFILES, PIPEWIRE_DROPIN,
+                                                   *LEGACY_UNITS)]
     cfg = plan.config_path
     if cfg.exists():
         if cfg.read_text(encoding="utf-8", errors="replace") == render_config(plan) or purge:
