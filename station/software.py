@@ -38,12 +38,15 @@ def package_sha256() -> str:
     return h.hexdigest()
 
 
-def writable_by_others(root: Path = PACKAGE_DIR) -> list[str]:
-    """Package paths (the package directory, its parents and its files) that an account other
-    than root could write: group- or world-writable, or owned by a non-root account. Empty for a
-    root-owned install. At most 10 paths are listed."""
+def writable_by_others(root: Path = PACKAGE_DIR, extra: tuple[Path, ...] = ()) -> list[str]:
+    """Package paths (the package directory, its parents and its files, and ``extra`` paths with
+    their parents) that an account other than root could write: group- or world-writable
+    (sticky directories excepted), or owned by a non-root account. Empty for a root-owned
+    install. At most 10 paths are listed."""
     found: list[str] = []
     candidates = [root, *root.parents, *(p for p in root.rglob("*") if "__pycache__" not in p.parts)]
+    for e in extra:
+        candidates += [Path(e), *Path(e).parents]
     for path in candidates:
         try:
             st = path.lstat()

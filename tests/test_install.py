@@ -155,6 +155,13 @@ def test_install_refuses_bad_input_cleanly(tmp_path):
     if os.geteuid() == 0:
         r = _run("install", "--root", str(tmp_path), "--exec", EXE)
         assert r.returncode == 1 and "not a directory" in r.stderr and "Traceback" not in r.stderr
+        # units that would run code another account can change: refused (the candidate could replace it)
+        home = tmp_path / "home-of-someone"
+        home.mkdir()
+        os.chown(home, 65534, 65534)
+        r = _run("install", "--root", str(tmp_path / "r2"), "--exec", str(home / "station"))
+        assert r.returncode == 2 and "could be changed by an account other than root" in r.stderr, r.stderr
+        assert str(home) in r.stderr and "Traceback" not in r.stderr and not (tmp_path / "r2").exists()
 
 
 @pytest.mark.timeout(90)

@@ -28,6 +28,9 @@ def register(sub) -> None:
                        description=__doc__.split("\n\n")[0])
     add_common(p)
     p.add_argument("--no-create-account", action="store_true", help="do not create the service account")
+    p.add_argument("--allow-writable-code", action="store_true",
+                   help="install even when the station's code is writable by accounts other than root "
+                        "(development machines only: on an exam PC the candidate could replace it)")
     p.set_defaults(func=run)
 
 
@@ -37,7 +40,8 @@ def run(args) -> int:
         raise UserError("system scope needs root (or use --scope user)", exit_code=2)
     plan = inst.make_plan(args.scope, args.root, args.exe, args.owner, args.station_id)
     try:
-        steps = inst.install(plan, create_account=not args.no_create_account)
+        steps = inst.install(plan, create_account=not args.no_create_account,
+                             allow_writable_code=args.allow_writable_code)
     except KeyError as e:
         raise UserError(f"no such account {e}: create it or drop --no-create-account", exit_code=2) from None
     except PermissionError as e:

@@ -346,8 +346,25 @@ def ensure_station_key(keys_dir: Path, uid: int, gid: int) -> Step:
 
 
 # ---------------------------------------------------------------- install / uninstall
-def install(plan: Plan, *, create_account: bool = True) -> list[Step]:
+def check_code_is_root_owned(plan: Plan) -> Step:
+    """An exam PC's units must run code only root can change: the station package, the command
+    the units start and its interpreter. Raises UserError naming what others could write."""
+    import sys as _sys
+
+    from station import software
+    exe = Path(plan.exe)
+    bad = software.writable_by_others(extra=(exe, Path(os.path.realpath(_sys.executable))))
+    if bad:
+        raise UserError("the station's code could be changed by an account other than root, so the candidate "
+                        "might replace it: " + "; ".join(bad[:5]) + ". Install it root-owned (e.g. under /opt or "
+                        "/usr/local) or pass --allow-writable-code for a development machine", exit_code=2)
+    return Step("station code", "unchanged", "root-owned")
+
+
+def install(plan: Plan, *, create_account: bool = True, allow_writable_code: bool = False) -> list[Step]:
     steps: list[Step] = []
+    if plan.scope == "system" and not allow_writable_code:
+        steps.append(check_code_is_root_owned(plan))
     if plan.scope == "system":
         if create_account:
             steps.append(ensure_account(plan.owner))
