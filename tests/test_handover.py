@@ -427,3 +427,25 @@ def test_other_software_is_an_integrity_alert(tmp_path):
         srv.stop()
     (ev,) = integrity(drained(q), "software_mismatch")
     assert "0.0.9" in ev.detail and software.package_sha256()[:12] in ev.detail
+
+
+def test_a_connection_flood_is_journaled_in_aggregate(tmp_path):
+    """A loop of refused connects must not flood the journal: the first is journaled at once, the
+    rest counted and journaled together a second later, every one counted."""
+    srv, q = started(tmp_path, policy(allowed_uids=frozenset({os.getuid() + 4242})))
+    try:
+        done = 0
+        while done < 200:
+            try:
+                Link(tmp_path).close()
+                done += 1
+            except BlockingIOError:          # the listen backlog is full: the server is busy refusing
+                time.sleep(0.001)
+        assert wait(lambda: srv.stats["peer_refused"] == 200)
+        events = []
+        assert wait(lambda: (events.extend(integrity(drained(q), "peer_refused")) or True)
+                    and sum(e.count for e in events) == 200, 5)
+    finally:
+        srv.stop()
+    assert len(events) <= 3, [e.count for e in events]
+    assert events[0].count == 1

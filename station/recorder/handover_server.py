@@ -38,6 +38,7 @@ from station.osthread import named
 from station.recorder.plausibility import LinkChecks
 
 log = logging.getLogger(__name__)
+INTEGRITY_AGGREGATE_NS = 1_000_000_000   # connection-level integrity events journaled at most once a second per kind
 
 
 @dataclass
@@ -127,6 +128,8 @@ class HandoverServer:
         self.connected_detail = "capture connected"
         self.capture_status: dict = {}
         self.source_health: dict[str, SourceHealth] = {}   # the capture's sources, last reported
+        self._integrity_last: dict[str, int] = {}
+        self._integrity_held: dict[str, tuple[int, str]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
@@ -202,6 +205,7 @@ class HandoverServer:
                     elif self._conn is not None and key.fileobj is self._conn:
                         self._read(sel)
                 self._check_gap()
+                self._flush_integrity()
             except Exception as e:  # never let the server thread die
                 self.stats["errors"] += 1
                 log.exception("hand-over server error: %s", e)
@@ -209,9 +213,28 @@ class HandoverServer:
         sel.close()
 
     def _integrity(self, kind: str, detail: str, count: int = 1) -> None:
+        """Journal an integrity event. Connection floods (a loop of refused connects) are
+        aggregated: after one event of a kind, the next ones within INTEGRITY_AGGREGATE_NS are
+        counted and journaled together (with the last detail) when that time has passed."""
         self.stats[kind] += count
+        now = self.clock()
+        last = self._integrity_last.get(kind)
+        if last is not None and now - last < INTEGRITY_AGGREGATE_NS:
+            n, _ = self._integrity_held.get(kind, (0, ""))
+            self._integrity_held[kind] = (n + count, detail)
+            return
         log.warning("hand-over: %s: %s", kind, detail)
-        self.queue.put(IntegrityEvent(self.clock(), kind, detail[:300], count))
+        self._integrity_last[kind] = now
+        self.queue.put(IntegrityEvent(now, kind, detail[:300], count))
+
+    def _flush_integrity(self) -> None:
+        now = self.clock()
+        for kind, (n, detail) in list(self._integrity_held.items()):
+            if now - self._integrity_last[kind] >= INTEGRITY_AGGREGATE_NS:
+                del self._integrity_held[kind]
+                self._integrity_last[kind] = now
+                log.warning("hand-over: %s x%d: %s", kind, n, detail)
+                self.queue.put(IntegrityEvent(now, kind, f"{n} more: {detail}"[:300], n))
 
     def _accept(self, sel) -> None:
         try:
