@@ -158,7 +158,8 @@ class FocusChange:
 @dataclass(frozen=True, slots=True)
 class ContactMarker:
     """Explicit contact boundary. action: "start" | "end"; kind: "phone" | "chat" | "email".
-    contact_ref: identifies the contact across its start and end; assessor_id: who set it."""
+    contact_ref: identifies the contact across its start and end; assessor_id: who set it;
+    key_fp: fingerprint of the console key that sent it (``keys.fingerprint``; "" = none)."""
 
     STREAM: ClassVar[str] = "contact"
     t_ns: int
@@ -166,12 +167,15 @@ class ContactMarker:
     kind: str
     contact_ref: str = ""
     assessor_id: str = ""
+    key_fp: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class AssessorMark:
     """An assessor's observation. kind: "observed" | "not_observed" | "counter" | "note".
-    competence: an id of STANDARD.md (S1..S4, D1..D7, C1..C8). mark_id: unique, from the console."""
+    competence: an id of STANDARD.md (S1..S4, D1..D7, C1..C8). mark_id: unique, from the console.
+    assessor_id/assessor_name: the assessor the sending key is bound to on the station; key_fp:
+    that key's fingerprint ("" = no key: plaintext demo, or an old journal)."""
 
     STREAM: ClassVar[str] = "mark"
     t_ns: int
@@ -181,6 +185,7 @@ class AssessorMark:
     kind: str
     text: str = ""
     mark_id: str = ""
+    key_fp: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +198,7 @@ class ExamControl:
     candidate_id: str = ""
     candidate_name: str = ""
     assessor_id: str = ""
+    key_fp: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +226,10 @@ def _columns_of(cls: type) -> list[tuple[str, str]]:
 
 
 COLUMNS: dict[str, list[tuple[str, str]]] = {name: _columns_of(cls) for name, cls in STREAMS.items()}
+# a column added to an event later decodes as its default in batches written before it existed
+DEFAULTS: dict[str, dict[str, Any]] = {
+    name: {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+    for name, cls in STREAMS.items()}
 # one tuple of an event's field values (every stream has t_ns and more, so always a tuple)
 _ROW_OF = {name: operator.attrgetter(*(col for col, _ in cols)) for name, cols in COLUMNS.items()}
 assert all(len(cols) >= 2 for cols in COLUMNS.values())
@@ -416,6 +426,10 @@ def decode_batch(data: bytes) -> Batch:
         n = None
         for col, kind in COLUMNS[name]:
             raw = cols.get(col)
+            if raw is None and n is not None and col in DEFAULTS[name]:
+                dflt = DEFAULTS[name][col]   # written before this column existed
+                out[col] = [dflt] * n if kind == "str" else np.full(n, dflt, dtype=bool if kind == "bool" else np.int64)
+                continue
             if kind == "str":
                 if not isinstance(raw, list) or not all(isinstance(v, str) for v in raw):
                     raise FormatError(f"batch stream {name}: column {col} malformed")

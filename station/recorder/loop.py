@@ -296,7 +296,7 @@ class Recorder:
         now = self.clock()
         event = command_to_event(cmd, now, self.journal.header.created_mono_ns)
         mark_id = getattr(event, "mark_id", "")
-        if mark_id and any(m["mark_id"] == mark_id for m in self.engine.marks):
+        if mark_id and any(m["mark_id"] == mark_id and m.get("key_fp", "") == event.key_fp for m in self.engine.marks):
             return {"journaled": True, "duplicate": True}
         done = threading.Event()
         result: dict = {"journaled": False, "t_ns": event.t_ns}

@@ -62,8 +62,9 @@ class Publisher:
 
     cfg: the station Config (uses cfg.publisher, cfg.station and the key paths).
     header: the session's journal.SessionHeader; journal_path: its journal file.
-    on_command(cmd) -> dict: journals a validated command (see protocol.validate_command plus
-    console_key, console_name, received_t_ns) and returns the ack body; may raise UserError or
+    on_command(cmd) -> dict: journals a validated command (see protocol.validate_command, with
+    assessor_id/assessor_name from the sending key's binding, plus key_fp, console_key,
+    console_name, received_t_ns) and returns the ack body; may raise UserError or
     ValueError to refuse it (the message goes back to the console).
     clock: the station clock (the recorder's; a virtual clock for scenario stations).
     """
@@ -460,8 +461,25 @@ class Publisher:
     # -- commands
 
     def _command(self, ident: bytes, rid: int, cmd: dict, user: str) -> None:
+        """Assessor = key: with CURVE the assessor is the one the sending key is bound to
+        (``keys.AllowList.assessor_of``), whatever id the message claims, and the key's
+        fingerprint travels with the command into the journal; a key bound to nobody is refused.
+        Plaintext (demo, loopback only): the claimed id, and no fingerprint."""
         self._count("commands")
-        key = cmd["cmd_id"]
+        fp = keys.fingerprint(user) if user else ""
+        if self.allow is not None:
+            bound = self.allow.assessor_of(user) if user else None
+            if bound is None:
+                self._count("command_errors")
+                self._count("commands_unbound")
+                self._send(ident, protocol.encode_reply(
+                    "command", rid, ok=False, code="refused", cmd_id=cmd["cmd_id"],
+                    error=f"this console key ({fp[:16]}) may follow the station but is bound to no "
+                          "assessor: run `station keys authorize KEY --assessor-id ID` on the station"))
+                return
+            cmd = dict(cmd, assessor_id=bound[0], assessor_name=bound[1] or bound[0])
+        cmd = dict(cmd, key_fp=fp)
+        key = f"{fp}/{cmd['cmd_id']}"   # one key cannot collect another key's acknowledgements
         if key in self._cmd_cache:
             self._count("command_duplicates")
             self._send(ident, protocol.encode_reply("command", rid, **self._cmd_cache[key]))
@@ -471,7 +489,7 @@ class Publisher:
             self._cmd_pending[key].append((ident, rid))
             return
         self._cmd_pending[key] = [(ident, rid)]
-        cmd = dict(cmd, console_key=user,
+        cmd = dict(cmd, cmd_key=key, console_key=user,
                    console_name=self.allow.name_of(user) if self.allow and user else "",
                    received_t_ns=self.clock())
         with self._cmd_wake:
@@ -497,11 +515,11 @@ class Publisher:
                 self._count("command_errors")
                 log.exception("on_command failed")
                 result = {"ok": False, "code": "error", "error": f"station error: {type(e).__name__}"}
-            self._q.append(("cmd_done", cmd["cmd_id"], result))
+            self._q.append(("cmd_done", cmd["cmd_key"], cmd["cmd_id"], result))
             self._wake()
 
-    def _command_done(self, key: str, result: dict) -> None:
-        fields = dict(result, cmd_id=key)
+    def _command_done(self, key: str, cmd_id: str, result: dict) -> None:
+        fields = dict(result, cmd_id=cmd_id)
         if result["ok"]:  # a refused command may be retried after the cause is fixed
             self._cmd_cache[key] = fields
             while len(self._cmd_cache) > COMMAND_CACHE:
