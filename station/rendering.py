@@ -120,7 +120,9 @@ td,th{{border:1px solid #bbb;padding:3px 6px;font-size:12px;vertical-align:top}}
         c = rep["competences"][cid]
         auto = c["auto"]
         cls = "na" if auto is None else ("ok" if auto else "bad")
-        ass = "<br>".join(f"{esc(v['name'] or a)}: {esc(v['verdict'])}" for a, v in c["assessors"].items()) or "–"
+        ass = "<br>".join(f"{esc(v['name'] or a)}: {esc(v['verdict'])} (key {esc(v.get('key_fp') or 'none')})"
+                          for a, v in c["assessors"].items()) or "–"
+        ass += "".join(f"<br>consensus {esc(v['name'] or a)}: {esc(v['verdict'])}" for a, v in c.get("consensus", {}).items())
         parts.append(f"<tr><td>{cid}</td><td>{esc(c['title'])}</td><td>{_fmt(c['figures'])}</td>"
                      f"<td>{esc(c['rule'])}</td><td class='{cls}'>{_fmt(auto) if auto is not None else 'assessor'}</td>"
                      f"<td>{ass}</td><td class='{'ok' if c['proven'] else 'na'}'>{'proven' if c['proven'] else 'not proven'}</td></tr>")
@@ -140,10 +142,10 @@ td,th{{border:1px solid #bbb;padding:3px 6px;font-size:12px;vertical-align:top}}
         parts.append(f"<div class='contact'><h3>Contact {n}: {esc(c['kind'])}, {c['duration_ms'] / 1000:.1f} s</h3>"
                      + svg_timeline(c["timeline"]) + "</div>")
     if rep["marks"]:
-        parts.append("<h2>Assessor marks</h2><table><tr><th>Time (UTC)</th><th>Assessor</th><th>Competence</th><th>Kind</th><th>Note</th></tr>")
+        parts.append("<h2>Assessor marks</h2><table><tr><th>Time (UTC)</th><th>Assessor</th><th>Key</th><th>Competence</th><th>Kind</th><th>Note</th></tr>")
         for m in rep["marks"]:
             parts.append(f"<tr><td>{esc(iso_utc(rep['session']['wall_start_ns'] + m['t_ns'] - s['start_ns'])[11:23])}</td><td>{esc(m['assessor_name'] or m['assessor_id'])}</td>"
-                         f"<td>{esc(m['competence'])}</td><td>{esc(m['kind'])}</td><td>{esc(m['text'])}</td></tr>")
+                         f"<td>{esc(m.get('key_fp') or 'none')}</td><td>{esc(m['competence'])}</td><td>{esc(m['kind'])}</td><td>{esc(m['text'])}</td></tr>")
         parts.append("</table>")
     parts.append("</body></html>")
     return "\n".join(parts)

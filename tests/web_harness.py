@@ -183,7 +183,7 @@ resync_ms = 2000
             if self.proc.poll() is not None:
                 raise RuntimeError("console exited: " + (self.root / "console.log").read_text()[-2000:])
             try:
-                self.get("/api/room")
+                self.get("/api/session")       # open even when logins are configured
                 return self
             except (OSError, urllib.error.URLError):
                 time.sleep(0.1)

@@ -4,6 +4,8 @@
 whenever a station's state or clock estimate changes; every message is also kept in the console
 store (console.store), so a restarted console resumes where it stopped. Without ``--plain`` it
 serves the assessor web console (station/web, docs/console.md) on console.http_host:http_port.
+``--hash-password`` reads a password (twice, from the terminal; or one line from stdin) and prints
+the ``password_hash`` for a ``[[console.assessor]]`` login.
 """
 
 from __future__ import annotations
@@ -24,10 +26,30 @@ def register(sub) -> None:
                    help="stop after this many seconds (0 = until interrupted)")
     p.add_argument("--port", type=int, default=0, help="web console port (default console.http_port)")
     p.add_argument("--width", type=int, default=120, help="maximum line length in --plain mode")
+    p.add_argument("--hash-password", action="store_true",
+                   help="print the password_hash of a password for [[console.assessor]] and exit")
     p.set_defaults(func=run)
 
 
+def hash_password() -> int:
+    import getpass
+
+    from station.console.passwords import hash_password as make
+    if sys.stdin.isatty():
+        pw = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != pw:
+            raise UserError("the two passwords differ", 2)
+    else:
+        pw = sys.stdin.readline().rstrip("\n")
+    if len(pw) < 8:
+        raise UserError("use a password of at least 8 characters", 2)
+    print(f'password_hash = "{make(pw)}"')
+    return 0
+
+
 def run(args) -> int:
+    if args.hash_password:
+        return hash_password()
     cfg = load_config(args)
     if args.plain:
         return run_plain(cfg, args.duration, args.width)

@@ -12,8 +12,8 @@ HTTP API (JSON; errors are ``{"error": text}`` with 400 bad input, 404 unknown s
 - ``GET /api/room``: assessor, and one card per station.
 - ``GET /api/station/{id}?window=last5|session``: card + timeline lanes + contacts + marks.
 - ``GET /api/station/{id}/board``: the 19 competences, figures, rule, each assessor's verdict.
-- ``POST /api/station/{id}/mark`` ``{competence, kind: observed|not_observed|note|counter, text,
-  age_ms}``; ``POST .../contact`` ``{action: start|end, kind: phone|chat|email}``;
+- ``POST /api/station/{id}/mark`` ``{competence, kind: observed|not_observed|note|counter|
+  consensus_observed|consensus_not_observed, text, age_ms}``; ``POST .../contact`` ``{action: start|end, kind: phone|chat|email}``;
   ``POST .../exam`` ``{action: assign|start|end, candidate_id, candidate_name}``. ``age_ms`` = how
   long ago the assessor clicked (the browser's measure); the action is stamped on the station
   clock at that moment through the console's clock-offset estimate.
@@ -47,7 +47,7 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Respon
 from starlette.routing import Route
 
 from station import protocol
-from station.competences import COMPETENCE_IDS, COMPETENCES, MAX_TEXT, CommandError
+from station.competences import COMPETENCE_IDS, COMPETENCES, MARK_KINDS, MAX_TEXT, CommandError
 from station.console.follower import Console
 from station.console import passwords
 from station.console.web import reports
@@ -280,8 +280,8 @@ class WebConsole:
         text = body.get("text", "")
         if comp not in COMPETENCE_IDS:
             raise BadInput(f"unknown competence {str(comp)[:20]!r}; allowed: {', '.join(COMPETENCE_IDS)}")
-        if kind not in ("observed", "not_observed", "note", "counter"):
-            raise BadInput("kind must be observed, not_observed, note or counter")
+        if kind not in MARK_KINDS:
+            raise BadInput(f"kind must be one of {', '.join(MARK_KINDS)}")
         if not isinstance(text, str):
             raise BadInput("text must be a string")
         if len(text) > MAX_TEXT:
