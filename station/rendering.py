@@ -89,6 +89,34 @@ def fmt_value(v) -> str:
 _fmt = fmt_value
 
 
+def anchor_text(a: dict | None, problems: list[str] | None) -> str:
+    """One line on the anchors a journal was checked against (``a`` None: not checked;
+    ``problems`` None: what a console holds, nothing compared)."""
+    if a is None:
+        return "not checked against a console's anchors (station report --against STORE)"
+    if not a["heads_received"] and not a["final"]:
+        return "NO ANCHOR: the given store knows nothing of this session"
+    last = a["latest"] or {}
+    f = a["final"]
+    verb = "this console holds" if problems is None else "agrees with" if not problems else "DIFFERS from"
+    text = (f"{verb} {a['heads_received']} chain heads received from the station "
+            f"(latest: {last.get('blocks', '–')} blocks, message {last.get('last_seq', '–')})")
+    if f:
+        text += (f"; exam-end anchor {f['blocks']} blocks / message {f['last_seq']}, station signature "
+                 f"{'valid' if f['station_signature_ok'] else 'MISSING or INVALID'}, countersigned by "
+                 f"{', '.join(f['countersigned_by']) or 'no console'}")
+    return text
+
+
+def agreement_text(ag: dict) -> str:
+    """One line: the two assessors' agreement over the competences (Cohen's kappa)."""
+    if not ag or not ag.get("n"):
+        return "no competence rated by two assessors"
+    kappa = "undefined (one verdict throughout)" if ag["kappa"] is None else f"{ag['kappa']:.2f}"
+    out = f"{' / '.join(ag['raters'])}: {ag['agree']} of {ag['n']} verdicts alike, Cohen's kappa {kappa}"
+    return out + (f"; disagree on {', '.join(ag['disagreements'])}" if ag.get("disagreements") else "")
+
+
 def render_html(rep: dict) -> str:
     s = rep["session"]
     e = rep["exam"]
@@ -109,7 +137,9 @@ td,th{{border:1px solid #bbb;padding:3px 6px;font-size:12px;vertical-align:top}}
 <tr><th>Time (UTC)</th><td>{esc(s['wall_start'])} – {esc(s['wall_end'])} ({s['duration_ms'] // 60000} min)</td></tr>
 <tr><th>Software</th><td>station {esc(rep['software_version'])} (session recorded with {esc(s['session_software_version'])}), config {esc(s['config_hash'][:12])}</td></tr>
 <tr><th>Headset calibration</th><td>{_fmt(rep['headset'])}</td></tr>
-<tr><th>Integrity</th><td class="{'ok' if integ['ok'] else 'bad'}">{'journal intact, replay reproduces the published figures' if integ['ok'] else esc('; '.join(integ['journal_problems'] + integ['replay_mismatches'])[:2000])}</td></tr>
+<tr><th>Integrity</th><td class="{'ok' if integ['ok'] else 'bad'}">{'journal intact, replay reproduces the published figures' if integ['ok'] else esc('; '.join(integ['journal_problems'] + integ.get('anchor_problems', []) + integ['replay_mismatches'])[:2000])}</td></tr>
+<tr><th>Anchor (consoles)</th><td class="{'na' if integ.get('anchor') is None else 'ok' if not integ.get('anchor_problems') else 'bad'}">{esc(anchor_text(integ.get('anchor'), integ.get('anchor_problems') or []))}</td></tr>
+<tr><th>Agreement</th><td>{esc(agreement_text(rep.get('agreement') or {}))}</td></tr>
 <tr><th>Synthetic input</th><td class="{'ok' if not (rep['synthetic_input']['keys'] or rep['synthetic_input']['mouse']) else 'bad'}">{'none detected' if not (rep['synthetic_input']['keys'] or rep['synthetic_input']['mouse']) else esc(f"{rep['synthetic_input']['keys']} key presses and {rep['synthetic_input']['mouse']} mouse events were injected (XTEST), first at {rep['synthetic_input']['first_wall']}")}</td></tr>
 <tr><th>Data gaps</th><td class="{'ok' if not rep['data_gaps'] else 'bad'}">{'none' if not rep['data_gaps'] else '<br>'.join(esc(f"{g['source']}: {g['wall_start']} for {g['duration_ms'] / 1000:.1f} s") for g in rep['data_gaps'])}</td></tr>
 </table>

@@ -50,6 +50,7 @@ from station import protocol
 from station.competences import COMPETENCE_IDS, COMPETENCES, MARK_KINDS, MAX_TEXT, CommandError
 from station.console.follower import Console
 from station.console import passwords
+from station.console.anchor_book import AnchorBook
 from station.console.web import reports
 from station.console.web.security import Guard, Sessions, allowed_hosts, cookie_name
 from station.console.web.state import NS_PER_MS, Room
@@ -85,6 +86,7 @@ class WebConsole:
         self.commander = None           # per-assessor command keys (logins only); see commander.py
         self._login_failures: dict[str, list[float]] = {}
         self.guard_counts: dict | None = None   # the Guard's refusals (create_app)
+        self.book: AnchorBook | None = None     # countersigned exam-end anchors (startup)
 
     # ----------------------------------------------------------------- life cycle
     async def startup(self) -> None:
@@ -93,6 +95,10 @@ class WebConsole:
             self.commander = Commander(self.cfg, self.console.specs)
         n = self.room.restore(self.console.reader)
         log.info("web console: restored %d messages from %s", n, self.console.store_path)
+        self.book = AnchorBook(self.console.store_path, self.cfg, self.cfg.console.assessor_id)
+        for sid in self.room.stations:     # anchors stored before a restart are countersigned too
+            for s in self.console.reader.sessions(sid):
+                self._countersign(self.console.reader.messages(sid, s["session"], kinds=("anchor",)))
         self.console.start()
         self.pump_task = asyncio.create_task(self._pump())
 
@@ -104,6 +110,8 @@ class WebConsole:
         await asyncio.get_running_loop().run_in_executor(None, self.console.stop)
         if self.commander is not None:
             self.commander.close()
+        if self.book is not None:
+            self.book.close()
 
     async def _pump(self) -> None:
         while True:
@@ -124,6 +132,9 @@ class WebConsole:
                 self.room.apply(batch)
             except Exception:
                 log.exception("web console: applying a batch failed")
+            found = [m for m in batch if m.kind == "anchor"]
+            if found:
+                await asyncio.get_running_loop().run_in_executor(None, self._countersign, found)
             dt = time.perf_counter_ns() - t0
             s = self.stats
             s["batches"] += 1
@@ -178,6 +189,15 @@ class WebConsole:
         except asyncio.TimeoutError:
             return _err(502, f"station {sid} did not acknowledge the command in {COMMAND_TIMEOUT_S + 2:g} s")
         return JSONResponse({"ok": True, "ack": _jsonable(ack), "t_ns": cmd.get("t_ns")})
+
+    def _countersign(self, msgs) -> None:
+        """Countersign and keep the exam-end anchors among ``msgs`` (station/anchors.py)."""
+        for m in msgs:
+            try:
+                if isinstance(m.data, dict) and self.book.add(m.station, m.session, m.data):
+                    log.info("web console: countersigned the exam-end anchor of %s %s", m.station, m.session)
+            except Exception:
+                log.exception("web console: anchor of %s %s not kept", m.station, m.session)
 
     def identity(self, request: Request) -> dict:
         """Who is acting: the logged-in assessor, or (no logins) the console's configured one."""
@@ -325,7 +345,8 @@ class WebConsole:
         session = request.query_params.get("session") or None
         conn = self.room.conn(sid)
         loop = asyncio.get_running_loop()
-        rep = await loop.run_in_executor(None, lambda: reports.build(self.console.reader, self.cfg, sid, session, conn))
+        rep = await loop.run_in_executor(None, lambda: reports.build(self.console.reader, self.cfg, sid, session, conn,
+                                                                     self.book))
         name = f"report-{rep['candidate']['id'] or sid}-{rep['session']['id']}"
         name = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
         if fmt == "html":

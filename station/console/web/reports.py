@@ -24,10 +24,10 @@ import io
 import json
 import statistics
 
-from station import __version__
+from station import __version__, anchors
 from station.competences import exam_agreement
 from station.console.web.state import NS_PER_MS, Room, StationModel, assessor_list, competence_rows
-from station.rendering import fmt_value, svg_timeline
+from station.rendering import anchor_text, fmt_value, svg_timeline
 
 BIG = {"lane": 10_000_000, "focus": 10_000_000, "dead": 10_000_000, "contacts": 100_000,
        "marks": 1_000_000, "alerts": 100_000}
@@ -39,7 +39,7 @@ def _iso(wall_ns: int | None) -> str:
     return dt.datetime.fromtimestamp(wall_ns / 1e9, dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
-def build(reader, cfg, station: str, session: str | None = None, conn: dict | None = None) -> dict:
+def build(reader, cfg, station: str, session: str | None = None, conn: dict | None = None, book=None) -> dict:
     sessions = reader.sessions(station)
     if not sessions:
         raise KeyError(f"no data stored for station {station!r}")
@@ -64,6 +64,12 @@ def build(reader, cfg, station: str, session: str | None = None, conn: dict | No
     comps = competence_rows(st)
     snap = info.get("info") or {}
     gaps = data_gaps(reader, cfg, st, msgs, station, session, conn)
+    entry = {"station": station, "heads": [], "final": []}
+    for m in msgs:
+        if m.kind in ("health", "anchor"):
+            anchors.add_message(entry, m.kind, m.data)
+    if book is not None and book.records(station, session):
+        entry["final"] = book.records(station, session)
     return {
         "report_version": 1,
         "generated_by": {"software_version": __version__, "assessor_id": cfg.console.assessor_id,
@@ -88,6 +94,7 @@ def build(reader, cfg, station: str, session: str | None = None, conn: dict | No
         "marks": [dict(m, wall=_iso(wall(m["t_ns"]))) for m in st.marks],
         "alerts": list(st.alerts),
         "data_gaps": gaps,
+        "anchor": anchors.summary(entry),
         "timeline": room.timeline(st, lo, max(hi, lo + 1), 4000),
     }
 
@@ -175,6 +182,7 @@ def render_html(rep: dict) -> str:
 <tr><th>Headset calibration</th><td class="{'ok' if cal else 'bad'}">{'calibrated' if cal else 'NOT calibrated' if cal is False else 'unknown'}: {_fmt(rep['headset'])}</td></tr>
 <tr><th>Assessors (key fingerprints)</th><td>{esc('; '.join(f"{n} ({a}): {', '.join(keys.get(a) or []) or 'NO KEY (unauthenticated)'}" for a, n in assessors.items()) or '–')}</td></tr>
 <tr><th>Agreement</th><td>{esc(ag_text)}</td></tr>
+<tr><th>Journal anchor</th><td>{esc(anchor_text(rep['anchor'], None) if rep.get('anchor') else '–')}</td></tr>
 <tr><th>Data gaps</th><td class="{'ok' if not gaps else 'bad'}">{'none' if not gaps else '<br>'.join(esc(_gap_text(g)) for g in gaps)}</td></tr>
 <tr><th>Report</th><td>generated {esc(rep['generated_by']['wall'])} by {esc(rep['generated_by']['assessor_name'] or rep['generated_by']['assessor_id'])}</td></tr>
 </table>
