@@ -49,6 +49,7 @@ _MONITORED = (zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_
               | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
               | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
 COMMAND_CACHE = 10_000  # cmd_ids remembered for idempotent retries
+OLDER_SESSIONS = 8      # this station's most recent earlier sessions served after a restart
 ZAP_DOMAIN = "station"
 
 
@@ -80,6 +81,7 @@ class Publisher:
         self._journal_open = journal_open
         self._sessions: dict[str, tuple[Any, Path]] = {header.session_id: (header, Path(journal_path))}
         self._header = header
+        self._last_known: dict[str, int] = {}   # last seq of earlier sessions (they no longer grow)
         self._q: collections.deque = collections.deque()
         self._stats: collections.Counter = collections.Counter()
         self._stats_lock = threading.Lock()
@@ -144,6 +146,7 @@ class Publisher:
         except BaseException:
             self._close_all()
             raise
+        self._register_older(self._sessions[self._header.session_id][1])
         self._running = True
         self._thread = threading.Thread(target=named(self._run), name="publisher", daemon=True)
         self._cmd_thread = threading.Thread(target=named(self._run_commands), name="publisher-commands",
@@ -376,11 +379,40 @@ class Publisher:
             self._journals[session] = j
         return j
 
+    def _register_older(self, current: Path) -> None:
+        """A restarted station still serves its earlier sessions: the ``OLDER_SESSIONS`` most
+        recent journals of this station beside the current one (snapshot ``previous_sessions``,
+        replay), so a console that missed their tail can still fill it. Unreadable journals and
+        those of another station are skipped."""
+        d = Path(current).parent
+        try:
+            names = sorted(p for p in d.iterdir() if p.name.startswith(f"{self.station_id}-")
+                           and p.name.endswith(".journal") and p != Path(current))
+        except OSError:
+            return
+        for path in names[-OLDER_SESSIONS:]:
+            try:
+                j = self._journal_open(path)
+                try:
+                    h, last = j.header, int(j.last_seq() or 0)
+                finally:
+                    j.close()
+            except Exception as e:
+                log.warning("earlier session %s not served: %s", path, e)
+                continue
+            if h.station_id == self.station_id and h.session_id not in self._sessions:
+                self._sessions[h.session_id] = (h, path)
+                self._last_known[h.session_id] = last
+
     def _last_seq(self, session: str) -> int:
+        if session != self._header.session_id and session in self._last_known:
+            return self._last_known[session]
         j = self._journal(session)
         last = int(j.last_seq() or 0)
         if session == self._header.session_id:
             last = max(last, self._last_pub)
+        else:
+            self._last_known[session] = last   # an ended session: its journal is complete
         return last
 
     def _snapshot(self, rid: int) -> list[bytes]:
