@@ -2,6 +2,9 @@
 
 The data directory is ``station.config.data_dir(cfg)`` unless ``--data-dir DIR`` is given.
 A SESSION argument is a session id, a unique prefix of one, or a path to a ``.journal`` file.
+``verify [SESSION] --against ANCHORS`` also checks journals against the chain heads a console
+received (a console store or an exported anchor file, ``station.anchors``): a journal cut to a
+prefix, rewritten and re-chained, or deleted is reported (docs/journal.md "Anchors").
 
 Exit codes: 0 ok; 1 refused or failed (message says why); 2 usage; 3 a journal is missing,
 unreadable, corrupt, from a newer version, or fails verification.
