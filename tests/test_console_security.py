@@ -319,3 +319,71 @@ def test_shared_console_logins_keep_two_assessors_apart_and_consensus(rig):
     c7 = next(c for c in rep["competences"] if c["id"] == "C7")
     assert c7["proven"] and c7["disagree"] and set(c7["consensus"]) == {"carla", "dirk"}
     assert "kappa" in rep["agreement"] and "Cohen" in rig["a"].get("/report/st-1.html")
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (PEM), made with the cryptography package."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .sign(key, hashes.SHA256()))
+    cp, kp = directory / "console.crt", directory / "console.pem"
+    cp.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    kp.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                     serialization.NoEncryption()))
+    kp.chmod(0o600)
+    return cp, kp
+
+
+def test_tls_console_with_logins(rig, tmp_path):
+    from station import config
+    from station.console.web.app import check_exposure
+    from station.errors import UserError
+    root = rig["root"]
+    cert, key = self_signed(tmp_path)
+    login = f"""
+[[console.assessor]]
+id = "carla"
+name = "Carla C."
+secret_key_file = "{assessor_key(root, 'carla')}"
+password_hash = "{hash_password(PASSWORDS['carla'])}"
+"""
+    t = WebConsole(tmp_path, "tls", [rig["st"]], "", secret_key_file=assessor_key(root, "shared"), extra=login,
+                   tls=(cert, key))
+    t.start()
+    try:
+        st, body, hdrs = t.raw("/api/session")
+        assert st == 200 and body["logins"] and body["assessor"] is None
+        (cookie,) = list(t.jar)                      # set by the session start() asked for
+        assert cookie.secure and cookie.has_nonstandard_attr("HttpOnly") and cookie.name == f"station_console_{t.port}"
+        assert "max-age" in hdrs["strict-transport-security"]
+        t.csrf = body["csrf"]
+        st, body = t.post("/api/login", {"assessor_id": "carla", "password": PASSWORDS["carla"]})
+        assert st == 200 and body["assessor"]["id"] == "carla"
+        t.csrf = body["csrf"]
+        assert t.get("/api/room")["assessor"]["id"] == "carla"
+        import urllib.request
+        with pytest.raises(Exception):     # plain HTTP on the TLS port is not served
+            urllib.request.urlopen(f"http://127.0.0.1:{t.port}/api/session", timeout=5).read()
+    finally:
+        t.stop()
+    # a non-loopback address is accepted with TLS and logins, refused without either
+    exposed = tmp_path / "exposed.toml"
+    exposed.write_text(t.cfg.read_text().replace('http_host = "127.0.0.1"', 'http_host = "0.0.0.0"'))
+    check_exposure(config.load([exposed], system=False))
+    no_tls = tmp_path / "no-tls.toml"
+    no_tls.write_text(exposed.read_text().replace(f'tls_cert_file = "{cert}"', 'tls_cert_file = ""')
+                      .replace(f'tls_key_file = "{key}"', 'tls_key_file = ""'))
+    with pytest.raises(UserError, match="TLS"):
+        check_exposure(config.load([no_tls], system=False))

@@ -149,13 +149,15 @@ public_key = "{r.kdir / 'station.key'}"
 
 class WebConsole:
     def __init__(self, root: Path, name: str, stations: list, assessor_name: str = "",
-                 secret_key_file: Path | None = None, port: int | None = None, extra: str = ""):
+                 secret_key_file: Path | None = None, port: int | None = None, extra: str = "",
+                 tls: tuple[Path, Path] | None = None):
         self.name = name
         self.root = Path(root) / f"console-{name}"
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.cfg = self.root / "console.toml"
         key = f'secret_key_file = "{secret_key_file}"\n' if secret_key_file else ""
+        tls_keys = f'tls_cert_file = "{tls[0]}"\ntls_key_file = "{tls[1]}"\n' if tls else ""
         self.cfg.write_text(f"""
 [station]
 data_dir = "{self.root / 'data'}"
@@ -167,11 +169,15 @@ store = "{self.root / 'console.sqlite'}"
 http_host = "127.0.0.1"
 http_port = {self.port}
 resync_ms = 2000
-{key}{extra}""" + "".join(s.console_entry() for s in stations))
+{key}{tls_keys}{extra}""" + "".join(s.console_entry() for s in stations))
         self.proc: subprocess.Popen | None = None
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.jar = http.cookiejar.CookieJar()
-        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+        handlers = [urllib.request.HTTPCookieProcessor(self.jar)]
+        if tls:   # the test's self-signed certificate
+            import ssl
+            handlers.append(urllib.request.HTTPSHandler(context=ssl._create_unverified_context()))
+        self.opener = urllib.request.build_opener(*handlers)
         self.csrf: str | None = None
 
     def start(self, timeout: float = 20) -> "WebConsole":

@@ -360,7 +360,9 @@ async function pollStation() {
   const t0 = d.timeline.start_ns;
   document.getElementById("marks").replaceChildren(table(["Station time", "Assessor", "Competence", "Kind", "Note"],
     d.marks.slice().reverse().map(m => h("tr", {"data-mark": m.mark_id || "", "data-assessor": m.assessor_id},
-      h("td", {}, `${((m.t_ns - t0) / NS).toFixed(1)} s`), h("td", {}, m.assessor_name || m.assessor_id),
+      h("td", {}, `${((m.t_ns - t0) / NS).toFixed(1)} s`),
+      h("td", {title: m.key_fp ? `key ${m.key_fp}` : "no key (unauthenticated)"},
+        `${m.assessor_name || m.assessor_id} · ${m.key_fp ? m.key_fp.slice(0, 8) : "no key"}`),
       h("td", {}, m.competence || "–"), h("td", {}, m.type === "mark" ? m.kind : `contact ${m.action} ${m.kind}`),
       h("td", {class: "note"}, m.text || "")))));
   tick();

@@ -84,15 +84,15 @@ class WebConsole:
         self.logins = {a["id"]: a for a in cfg.console.assessor}   # assessor id -> [[console.assessor]]
         self.https = bool(cfg.console.tls_cert_file)
         self.commander = None           # per-assessor command keys (logins only); see commander.py
+        if self.logins:                 # here, not at start-up: a bad key file is a clear error
+            from station.console.commander import Commander
+            self.commander = Commander(cfg, self.console.specs)
         self._login_failures: dict[str, list[float]] = {}
         self.guard_counts: dict | None = None   # the Guard's refusals (create_app)
         self.book: AnchorBook | None = None     # countersigned exam-end anchors (startup)
 
     # ----------------------------------------------------------------- life cycle
     async def startup(self) -> None:
-        if self.logins:
-            from station.console.commander import Commander
-            self.commander = Commander(self.cfg, self.console.specs)
         n = self.room.restore(self.console.reader)
         log.info("web console: restored %d messages from %s", n, self.console.store_path)
         self.book = AnchorBook(self.console.store_path, self.cfg, self.cfg.console.assessor_id)
@@ -245,7 +245,8 @@ class WebConsole:
         loop = asyncio.get_running_loop()
         ok = a is not None and await loop.run_in_executor(None, passwords.verify, pw, a["password_hash"])
         if not ok:
-            self._login_failures[aid[:64]] = recent + [now]
+            if a is not None:               # bounded: only configured assessors are tracked
+                self._login_failures[aid] = recent + [now]
             return _err(401, "wrong assessor or password")
         self._login_failures.pop(aid, None)
         old, _ = request.scope.get("station_session", (None, None))
