@@ -165,3 +165,23 @@ def test_report_gaps_escaping_and_csv_formulas(tmp_path):
     cand = next(r for r in rows if r[2] == "candidate_id")
     assert cand[3] == "'=HYPERLINK(1)"
     assert ["competence", "C4", "verdict:anna", "observed"] in rows
+
+
+def test_a_journal_that_goes_back_is_an_alert_on_the_card():
+    room = Room(cfg(), ["st-1"])
+    heads = lambda b, m: {"chain_heads": {"blocks": b, "blocks_chain": "aa", "last_seq": m, "messages_chain": "bb"}}  # noqa: E731
+    room.apply([msg(1, "health", S, heads(10, 20)), msg(2, "health", 2 * S, heads(12, 25))])
+    assert not [a for a in room.card("st-1")["alerts"] if a["type"] == "journal_rewound"]
+    room.apply([msg(3, "health", 3 * S, heads(5, 9))])        # the recorder restarted on a cut journal
+    (alert,) = [a for a in room.card("st-1")["alerts"] if a["type"] == "journal_rewound"]
+    assert "12 to 5 blocks" in alert["text"]
+    assert any(a["type"] == "journal_rewound" for a in room.stations["st-1"].alerts)   # kept for the report
+    from station.console.web.reports import data_gaps
+    st = room.stations["st-1"]
+    gaps = data_gaps(_NoGaps(), cfg(), st, [], "st-1", "sess-1", None)
+    assert any(g["kind"] == "journal rewound" for g in gaps)
+
+
+class _NoGaps:
+    def gaps(self, station=None):
+        return []

@@ -121,6 +121,10 @@ def data_gaps(reader, cfg, st: StationModel, msgs, station: str, session: str, c
         out.append({"kind": "station silent (ongoing)", "detail": f"state {conn.get('state')}",
                     "start_ns": st.last_t, "duration_ms": None if age is None else int(age * 1000),
                     "wall_start": _iso((st.last_t or 0) + w)})
+    for a in st.alerts:
+        if a.get("type") == "journal_rewound":
+            out.append({"kind": "journal rewound", "detail": str(a.get("detail", "")), "start_ns": a["t_ns"],
+                        "duration_ms": None, "wall_start": _iso(a["t_ns"] + w)})
     lost: dict[str, int] = {}
     for a in st.alerts:
         if a.get("type") == "source_lost":

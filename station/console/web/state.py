@@ -83,6 +83,8 @@ class StationModel:
         self.alerts: collections.deque = collections.deque(maxlen=L["alerts"])
         self.health: dict = {}
         self.health_wall_ns = 0
+        self.heads: dict | None = None    # the highest journal chain heads received (health beats)
+        self.rewound = ""                 # set when a later beat reported fewer blocks or messages
         self.bad = 0
         self.applied = 0
 
@@ -187,6 +189,14 @@ class StationModel:
         self.health = {k: d.get(k) for k in ("sources", "headset", "software_version", "queue", "journal",
                                              "engine_health") if k in d}
         self.health_wall_ns = time.time_ns()
+        h = d.get("chain_heads")
+        if isinstance(h, dict) and _num(h.get("blocks")) is not None and _num(h.get("last_seq")) is not None:
+            if self.heads and (h["blocks"] < self.heads["blocks"] or h["last_seq"] < self.heads["last_seq"]):
+                self.rewound = (f"journal went back from {self.heads['blocks']} to {h['blocks']} blocks, message "
+                                f"{self.heads['last_seq']} to {h['last_seq']}: cut or replaced on the station")
+                self.alerts.append({"t_ns": t, "type": "journal_rewound", "detail": self.rewound})
+            if not self.heads or h["blocks"] >= self.heads["blocks"]:
+                self.heads = {"blocks": h["blocks"], "last_seq": h["last_seq"]}
 
     # ---------------------------------------------------------------- derived
     def verdicts(self, consensus: bool = False) -> dict[str, dict[str, dict]]:
@@ -308,6 +318,8 @@ class Room:
         if isinstance(inj, dict) and (_num(inj.get("keys")) or _num(inj.get("mouse"))):
             alerts.append({"type": "injected", "text": f"synthetic input: {_num(inj.get('keys')) or 0} keys, "
                                                       f"{_num(inj.get('mouse')) or 0} mouse events injected"})
+        if st.rewound:
+            alerts.append({"type": "journal_rewound", "text": st.rewound})
         cal = st.headset_calibrated()
         if cal is False:
             alerts.append({"type": "headset", "text": "headset not calibrated"})
