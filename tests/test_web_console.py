@@ -177,8 +177,8 @@ def test_two_assessors_agreement(room):
     wait_for(lambda: "anna" in proven(b, "C7")["verdicts"], 15, "anna's mark at bert's console")
     assert proven(a, "C7")["proven"] is False and proven(b, "C7")["proven"] is False  # one assessor is not enough
     assert b.post("/api/station/st-2/mark", {"competence": "C7", "kind": "not_observed", "text": "bert did not"})[0] == 200
-    wait_for(lambda: "bert" in proven(a, "C7")["verdicts"], 15, "bert's mark at anna's console")
     for c in (a, b):
+        wait_for(lambda: "bert" in proven(c, "C7")["verdicts"], 15, f"bert's mark at {c.name}'s console")
         row = proven(c, "C7")
         assert row["verdicts"]["anna"]["verdict"] == "observed" and row["verdicts"]["bert"]["verdict"] == "not_observed"
         assert row["proven"] is False
