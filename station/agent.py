@@ -10,7 +10,8 @@ import threading
 from pathlib import Path
 
 from station.capture.base import sources_watermark
-from station.capture.process import build_sources, sources_status, start_sources, stop_sources
+from station.capture.process import (SIMULATED_DETAIL, build_sources, refuse_simulated_in_exam_mode, sources_status,
+                                     start_sources, stop_sources)
 from station.config import Config
 from station.eventqueue import EventQueue
 from station.signals import install_stop_signals
@@ -25,11 +26,13 @@ def run_agent(cfg: Config, *, sources_kind: str = "real", seed: int = 1, speed: 
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         install_stop_signals(stop)
+    refuse_simulated_in_exam_mode(cfg, sources_kind)
     sources, clock = build_sources(cfg, sources_kind, seed=seed, speed=speed)
     queue = EventQueue()
     rec = Recorder(cfg, clock=clock, data_dir=data_dir, publisher_factory=publisher_factory(cfg), queue=queue,
                    watermark=lambda now: sources_watermark(sources, now),
-                   sources_status=lambda: sources_status(sources))
+                   sources_status=lambda: sources_status(sources),
+                   simulated=SIMULATED_DETAIL if sources_kind == "scenario" else "")
     rec.open_session()
     start_sources(sources, queue, clock)
     log.info("agent running: station %s, session %s", cfg.station.id, rec.journal.header.session_id)

@@ -72,6 +72,8 @@ SCHEMA: dict[str, dict[str, Field | Table]] = {
         "headset": Field("str", pattern=f"({ID_PATTERN})?"),
         "headset_dir": Field("str"),
         "headset_max_age_days": Field("int", 1, 3650),
+        "mode": Field("str", choices=("practice", "exam")),
+        "exam_requires": Field("str_list"),
     },
     "privacy": {
         "titles": Field("str", choices=("keep", "hash", "drop")),
@@ -146,6 +148,12 @@ SCHEMA: dict[str, dict[str, Field | Table]] = {
         "gap_alert_ms": Field("int", 200, 60_000),
         "max_frame_bytes": Field("int", 1024, 256 * 1024 * 1024),
         "queue_max_batches": Field("int", 1, 1_000_000),
+        "capture_user": Field("str", pattern=r"([a-z_][a-z0-9_-]{0,31}|[0-9]{1,10})?"),
+        "capture_exe": Field("str_list"),
+        "max_future_ms": Field("int", 10, 10_000),
+        "max_decoded_ratio": Field("int", 2, 10_000),
+        "max_decoded_bytes": Field("int", 64 * 1024, 256 * 1024 * 1024),
+        "max_batch_rows": Field("int", 100, 10_000_000),
     },
     "calibration": {
         "output_device": Field("str"),

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from station.capture.process import SIMULATED_DETAIL
 from station.capture.scenario import ScenarioSource, VirtualClock
 from station.clock import monotonic_ns
 from station.config import Config
@@ -38,7 +39,7 @@ def demo_config(cfg: Config, station_id: str = "demo-01", data_dir: Path | None 
                 stream: bool = True) -> Config:
     """The demo's settings on top of cfg: station id, the demo typing reference, data dir, and
     station -> console streaming over loopback (plaintext, allowed on loopback only) on free ports."""
-    station = {"id": station_id}
+    station = {"id": station_id, "mode": "practice"}   # a demo is simulated, never an exam
     if data_dir is not None:
         station["data_dir"] = str(data_dir)
     typing = {} if cfg.typing.reference_file else {"reference_file": "typing/demo-reference.txt"}
@@ -104,10 +105,12 @@ def run_demo(cfg: Config, *, seed: int = 1, duration_s: float = 600.0, speed: fl
     published = 0
     if fast:
         clock = SteppedClock(start)
-        rec = Recorder(cfg, clock=clock.now, data_dir=data_dir, publisher_factory=publisher_factory, resume=False)
+        rec = Recorder(cfg, clock=clock.now, data_dir=data_dir, publisher_factory=publisher_factory, resume=False,
+                       simulated=SIMULATED_DETAIL)
     else:
         vclock = VirtualClock(start, speed)
-        rec = Recorder(cfg, clock=vclock.now, data_dir=data_dir, publisher_factory=publisher_factory, resume=False)
+        rec = Recorder(cfg, clock=vclock.now, data_dir=data_dir, publisher_factory=publisher_factory, resume=False,
+                       simulated=SIMULATED_DETAIL)
     rec.open_session()
     if publisher_factory is not None:
         from station.console.follower import Console

@@ -24,6 +24,7 @@ contact       ContactMarker   explicit start/end of a contact (assessor command)
 mark          AssessorMark    an assessor's observation, verdict, counter or note
 exam          ExamControl     candidate assignment, exam start and end
 health        SourceHealth    a source's state changed (ok / degraded / lost)
+integrity     IntegrityEvent  the recorder refused or dropped something (see INTEGRITY_KINDS)
 ============  ==============  =========================================================
 """
 
@@ -213,8 +214,41 @@ class SourceHealth:
     detail: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class IntegrityEvent:
+    """Something the recorder refused, dropped or found wrong about what reached it: journaled
+    (so that the report lists it and a replay alerts the same), counted and alerted to consoles.
+
+    kind: one of ``INTEGRITY_KINDS``. detail: operator-readable (who, what, how many).
+    count: how many events or connections it stands for (>= 1)."""
+
+    STREAM: ClassVar[str] = "integrity"
+    t_ns: int
+    kind: str
+    detail: str = ""
+    count: int = 1
+
+
+INTEGRITY_KINDS = {
+    "peer_refused": "a process other than the capture account tried the hand-over socket",
+    "second_link": "a second capture connection while one was live",
+    "stream_refused": "the capture link carried a stream only consoles may send (exam, marks, contacts)",
+    "future_events": "events stamped later than the recorder's clock allows",
+    "past_events": "events stamped long before what the capture had declared delivered (a backfill): dropped",
+    "late_events": "events behind what the capture had declared delivered, within the late bound: kept",
+    "rate_exceeded": "more events than the hardware can produce",
+    "oversized_frame": "a hand-over frame too large on the wire or when decompressed",
+    "malformed_frame": "a hand-over frame that could not be decoded",
+    "software_mismatch": "the capture runs other software than the recorder",
+    "software_writable": "the station's software can be changed by an account other than root",
+    "scenario_refused": "a capture announcing simulated (scenario) sources, refused in exam mode",
+    "simulated": "the session is fed by simulated (scenario) sources: demo or test data, not an exam",
+}
+
+
 EVENT_TYPES: tuple[type, ...] = (SpeechFrame, KeyEvent, MouseBin, MouseClick, MouseScroll,
-                                 FocusChange, ContactMarker, AssessorMark, ExamControl, SourceHealth)
+                                 FocusChange, ContactMarker, AssessorMark, ExamControl, SourceHealth,
+                                 IntegrityEvent)
 STREAMS: dict[str, type] = {cls.STREAM: cls for cls in EVENT_TYPES}
 HEALTH_STATES = ("ok", "degraded", "lost")
 
@@ -399,13 +433,20 @@ def encode_batch(batch: Batch, level: int = 6) -> bytes:
 MAX_DECODED_BYTES = 256 * 1024 * 1024
 
 
-def decode_batch(data: bytes) -> Batch:
-    """Inverse of encode_batch. Raises FormatError (or NewerFormatError) on anything malformed."""
+class TooLargeError(FormatError):
+    """A batch that decompresses to more bytes, or holds more rows, than the caller allows."""
+
+
+def decode_batch(data: bytes, *, max_decoded_bytes: int = MAX_DECODED_BYTES, max_rows: int | None = None) -> Batch:
+    """Inverse of encode_batch. Raises FormatError (or NewerFormatError) on anything malformed,
+    TooLargeError when it decompresses to more than ``max_decoded_bytes`` or a stream has more
+    than ``max_rows`` rows (checked before any column is built: a decompression bomb costs at most
+    ``max_decoded_bytes`` of memory)."""
     try:
         d = zlib.decompressobj()
-        packed = d.decompress(data, MAX_DECODED_BYTES)
+        packed = d.decompress(data, max_decoded_bytes)
         if d.unconsumed_tail:
-            raise FormatError("batch too large when decompressed")
+            raise TooLargeError(f"batch decompresses to more than {max_decoded_bytes} bytes")
         obj = msgpack.unpackb(packed, raw=False, strict_map_key=True)
     except FormatError:
         raise
@@ -430,6 +471,9 @@ def decode_batch(data: bytes) -> Batch:
                 dflt = DEFAULTS[name][col]   # written before this column existed
                 out[col] = [dflt] * n if kind == "str" else np.full(n, dflt, dtype=bool if kind == "bool" else np.int64)
                 continue
+            rows = len(raw) if isinstance(raw, list) else len(raw) // 8 if isinstance(raw, bytes) else 0
+            if max_rows is not None and rows > max_rows:
+                raise TooLargeError(f"batch stream {name} has {rows} rows (at most {max_rows} allowed)")
             if kind == "str":
                 if not isinstance(raw, list) or not all(isinstance(v, str) for v in raw):
                     raise FormatError(f"batch stream {name}: column {col} malformed")

@@ -1,12 +1,19 @@
-"""Capture -> recorder hand-over over a local Unix socket.
+"""Capture -> recorder hand-over over a local Unix socket: the wire format and its vocabulary.
 
-In the exam deployment the sources run in a *capture* process in the candidate's graphical
-session and hand their events to the *recorder* (a system service under its own user). The link:
+In the exam deployment the sources run in a *capture* process (account ``station-capture``, never
+the candidate) beside the candidate's graphical session and hand their events to the *recorder*
+(a system service under the account ``station``). The link:
+
+- **one peer**: the recorder accepts only the capture account (``SO_PEERCRED`` uid, and the
+  peer's executable) and one link at a time; anything else is refused before a byte is sent and
+  journaled as an ``IntegrityEvent`` (docs/security.md);
+- **only capture streams** (``CAPTURE_STREAMS``; health only of ``CAPTURE_SOURCES``): exam
+  control, assessor marks and contact markers come from authenticated consoles only;
 
 - **framed**: each frame is a 4-byte big-endian length, then one type byte, then the payload;
 - **versioned**: the capture's first frame is HELLO ``{"proto": PROTO, "station_id", "pid",
-  "boot_id"}``; the recorder answers ACK ``{"proto", "ok", "error"?}`` and drops a link of another
-  major version with a clear log line;
+  "boot_id", "sources": [names], "software": {"version", "sha256"}}``; the recorder answers ACK
+  ``{"proto", "ok", "error"?}`` and drops a link of another major version with a clear log line;
 - **bounded**: frames larger than ``handover.max_frame_bytes`` end the link (counted); the
   capture keeps at most ``handover.queue_max_batches`` unsent batches (the oldest are dropped and
   counted when the recorder is away that long);
@@ -25,9 +32,13 @@ from __future__ import annotations
 
 import logging
 import struct
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 PROTO = 1
+CAPTURE_STREAMS = frozenset({"speech", "key", "mouse", "click", "scroll", "focus", "health"})
+CAPTURE_SOURCES = frozenset({"audio", "input", "focus", "scenario"})   # health a capture may report
+SIMULATED_SOURCES = frozenset({"scenario"})                            # demo and test data
 HEAD = struct.Struct(">I")
 HELLO, ACK, BATCH, BEAT = b"H", b"A", b"B", b"P"
 
@@ -59,7 +70,6 @@ class FrameReader:
         return out
 
 
-def handover_path(cfg, data_dir):
+def handover_path(cfg, data_dir) -> Path:
     """The hand-over socket: ``handover.socket``, or ``capture.sock`` in the data directory."""
-    from pathlib import Path
     return Path(cfg.handover.socket) if cfg.handover.socket else Path(data_dir) / "capture.sock"

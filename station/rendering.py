@@ -115,6 +115,28 @@ def agreement_text(ag: dict) -> str:
     kappa = "undefined (one verdict throughout)" if ag["kappa"] is None else f"{ag['kappa']:.2f}"
     out = f"{' / '.join(ag['raters'])}: {ag['agree']} of {ag['n']} verdicts alike, Cohen's kappa {kappa}"
     return out + (f"; disagree on {', '.join(ag['disagreements'])}" if ag.get("disagreements") else "")
+SIMULATED_BANNER = ('<p class="bad" style="font-size:18px;border:3px solid #a00;padding:8px">SIMULATED: this '
+                    'session was fed by scenario (demo/test) sources. It is not an exam record.</p>')
+
+
+def _security_text(sec: dict) -> str:
+    """The report's hand-over security row: none, or every refusal and drop with its time."""
+    if not sec["counts"]:
+        return "nothing refused or dropped"
+    head = "; ".join(f"{html.escape(k)}: {v}" for k, v in sorted(sec["counts"].items()))
+    rows = "<br>".join(html.escape(f"{e['wall'][11:23]} {e['kind']} x{e['count']}: {e['detail']}") for e in sec["events"][:200])
+    more = f"<br>... and {len(sec['events']) - 200} more" if len(sec["events"]) > 200 else ""
+    return f"{head}<br>{rows}{more}"
+
+
+def _software_text(sec: dict) -> str:
+    rec = sec.get("recorder_software") or {}
+    text = f"recorder: station {rec.get('version', '?')} sha256 {str(rec.get('sha256', '?'))[:12]}"
+    if rec.get("writable_by_others"):
+        text += " (WRITABLE BY OTHERS: " + "; ".join(rec["writable_by_others"][:3]) + ")"
+    links = sec.get("capture_links") or []
+    text += "; capture: " + ("; ".join(links[:5]) if links else "never connected (or in the recorder's process)")
+    return html.escape(text)
 
 
 def render_html(rep: dict) -> str:
@@ -131,6 +153,7 @@ td,th{{border:1px solid #bbb;padding:3px 6px;font-size:12px;vertical-align:top}}
 @media print{{ .contact{{page-break-inside:avoid}} body{{margin:8mm}} }}
 </style></head><body>
 <h1>Assessment record — {esc(s['station_id'])}</h1>
+{SIMULATED_BANNER if rep.get('security', {}).get('simulated') else ''}
 <table>
 <tr><th>Candidate</th><td>{esc(e.get('candidate_name', '') or '–')} ({esc(e.get('candidate_id', '') or 'not assigned')})</td></tr>
 <tr><th>Session</th><td>{esc(s['session_id'])}</td></tr>
@@ -141,6 +164,8 @@ td,th{{border:1px solid #bbb;padding:3px 6px;font-size:12px;vertical-align:top}}
 <tr><th>Anchor (consoles)</th><td class="{'na' if integ.get('anchor') is None else 'ok' if not integ.get('anchor_problems') else 'bad'}">{esc(anchor_text(integ.get('anchor'), integ.get('anchor_problems') or []))}</td></tr>
 <tr><th>Agreement</th><td>{esc(agreement_text(rep.get('agreement') or {}))}</td></tr>
 <tr><th>Synthetic input</th><td class="{'ok' if not (rep['synthetic_input']['keys'] or rep['synthetic_input']['mouse']) else 'bad'}">{'none detected' if not (rep['synthetic_input']['keys'] or rep['synthetic_input']['mouse']) else esc(f"{rep['synthetic_input']['keys']} key presses and {rep['synthetic_input']['mouse']} mouse events were injected (XTEST), first at {rep['synthetic_input']['first_wall']}")}</td></tr>
+<tr><th>Hand-over security</th><td class="{'ok' if not rep['security']['counts'] else 'bad'}">{_security_text(rep['security'])}</td></tr>
+<tr><th>Software</th><td>{_software_text(rep['security'])}</td></tr>
 <tr><th>Data gaps</th><td class="{'ok' if not rep['data_gaps'] else 'bad'}">{'none' if not rep['data_gaps'] else '<br>'.join(esc(f"{g['source']}: {g['wall_start']} for {g['duration_ms'] / 1000:.1f} s") for g in rep['data_gaps'])}</td></tr>
 </table>
 <h2>Competences</h2>

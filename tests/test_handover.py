@@ -7,7 +7,8 @@ import msgpack
 
 from station.capture.handover_client import CaptureClient
 from station.eventqueue import EventQueue
-from station.events import Batch, KeyEvent, SourceHealth
+from station.clock import monotonic_ns
+from station.events import Batch, IntegrityEvent, KeyEvent, SourceHealth
 from station.handover import BATCH, HELLO, PROTO, FrameReader, frame
 from station.recorder.handover_server import HandoverServer
 
@@ -49,17 +50,20 @@ def test_events_arrive_in_order_with_link_health(tmp_path):
     cli, cq = client(tmp_path)
     got = []
     try:
+        t0 = monotonic_ns() - 500_000_000        # key events of the last half second, 5 ms apart
+        stamps = [t0 + i * 5_000_000 for i in range(60)]
+        for t in stamps:
+            cq.put(KeyEvent(t, 1, True))
         cli.start()
-        for i in range(200):
-            cq.put(KeyEvent(1_000 + i, 1, True))
-        assert wait(lambda: (got.extend(drained(rq)) or True) and sum(isinstance(e, KeyEvent) for e in got) == 200)
+        assert wait(lambda: (got.extend(drained(rq)) or True) and sum(isinstance(e, KeyEvent) for e in got) == 60)
     finally:
         cli.stop()
         srv.stop()
     keys = [e.t_ns for e in got if isinstance(e, KeyEvent)]
-    assert keys == [1_000 + i for i in range(200)]
-    health = [e for e in got if isinstance(e, SourceHealth)]
-    assert health[0].source == "capture" and health[0].state == "ok"
+    assert keys == stamps
+    health = [(e.source, e.state) for e in got if isinstance(e, SourceHealth)]
+    assert health[:2] == [("capture", "lost"), ("capture", "ok")], "not connected until the HELLO, then ok"
+    assert not any(isinstance(e, IntegrityEvent) for e in got), "a well-behaved capture raises nothing"
 
 
 def test_silent_capture_becomes_a_lost_source(tmp_path):
@@ -75,7 +79,7 @@ def test_silent_capture_becomes_a_lost_source(tmp_path):
     finally:
         srv.stop()
     states = [e.state for e in drained(rq) if isinstance(e, SourceHealth)]
-    assert states == ["ok", "lost"]
+    assert states == ["lost", "ok", "lost"]
 
 
 def test_outbox_is_bounded_while_the_recorder_is_away(tmp_path):
@@ -165,3 +169,261 @@ def test_sources_watermark_waits_for_the_slowest_source_within_a_bound():
     assert sources_watermark([Src(now - 2 * S), Src(now - S // 2)], now) == now - 2 * S
     assert sources_watermark([Src(now - 60 * S)], now) == now - MAX_SOURCE_LAG_NS, "a stalled source does not stop time"
     assert sources_watermark([Src(RuntimeError("bug")), Src(now - 2 * S)], now) == now - 2 * S
+
+
+# ------------------------------------------------------------------ who may speak, and what
+import os  # noqa: E402
+import zlib  # noqa: E402
+
+from station import software  # noqa: E402
+from station.events import AssessorMark, ContactMarker, ExamControl, SpeechFrame, encode_batch  # noqa: E402
+from station.recorder.handover_server import LinkPolicy  # noqa: E402
+from station.recorder.plausibility import LinkChecks  # noqa: E402
+
+MS = 1_000_000
+
+
+def policy(**kw):
+    base = dict(allowed_uids=frozenset({os.getuid()}), software=software.identity())
+    base.update(kw)
+    return LinkPolicy(**base)
+
+
+def integrity(events, kind=None):
+    return [e for e in events if isinstance(e, IntegrityEvent) and (kind is None or e.kind == kind)]
+
+
+def hello(**kw):
+    body = {"proto": PROTO, "station_id": "st-1", "pid": os.getpid(), "sources": ["audio", "input", "focus"],
+            "software": software.identity()}
+    body.update(kw)
+    return frame(HELLO, msgpack.packb(body))
+
+
+class Link:
+    """A raw client socket speaking the hand-over protocol by hand."""
+
+    def __init__(self, tmp_path):
+        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.s.settimeout(2)
+        self.s.connect(str(tmp_path / "h.sock"))
+
+    def send(self, data: bytes) -> None:
+        try:
+            self.s.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass            # the recorder closed the link first: what closed_without_a_byte checks
+
+    def ack(self) -> dict:
+        frames = FrameReader(1 << 16).feed(self.s.recv(4096))
+        return msgpack.unpackb(frames[0][1])
+
+    def closed_without_a_byte(self) -> bool:
+        try:
+            return self.s.recv(4096) == b""
+        except ConnectionResetError:
+            return True
+
+    def close(self):
+        self.s.close()
+
+
+def started(tmp_path, pol, **kw):
+    q = EventQueue()
+    s = HandoverServer(tmp_path / "h.sock", q, station_id="st-1", max_frame_bytes=kw.get("max_frame_bytes", 1 << 22),
+                       gap_alert_ms=1500, policy=pol)
+    s.start()
+    return s, q
+
+
+def test_a_peer_of_another_account_gets_nothing_and_is_journaled(tmp_path):
+    """The peer's uid comes from the kernel (SO_PEERCRED); this process's uid is made the
+    'wrong' one by allowing only another uid."""
+    srv, q = started(tmp_path, policy(allowed_uids=frozenset({os.getuid() + 4242})))
+    try:
+        link = Link(tmp_path)
+        link.send(hello())
+        assert link.closed_without_a_byte(), "a refused peer learns nothing, not even the station id"
+        assert wait(lambda: srv.stats["peer_refused"] == 1)
+    finally:
+        srv.stop()
+    (ev,) = integrity(drained(q), "peer_refused")
+    assert f"uid {os.getuid()}" in ev.detail and f"pid {os.getpid()}" in ev.detail
+    assert os.path.realpath(software.exe_of(os.getpid())) in ev.detail or software.exe_of(os.getpid()) in ev.detail
+    assert srv.link_state != "ok"
+
+
+def test_a_peer_running_another_executable_is_refused(tmp_path):
+    srv, q = started(tmp_path, policy(allowed_exes=frozenset({"/usr/bin/false"})))
+    try:
+        link = Link(tmp_path)
+        link.send(hello())
+        assert link.closed_without_a_byte()
+        assert wait(lambda: srv.stats["peer_refused"] == 1)
+    finally:
+        srv.stop()
+    assert "not the station's interpreter" in integrity(drained(q), "peer_refused")[0].detail
+
+
+def test_one_link_at_a_time_and_a_dead_link_makes_room(tmp_path):
+    srv, q = started(tmp_path, policy())
+    try:
+        first = Link(tmp_path)
+        first.send(hello())
+        assert first.ack()["ok"]
+        second = Link(tmp_path)
+        second.send(hello())
+        assert second.closed_without_a_byte(), "a second connection while one is live is refused"
+        assert wait(lambda: srv.stats["second_link"] == 1)
+        first.close()                                  # the capture exits: its successor is welcome
+        third = Link(tmp_path)
+        third.send(hello())
+        assert third.ack()["ok"]
+        assert srv.stats["second_link"] == 1
+        third.close()
+        assert wait(lambda: srv.link_state == "lost")
+    finally:
+        srv.stop()
+    got = drained(q)
+    assert [e.kind for e in integrity(got)] == ["second_link"]
+    states = [e.state for e in got if isinstance(e, SourceHealth) and e.source == "capture"]
+    assert states == ["lost", "ok", "lost", "ok", "lost"], "each drop is a gap, each link journaled"
+    oks = [e.detail for e in got if isinstance(e, SourceHealth) and e.state == "ok"]
+    assert all(f"pid {os.getpid()}" in d and "sha256" in d for d in oks), oks
+
+
+def test_only_capture_streams_cross_the_link(tmp_path):
+    now = monotonic_ns()
+    forged = [ExamControl(now - 100 * MS, "start", "", "", "assessor-1"),
+              AssessorMark(now - 90 * MS, "assessor-1", "A", "S1", "observed"),
+              AssessorMark(now - 80 * MS, "assessor-2", "B", "S1", "observed"),
+              ContactMarker(now - 70 * MS, "start", "phone"),
+              SourceHealth(now - 60 * MS, "journal", "ok", "all fine"),
+              SourceHealth(now - 60 * MS, "capture", "ok", "all fine")]
+    real = [KeyEvent(now - 50 * MS, 1, True), SourceHealth(now - 40 * MS, "input", "ok", "reading")]
+    srv, q = started(tmp_path, policy())
+    try:
+        link = Link(tmp_path)
+        link.send(hello())
+        assert link.ack()["ok"]
+        link.send(frame(BATCH, encode_batch(Batch.from_events(now, forged + real, watermark_ns=now - 200 * MS))))
+        assert wait(lambda: srv.stats["stream_refused"] >= 6)
+        link.close()
+    finally:
+        srv.stop()
+    got = drained(q)
+    assert not any(isinstance(e, (ExamControl, AssessorMark, ContactMarker)) for e in got)
+    assert [e.source for e in got if isinstance(e, SourceHealth) and e.detail == "all fine"] == []
+    assert any(isinstance(e, KeyEvent) for e in got) and any(
+        isinstance(e, SourceHealth) and e.source == "input" for e in got), "the capture's own streams pass"
+    (ev,) = integrity(got, "stream_refused")
+    assert ev.count == 6 and "exam" in ev.detail and "mark" in ev.detail and "journal" in ev.detail
+
+
+def test_future_backfilled_and_impossible_rates_are_dropped():
+    checks = LinkChecks(frame_ms=20, max_future_ns=250 * MS)
+    now = 100_000 * MS
+    b1 = Batch.from_events(now, [KeyEvent(now - 100 * MS, 1, True), KeyEvent(now + 5_000 * MS, 1, True)],
+                           watermark_ns=now - 50 * MS)
+    out, problems = checks.check(b1, now)
+    assert out.count("key") == 1 and [p.kind for p in problems] == ["future_events"]
+    # behind the watermark the capture declared: late (kept, counted) within the bound, a backfill beyond
+    b2 = Batch.from_events(now + 250 * MS, [KeyEvent(now - 20_000 * MS, 1, True), KeyEvent(now - 60 * MS, 1, True),
+                                            KeyEvent(now + 100 * MS, 1, True)], watermark_ns=now)
+    out, problems = checks.check(b2, now + 250 * MS)
+    assert list(out.streams["key"]["t_ns"]) == [now - 60 * MS, now + 100 * MS]
+    assert sorted((p.kind, p.count) for p in problems) == [("late_events", 1), ("past_events", 1)]
+    # speech frames: exactly the frame rate per channel passes; twice as many frames do not
+    t0 = now + 1_000 * MS
+    honest = [SpeechFrame(t0 + i * 20 * MS, ch, 20, -30, True, True, 0) for i in range(100) for ch in (0, 1)]
+    out, problems = checks.check(Batch.from_events(t0 + 2_000 * MS, honest, watermark_ns=t0), t0 + 2_000 * MS)
+    assert out.count("speech") == 200 and problems == []
+    t1 = t0 + 2_000 * MS
+    doubled = [SpeechFrame(t1 + i * 10 * MS, 0, 20, -30, True, True, 0) for i in range(200)]
+    out, problems = checks.check(Batch.from_events(t1 + 2_000 * MS, doubled, watermark_ns=t1), t1 + 2_000 * MS)
+    assert 100 <= out.count("speech") <= 104 and [p.kind for p in problems] == ["rate_exceeded"]
+    # a key flood: 1000 key events in 100 ms
+    t2 = t1 + 2_000 * MS
+    flood = [KeyEvent(t2 + i * 100_000, 1, i % 2 == 0) for i in range(1000)]
+    out, problems = checks.check(Batch.from_events(t2 + 200 * MS, flood, watermark_ns=t2), t2 + 200 * MS)
+    assert out.count("key") <= 61 and problems[0].kind == "rate_exceeded" and problems[0].count >= 939
+
+
+def test_sound_card_clock_drift_never_drops_real_frames():
+    """A device clock 0.5 % fast puts 50.25 frames per second of monotonic time: all kept."""
+    checks = LinkChecks(frame_ms=20)
+    t = 0
+    kept = 0
+    for block in range(300):                     # 10 minutes in 2 s batches
+        frames = [SpeechFrame(t + int(i * 20 * MS / 1.005), 0, 20, -30, True, True, 0) for i in range(100)]
+        t = frames[-1].t_ns + int(20 * MS / 1.005)
+        out, problems = checks.check(Batch.from_events(t, frames, watermark_ns=frames[0].t_ns), t)
+        kept += out.count("speech")
+        assert problems == []
+    assert kept == 30_000
+
+
+def test_a_decompression_bomb_is_dropped_without_the_memory(tmp_path):
+    import resource
+    body = msgpack.packb({"v": 1, "t": monotonic_ns(), "w": 0,
+                          "s": {"key": {c: b"\x00" * 80_000_000 for c in ("t_ns", "key_class", "down", "repeat", "injected")}
+                                | {"char": []}}}, use_bin_type=True)
+    bomb = zlib.compress(body, 9)
+    assert len(bomb) < 2_000_000
+    srv, q = started(tmp_path, policy())
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:
+        link = Link(tmp_path)
+        link.send(hello())
+        assert link.ack()["ok"]
+        link.send(frame(BATCH, bomb))
+        assert wait(lambda: srv.stats["oversized_frame"] == 1, 10)
+        now = monotonic_ns()
+        link.send(frame(BATCH, encode_batch(Batch.from_events(now, [KeyEvent(now - 10 * MS, 1, True)],
+                                                              watermark_ns=now - 500 * MS))))
+        assert wait(lambda: srv.stats["batches"] == 1), "the link survives the dropped frame"
+        link.close()
+    finally:
+        srv.stop()
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
+    print(f"\nbomb: {len(bomb)} bytes on the wire, 400 MB expanded; peak RSS grew {grown_mb:.1f} MB")
+    assert grown_mb < 50
+    (ev,) = integrity(drained(q), "oversized_frame")
+    assert "decompresses to more than" in ev.detail
+
+
+def test_simulated_sources_refused_in_exam_mode_flagged_otherwise(tmp_path):
+    srv, q = started(tmp_path, policy(exam_mode=True))
+    try:
+        link = Link(tmp_path)
+        link.send(hello(sources=["scenario"]))
+        ack = link.ack()
+        assert ack["ok"] is False and "exam mode" in ack["error"]
+        assert wait(lambda: srv.stats["scenario_refused"] == 1)
+    finally:
+        srv.stop()
+    assert integrity(drained(q), "scenario_refused")
+    srv, q = started(tmp_path, policy(exam_mode=False))
+    try:
+        link = Link(tmp_path)
+        link.send(hello(sources=["scenario"]))
+        assert link.ack()["ok"]
+        assert wait(lambda: srv.stats["simulated"] == 1)
+        link.close()
+    finally:
+        srv.stop()
+    assert integrity(drained(q), "simulated")
+
+
+def test_other_software_is_an_integrity_alert(tmp_path):
+    srv, q = started(tmp_path, policy())
+    try:
+        link = Link(tmp_path)
+        link.send(hello(software={"version": "0.0.9", "sha256": "ab" * 32, "writable_by_others": ["/home/x/station"]}))
+        assert link.ack()["ok"], "the link is kept (the record goes on), the mismatch is alerted"
+        assert wait(lambda: srv.stats["software_mismatch"] == 1 and srv.stats["software_writable"] == 1)
+        link.close()
+    finally:
+        srv.stop()
+    (ev,) = integrity(drained(q), "software_mismatch")
+    assert "0.0.9" in ev.detail and software.package_sha256()[:12] in ev.detail

@@ -4,6 +4,7 @@ uninstall keeps journals unless --purge. Also `station status` against a running
 
 from __future__ import annotations
 
+import grp
 import os
 import pwd
 import signal
@@ -52,7 +53,10 @@ def test_system_install_layout_idempotence_and_uninstall(tmp_path):
         root / "etc/systemd/system/station-recorder.service": ("0o644", 0),
         root / "etc/systemd/system/station-console.service": ("0o644", 0),
         root / "etc/systemd/system/station-proxy.service": ("0o644", 0),
-        root / "etc/systemd/user/station-capture.service": ("0o644", 0),
+        root / "etc/systemd/system/station-capture.service": ("0o644", 0),
+        root / "usr/local/lib/station/session-grant": ("0o755", 0),
+        root / "etc/xdg/autostart/station-session-grant.desktop": ("0o644", 0),
+        root / "etc/tmpfiles.d/station.conf": ("0o644", 0),
     }
     for p, (mode, uid) in expect.items():
         assert (_mode(p), p.stat().st_uid) == (mode, uid), p
@@ -62,6 +66,16 @@ def test_system_install_layout_idempotence_and_uninstall(tmp_path):
     cfg = config.load([root / "etc/station/station.toml"], system=False)
     assert cfg.station.id == "pc-12" and cfg.handover.socket == "/run/station/capture.sock"
     assert cfg.station.data_dir == "/var/lib/station"
+    assert cfg.station.mode == "exam" and cfg.handover.capture_user == "station-capture"
+    # the capture runs as its own account: in group station (socket) and input (evdev), the
+    # group's only member besides the recorder; no exam account is in it
+    capture = pwd.getpwnam("station-capture")
+    assert capture.pw_shell.endswith("nologin")
+    assert "station-capture" in grp.getgrnam("station").gr_mem
+    assert set(grp.getgrnam("station").gr_mem) == {"station-capture"}
+    cap_unit = (root / "etc/systemd/system/station-capture.service").read_text()
+    assert f"ExecStart={EXE} capture" in cap_unit and "User=station-capture" in cap_unit
+    assert "xhost +si:localuser:" in (root / "usr/local/lib/station/session-grant").read_text()
 
     # second run: nothing to change, and it says so
     secret = (data / "keys/station.key_secret").read_bytes()
@@ -84,13 +98,35 @@ def test_system_install_layout_idempotence_and_uninstall(tmp_path):
     u = _run("uninstall", "--root", str(root), "--exec", EXE)
     assert u.returncode == 0, u.stderr
     assert not (root / "etc/systemd/system/station-recorder.service").exists()
-    assert not (root / "etc/systemd/user/station-capture.service").exists()
+    assert not (root / "etc/systemd/system/station-capture.service").exists()
+    assert not (root / "usr/local/lib/station/session-grant").exists()
     assert (data / "sessions/some.journal").exists() and cfgf.exists()
     u2 = _run("uninstall", "--root", str(root), "--exec", EXE)
     assert "nothing to remove" in u2.stdout
     u3 = _run("uninstall", "--root", str(root), "--exec", EXE, "--purge")
     assert not data.exists() and not cfgf.exists()
     assert "removed" in u3.stdout
+
+
+def test_install_takes_exam_accounts_out_of_group_station_and_removes_the_old_user_unit(tmp_path):
+    """An older install told admins to add exam accounts to group station and laid a capture user
+    unit running as the candidate: a new install undoes both."""
+    _root_only()
+    root = tmp_path / "root"
+    assert _run("install", "--root", str(root), "--exec", EXE).returncode == 0
+    try:
+        pwd.getpwnam("exam-old")
+    except KeyError:
+        subprocess.run(["useradd", "--no-create-home", "--shell", "/bin/sh", "exam-old"], check=True)
+    subprocess.run(["usermod", "-aG", "station", "exam-old"], check=True)
+    old_unit = root / "etc/systemd/user/station-capture.service"
+    old_unit.parent.mkdir(parents=True, exist_ok=True)
+    old_unit.write_text("[Service]\nExecStart=/usr/local/bin/station capture\n")
+    r = _run("install", "--root", str(root), "--exec", EXE)
+    assert r.returncode == 0, r.stderr
+    assert "removed exam-old" in r.stdout and f"removed   {old_unit}" in r.stdout, r.stdout
+    assert "exam-old" not in grp.getgrnam("station").gr_mem and not old_unit.exists()
+    subprocess.run(["userdel", "exam-old"], check=False)
 
 
 def test_user_scope_install(tmp_path):
@@ -119,6 +155,13 @@ def test_install_refuses_bad_input_cleanly(tmp_path):
     if os.geteuid() == 0:
         r = _run("install", "--root", str(tmp_path), "--exec", EXE)
         assert r.returncode == 1 and "not a directory" in r.stderr and "Traceback" not in r.stderr
+        # units that would run code another account can change: refused (the candidate could replace it)
+        home = tmp_path / "home-of-someone"
+        home.mkdir()
+        os.chown(home, 65534, 65534)
+        r = _run("install", "--root", str(tmp_path / "r2"), "--exec", str(home / "station"))
+        assert r.returncode == 2 and "could be changed by an account other than root" in r.stderr, r.stderr
+        assert str(home) in r.stderr and "Traceback" not in r.stderr and not (tmp_path / "r2").exists()
 
 
 @pytest.mark.timeout(90)

@@ -245,7 +245,7 @@ CHILD = textwrap.dedent("""
     import sys, time
     from pathlib import Path
     from station import clock, events as E
-    from station.journal import Journal, SessionHeader
+    from station.recorder.journal import Journal, SessionHeader
     mono, wall = clock.wall_anchor()
     h = SessionHeader("crash", "crash-session", mono, wall, clock.boot_id(), "t", "h", {})
     j = Journal.create(Path(sys.argv[1]), h)

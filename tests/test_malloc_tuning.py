@@ -16,7 +16,7 @@ libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
 libc.mallinfo2.restype = MallInfo2
 if sys.argv[1] == "fixed":
-    from station.malloc_tuning import limit_heap_growth
+    from station.ops.malloc_tuning import limit_heap_growth
     assert limit_heap_growth() is True
 libc.free(libc.malloc(16 << 20))
 before = libc.mallinfo2().hblkhd

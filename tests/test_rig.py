@@ -106,4 +106,5 @@ def test_sound_level_meter_garbage_and_silence(sim):
     msg, _ = timed(lambda: SoundLevelMeter(sim("--mode", "babble"), timeout=TIMEOUT).reading())
     assert "lines without a reading" in msg
     msg, took = timed(lambda: SoundLevelMeter(sim("--mode", "dead"), timeout=TIMEOUT).reading())
-    assert "no reading within 0.8 s" in msg and took < TIMEOUT + 0.5
+    # it waited its timeout and then gave up (a bound, not a benchmark: a busy machine adds latency)
+    assert "no reading within 0.8 s" in msg and TIMEOUT * 0.9 <= took < TIMEOUT + 5

@@ -26,7 +26,7 @@ from tests.support import REPO, require, station_cmd
 # server, the sound server and the audio devices of the candidate's session
 THRESHOLDS = {"station-recorder.service": 1.5, "station-console.service": 1.5, "station-proxy.service": 1.5,
               "station-capture.service": 2.5, "station-agent.service": 2.5}
-USER_UNITS = {"station-capture.service", "station-agent.service"}
+USER_UNITS = {"station-agent.service"}
 EXE = str(Path(sys.executable).parent / "station")
 
 
@@ -79,10 +79,12 @@ def test_unit_contents_match_the_design():
         assert re.search(rf"^{re.escape(line)}$", rec, re.M), line
     assert re.search(r"^WatchdogSec=\d+s$", rec, re.M)
     cap = (REPO / "systemd/station-capture.service").read_text()
-    for line in ("PartOf=graphical-session.target", "UMask=0077", "Restart=on-failure", "NoNewPrivileges=yes",
-                 "WantedBy=graphical-session.target", "Type=notify"):
+    # the capture is a system service under its own account, never the candidate's
+    for line in ("User=station-capture", "Group=station-capture", "SupplementaryGroups=station input",
+                 "UMask=0077", "Restart=always", "NoNewPrivileges=yes", "WantedBy=graphical.target",
+                 "Type=notify", "UnsetEnvironment=PYTHONPATH PYTHONHOME PYTHONSTARTUP", "ProtectHome=yes"):
         assert re.search(rf"^{re.escape(line)}$", cap, re.M), line
-    assert "import-environment DISPLAY XAUTHORITY" in cap
+    assert "PULSE_SERVER=unix:/run/station-audio/native" in cap
     assert not re.search(r"^PrivateTmp=yes", cap, re.M), "the X socket lives in /tmp/.X11-unix"
 
 

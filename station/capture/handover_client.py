@@ -18,6 +18,7 @@ from station.eventqueue import EventQueue
 from station.events import DEFAULT_LAG_NS, encode_batch
 from station.handover import ACK, BATCH, BEAT, HELLO, PROTO, FrameReader, frame
 from station.osthread import named
+from station import software
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +29,15 @@ class CaptureClient:
     Reconnects with backoff (0.2 s doubling to 2 s) and keeps unsent batches (bounded).
     watermark: ``f(now_ns) -> ns`` up to which the sources have delivered everything, sent with
     each batch (default now - 1 s; ``station capture`` passes ``sources_watermark``).
+    source_names: the capture's sources, announced in the HELLO with this software's identity
+    (``station.software.identity``): the recorder refuses simulated sources in exam mode and
+    alerts on software that differs from its own.
     """
 
     def __init__(self, path: Path, queue: EventQueue, *, station_id: str, heartbeat_ms: int,
                  queue_max_batches: int, interval_ms: int = 250, clock: Callable[[], int] = monotonic_ns,
                  sources_status: Callable[[], dict] | None = None,
-                 watermark: Callable[[int], int] | None = None):
+                 watermark: Callable[[int], int] | None = None, source_names: tuple[str, ...] = ()):
         self.path = Path(path)
         self.queue = queue
         self.station_id = station_id
@@ -42,6 +46,7 @@ class CaptureClient:
         self.clock = clock
         self.sources_status = sources_status or (lambda: {})
         self.watermark_fn = watermark or (lambda now: now - DEFAULT_LAG_NS)
+        self.source_names = list(source_names)
         self.outbox: collections.deque[bytes] = collections.deque()
         self.max_batches = queue_max_batches
         self.stats = collections.Counter()
@@ -69,7 +74,9 @@ class CaptureClient:
         try:
             s.connect(str(self.path))
             s.sendall(frame(HELLO, msgpack.packb({"proto": PROTO, "station_id": self.station_id,
-                                                  "pid": os.getpid(), "boot_id": boot_id()})))
+                                                  "pid": os.getpid(), "boot_id": boot_id(),
+                                                  "sources": self.source_names,
+                                                  "software": software.identity()})))
             reader = FrameReader(1 << 20)
             frames: list = []
             deadline = time.monotonic() + 2

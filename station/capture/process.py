@@ -26,6 +26,16 @@ from station.signals import install_stop_signals
 log = logging.getLogger(__name__)
 
 
+SIMULATED_DETAIL = "scenario sources: simulated demo/test data, not an exam"
+
+
+def refuse_simulated_in_exam_mode(cfg: Config, sources_kind: str) -> None:
+    """Scenario sources are for demos and tests: a station in exam mode never runs them."""
+    if sources_kind == "scenario" and cfg.station.mode == "exam":
+        raise UserError("scenario sources are for demos and tests; this station is in exam mode "
+                        "(station.mode = \"exam\")", exit_code=2)
+
+
 def build_sources(cfg: Config, kind: str, *, seed: int = 1, speed: float = 1.0, duration_s: float = 6 * 3600):
     """The sources of a station: kind "real" or "scenario". Returns (sources, clock_fn)."""
     if kind == "scenario":
@@ -80,13 +90,15 @@ def run_capture(cfg: Config, *, sources_kind: str = "real", seed: int = 1, speed
     if threading.current_thread() is threading.main_thread():
         install_stop_signals(stop)
     root = Path(data_dir) if data_dir is not None else config_data_dir(cfg)
+    refuse_simulated_in_exam_mode(cfg, sources_kind)
     sources, clock = build_sources(cfg, sources_kind, seed=seed, speed=speed)
     queue = EventQueue()
     client = CaptureClient(socket_path or handover_path(cfg, root), queue, station_id=cfg.station.id,
                            heartbeat_ms=cfg.handover.heartbeat_ms, queue_max_batches=cfg.handover.queue_max_batches,
                            interval_ms=cfg.handover.batch_ms,
                            clock=clock, sources_status=lambda: sources_status(sources),
-                           watermark=lambda now: sources_watermark(sources, now))
+                           watermark=lambda now: sources_watermark(sources, now),
+                           source_names=tuple(getattr(src, "name", "source") for src in sources))
     start_sources(sources, queue, clock)
     client.start()
     if notify is not None:

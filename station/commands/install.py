@@ -14,7 +14,7 @@ from station.errors import UserError
 
 def add_common(p) -> None:
     p.add_argument("--scope", choices=("system", "user"), default="system",
-                   help="system: recorder/console/proxy services + capture user unit (exam PC, root); "
+                   help="system: recorder/capture/console/proxy services and accounts (exam PC, root); "
                         "user: the whole agent as this user's service (practice)")
     p.add_argument("--root", "--prefix", dest="root", default="/",
                    help="install below this directory instead of / (tests, images)")
@@ -28,6 +28,9 @@ def register(sub) -> None:
                        description=__doc__.split("\n\n")[0])
     add_common(p)
     p.add_argument("--no-create-account", action="store_true", help="do not create the service account")
+    p.add_argument("--allow-writable-code", action="store_true",
+                   help="install even when the station's code is writable by accounts other than root "
+                        "(development machines only: on an exam PC the candidate could replace it)")
     p.set_defaults(func=run)
 
 
@@ -37,7 +40,8 @@ def run(args) -> int:
         raise UserError("system scope needs root (or use --scope user)", exit_code=2)
     plan = inst.make_plan(args.scope, args.root, args.exe, args.owner, args.station_id)
     try:
-        steps = inst.install(plan, create_account=not args.no_create_account)
+        steps = inst.install(plan, create_account=not args.no_create_account,
+                             allow_writable_code=args.allow_writable_code)
     except KeyError as e:
         raise UserError(f"no such account {e}: create it or drop --no-create-account", exit_code=2) from None
     except PermissionError as e:
@@ -51,8 +55,8 @@ def run(args) -> int:
     if changed:
         if plan.scope == "system":
             print("next: edit /etc/station/station.toml (station id), `station keys authorize CONSOLE.key`, "
-                  "`systemctl enable --now station-recorder`, `systemctl --global enable station-capture`, "
-                  "add exam accounts to group station (`usermod -aG station USER`)")
+                  "`systemctl enable --now station-recorder station-capture`; exam accounts need no "
+                  "station group (only station-capture may reach the hand-over socket)")
         else:
             print("next: `systemctl --user daemon-reload && systemctl --user enable --now station-agent`")
     return 0

@@ -36,5 +36,10 @@ def run(args):
     print(f"integrity: {'ok' if integ['ok'] else 'PROBLEMS'}")
     for p in integ["journal_problems"] + integ.get("anchor_problems", []) + integ["replay_mismatches"]:
         print(f"  {p}")
+    sec = rep["security"]
+    if sec["simulated"]:
+        print("SIMULATED: fed by scenario (demo/test) sources, not an exam record")
+    print("hand-over security: " + ("nothing refused or dropped" if not sec["counts"] else
+                                    "PROBLEMS: " + ", ".join(f"{k} {v}" for k, v in sorted(sec["counts"].items()))))
     print(f"report: {hp}\njson: {jp}")
     return 0 if integ["ok"] else 1

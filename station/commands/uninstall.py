@@ -24,7 +24,7 @@ def run(args) -> int:
         raise UserError("system scope needs root (or use --scope user)", exit_code=2)
     plan = inst.make_plan(args.scope, args.root, args.exe, args.owner, args.station_id)
     if inst.systemd_running(plan.root):
-        units = [n for n, _ in plan.unit_targets() if n != "station-capture.service" or plan.scope == "user"]
+        units = [n for n, _ in plan.unit_targets()]
         subprocess.run(["systemctl", *(["--user"] if plan.scope == "user" else []), "disable", "--now", *units],
                        check=False, capture_output=True)
     steps = inst.uninstall(plan, purge=args.purge)

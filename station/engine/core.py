@@ -9,7 +9,8 @@ Outputs of ``ingest`` / ``finish`` are ``(kind, t_ns, body)`` tuples, body a pla
 - ``summary``: every ``engine.summary_interval_ms`` of batch time: live indicators, the current
   contact, session totals so far, spans closed since the previous summary;
 - ``contact``: a contact's final figures, once nothing later can change them;
-- ``alert``: dead air now, a source lost or back;
+- ``alert``: dead air now, a source lost or back, synthetic input, an integrity event (what the
+  recorder refused or dropped: ``events.INTEGRITY_KINDS``);
 - ``mark`` / ``exam``: an assessor mark, contact marker or exam command, as journaled;
 - ``evidence``: the 19 competences so far (figures, rules, marks), after a contact or mark.
 
@@ -34,6 +35,9 @@ LIVE_CONTACT_FIGURES = ("s1_share", "s3_share", "agent_talk_ms", "customer_talk_
                         "s2_switches_per_min", "s2_info_share")
 LIVE_FIGURES_REFRESH_DIV = 100   # live contact figures are at most 1/100 of the contact's age old ...
 LIVE_FIGURES_MIN_AGE_NS = 5_000_000_000   # ... or this old (ns), whichever is more
+MAX_HEALTH_LOG = 1_000         # health details kept per source (the report's capture links)
+MAX_INTEGRITY_EVENTS = 10_000   # integrity events kept for the report (all are counted)
+INTEGRITY_ALERT_NS = 60 * 1_000_000_000   # after the first, an integrity kind is alerted at most this often
 
 
 class Engine:
@@ -70,6 +74,12 @@ class Engine:
         self.exam: dict = {}
         self.exam_events: list[dict] = []
         self.health: dict[str, str] = {}
+        self.health_detail: dict[str, str] = {}
+        self.health_log: dict[str, list[str]] = {}   # the first MAX_HEALTH_LOG details per source
+        self.integrity: dict[str, int] = {}          # IntegrityEvent kind -> events/connections
+        self.integrity_events: list[dict] = []       # the first MAX_INTEGRITY_EVENTS, for the report
+        self._integrity_alert_t: dict[str, int] = {}
+        self.simulated = False                       # fed by scenario (demo/test) sources
         self.lost: dict[str, list[list[int]]] = {}
         self.watermark = -FAR
         self.now = -FAR
@@ -110,7 +120,7 @@ class Engine:
         self.mouse.add(iv.EMPTY, self.watermark)
         for track in (self.agent, self.customer):
             track.add(iv.EMPTY, self.watermark)
-        for name in ("contact", "mark", "exam", "health"):
+        for name in ("contact", "mark", "exam", "health", "integrity"):
             if name in s:
                 for ev in batch.events(name):
                     out += getattr(self, f"_on_{name}")(ev)
@@ -206,9 +216,28 @@ class Engine:
             self.exam[f"{ev.action}_ns"] = ev.t_ns
         return [("exam", ev.t_ns, body)]
 
+    def _on_integrity(self, ev) -> list:
+        """Count and list what the recorder refused or dropped; alert the first of each kind at
+        once, then at most once per INTEGRITY_ALERT_NS with the running count."""
+        n = self.integrity.get(ev.kind, 0) + max(1, ev.count)
+        self.integrity[ev.kind] = n
+        if ev.kind == "simulated":
+            self.simulated = True
+        if len(self.integrity_events) < MAX_INTEGRITY_EVENTS:
+            self.integrity_events.append({"t_ns": ev.t_ns, "kind": ev.kind, "detail": ev.detail, "count": ev.count})
+        last = self._integrity_alert_t.get(ev.kind)
+        if last is not None and ev.t_ns - last < INTEGRITY_ALERT_NS:
+            return []
+        self._integrity_alert_t[ev.kind] = ev.t_ns
+        return [("alert", ev.t_ns, {"type": "integrity", "kind": ev.kind, "detail": ev.detail, "count": n})]
+
     def _on_health(self, ev) -> list:
         prev = self.health.get(ev.source)
         self.health[ev.source] = ev.state
+        self.health_detail[ev.source] = ev.detail
+        log = self.health_log.setdefault(ev.source, [])
+        if len(log) < MAX_HEALTH_LOG:
+            log.append(ev.detail)
         spans = self.lost.setdefault(ev.source, [])
         out = []
         if ev.state == "lost" and prev != "lost":
@@ -470,7 +499,8 @@ class Engine:
                 "s3_share": share(ph.get("s3_conv", 0), ph.get("conv", 0)),
                 "dead_air_ms": ph.get("dead", 0) // NS_PER_MS,
                 "keys_pressed": self.presses.n, "marks": len(self.marks),
-                "injected_input": dict(self.injected)}
+                "injected_input": dict(self.injected), "integrity": dict(self.integrity),
+                "simulated": self.simulated}
 
     def evidence(self) -> dict:
         """The 19 competences so far (see evidence.session_evidence), for the live board."""

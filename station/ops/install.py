@@ -8,15 +8,23 @@ system scope (the exam deployment of ARCHITECTURE.md; needs root)::
     etc/systemd/system/station-recorder.service  0644    recorder: journal, engine, publisher, keys
     etc/systemd/system/station-console.service   0644    assessor console
     etc/systemd/system/station-proxy.service     0644    streaming fan-out proxy
-    etc/systemd/user/station-capture.service     0644    capture, in every graphical session
+    etc/systemd/system/station-capture.service   0644    capture, account station-capture
+    usr/local/lib/station/session-grant          0755    run at each graphical login: display and
+    etc/xdg/autostart/station-session-grant.desktop      sound server for the capture account
+    etc/tmpfiles.d/station.conf                  0644    /run/station-audio (the sound grant's socket)
+    etc/pipewire/pipewire-pulse.conf.d/station.conf      the same socket for pipewire-pulse
     var/lib/station                          0700 station:station   journals (sessions/, 0700)
     var/lib/station/keys                     0700 station:station   station.key_secret 0600
     var/lib/station/keys/authorized          0700 station:station   console public keys
 
-    The service account ``station`` (system user and group, no login shell) is created when missing
-    (on the host, also with ``--root``: file owners need a real uid). Exam accounts join the group
-    ``station`` to reach the capture socket ``/run/station/capture.sock`` (0770); the group grants
-    nothing else (every file of the recorder is 0600/0700).
+    Two system accounts (no login shell) are created when missing (on the host, also with
+    ``--root``: file owners need a real uid): ``station`` (the recorder) and ``station-capture``
+    (the capture; groups ``station`` for the hand-over socket and ``input`` for /dev/input). The
+    capture account is the only other member of group ``station``: the socket directory
+    ``/run/station`` is 0750 station:station, so no exam account can even reach
+    ``/run/station/capture.sock``, and the recorder refuses every peer but the capture account
+    (``SO_PEERCRED``). An older install told admins to add exam accounts to group ``station``:
+    ``install`` removes every other member from that group (and an old per-user capture unit).
 
 user scope (practice stations: the whole agent as one user service)::
 
@@ -52,9 +60,16 @@ UNIT_DIR = REPO / "systemd"
 CONFIG_TEMPLATE_NAME = "station.toml"
 DEFAULT_EXEC = "/usr/local/bin/station"
 ACCOUNT = "station"
-SYSTEM_UNITS = ("station-recorder.service", "station-console.service", "station-proxy.service")
-SESSION_UNITS = ("station-capture.service",)      # user units installed for every user
+CAPTURE_ACCOUNT = "station-capture"
+CAPTURE_GROUPS = ("station", "input")   # the hand-over socket's group; /dev/input
+SYSTEM_UNITS = ("station-recorder.service", "station-console.service", "station-proxy.service",
+                "station-capture.service")
+LEGACY_UNITS = ("etc/systemd/user/station-capture.service",)   # older installs: capture as the candidate
 USER_UNITS = ("station-agent.service",)
+GRANT_SCRIPT = "usr/local/lib/station/session-grant"
+GRANT_AUTOSTART = "etc/xdg/autostart/station-session-grant.desktop"
+TMPFILES = "etc/tmpfiles.d/station.conf"
+PIPEWIRE_DROPIN = "etc/pipewire/pipewire-pulse.conf.d/station.conf"
 CAPTURE_SOCKET = "/run/station/capture.sock"
 
 SYSTEM_CONFIG = """\
@@ -64,12 +79,14 @@ SYSTEM_CONFIG = """\
 
 [station]
 id = "{station_id}"             # shown to assessors: set a unique id per PC (letters, digits, - _)
+mode = "exam"                   # refuses simulated (scenario) sources
 data_dir = "/var/lib/station"   # journals and keys (owner station, 0700)
 retention_days = 90
 headset = ""                    # headset id after `station calibrate` (config/headsets/<id>.toml)
 
 [handover]
-socket = "{socket}"  # capture (candidate session) -> recorder (system service)
+socket = "{socket}"  # capture (account station-capture) -> recorder (account station)
+capture_user = "{capture_user}"   # the only account the recorder accepts on the socket
 
 [publisher]
 enabled = true
@@ -123,8 +140,7 @@ class Plan:
 
     def unit_targets(self) -> list[tuple[str, Path]]:
         if self.scope == "system":
-            return ([(u, self.p("etc/systemd/system") / u) for u in SYSTEM_UNITS]
-                    + [(u, self.p("etc/systemd/user") / u) for u in SESSION_UNITS])
+            return [(u, self.p("etc/systemd/system") / u) for u in SYSTEM_UNITS]
         return [(u, self.home / ".config/systemd/user" / u) for u in USER_UNITS]
 
 
@@ -169,7 +185,7 @@ def render_unit(name: str, plan: Plan) -> str:
 
 def render_config(plan: Plan) -> str:
     if plan.scope == "system":
-        return SYSTEM_CONFIG.format(station_id=plan.station_id, socket=CAPTURE_SOCKET)
+        return SYSTEM_CONFIG.format(station_id=plan.station_id, socket=CAPTURE_SOCKET, capture_user=CAPTURE_ACCOUNT)
     return USER_CONFIG.format(path=plan.config_path, station_id=plan.station_id, data_dir=plan.data_dir)
 
 
@@ -181,8 +197,8 @@ def _ids(owner: str | None) -> tuple[int, int]:
     return pw.pw_uid, pw.pw_gid
 
 
-def ensure_account(name: str) -> Step:
-    """The system user and group ``name`` (no login, home /var/lib/station)."""
+def ensure_account(name: str, home: str = "/var/lib/station", comment: str = "exam station recorder") -> Step:
+    """The system user and group ``name`` (no login shell)."""
     try:
         pwd.getpwnam(name)
         return Step(f"user {name}", "unchanged")
@@ -193,8 +209,8 @@ def ensure_account(name: str) -> Step:
         group_opt = ["--gid", name]
     except KeyError:
         group_opt = ["--user-group"]
-    cmd = ["useradd", "--system", *group_opt, "--home-dir", "/var/lib/station", "--no-create-home",
-           "--shell", "/usr/sbin/nologin", "--comment", "exam station recorder", name]
+    cmd = ["useradd", "--system", *group_opt, "--home-dir", home, "--no-create-home",
+           "--shell", "/usr/sbin/nologin", "--comment", comment, name]
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as e:
@@ -202,6 +218,48 @@ def ensure_account(name: str) -> Step:
     if r.returncode != 0:
         raise UserError(f"cannot create the account {name}: {r.stderr.strip() or r.returncode}")
     return Step(f"user {name}", "created", "system account, no login")
+
+
+def _run_tool(cmd: list[str], what: str) -> None:
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise UserError(f"cannot {what}: {e}") from None
+    if r.returncode != 0:
+        raise UserError(f"cannot {what}: {r.stderr.strip() or r.returncode}")
+
+
+def ensure_in_groups(user: str, groups: tuple[str, ...]) -> Step:
+    """``user`` is a member of each existing group of ``groups`` (a missing group, e.g. ``input``
+    on a minimal system, is reported, not created)."""
+    added, missing = [], []
+    for g in groups:
+        try:
+            members = grp.getgrnam(g).gr_mem
+        except KeyError:
+            missing.append(g)
+            continue
+        if user not in members and pwd.getpwnam(user).pw_gid != grp.getgrnam(g).gr_gid:
+            _run_tool(["usermod", "-aG", g, user], f"add {user} to group {g}")
+            added.append(g)
+    detail = ", ".join([f"added to {g}" for g in added] + [f"no group {g} on this system" for g in missing])
+    return Step(f"groups of {user}", "updated" if added else "unchanged", detail)
+
+
+def ensure_only_members(group: str, allowed: set[str]) -> Step:
+    """Group ``group`` has no member outside ``allowed``: exam accounts that an older install
+    (or an admin following its docs) added to group ``station`` are taken out of it."""
+    try:
+        members = grp.getgrnam(group).gr_mem
+    except KeyError:
+        return Step(f"group {group}", "unchanged", "no such group")
+    extra = sorted(set(members) - allowed)
+    for user in extra:
+        _run_tool(["gpasswd", "-d", user, group], f"remove {user} from group {group}")
+    if extra:
+        return Step(f"group {group}", "updated", f"removed {', '.join(extra)}: only {', '.join(sorted(allowed))} "
+                                                  "may reach the hand-over socket")
+    return Step(f"group {group}", "unchanged")
 
 
 def ensure_dir(path: Path, mode: int, uid: int, gid: int) -> Step:
@@ -288,17 +346,40 @@ def ensure_station_key(keys_dir: Path, uid: int, gid: int) -> Step:
 
 
 # ---------------------------------------------------------------- install / uninstall
-def install(plan: Plan, *, create_account: bool = True) -> list[Step]:
+def check_code_is_root_owned(plan: Plan) -> Step:
+    """An exam PC's units must run code only root can change: the station package, the command
+    the units start and its interpreter. Raises UserError naming what others could write."""
+    import sys as _sys
+
+    from station import software
+    exe = Path(plan.exe)
+    bad = software.writable_by_others(extra=(exe, Path(os.path.realpath(_sys.executable))))
+    if bad:
+        raise UserError("the station's code could be changed by an account other than root, so the candidate "
+                        "might replace it: " + "; ".join(bad[:5]) + ". Install it root-owned (e.g. under /opt or "
+                        "/usr/local) or pass --allow-writable-code for a development machine", exit_code=2)
+    return Step("station code", "unchanged", "root-owned")
+
+
+def install(plan: Plan, *, create_account: bool = True, allow_writable_code: bool = False) -> list[Step]:
     steps: list[Step] = []
+    if plan.scope == "system" and not allow_writable_code:
+        steps.append(check_code_is_root_owned(plan))
     if plan.scope == "system":
         if create_account:
             steps.append(ensure_account(plan.owner))
         uid, gid = _ids(plan.owner)
         root_ids = (0, 0) if os.geteuid() == 0 else (os.getuid(), os.getgid())
+        if create_account:
+            steps.append(ensure_account(CAPTURE_ACCOUNT, "/nonexistent", "exam station capture"))
+            steps.append(ensure_in_groups(CAPTURE_ACCOUNT, CAPTURE_GROUPS))
+            steps.append(ensure_only_members(plan.owner, {CAPTURE_ACCOUNT}))
         steps.append(ensure_dir(plan.p("etc/station"), 0o755, *root_ids))
         steps.append(ensure_file(plan.config_path, render_config(plan), 0o644, *root_ids, keep_edits=True))
         for name, target in plan.unit_targets():
             steps.append(ensure_file(target, render_unit(name, plan), 0o644, *root_ids))
+        steps += install_session_grant(plan, root_ids)
+        steps += [_remove(plan.p(rel)) for rel in LEGACY_UNITS if plan.p(rel).exists()]
     else:
         uid, gid = os.getuid(), os.getgid()
         steps.append(ensure_file(plan.config_path, render_config(plan), 0o600, uid, gid, keep_edits=True))
@@ -311,10 +392,30 @@ def install(plan: Plan, *, create_account: bool = True) -> list[Step]:
     return steps
 
 
+def install_session_grant(plan: Plan, root_ids: tuple[int, int]) -> list[Step]:
+    """The login-time grant of the display and the sound server to the capture account: the
+    script, its XDG autostart entry, and the runtime directory of the sound grant's socket."""
+    script = (UNIT_DIR / "station-session-grant").read_text(encoding="utf-8")
+    desktop = ("[Desktop Entry]\nType=Application\nName=Exam station capture access\n"
+               f"Exec=/{GRANT_SCRIPT}\nNoDisplay=true\nX-GNOME-Autostart-Phase=Initialization\n")
+    tmpfiles = (f"# /run/station-audio: the sound server's socket for the capture account ({GRANT_SCRIPT})\n"
+                f"d /run/station-audio 1733 root {CAPTURE_ACCOUNT} -\n")
+    pipewire = ("# pipewire-pulse: also listen where the station's capture account connects "
+                "(/run/station-audio, reachable by group station-capture only)\n"
+                "pulse.properties = {\n    server.address = [ \"unix:native\" \"unix:/run/station-audio/native\" ]\n}\n")
+    return [ensure_file(plan.p(GRANT_SCRIPT), script, 0o755, *root_ids),
+            ensure_file(plan.p(GRANT_AUTOSTART), desktop, 0o644, *root_ids),
+            ensure_file(plan.p(TMPFILES), tmpfiles, 0o644, *root_ids),
+            ensure_file(plan.p(PIPEWIRE_DROPIN), pipewire, 0o644, *root_ids)]
+
+
 def uninstall(plan: Plan, *, purge: bool = False) -> list[Step]:
     steps: list[Step] = []
     for name, target in plan.unit_targets():
         steps.append(_remove(target))
+    if plan.scope == "system":
+        steps += [_remove(plan.p(rel)) for rel in (GRANT_SCRIPT, GRANT_AUTOSTART, TMPFILES, PIPEWIRE_DROPIN,
+                                                   *LEGACY_UNITS)]
     cfg = plan.config_path
     if cfg.exists():
         if cfg.read_text(encoding="utf-8", errors="replace") == render_config(plan) or purge:

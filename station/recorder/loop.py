@@ -30,14 +30,15 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from station import __version__
+from station import __version__, software
+from station.competences import CommandError
 from station.clock import boot_id, monotonic_ns, wall_anchor
 from station.config import Config
 from station.config import data_dir as config_data_dir
 from station.engine import Engine
 from station.errors import JournalError, UserError
 from station.eventqueue import EventQueue
-from station.events import DEFAULT_LAG_NS, Batch, SourceHealth
+from station.events import DEFAULT_LAG_NS, Batch, ExamControl, IntegrityEvent, SourceHealth
 from station.headset import load_profile, profile_warnings
 from station.protocol import packb
 from station.recorder.assessor_commands import command_to_event
@@ -79,18 +80,25 @@ class Recorder:
     publisher_factory: ``f(cfg, header, journal_path, on_command, clock=) -> publisher`` or None (no
     streaming). watermark: ``f(now_ns) -> ns`` up to which sources have delivered everything
     (default now - 1 s). sources_status: ``f() -> dict`` for the health beat.
+    initial_health: ``f() -> [SourceHealth]``, the sources' current states, journaled at the start
+    of every new session (an exam end opens one while the capture stays connected).
+    simulated: non-empty when this recorder's own sources are simulated (``station run --sources
+    scenario``): the reason, journaled as ``IntegrityEvent("simulated")`` in every session.
     """
 
     def __init__(self, cfg: Config, *, clock: Callable[[], int] = monotonic_ns, data_dir: Path | None = None,
                  publisher_factory=None, queue: EventQueue | None = None,
                  watermark: Callable[[int], int] | None = None,
-                 sources_status: Callable[[], dict] | None = None, resume: bool = True):
+                 sources_status: Callable[[], dict] | None = None, resume: bool = True,
+                 initial_health: Callable[[], list] | None = None, simulated: str = ""):
         self.cfg = cfg
         self.clock = clock
         self.data_dir = Path(data_dir) if data_dir is not None else config_data_dir(cfg)
         self.queue = queue if queue is not None else EventQueue()
         self.watermark_fn = watermark or (lambda now: now - DEFAULT_LAG_NS)
         self.sources_status = sources_status or (lambda: {})
+        self.initial_health = initial_health or (lambda: [])
+        self.simulated = simulated
         self.publisher_factory = publisher_factory
         self.resume = resume
         self.publisher = None
@@ -141,11 +149,20 @@ class Recorder:
                                    created_wall_ns=wall, boot_id=boot, software_version=__version__,
                                    config_hash=self.cfg.hash, config=self.cfg.as_dict())
             self.journal = Journal.create(self.data_dir, header)
+            ident = software.identity()
+            self.journal.set_meta("software", json.dumps(ident))
+            if ident["writable_by_others"]:
+                self.queue.put(IntegrityEvent(self.clock(), "software_writable",
+                                              "recorder's code: " + "; ".join(ident["writable_by_others"])))
             ref = read_reference_text(self.cfg)
             self.journal.set_meta("reference_text", ref)
             self.journal.set_meta("headset", json.dumps(self._headset_status()))
             self.journal.commit()
             self.engine = Engine(self.cfg, reference_text=ref)
+            for ev in self.initial_health():
+                self.queue.put(ev)
+            if self.simulated:
+                self.queue.put(IntegrityEvent(self.clock(), "simulated", self.simulated))
         if self.publisher_factory is not None:
             self.publisher = self.publisher_factory(self.cfg, self.journal.header, self.journal.path,
                                                     self.submit_command, clock=self.clock)
@@ -296,6 +313,10 @@ class Recorder:
         Raises CommandError (refused) or UserError (not journaled in time)."""
         now = self.clock()
         event = command_to_event(cmd, now, self.journal.header.created_mono_ns)
+        if isinstance(event, ExamControl) and event.action == "start":
+            blockers = self.exam_blockers()
+            if blockers:
+                raise CommandError("exam start refused: " + "; ".join(blockers))
         mark_id = getattr(event, "mark_id", "")
         if mark_id and any(m["mark_id"] == mark_id and m.get("key_fp", "") == event.key_fp for m in self.engine.marks):
             return {"journaled": True, "duplicate": True}
@@ -307,6 +328,17 @@ class Recorder:
         if not done.wait(timeout_s):
             raise UserError("the station did not journal the command in time")
         return result
+
+    def exam_blockers(self) -> list[str]:
+        """Why an exam may not start now: each source of ``station.exam_requires`` that has
+        reported a state other than "ok" (as of the last ingest cycle), with its detail."""
+        out = []
+        for source in self.cfg.station.exam_requires:
+            state = self.engine.health.get(source)
+            if state is not None and state != "ok":
+                detail = self.engine.health_detail.get(source, "")
+                out.append(f"{source} is {state}" + (f" ({detail})" if detail else ""))
+        return out
 
     # ---------------------------------------------------------------- end
     def end_session(self) -> None:

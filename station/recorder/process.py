@@ -17,7 +17,7 @@ from station.config import data_dir as config_data_dir
 from station.eventqueue import EventQueue
 from station.handover import handover_path
 from station.signals import install_stop_signals
-from station.recorder.handover_server import HandoverServer
+from station.recorder.handover_server import HandoverServer, LinkPolicy
 from station.recorder.loop import Recorder
 
 log = logging.getLogger(__name__)
@@ -65,11 +65,11 @@ def run_recorder(cfg: Config, *, data_dir: Path | None = None, stop: threading.E
     root = Path(data_dir) if data_dir is not None else config_data_dir(cfg)
     queue = EventQueue()
     server = HandoverServer(handover_path(cfg, root), queue, station_id=cfg.station.id,
-                            max_frame_bytes=cfg.handover.max_frame_bytes, gap_alert_ms=cfg.handover.gap_alert_ms)
+                            max_frame_bytes=cfg.handover.max_frame_bytes, gap_alert_ms=cfg.handover.gap_alert_ms,
+                            policy=LinkPolicy.from_config(cfg))
     rec = Recorder(cfg, data_dir=root, publisher_factory=publisher_factory(cfg), queue=queue,
-                   watermark=server.watermark,
-                   sources_status=lambda: {"capture": {"link": server.link_state, **server.capture_status,
-                                                       "peer": server.peer, "stats": dict(server.stats)}})
+                   watermark=server.watermark, sources_status=lambda: {"capture": server.status()},
+                   initial_health=server.health_now)
     rec.open_session()
     server.start()
     log.info("recorder running: station %s, session %s, hand-over %s", cfg.station.id,

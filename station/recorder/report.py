@@ -76,6 +76,7 @@ def build_report(journal, exact: bool = False, anchor: dict | None = None) -> di
         "data_gaps": gaps,
         "synthetic_input": {"keys": eng.injected["keys"], "mouse": eng.injected["mouse"],
                             "first_wall": _iso(h.wall_ns(eng.injected_first_ns)) if eng.injected_first_ns else None},
+        "security": _security(journal, eng),
         "contacts": contacts,
         "competences": evidence,
         "agreement": exam_agreement({cid: c["assessors"] for cid, c in evidence.items()}),
@@ -83,6 +84,21 @@ def build_report(journal, exact: bool = False, anchor: dict | None = None) -> di
         "marks": eng.marks,
         "timeline": timeline(eng, "session", start, end),
     }
+
+
+def _security(journal, eng) -> dict:
+    """What the recorder refused or dropped (``IntegrityEvent``s, every one listed), whether the
+    session was fed by simulated sources, and the software of the recorder and of the capture."""
+    events = [dict(e, wall=_iso(journal.header.wall_ns(e["t_ns"]))) for e in eng.integrity_events]
+    counts = {k: v for k, v in eng.integrity.items() if k != "simulated"}
+    try:
+        recorder_sw = json.loads(journal.get_meta("software") or "{}")
+    except ValueError:
+        recorder_sw = {}
+    captures = sorted({d for d in eng.health_log.get("capture", []) if d.startswith("capture connected")})
+    return {"ok": not counts and not eng.simulated, "simulated": eng.simulated, "counts": counts,
+            "events": [e for e in events if e["kind"] != "simulated"],
+            "recorder_software": recorder_sw, "capture_links": captures}
 
 
 def _headset_status(journal) -> dict:

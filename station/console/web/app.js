@@ -121,6 +121,7 @@ function cardEl(c) {
   return h("div", {class: `card${c.red ? " red" : ""}`, "data-station": c.id, "data-state": stateLabel,
       onclick: () => { location.hash = `#/station/${encodeURIComponent(c.id)}`; }},
     h("h3", {}, h("span", {}, c.id), h("span", {class: `state ${stateLabel}`}, stateLabel)),
+    c.simulated ? h("div", {class: "simulated", "data-field": "simulated"}, "SIMULATED — not an exam record") : null,
     h("div", {class: "cand"}, c.candidate.id ? `${c.candidate.name || ""} (${c.candidate.id})` : "no candidate assigned",
       c.exam.started ? (c.exam.ended ? " · exam ended" : " · exam running") : ""),
     h("div", {class: "fig", "data-field": "contact"}, `Contact: ${contact}`),

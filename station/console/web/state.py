@@ -320,6 +320,15 @@ class Room:
                                                       f"{_num(inj.get('mouse')) or 0} mouse events injected"})
         if st.rewound:
             alerts.append({"type": "journal_rewound", "text": st.rewound})
+        integ = st.totals.get("integrity") or {}
+        if isinstance(integ, dict):
+            bad = {k: v for k, v in integ.items() if k != "simulated" and _num(v)}
+            if bad:
+                alerts.append({"type": "integrity", "text": "hand-over refused/dropped: "
+                               + ", ".join(f"{k} {_num(v)}" for k, v in sorted(bad.items()))})
+        simulated = bool(st.totals.get("simulated"))
+        if simulated:
+            alerts.append({"type": "simulated", "text": "SIMULATED: scenario (demo/test) data, not an exam"})
         cal = st.headset_calibrated()
         if cal is False:
             alerts.append({"type": "headset", "text": "headset not calibrated"})
@@ -330,7 +339,7 @@ class Room:
         s1 = st.totals.get("s1_share")
         s3 = st.totals.get("s3_share")
         return {"id": sid, "state": state, "detail": conn.get("detail", ""), "session": st.session,
-                "red": state != "connected" or silent, "last_rx_age_s": age,
+                "red": state != "connected" or silent, "simulated": simulated, "last_rx_age_s": age,
                 "candidate": {"id": st.exam.get("candidate_id", ""), "name": st.exam.get("candidate_name", "")},
                 "exam": {"started": "start_ns" in st.exam, "ended": "end_ns" in st.exam},
                 "contact": contact, "live": st.live, "s1_share": s1, "s3_share": s3,
