@@ -103,7 +103,7 @@ def anchor_text(a: dict | None, problems: list[str] | None) -> str:
             f"(latest: {last.get('blocks', '–')} blocks, message {last.get('last_seq', '–')})")
     if f:
         text += (f"; exam-end anchor {f['blocks']} blocks / message {f['last_seq']}, station signature "
-                 f"{'valid' if f['station_signature_ok'] else 'MISSING or INVALID'}, countersigned by "
+                 f"{'valid' if f['station_signature_ok'] else 'INVALID' if f.get('sign_key') else 'none (station without a key: demo)'}, countersigned by "
                  f"{', '.join(f['countersigned_by']) or 'no console'}")
     return text
 
