@@ -162,6 +162,12 @@ def test_a_row_rewritten_and_rechained_consistently(exam):
         assert any(b"forged note!!" in m.body for m in j.iter_messages(kinds=["mark"]))
     p = verify(data, exam["first"], "--against", str(exam["exported"]))
     assert p.returncode == 3 and "rewritten" in p.stdout, p.stdout
+    out = exam["root"] / "rewrite-report"
+    p = run("--config", str(exam["cfg"]), "report", exam["first"], "--data-dir", str(data), "--against",
+            str(exam["exported"]), "--out", str(out))
+    assert p.returncode == 1 and "rewritten" in p.stdout, p.stdout + p.stderr
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["integrity"]["ok"] is False and "rewritten" in (out / "report.html").read_text()
 
 
 def test_a_deleted_session_is_missed(exam):
