@@ -208,6 +208,14 @@ SCHEMA: dict[str, dict[str, Field | Table]] = {
         "http_port": Field("int", 1, 65535),
         "silent_ms": Field("int", 200, 600_000),
         "clock_warn_ms": Field("int", 1, 86_400_000),
+        "tls_cert_file": Field("str"),
+        "tls_key_file": Field("str"),
+        "assessor": Table({
+            "id": Field("str", pattern=ID_PATTERN),
+            "name": Field("str"),
+            "secret_key_file": Field("str"),
+            "password_hash": Field("str", pattern=r"scrypt\$\S+"),
+        }, max_items=16),
         "station": Table({
             "id": Field("str", pattern=ID_PATTERN),
             "pub_endpoint": Field("str", pattern=ENDPOINT_PATTERN),

@@ -159,7 +159,8 @@ class FocusChange:
 @dataclass(frozen=True, slots=True)
 class ContactMarker:
     """Explicit contact boundary. action: "start" | "end"; kind: "phone" | "chat" | "email".
-    contact_ref: identifies the contact across its start and end; assessor_id: who set it."""
+    contact_ref: identifies the contact across its start and end; assessor_id: who set it;
+    key_fp: fingerprint of the console key that sent it (``keys.fingerprint``; "" = none)."""
 
     STREAM: ClassVar[str] = "contact"
     t_ns: int
@@ -167,12 +168,15 @@ class ContactMarker:
     kind: str
     contact_ref: str = ""
     assessor_id: str = ""
+    key_fp: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class AssessorMark:
     """An assessor's observation. kind: "observed" | "not_observed" | "counter" | "note".
-    competence: an id of STANDARD.md (S1..S4, D1..D7, C1..C8). mark_id: unique, from the console."""
+    competence: an id of STANDARD.md (S1..S4, D1..D7, C1..C8). mark_id: unique, from the console.
+    assessor_id/assessor_name: the assessor the sending key is bound to on the station; key_fp:
+    that key's fingerprint ("" = no key: plaintext demo, or an old journal)."""
 
     STREAM: ClassVar[str] = "mark"
     t_ns: int
@@ -182,6 +186,7 @@ class AssessorMark:
     kind: str
     text: str = ""
     mark_id: str = ""
+    key_fp: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +199,7 @@ class ExamControl:
     candidate_id: str = ""
     candidate_name: str = ""
     assessor_id: str = ""
+    key_fp: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +260,10 @@ def _columns_of(cls: type) -> list[tuple[str, str]]:
 
 
 COLUMNS: dict[str, list[tuple[str, str]]] = {name: _columns_of(cls) for name, cls in STREAMS.items()}
+# a column added to an event later decodes as its default in batches written before it existed
+DEFAULTS: dict[str, dict[str, Any]] = {
+    name: {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+    for name, cls in STREAMS.items()}
 # one tuple of an event's field values (every stream has t_ns and more, so always a tuple)
 _ROW_OF = {name: operator.attrgetter(*(col for col, _ in cols)) for name, cols in COLUMNS.items()}
 assert all(len(cols) >= 2 for cols in COLUMNS.values())
@@ -457,6 +467,10 @@ def decode_batch(data: bytes, *, max_decoded_bytes: int = MAX_DECODED_BYTES, max
         n = None
         for col, kind in COLUMNS[name]:
             raw = cols.get(col)
+            if raw is None and n is not None and col in DEFAULTS[name]:
+                dflt = DEFAULTS[name][col]   # written before this column existed
+                out[col] = [dflt] * n if kind == "str" else np.full(n, dflt, dtype=bool if kind == "bool" else np.int64)
+                continue
             rows = len(raw) if isinstance(raw, list) else len(raw) // 8 if isinstance(raw, bytes) else 0
             if max_rows is not None and rows > max_rows:
                 raise TooLargeError(f"batch stream {name} has {rows} rows (at most {max_rows} allowed)")

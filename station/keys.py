@@ -8,12 +8,21 @@ The station lets in only consoles whose public certificate lies in its allow-lis
 (``publisher.authorized_keys_dir``); ``AllowList`` is the ZAP credentials provider and re-reads
 the directory when it changes, so ``station keys authorize`` takes effect without a restart.
 
+Assessor = key: ``authorize(..., assessor_id=, assessor_name=)`` also writes ``<name>.assessor``
+(JSON ``{"assessor_id", "assessor_name", "public_key"}``) beside ``<name>.key``. The station takes
+the assessor of every command from the key that sent it (``AllowList.assessor_of``); a key
+without such a binding may follow the station but not send commands. One assessor id is bound to
+one key. ``fingerprint(key)`` (32 hex digits of SHA-256 over the 32-byte key) is what the journal
+records with every mark and command.
+
 Failure modes: a missing, unreadable, malformed or too-open key file raises ``UserError`` with
 the path and what to do.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -24,6 +33,7 @@ from pathlib import Path
 
 import zmq
 import zmq.auth
+import zmq.utils.z85
 
 from station.config import data_dir
 from station.errors import UserError
@@ -109,9 +119,24 @@ def _load_cert(path: Path) -> tuple[bytes, bytes | None]:
     return pub, sec
 
 
-def authorize(public_file: Path, directory: Path, name: str | None = None) -> Path:
-    """Copy a console's public certificate into the allow-list directory. Refuses a file that
-    contains a secret key (it must never be copied around)."""
+def fingerprint(z85: str | bytes) -> str:
+    """32 hex digits of SHA-256 over the 32-byte CURVE public key given as Z85 ("" for "")."""
+    if isinstance(z85, str):
+        z85 = z85.encode("ascii", "replace")
+    if not z85:
+        return ""
+    try:
+        raw = zmq.utils.z85.decode(z85)
+    except Exception:
+        raw = z85
+    return hashlib.sha256(raw).hexdigest()[:32]
+
+
+def authorize(public_file: Path, directory: Path, name: str | None = None,
+              assessor_id: str | None = None, assessor_name: str = "") -> Path:
+    """Copy a console's public certificate into the allow-list directory; with ``assessor_id``
+    bind the key to that assessor (``<name>.assessor``). Refuses a file that contains a secret
+    key (it must never be copied around), and an assessor id already bound to another key."""
     public_file = Path(public_file).expanduser()
     pub, sec = _load_cert(public_file)
     if sec is not None:
@@ -126,11 +151,43 @@ def authorize(public_file: Path, directory: Path, name: str | None = None) -> Pa
     for other in directory.glob("*.key"):
         if other != target and _safe_public(other) == pub:
             raise UserError(f"this key is already authorized as {other}")
+    if assessor_id is not None:
+        if not NAME.fullmatch(assessor_id):
+            raise UserError(f"assessor id {assessor_id!r}: use letters, digits, '.', '-', '_' (at most 64)", 2)
+        if len(assessor_name) > 128:
+            raise UserError("assessor name: at most 128 characters", 2)
+        for other in directory.glob("*.assessor"):
+            bound = _read_binding(other)
+            if bound and bound["assessor_id"] == assessor_id and other.stem != name:
+                raise UserError(f"assessor {assessor_id!r} is already bound to another key ({other}); "
+                                "one assessor, one key: remove that binding first")
+    binding = directory / f"{name}.assessor"
     tmp = directory / f".{name}.key.tmp"
     shutil.copyfile(public_file, tmp)
     os.chmod(tmp, 0o644)
+    if assessor_id is None:
+        binding.unlink(missing_ok=True)
+    else:
+        btmp = directory / f".{name}.assessor.tmp"
+        btmp.write_text(json.dumps({"assessor_id": assessor_id, "assessor_name": assessor_name,
+                                    "public_key": pub.decode("ascii")}) + "\n")
+        os.chmod(btmp, 0o644)
+        os.replace(btmp, binding)
     os.replace(tmp, target)
     return target
+
+
+def _read_binding(path: Path) -> dict | None:
+    """A ``.assessor`` file's content, or None when unreadable or malformed."""
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if (not isinstance(d, dict) or not isinstance(d.get("assessor_id"), str)
+            or not NAME.fullmatch(d["assessor_id"]) or not isinstance(d.get("assessor_name", ""), str)
+            or not isinstance(d.get("public_key"), str)):
+        return None
+    return d
 
 
 def _safe_public(path: Path) -> bytes | None:
@@ -147,7 +204,8 @@ class AllowList:
     ``callback(domain, key)`` is called by the authenticator thread with a Z85 key (bytes) and
     answers whether it may connect; the directory is re-read when its mtime changes (checked at
     most once per ``recheck_s``). ``name_of(z85)`` gives the certificate's file name (the console
-    name), used to identify who sent a command. Counters: ``accepted``, ``rejected``.
+    name); ``assessor_of(z85)`` the (assessor id, name) the key is bound to, or None.
+    Counters: ``accepted``, ``rejected``.
     """
 
     def __init__(self, directory: Path, recheck_s: float = 1.0):
@@ -157,6 +215,7 @@ class AllowList:
         self.rejected = 0
         self._lock = threading.Lock()
         self._keys: dict[bytes, str] = {}
+        self._assessors: dict[bytes, tuple[str, str]] = {}
         self._mtime: float | None = None
         self._checked = 0.0
         self._reload(force=True)
@@ -173,13 +232,17 @@ class AllowList:
         if not force and mtime == self._mtime:
             return
         keys: dict[bytes, str] = {}
+        assessors: dict[bytes, tuple[str, str]] = {}
         if mtime is not None:
             for p in sorted(self.directory.glob("*.key")):
                 pub = _safe_public(p)
                 if pub:
                     keys[pub] = p.name.removesuffix(".key")
+                    b = _read_binding(p.with_suffix(".assessor"))
+                    if b and b["public_key"].encode("ascii", "replace") == pub:  # a stale binding binds nothing
+                        assessors[pub] = (b["assessor_id"], b.get("assessor_name", ""))
         with self._lock:
-            self._keys, self._mtime = keys, mtime
+            self._keys, self._assessors, self._mtime = keys, assessors, mtime
 
     def callback(self, domain: str, key: bytes) -> bool:
         self._reload()
@@ -196,6 +259,13 @@ class AllowList:
             z85 = z85.encode("ascii", "replace")
         with self._lock:
             return self._keys.get(z85, "")
+
+    def assessor_of(self, z85: str | bytes) -> tuple[str, str] | None:
+        if isinstance(z85, str):
+            z85 = z85.encode("ascii", "replace")
+        self._reload()
+        with self._lock:
+            return self._assessors.get(z85)
 
     def __len__(self) -> int:
         with self._lock:

@@ -89,6 +89,32 @@ def fmt_value(v) -> str:
 _fmt = fmt_value
 
 
+def anchor_text(a: dict | None, problems: list[str] | None) -> str:
+    """One line on the anchors a journal was checked against (``a`` None: not checked;
+    ``problems`` None: what a console holds, nothing compared)."""
+    if a is None:
+        return "not checked against a console's anchors (station report --against STORE)"
+    if not a["heads_received"] and not a["final"]:
+        return "NO ANCHOR: the given store knows nothing of this session"
+    last = a["latest"] or {}
+    f = a["final"]
+    verb = "this console holds" if problems is None else "agrees with" if not problems else "DIFFERS from"
+    text = (f"{verb} {a['heads_received']} chain heads received from the station "
+            f"(latest: {last.get('blocks', '–')} blocks, message {last.get('last_seq', '–')})")
+    if f:
+        text += (f"; exam-end anchor {f['blocks']} blocks / message {f['last_seq']}, station signature "
+                 f"{'valid' if f['station_signature_ok'] else 'INVALID' if f.get('sign_key') else 'none (station without a key: demo)'}, countersigned by "
+                 f"{', '.join(f['countersigned_by']) or 'no console'}")
+    return text
+
+
+def agreement_text(ag: dict) -> str:
+    """One line: the two assessors' agreement over the competences (Cohen's kappa)."""
+    if not ag or not ag.get("n"):
+        return "no competence rated by two assessors"
+    kappa = "undefined (one verdict throughout)" if ag["kappa"] is None else f"{ag['kappa']:.2f}"
+    out = f"{' / '.join(ag['raters'])}: {ag['agree']} of {ag['n']} verdicts alike, Cohen's kappa {kappa}"
+    return out + (f"; disagree on {', '.join(ag['disagreements'])}" if ag.get("disagreements") else "")
 SIMULATED_BANNER = ('<p class="bad" style="font-size:18px;border:3px solid #a00;padding:8px">SIMULATED: this '
                     'session was fed by scenario (demo/test) sources. It is not an exam record.</p>')
 
@@ -134,7 +160,9 @@ td,th{{border:1px solid #bbb;padding:3px 6px;font-size:12px;vertical-align:top}}
 <tr><th>Time (UTC)</th><td>{esc(s['wall_start'])} – {esc(s['wall_end'])} ({s['duration_ms'] // 60000} min)</td></tr>
 <tr><th>Software</th><td>station {esc(rep['software_version'])} (session recorded with {esc(s['session_software_version'])}), config {esc(s['config_hash'][:12])}</td></tr>
 <tr><th>Headset calibration</th><td>{_fmt(rep['headset'])}</td></tr>
-<tr><th>Integrity</th><td class="{'ok' if integ['ok'] else 'bad'}">{'journal intact, replay reproduces the published figures' if integ['ok'] else esc('; '.join(integ['journal_problems'] + integ['replay_mismatches'])[:2000])}</td></tr>
+<tr><th>Integrity</th><td class="{'ok' if integ['ok'] else 'bad'}">{'journal intact, replay reproduces the published figures' if integ['ok'] else esc('; '.join(integ['journal_problems'] + integ.get('anchor_problems', []) + integ['replay_mismatches'])[:2000])}</td></tr>
+<tr><th>Anchor (consoles)</th><td class="{'na' if integ.get('anchor') is None else 'ok' if not integ.get('anchor_problems') else 'bad'}">{esc(anchor_text(integ.get('anchor'), integ.get('anchor_problems') or []))}</td></tr>
+<tr><th>Agreement</th><td>{esc(agreement_text(rep.get('agreement') or {}))}</td></tr>
 <tr><th>Synthetic input</th><td class="{'ok' if not (rep['synthetic_input']['keys'] or rep['synthetic_input']['mouse']) else 'bad'}">{'none detected' if not (rep['synthetic_input']['keys'] or rep['synthetic_input']['mouse']) else esc(f"{rep['synthetic_input']['keys']} key presses and {rep['synthetic_input']['mouse']} mouse events were injected (XTEST), first at {rep['synthetic_input']['first_wall']}")}</td></tr>
 <tr><th>Hand-over security</th><td class="{'ok' if not rep['security']['counts'] else 'bad'}">{_security_text(rep['security'])}</td></tr>
 <tr><th>Code identity</th><td>{_software_text(rep['security'])}</td></tr>
@@ -147,7 +175,9 @@ td,th{{border:1px solid #bbb;padding:3px 6px;font-size:12px;vertical-align:top}}
         c = rep["competences"][cid]
         auto = c["auto"]
         cls = "na" if auto is None else ("ok" if auto else "bad")
-        ass = "<br>".join(f"{esc(v['name'] or a)}: {esc(v['verdict'])}" for a, v in c["assessors"].items()) or "–"
+        ass = "<br>".join(f"{esc(v['name'] or a)}: {esc(v['verdict'])} (key {esc(v.get('key_fp') or 'none')})"
+                          for a, v in c["assessors"].items()) or "–"
+        ass += "".join(f"<br>consensus {esc(v['name'] or a)}: {esc(v['verdict'])}" for a, v in c.get("consensus", {}).items())
         parts.append(f"<tr><td>{cid}</td><td>{esc(c['title'])}</td><td>{_fmt(c['figures'])}</td>"
                      f"<td>{esc(c['rule'])}</td><td class='{cls}'>{_fmt(auto) if auto is not None else 'assessor'}</td>"
                      f"<td>{ass}</td><td class='{'ok' if c['proven'] else 'na'}'>{'proven' if c['proven'] else 'not proven'}</td></tr>")
@@ -167,10 +197,10 @@ td,th{{border:1px solid #bbb;padding:3px 6px;font-size:12px;vertical-align:top}}
         parts.append(f"<div class='contact'><h3>Contact {n}: {esc(c['kind'])}, {c['duration_ms'] / 1000:.1f} s</h3>"
                      + svg_timeline(c["timeline"]) + "</div>")
     if rep["marks"]:
-        parts.append("<h2>Assessor marks</h2><table><tr><th>Time (UTC)</th><th>Assessor</th><th>Competence</th><th>Kind</th><th>Note</th></tr>")
+        parts.append("<h2>Assessor marks</h2><table><tr><th>Time (UTC)</th><th>Assessor</th><th>Key</th><th>Competence</th><th>Kind</th><th>Note</th></tr>")
         for m in rep["marks"]:
             parts.append(f"<tr><td>{esc(iso_utc(rep['session']['wall_start_ns'] + m['t_ns'] - s['start_ns'])[11:23])}</td><td>{esc(m['assessor_name'] or m['assessor_id'])}</td>"
-                         f"<td>{esc(m['competence'])}</td><td>{esc(m['kind'])}</td><td>{esc(m['text'])}</td></tr>")
+                         f"<td>{esc(m.get('key_fp') or 'none')}</td><td>{esc(m['competence'])}</td><td>{esc(m['kind'])}</td><td>{esc(m['text'])}</td></tr>")
         parts.append("</table>")
     parts.append("</body></html>")
     return "\n".join(parts)

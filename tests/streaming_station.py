@@ -124,7 +124,8 @@ from tests.support import free_port  # noqa: E402,F401 (the harnesses' port pick
 class Rig:
     """Keys and config files for one station and its consoles under ``root``.
 
-    Keys: station, console-a, console-b (authorized), intruder (not authorized), proxy (authorized).
+    Keys: station, console-a, console-b (authorized, each bound to the assessor of its name),
+    intruder (not authorized), proxy (authorized, bound to no assessor).
     """
 
     def __init__(self, root: Path, station_id: str = "st-1"):
@@ -135,8 +136,9 @@ class Rig:
         self.allow = self.root / "allow"
         for name in ("station", "console-a", "console-b", "intruder", "proxy"):
             keys.generate(self.kdir, name)
-        for name in ("console-a", "console-b", "proxy"):
-            keys.authorize(self.kdir / f"{name}.key", self.allow)
+        for name in ("console-a", "console-b"):
+            keys.authorize(self.kdir / f"{name}.key", self.allow, assessor_id=name, assessor_name=f"Assessor {name}")
+        keys.authorize(self.kdir / "proxy.key", self.allow)
         self.pub_port, self.req_port = free_port(), free_port()
         self.station_cfg = self.root / "station.toml"
         self.station_cfg.write_text(f"""

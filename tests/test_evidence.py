@@ -6,8 +6,10 @@ from station.events import AssessorMark, KeyClass, KeyEvent
 from tests.engine_helpers import S, focus, marker, run, speech, typing
 
 
-def mark(t_s, assessor, competence, kind, text=""):
-    return AssessorMark(int(t_s * S), assessor, assessor.upper(), competence, kind, text, f"{assessor}-{t_s}")
+def mark(t_s, assessor, competence, kind, text="", key=None):
+    """A journaled mark; ``key``: the fingerprint of the key that sent it (default: one per assessor)."""
+    return AssessorMark(int(t_s * S), assessor, assessor.upper(), competence, kind, text, f"{assessor}-{t_s}",
+                        key if key is not None else f"fp-{assessor}")
 
 
 def chars(t_s, text, step=0.2):
@@ -88,7 +90,29 @@ def test_c3_counters_per_contact_and_two_assessor_agreement():
     assert e["C1"]["proven"] is True         # both observed
     assert e["C2"]["proven"] is False        # they disagree
     assert e["C4"]["proven"] is False        # only one assessor
+    assert e["C2"]["disagree"] is True and e["C1"]["disagree"] is False
     assert set(e) == set(COMPETENCE_IDS)
+
+
+def test_proven_needs_two_keys_and_a_disagreement_ends_only_with_both_keys():
+    ev = [mark(1, "a1", "C5", "observed"), mark(2, "a2", "C5", "observed", key="fp-a1")]   # one key, two ids
+    ev += [mark(3, "a1", "C6", "observed", key=""), mark(4, "a2", "C6", "observed", key="")]  # no keys (plaintext)
+    ev += [mark(5, "a1", "C7", "observed"), mark(6, "a2", "C7", "not_observed")]
+    ev += [mark(7, "a1", "C7", "consensus_observed")]                                # one key's consensus only
+    ev += [mark(5, "a1", "C8", "observed"), mark(6, "a2", "C8", "not_observed")]
+    ev += [mark(7, "a1", "C8", "consensus_observed"), mark(8, "a2", "C8", "consensus_observed")]
+    ev += [mark(5, "a1", "D6", "observed"), mark(6, "a2", "D6", "not_observed")]
+    ev += [mark(7, "a1", "D6", "consensus_not_observed"), mark(8, "a2", "D6", "consensus_not_observed")]
+    eng, _ = run(ev, end_s=10)
+    e = session_evidence(eng)
+    assert e["C5"]["proven"] is False and e["C6"]["proven"] is False
+    assert e["C7"]["proven"] is False and e["C7"]["disagree"] is True
+    assert e["C8"]["proven"] is True
+    # the original verdicts stay in the record beside the consensus
+    assert e["C8"]["assessors"]["a2"]["verdict"] == "not_observed" and e["C8"]["disagree"] is True
+    assert set(e["C8"]["consensus"]) == {"a1", "a2"}
+    assert e["D6"]["proven"] is False
+    assert e["C8"]["assessors"]["a1"]["key_fp"] == "fp-a1"
 
 
 def test_c5_c6_spurts_and_dead_air_over_the_session():

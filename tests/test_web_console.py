@@ -7,13 +7,24 @@ all four. Screenshots and the report PDF go to test-artifacts/ (git-ignored).
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 
 import pytest
 
 from tests.support import require
-from tests.web_harness import ARTIFACTS, CHROMIUM, CurveStation, DemoStation, WebConsole, browser, page_errors, wait_for
+from tests.web_harness import (
+    ARTIFACTS,
+    CHROMIUM,
+    CurveStation,
+    DemoStation,
+    WebConsole,
+    assessor_key,
+    browser,
+    page_errors,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.real, pytest.mark.slow, pytest.mark.timeout(300)]
 XSS = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned=2"><b>bold</b>'
@@ -25,15 +36,16 @@ def room(tmp_path_factory):
     pytest.importorskip("playwright.sync_api")
     root = tmp_path_factory.mktemp("webroom")
     ARTIFACTS.mkdir(exist_ok=True)
-    demos = [DemoStation(root, f"st-{n}", seed=n, speed=10.0) for n in (1, 2, 3)]
-    bad = CurveStation(root)
+    assessors = [("anna", "Anna A."), ("bert", "Bert B.")]
+    demos = [DemoStation(root, f"st-{n}", seed=n, speed=10.0, assessors=assessors) for n in (1, 2, 3)]
+    bad = CurveStation(root)    # has not authorised anna's and bert's keys
     procs = demos + [bad]
     cons = []
     try:
         for s in procs:
             s.start()
-        a = WebConsole(root, "anna", procs, "Anna A.", secret_key_file=bad.console_secret)
-        b = WebConsole(root, "bert", procs, "Bert B.", secret_key_file=bad.console_secret)
+        a = WebConsole(root, "anna", procs, "Anna A.", secret_key_file=assessor_key(root, "anna"))
+        b = WebConsole(root, "bert", procs, "Bert B.", secret_key_file=assessor_key(root, "bert"))
         cons = [a.start(), b.start()]
         for c in cons:
             wait_for(lambda: all(x["state"] == "connected" and x["session"] for x in c.get("/api/room")["stations"][:3]),
@@ -94,7 +106,8 @@ def test_exam_marks_counters_contact_and_report(room):
         row.get_by_role("button", name="Start exam").click()
         wait_for(lambda: card(a, "st-1")["exam"]["started"] and card(a, "st-1")["candidate"]["id"] == "CAND-0042",
                  15, "exam assigned and started (journaled on the station, back through the stream)")
-        assert card(room["b"], "st-1")["candidate"]["name"] == "Zoë <i>Tester</i>"  # the other console sees it too
+        wait_for(lambda: card(room["b"], "st-1")["candidate"]["name"] == "Zoë <i>Tester</i>", 15,
+                 "the other console sees the candidate too")
 
         # station view: a mark with HTML/script in the note
         page.goto(a.url + "/#/station/st-1")
@@ -103,8 +116,8 @@ def test_exam_marks_counters_contact_and_report(room):
         page.select_option("#mark-form select[name=kind]", "observed")
         page.fill("#mark-form textarea", XSS)
         page.click("#place-mark")
-        page.wait_for_function("document.querySelector('#marks') && document.querySelector('#marks').innerText.includes('window.__pwned = 1')",
-                               timeout=15000)
+        # (the page's CSP forbids eval, so waits use locators, not wait_for_function)
+        page.locator("#marks", has_text="window.__pwned = 1").wait_for(timeout=15000)
         assert page.evaluate("window.__pwned") is None
         assert page.locator("#marks b, #marks img, #board b, #board img").count() == 0
         # counters: one click and one keyboard shortcut
@@ -113,7 +126,7 @@ def test_exam_marks_counters_contact_and_report(room):
         page.keyboard.press("2")
         wait_for(lambda: (lambda d: d["counters"]["C1"].get("anna", 0) >= 1 and d["counters"]["C2"].get("anna", 0) >= 1)(
             a.get("/api/station/st-1")), 15, "C1 and C2 counted")
-        page.wait_for_function("document.querySelector('[data-count=C2]').innerText.startsWith('1')", timeout=5000)
+        page.locator("[data-count=C2]", has_text=re.compile(r"^1")).wait_for(timeout=5000)
         marks = a.get("/api/station/st-1")["marks"]
         counters = [m for m in marks if m["kind"] == "counter"]
         assert {m["competence"] for m in counters} >= {"C1", "C2"}
@@ -164,8 +177,8 @@ def test_two_assessors_agreement(room):
     wait_for(lambda: "anna" in proven(b, "C7")["verdicts"], 15, "anna's mark at bert's console")
     assert proven(a, "C7")["proven"] is False and proven(b, "C7")["proven"] is False  # one assessor is not enough
     assert b.post("/api/station/st-2/mark", {"competence": "C7", "kind": "not_observed", "text": "bert did not"})[0] == 200
-    wait_for(lambda: "bert" in proven(a, "C7")["verdicts"], 15, "bert's mark at anna's console")
     for c in (a, b):
+        wait_for(lambda: "bert" in proven(c, "C7")["verdicts"], 15, f"bert's mark at {c.name}'s console")
         row = proven(c, "C7")
         assert row["verdicts"]["anna"]["verdict"] == "observed" and row["verdicts"]["bert"]["verdict"] == "not_observed"
         assert row["proven"] is False
@@ -262,8 +275,8 @@ def test_console_restart_and_browser_reload_keep_state(room):
         assert after["candidate"] == before["candidate"] and after["candidate"]["id"] == "CAND-0042"
         assert any(m.get("text") == "before restart" for m in after["marks"])
         assert len(after["contact_list"]) >= len(before["contact_list"])
-        page.wait_for_function("document.querySelector('#marks').innerText.includes('before restart')", timeout=10000)
+        page.locator("#marks", has_text="before restart").wait_for(timeout=10000)
         page.reload()
-        page.wait_for_function("document.querySelector('#marks') && document.querySelector('#marks').innerText.includes('before restart')",
+        page.locator("#marks", has_text="before restart").wait_for(
                                timeout=10000)
         assert "CAND-0042" in page.inner_text("#st-info")

@@ -31,9 +31,11 @@ def summary(t, spans=None, focus=None, dead_ms=0, contact=None):
             "focus": focus or [], "health": {}, "exam": {}}
 
 
-def mark(assessor, competence, kind, text="", t=0):
+def mark(assessor, competence, kind, text="", t=0, key=None):
+    """A journaled mark body; ``key``: the sending key's fingerprint (default: one per assessor)."""
     return {"type": "mark", "mark_id": f"{assessor}-{competence}-{kind}-{t}", "assessor_id": assessor,
-            "assessor_name": assessor.title(), "competence": competence, "kind": kind, "text": text, "t_ns": t}
+            "assessor_name": assessor.title(), "competence": competence, "kind": kind, "text": text, "t_ns": t,
+            "key_fp": f"fp-{assessor}" if key is None else key}
 
 
 def cfg():
@@ -88,6 +90,16 @@ def test_proven_only_when_two_assessors_agree_and_latest_verdict_counts():
     room.apply([msg(5, "mark", 5 * S, mark("anna", "C1", "counter")), msg(6, "mark", 6 * S, mark("bert", "C1", "counter")),
                 msg(7, "mark", 7 * S, mark("anna", "C1", "counter"))])
     assert room.stations["st-1"].counters()["C1"] == {"anna": 2, "bert": 1}
+    # one key under two assessor ids, or no key at all (plaintext), never proves
+    room.apply([msg(20, "mark", 20 * S, mark("anna", "C5", "observed", key="fp-x")),
+                msg(21, "mark", 21 * S, mark("bert", "C5", "observed", key="fp-x")),
+                msg(22, "mark", 22 * S, mark("anna", "C6", "observed", key="")),
+                msg(23, "mark", 23 * S, mark("bert", "C6", "observed", key=""))])
+    rows = {c["id"]: c for c in room.board("st-1")["competences"]}
+    assert not rows["C5"]["proven"] and not rows["C6"]["proven"]
+    assert rows["C7"]["disagree"] and not rows["C5"]["disagree"]
+    ag = room.board("st-1")["agreement"]
+    assert ag["raters"] == ["anna", "bert"] and ag["n"] == 3 and ag["disagreements"] == ["C7"]
 
 
 def test_card_alerts_and_timeline_window():
@@ -153,3 +165,23 @@ def test_report_gaps_escaping_and_csv_formulas(tmp_path):
     cand = next(r for r in rows if r[2] == "candidate_id")
     assert cand[3] == "'=HYPERLINK(1)"
     assert ["competence", "C4", "verdict:anna", "observed"] in rows
+
+
+def test_a_journal_that_goes_back_is_an_alert_on_the_card():
+    room = Room(cfg(), ["st-1"])
+    heads = lambda b, m: {"chain_heads": {"blocks": b, "blocks_chain": "aa", "last_seq": m, "messages_chain": "bb"}}  # noqa: E731
+    room.apply([msg(1, "health", S, heads(10, 20)), msg(2, "health", 2 * S, heads(12, 25))])
+    assert not [a for a in room.card("st-1")["alerts"] if a["type"] == "journal_rewound"]
+    room.apply([msg(3, "health", 3 * S, heads(5, 9))])        # the recorder restarted on a cut journal
+    (alert,) = [a for a in room.card("st-1")["alerts"] if a["type"] == "journal_rewound"]
+    assert "12 to 5 blocks" in alert["text"]
+    assert any(a["type"] == "journal_rewound" for a in room.stations["st-1"].alerts)   # kept for the report
+    from station.console.web.reports import data_gaps
+    st = room.stations["st-1"]
+    gaps = data_gaps(_NoGaps(), cfg(), st, [], "st-1", "sess-1", None)
+    assert any(g["kind"] == "journal rewound" for g in gaps)
+
+
+class _NoGaps:
+    def gaps(self, station=None):
+        return []

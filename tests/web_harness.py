@@ -1,12 +1,16 @@
 """Web console test harness: demo stations, web consoles and a headless chromium, all real.
 
-- ``DemoStation(root, id, seed, speed)``: ``station run --sources scenario`` (the whole agent: the
-  simulated exam, the journal, the engine, the publisher) with a plaintext loopback publisher on
-  two free ports.
+- ``assessor_key(root, name)``: a console key pair for an assessor (``<root>/keys/<name>``).
+- ``DemoStation(root, id, seed, speed, assessors)``: ``station run --sources scenario`` (the whole
+  agent: the simulated exam, the journal, the engine, the publisher) with a CURVE publisher on two
+  free loopback ports; ``assessors`` = [(assessor id, name)] whose keys it authorises, each bound
+  to that assessor (``station keys authorize --assessor-id``); ``readers`` = key names it lets
+  follow without an assessor.
 - ``CurveStation(root, id)``: the light test station of tests/streaming_station.py with CURVE
   keys, for the "wrong key" case (the console presents a key the station has not authorised).
 - ``WebConsole(root, name, stations, ...)``: ``station console`` (web mode) on a free port; its
-  config follows the given stations; ``.get()`` / ``.post()`` call its JSON API.
+  config follows the given stations; ``.get()`` / ``.post()`` call its JSON API as the page does
+  (session cookie, Origin, CSRF token); ``.raw()`` sends exactly the headers given.
 - ``browser()``: Playwright driving the system chromium (/usr/bin/chromium; never downloads one).
 
 Every process is started with a deadline and stopped by its own pid in ``stop()``.
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import http.cookiejar
 import json
 import os
 import signal
@@ -54,12 +59,33 @@ def _stop(proc: subprocess.Popen | None, timeout: float = 10) -> None:
         proc.wait(5)
 
 
+def assessor_key(root: Path, name: str) -> Path:
+    """The secret key file of console/assessor ``name`` under ``root/keys`` (created once)."""
+    from station import keys
+    kdir = Path(root) / "keys"
+    secret = kdir / f"{name}.key_secret"
+    if not secret.exists():
+        keys.generate(kdir, name)
+    return secret
+
+
 class DemoStation:
-    def __init__(self, root: Path, station_id: str, seed: int = 1, speed: float = 10.0):
+    def __init__(self, root: Path, station_id: str, seed: int = 1, speed: float = 10.0,
+                 assessors: list[tuple[str, str]] = (), readers: list[str] = ()):
+        from station import keys
         self.id, self.seed, self.speed = station_id, seed, speed
         self.root = Path(root) / station_id
         self.root.mkdir(parents=True, exist_ok=True)
         self.pub_port, self.req_port = free_port(), free_port()
+        kdir, allow = self.root / "keys", self.root / "authorized"
+        keys.generate(kdir, "station")
+        self.station_key = kdir / "station.key"
+        for aid, name in assessors:
+            assessor_key(root, aid)
+            keys.authorize(Path(root) / "keys" / f"{aid}.key", allow, assessor_id=aid, assessor_name=name)
+        for r in readers:
+            assessor_key(root, r)
+            keys.authorize(Path(root) / "keys" / f"{r}.key", allow)
         self.cfg = self.root / "station.toml"
         self.cfg.write_text(f"""
 [station]
@@ -68,7 +94,8 @@ data_dir = "{self.root / 'data'}"
 [publisher]
 pub_bind = "tcp://127.0.0.1:{self.pub_port}"
 req_bind = "tcp://127.0.0.1:{self.req_port}"
-allow_plaintext_loopback = true
+secret_key_file = "{kdir / 'station.key_secret'}"
+authorized_keys_dir = "{allow}"
 """)
         self.proc: subprocess.Popen | None = None
 
@@ -78,7 +105,7 @@ allow_plaintext_loopback = true
 id = "{self.id}"
 pub_endpoint = "tcp://127.0.0.1:{self.pub_port}"
 req_endpoint = "tcp://127.0.0.1:{self.req_port}"
-public_key = ""
+public_key = "{self.station_key}"
 """
 
     def start(self) -> "DemoStation":
@@ -122,13 +149,15 @@ public_key = "{r.kdir / 'station.key'}"
 
 class WebConsole:
     def __init__(self, root: Path, name: str, stations: list, assessor_name: str = "",
-                 secret_key_file: Path | None = None, port: int | None = None):
+                 secret_key_file: Path | None = None, port: int | None = None, extra: str = "",
+                 tls: tuple[Path, Path] | None = None):
         self.name = name
         self.root = Path(root) / f"console-{name}"
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.cfg = self.root / "console.toml"
         key = f'secret_key_file = "{secret_key_file}"\n' if secret_key_file else ""
+        tls_keys = f'tls_cert_file = "{tls[0]}"\ntls_key_file = "{tls[1]}"\n' if tls else ""
         self.cfg.write_text(f"""
 [station]
 data_dir = "{self.root / 'data'}"
@@ -140,9 +169,16 @@ store = "{self.root / 'console.sqlite'}"
 http_host = "127.0.0.1"
 http_port = {self.port}
 resync_ms = 2000
-{key}""" + "".join(s.console_entry() for s in stations))
+{key}{tls_keys}{extra}""" + "".join(s.console_entry() for s in stations))
         self.proc: subprocess.Popen | None = None
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        self.jar = http.cookiejar.CookieJar()
+        handlers = [urllib.request.HTTPCookieProcessor(self.jar)]
+        if tls:   # the test's self-signed certificate
+            import ssl
+            handlers.append(urllib.request.HTTPSHandler(context=ssl._create_unverified_context()))
+        self.opener = urllib.request.build_opener(*handlers)
+        self.csrf: str | None = None
 
     def start(self, timeout: float = 20) -> "WebConsole":
         log = open(self.root / "console.log", "ab")
@@ -153,7 +189,7 @@ resync_ms = 2000
             if self.proc.poll() is not None:
                 raise RuntimeError("console exited: " + (self.root / "console.log").read_text()[-2000:])
             try:
-                self.get("/api/room")
+                self.get("/api/session")       # open even when logins are configured
                 return self
             except (OSError, urllib.error.URLError):
                 time.sleep(0.1)
@@ -162,16 +198,43 @@ resync_ms = 2000
     def stop(self) -> None:
         _stop(self.proc)
 
-    def request(self, path: str, body: dict | bytes | None = None, timeout: float = 15) -> tuple[int, object]:
-        data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.url + path, data=data, method="POST" if data is not None else "GET",
-                                     headers={"Content-Type": "application/json"})
+    def raw(self, path: str, data: bytes | None = None, headers: dict | None = None, method: str | None = None,
+            timeout: float = 15, opener=None) -> tuple[int, object, dict]:
+        """One HTTP request with exactly ``headers`` (plus this console's cookies when ``opener``
+        is None): (status, JSON or text body, response headers)."""
+        req = urllib.request.Request(self.url + path, data=data, headers=headers or {},
+                                     method=method or ("POST" if data is not None else "GET"))
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
-                raw, status, ctype = r.read(), r.status, r.headers.get("Content-Type", "")
+            with (opener or self.opener).open(req, timeout=timeout) as r:
+                raw, status, hdrs = r.read(), r.status, r.headers
         except urllib.error.HTTPError as e:
-            raw, status, ctype = e.read(), e.code, e.headers.get("Content-Type", "")
-        return status, (json.loads(raw) if "json" in ctype else raw.decode())
+            raw, status, hdrs = e.read(), e.code, e.headers
+        ctype = hdrs.get("Content-Type", "")
+        return status, (json.loads(raw) if "json" in ctype else raw.decode()), dict(hdrs)
+
+    def session(self) -> dict:
+        """GET /api/session as the page does (cookie kept): the CSRF token for later POSTs."""
+        status, body, _ = self.raw("/api/session")
+        if status != 200:
+            raise AssertionError(f"/api/session: {status} {body}")
+        self.csrf = body["csrf"]
+        return body
+
+    def request(self, path: str, body: dict | bytes | None = None, timeout: float = 15) -> tuple[int, object]:
+        """GET (body None) or POST (JSON) as the page does: session cookie, Origin, CSRF token."""
+        data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+        if data is None:
+            status, out, _ = self.raw(path, timeout=timeout)
+            return status, out
+        for attempt in (1, 2):
+            if self.csrf is None:
+                self.session()
+            status, out, _ = self.raw(path, data, {"Content-Type": "application/json", "Origin": self.url,
+                                                   "X-CSRF-Token": self.csrf}, timeout=timeout)
+            if status == 403 and isinstance(out, dict) and out.get("code") == "csrf" and attempt == 1:
+                self.csrf = None     # the console restarted: it forgot the session
+                continue
+            return status, out
 
     def get(self, path: str):
         status, body = self.request(path)

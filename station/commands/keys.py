@@ -5,6 +5,9 @@ generate   write <name>.key (public) and <name>.key_secret (0600) into --dir (07
 show       print the public key of a key file (default: this station's, publisher.secret_key_file).
 authorize  copy a console's (or proxy's) PUBLIC .key file into the station's allow-list
            directory (publisher.authorized_keys_dir); a running station picks it up within 1 s.
+           --assessor-id ID [--assessor-name NAME] binds the key to that assessor: the station
+           journals every command sent with this key as that assessor (never the id a message
+           claims); a key without a binding may follow the station but not send commands.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ def register(sub) -> None:
     a.add_argument("public_key_file", type=Path)
     a.add_argument("--name", help="name in the allow-list (default: the file's name)")
     a.add_argument("--dir", type=Path, help="allow-list directory (default: publisher.authorized_keys_dir)")
+    a.add_argument("--assessor-id", help="bind the key to this assessor (commands sent with it are theirs)")
+    a.add_argument("--assessor-name", default="", help="the assessor's name, shown in consoles and reports")
     a.set_defaults(func=_authorize)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
@@ -53,6 +58,11 @@ def _show(args) -> int:
 
 def _authorize(args) -> int:
     d = args.dir or keys.allow_dir(load_config(args))
-    target = keys.authorize(args.public_key_file, d, args.name)
-    print(f"authorized {keys.load_public(target).decode()} as {target}")
+    if args.assessor_name and not args.assessor_id:
+        from station.errors import UserError
+        raise UserError("--assessor-name needs --assessor-id", 2)
+    target = keys.authorize(args.public_key_file, d, args.name, args.assessor_id, args.assessor_name)
+    pub = keys.load_public(target)
+    who = f" for assessor {args.assessor_id}" if args.assessor_id else " (may follow, not send commands)"
+    print(f"authorized {pub.decode()} as {target}{who}; fingerprint {keys.fingerprint(pub)}")
     return 0

@@ -11,6 +11,8 @@ def register(sub):
     p.add_argument("session", help="session id (or unique prefix) or journal path")
     p.add_argument("--data-dir", help="journal directory (default from the configuration)")
     p.add_argument("--out", help="output directory (default DATA_DIR/reports/SESSION)")
+    p.add_argument("--against", metavar="ANCHORS",
+                   help="console store or anchor file: check the journal against the heads the consoles hold")
     p.set_defaults(func=run)
 
 
@@ -20,13 +22,19 @@ def run(args):
     from station.rendering import write_report
     root = Path(args.data_dir) if args.data_dir else data_dir(load_config(args))
     path = resolve_session(root, args.session)
+    entry = None
+    if args.against:
+        from station import anchors
+        with Journal.open(path) as j:
+            sid = j.header.session_id
+        entry = anchors.load(Path(args.against)).get(sid, {"heads": [], "final": []})
     with Journal.open(path) as j:
-        rep = build_report(j)
+        rep = build_report(j, anchor=entry)
     out = Path(args.out) if args.out else root / "reports" / path.stem
     jp, hp = write_report(rep, out)
     integ = rep["integrity"]
     print(f"integrity: {'ok' if integ['ok'] else 'PROBLEMS'}")
-    for p in integ["journal_problems"] + integ["replay_mismatches"]:
+    for p in integ["journal_problems"] + integ.get("anchor_problems", []) + integ["replay_mismatches"]:
         print(f"  {p}")
     sec = rep["security"]
     if sec["simulated"]:

@@ -2,6 +2,9 @@
 
 The data directory is ``station.config.data_dir(cfg)`` unless ``--data-dir DIR`` is given.
 A SESSION argument is a session id, a unique prefix of one, or a path to a ``.journal`` file.
+``verify [SESSION] --against ANCHORS`` also checks journals against the chain heads a console
+received (a console store or an exported anchor file, ``station.anchors``): a journal cut to a
+prefix, rewritten and re-chained, or deleted is reported (docs/journal.md "Anchors").
 
 Exit codes: 0 ok; 1 refused or failed (message says why); 2 usage; 3 a journal is missing,
 unreadable, corrupt, from a newer version, or fails verification.
@@ -27,6 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from station import anchors
 from station import config as config_mod
 from station.errors import JournalError, UserError
 from station.recorder.journal import (
@@ -77,7 +81,11 @@ def register(subparsers) -> None:
     a.add_argument("--dry-run", action="store_true", help="only print what would be deleted")
 
     a = action("verify", cmd_verify, "check a session's integrity and hash chains")
-    a.add_argument("session", metavar="SESSION")
+    a.add_argument("session", metavar="SESSION", nargs="?",
+                   help="a session (default with --against: every session the anchors know)")
+    a.add_argument("--against", metavar="ANCHORS", type=Path,
+                   help="a console store (console.sqlite) or an exported anchor file: also check the "
+                        "journal against the chain heads the consoles received (truncated, rewritten, deleted)")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -301,16 +309,50 @@ def cmd_prune(args) -> int:
 # --------------------------------------------------------------------------- verify
 
 def cmd_verify(args) -> int:
-    data_dir, _ = _data_dir(args)
-    path = resolve_session(data_dir, args.session)
-    with Journal.open(path) as j:
-        problems = j.verify()
-        blocks, seq = j.block_count(), j.last_seq()
-        sid = j.header.session_id
-    if not problems:
-        print(f"{sid}: intact ({blocks} blocks, {seq} messages, hash chains verified)")
-        return 0
-    print(f"{sid}: {len(problems)} problem(s):")
-    for p in problems:
-        print(f"  {p}")
-    return 3
+    """Exit 0 when every checked journal is intact (and agrees with the anchors), 3 otherwise."""
+    data_dir, cfg = _data_dir(args)
+    if not args.session and not args.against:
+        raise UserError("give a SESSION, or --against ANCHORS to check every anchored session", 2)
+    known = anchors.load(args.against) if args.against else {}
+    if args.session:
+        paths = [resolve_session(data_dir, args.session)]
+    else:
+        paths = [s.path for s in list_sessions(data_dir) if not s.problem and s.session_id in known]
+    bad = 0
+    seen: set[str] = set()
+    stations = {cfg.station.id}
+    for path in paths:
+        with Journal.open(path) as j:
+            sid = j.header.session_id
+            seen.add(sid)
+            stations.add(j.header.station_id)
+            problems = j.verify()
+            entry = known.get(sid)
+            if args.against:
+                if entry is None:
+                    problems.append(f"no anchor for this session in {args.against}")
+                else:
+                    problems += anchors.check(j, entry)
+            blocks, seq = j.block_count(), j.last_seq()
+        if not problems:
+            n = len(entry["heads"]) + len(entry["final"]) if entry else 0
+            against = f"; agrees with {n} anchor(s) from {args.against}" if args.against else ""
+            print(f"{sid}: intact ({blocks} blocks, {seq} messages, hash chains verified{against})")
+            continue
+        bad += 1
+        print(f"{sid}: {len(problems)} problem(s):")
+        for p in problems:
+            print(f"  {p}")
+    if not args.session:
+        for sid, entry in sorted(known.items()):
+            if sid not in seen and entry.get("station") in stations:
+                bad += 1
+                last = anchors.summary(entry)["latest"] or {}
+                print(f"{sid}: MISSING: the anchors know this session ({last.get('last_seq', '?')} messages, "
+                      f"{last.get('blocks', '?')} blocks) but {sessions_dir_of(data_dir)} has no readable journal "
+                      "of it (deleted?)")
+    return 3 if bad else 0
+
+
+def sessions_dir_of(data_dir: Path) -> Path:
+    return Path(data_dir) / "sessions"

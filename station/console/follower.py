@@ -755,6 +755,7 @@ class Console:
             if (isinstance(prev, list) and len(prev) == 2 and isinstance(prev[0], str)
                     and isinstance(prev[1], int)):
                 pt = self._track(link, prev[0])
+                pt.unavailable = False      # the station holds it (again: e.g. after its restart)
                 if prev[1] > pt.known_last:
                     pt.known_last = prev[1]
                     pt.dirty = True

@@ -195,20 +195,20 @@ class Engine:
             self.pending.append({"kind": closed.kind, "lo": closed.start, "hi": closed.end,
                                  "source": "assessor", "ref": closed.ref})
         body = {"type": "contact_marker", "action": ev.action, "kind": ev.kind, "ref": ev.contact_ref,
-                "assessor_id": ev.assessor_id, "t_ns": ev.t_ns}
+                "assessor_id": ev.assessor_id, "t_ns": ev.t_ns, **_key(ev)}
         return [("mark", ev.t_ns, body)]
 
     def _on_mark(self, ev) -> list:
         body = {"type": "mark", "mark_id": ev.mark_id, "assessor_id": ev.assessor_id,
                 "assessor_name": ev.assessor_name, "competence": ev.competence, "kind": ev.kind,
-                "text": ev.text, "t_ns": ev.t_ns}
+                "text": ev.text, "t_ns": ev.t_ns, **_key(ev)}
         self.marks.append(body)
         self.evidence_dirty = True
         return [("mark", ev.t_ns, body)]
 
     def _on_exam(self, ev) -> list:
         body = {"action": ev.action, "candidate_id": ev.candidate_id, "candidate_name": ev.candidate_name,
-                "assessor_id": ev.assessor_id, "t_ns": ev.t_ns}
+                "assessor_id": ev.assessor_id, "t_ns": ev.t_ns, **_key(ev)}
         self.exam_events.append(body)
         if ev.action == "assign":
             self.exam.update(candidate_id=ev.candidate_id, candidate_name=ev.candidate_name)
@@ -542,3 +542,9 @@ class Engine:
 def _public(fig: dict) -> dict:
     """Contact figures without internal totals."""
     return {k: v for k, v in fig.items() if not k.startswith("_")}
+
+
+def _key(ev) -> dict:
+    """``{"key_fp": ...}`` for a command sent with a key; {} without one, so the mark, contact and
+    exam bodies of journals written before key fingerprints existed replay byte for byte."""
+    return {"key_fp": ev.key_fp} if ev.key_fp else {}

@@ -2,8 +2,10 @@
 
 ``session_evidence(engine)`` is called after ``Engine.finish``. Every automatic rule gives
 evidence, not a verdict: ``auto`` is True/False when the rule can be evaluated on the figures, None
-when it needs an assessor (or there is no data). ``proven`` is True only when at least two
-assessors marked the competence "observed" and none's latest mark is "not_observed".
+when it needs an assessor (or there is no data). ``proven`` is ``competences.proven``: observed
+marks from two different keys and no latest "not_observed", or, after a disagreement, a consensus
+of both keys; ``disagree`` says the assessors' latest verdicts differ, ``consensus`` holds each
+one's latest consensus mark (the original verdicts stay in ``assessors``).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from station import intervals as iv
-from station.competences import COMPETENCE_IDS, COMPETENCES, proven
+from station.competences import COMPETENCE_IDS, COMPETENCES, CONSENSUS_KINDS, disagree, proven
 from station.engine.figures import CAT_CODES, NS_PER_MIN, NS_PER_MS, spurt_stats
 from station.events import KeyClass
 
@@ -90,14 +92,17 @@ def after_contact_work(engine, contacts: list[dict]) -> None:
 
 
 def _marks_by_competence(marks: list[dict]) -> dict[str, dict]:
-    out: dict[str, dict] = {cid: {"assessors": {}, "counters": [], "notes": []} for cid in COMPETENCE_IDS}
+    out: dict[str, dict] = {cid: {"assessors": {}, "consensus": {}, "counters": [], "notes": []}
+                            for cid in COMPETENCE_IDS}
     for m in sorted(marks, key=lambda m: m["t_ns"]):
         entry = out.get(m["competence"])
         if entry is None:
             continue
-        if m["kind"] in ("observed", "not_observed"):
-            entry["assessors"][m["assessor_id"]] = {"verdict": m["kind"], "name": m["assessor_name"],
-                                                    "t_ns": m["t_ns"], "text": m["text"]}
+        if m["kind"] in ("observed", "not_observed") or m["kind"] in CONSENSUS_KINDS:
+            where = "assessors" if m["kind"] in ("observed", "not_observed") else "consensus"
+            entry[where][m["assessor_id"]] = {"verdict": m["kind"].removeprefix("consensus_"),
+                                              "name": m["assessor_name"], "t_ns": m["t_ns"],
+                                              "text": m["text"], "key_fp": m.get("key_fp", "")}
         elif m["kind"] == "counter":
             entry["counters"].append(m)
         elif m["kind"] == "note":
@@ -214,9 +219,9 @@ def session_evidence(engine) -> dict:
     for cid, group, title in COMPETENCES:
         e = ev[cid]
         m = marks[cid]
-        verdicts = {a: v["verdict"] for a, v in m["assessors"].items()}
-        is_proven = proven(verdicts)
+        is_proven = proven(m["assessors"], m["consensus"])
         out[cid] = {"id": cid, "group": group, "title": title, **e, "assessors": m["assessors"],
+                    "consensus": m["consensus"], "disagree": disagree(m["assessors"]),
                     "notes": [{"assessor_id": n["assessor_id"], "text": n["text"], "t_ns": n["t_ns"]} for n in m["notes"]],
                     "proven": is_proven}
     return out

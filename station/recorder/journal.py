@@ -703,6 +703,20 @@ class Journal:
         return {"blocks": int(hb[0]), "blocks_chain": hb[1],
                 "last_seq": int(hm[0]), "messages_chain": hm[1]}
 
+    def block_chain_at(self, idx: int) -> str | None:
+        """The stored chain value (hex) of committed block ``idx``, or None when there is none.
+        ``verify()`` says whether the stored values are consistent; ``station.anchors.check``
+        compares them with the heads consoles were sent."""
+        with self._mutex, self._db():
+            row = self._conn.execute("SELECT chain FROM blocks WHERE idx = ?", (int(idx),)).fetchone()
+        return bytes(row[0]).hex() if row and isinstance(row[0], (bytes, memoryview)) else None
+
+    def message_chain_at(self, seq: int) -> str | None:
+        """The stored chain value (hex) of committed message ``seq``, or None."""
+        with self._mutex, self._db():
+            row = self._conn.execute("SELECT chain FROM messages WHERE seq = ?", (int(seq),)).fetchone()
+        return bytes(row[0]).hex() if row and isinstance(row[0], (bytes, memoryview)) else None
+
     def verify(self, max_problems: int = 50) -> list[str]:
         """Check the whole committed journal: SQLite integrity, header, both hash chains, block
         index and seq continuity, chain heads, and that every block decodes and matches its

@@ -290,7 +290,8 @@ class Recorder:
                "journal": {"size_bytes": j.size_bytes(), "last_seq": j.last_seq(), "blocks": j.block_count(),
                            "disk_free_bytes": free, "error": self.journal_error},
                "headset": self._headset_status(), "software_version": __version__,
-               "counters": dict(self.counters)}
+               "counters": dict(self.counters),
+               "chain_heads": j.chain_heads()}   # committed heads: the consoles keep them (station/anchors.py)
         if self.publisher is not None:
             out["publisher"] = self.publisher.stats()
         return out
@@ -317,7 +318,7 @@ class Recorder:
             if blockers:
                 raise CommandError("exam start refused: " + "; ".join(blockers))
         mark_id = getattr(event, "mark_id", "")
-        if mark_id and any(m["mark_id"] == mark_id for m in self.engine.marks):
+        if mark_id and any(m["mark_id"] == mark_id and m.get("key_fp", "") == event.key_fp for m in self.engine.marks):
             return {"journaled": True, "duplicate": True}
         done = threading.Event()
         result: dict = {"journaled": False, "t_ns": event.t_ns}
@@ -348,7 +349,21 @@ class Recorder:
         t = self.clock()
         outputs = self.engine.finish(t)   # replay calls finish(ended_ns) after the last batch too
         self._journal_and_publish_outputs_only(outputs)
+        self._journal_and_publish_outputs_only([("anchor", t, self._final_anchor(t))])
         self.journal.end(t)
+
+    def _final_anchor(self, t: int) -> dict:
+        """The session's final chain heads signed with the station key (station/anchors.py);
+        unsigned when the station has no key (plaintext demo) or it cannot be read."""
+        from station import anchors, keys
+        key = None
+        if not self.cfg.publisher.allow_plaintext_loopback:
+            try:
+                key = anchors.signing_key(keys.load_secret(keys.station_secret_file(self.cfg))[1])
+            except UserError as e:
+                log.warning("exam-end anchor not signed: %s", e)
+        h = self.journal.header
+        return anchors.sign_anchor(key, h.station_id, h.session_id, self.journal.chain_heads(), t, h.wall_ns(t))
 
     def rotate_session(self) -> None:
         """End the current session (exam ended) and open a fresh one; consoles are told by the

@@ -49,6 +49,7 @@ _MONITORED = (zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_
               | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
               | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
 COMMAND_CACHE = 10_000  # cmd_ids remembered for idempotent retries
+OLDER_SESSIONS = 8      # this station's most recent earlier sessions served after a restart
 ZAP_DOMAIN = "station"
 
 
@@ -62,8 +63,9 @@ class Publisher:
 
     cfg: the station Config (uses cfg.publisher, cfg.station and the key paths).
     header: the session's journal.SessionHeader; journal_path: its journal file.
-    on_command(cmd) -> dict: journals a validated command (see protocol.validate_command plus
-    console_key, console_name, received_t_ns) and returns the ack body; may raise UserError or
+    on_command(cmd) -> dict: journals a validated command (see protocol.validate_command, with
+    assessor_id/assessor_name from the sending key's binding, plus key_fp, console_key,
+    console_name, received_t_ns) and returns the ack body; may raise UserError or
     ValueError to refuse it (the message goes back to the console).
     clock: the station clock (the recorder's; a virtual clock for scenario stations).
     """
@@ -79,6 +81,7 @@ class Publisher:
         self._journal_open = journal_open
         self._sessions: dict[str, tuple[Any, Path]] = {header.session_id: (header, Path(journal_path))}
         self._header = header
+        self._last_known: dict[str, int] = {}   # last seq of earlier sessions (they no longer grow)
         self._q: collections.deque = collections.deque()
         self._stats: collections.Counter = collections.Counter()
         self._stats_lock = threading.Lock()
@@ -143,6 +146,7 @@ class Publisher:
         except BaseException:
             self._close_all()
             raise
+        self._register_older(self._sessions[self._header.session_id][1])
         self._running = True
         self._thread = threading.Thread(target=named(self._run), name="publisher", daemon=True)
         self._cmd_thread = threading.Thread(target=named(self._run_commands), name="publisher-commands",
@@ -375,11 +379,40 @@ class Publisher:
             self._journals[session] = j
         return j
 
+    def _register_older(self, current: Path) -> None:
+        """A restarted station still serves its earlier sessions: the ``OLDER_SESSIONS`` most
+        recent journals of this station beside the current one (snapshot ``previous_sessions``,
+        replay), so a console that missed their tail can still fill it. Unreadable journals and
+        those of another station are skipped."""
+        d = Path(current).parent
+        try:
+            names = sorted(p for p in d.iterdir() if p.name.startswith(f"{self.station_id}-")
+                           and p.name.endswith(".journal") and p != Path(current))
+        except OSError:
+            return
+        for path in names[-OLDER_SESSIONS:]:
+            try:
+                j = self._journal_open(path)
+                try:
+                    h, last = j.header, int(j.last_seq() or 0)
+                finally:
+                    j.close()
+            except Exception as e:
+                log.warning("earlier session %s not served: %s", path, e)
+                continue
+            if h.station_id == self.station_id and h.session_id not in self._sessions:
+                self._sessions[h.session_id] = (h, path)
+                self._last_known[h.session_id] = last
+
     def _last_seq(self, session: str) -> int:
+        if session != self._header.session_id and session in self._last_known:
+            return self._last_known[session]
         j = self._journal(session)
         last = int(j.last_seq() or 0)
         if session == self._header.session_id:
             last = max(last, self._last_pub)
+        else:
+            self._last_known[session] = last   # an ended session: its journal is complete
         return last
 
     def _snapshot(self, rid: int) -> list[bytes]:
@@ -460,8 +493,25 @@ class Publisher:
     # -- commands
 
     def _command(self, ident: bytes, rid: int, cmd: dict, user: str) -> None:
+        """Assessor = key: with CURVE the assessor is the one the sending key is bound to
+        (``keys.AllowList.assessor_of``), whatever id the message claims, and the key's
+        fingerprint travels with the command into the journal; a key bound to nobody is refused.
+        Plaintext (demo, loopback only): the claimed id, and no fingerprint."""
         self._count("commands")
-        key = cmd["cmd_id"]
+        fp = keys.fingerprint(user) if user else ""
+        if self.allow is not None:
+            bound = self.allow.assessor_of(user) if user else None
+            if bound is None:
+                self._count("command_errors")
+                self._count("commands_unbound")
+                self._send(ident, protocol.encode_reply(
+                    "command", rid, ok=False, code="refused", cmd_id=cmd["cmd_id"],
+                    error=f"this console key ({fp[:16]}) may follow the station but is bound to no "
+                          "assessor: run `station keys authorize KEY --assessor-id ID` on the station"))
+                return
+            cmd = dict(cmd, assessor_id=bound[0], assessor_name=bound[1] or bound[0])
+        cmd = dict(cmd, key_fp=fp)
+        key = f"{fp}/{cmd['cmd_id']}"   # one key cannot collect another key's acknowledgements
         if key in self._cmd_cache:
             self._count("command_duplicates")
             self._send(ident, protocol.encode_reply("command", rid, **self._cmd_cache[key]))
@@ -471,7 +521,7 @@ class Publisher:
             self._cmd_pending[key].append((ident, rid))
             return
         self._cmd_pending[key] = [(ident, rid)]
-        cmd = dict(cmd, console_key=user,
+        cmd = dict(cmd, cmd_key=key, console_key=user,
                    console_name=self.allow.name_of(user) if self.allow and user else "",
                    received_t_ns=self.clock())
         with self._cmd_wake:
@@ -497,11 +547,11 @@ class Publisher:
                 self._count("command_errors")
                 log.exception("on_command failed")
                 result = {"ok": False, "code": "error", "error": f"station error: {type(e).__name__}"}
-            self._q.append(("cmd_done", cmd["cmd_id"], result))
+            self._q.append(("cmd_done", cmd["cmd_key"], cmd["cmd_id"], result))
             self._wake()
 
-    def _command_done(self, key: str, result: dict) -> None:
-        fields = dict(result, cmd_id=key)
+    def _command_done(self, key: str, cmd_id: str, result: dict) -> None:
+        fields = dict(result, cmd_id=cmd_id)
         if result["ok"]:  # a refused command may be retried after the cause is fixed
             self._cmd_cache[key] = fields
             while len(self._cmd_cache) > COMMAND_CACHE:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 
-from station import __version__
+from station import __version__, anchors
 from station import intervals as iv
+from station.competences import exam_agreement
 from station.engine.evidence import session_evidence
 from station.recorder.replay import replay
 from station.rendering import iso_utc as _iso
@@ -27,12 +28,15 @@ def _spans(a) -> list[list[int]]:
     return [[int(s), int(e)] for s, e in (a.tolist() if hasattr(a, "tolist") else a)]
 
 
-def build_report(journal, exact: bool = False) -> dict:
+def build_report(journal, exact: bool = False, anchor: dict | None = None) -> dict:
     """Replay + evidence + integrity for one session journal. Raises JournalError for a bad journal.
 
     exact=False (default) uses the fast replay, which checks the final figures (contacts, marks)
-    against the journal; exact=True also re-checks every live summary (slower)."""
+    against the journal; exact=True also re-checks every live summary (slower). ``anchor``: this
+    session's entry of ``station.anchors.load`` (the chain heads the consoles hold); the journal
+    is then checked against it too (a truncated or rewritten journal is not "ok")."""
     problems = journal.verify()
+    anchor_problems = anchors.check(journal, anchor) if anchor is not None else []
     res = replay(journal, compare=True, exact=exact)
     eng = res.engine
     evidence = session_evidence(eng)
@@ -64,7 +68,9 @@ def build_report(journal, exact: bool = False) -> dict:
                     "ended": journal.get_meta("ended_ns") is not None},
         "exam": dict(eng.exam),
         "headset": _headset_status(journal),
-        "integrity": {"ok": not problems and not res.mismatches, "journal_problems": problems,
+        "integrity": {"ok": not problems and not res.mismatches and not anchor_problems,
+                      "journal_problems": problems, "anchor_problems": anchor_problems,
+                      "anchor": anchors.summary(anchor) if anchor is not None else None,
                       "replay_mismatches": res.mismatches, "batches": res.batches, "events": res.events,
                       "messages_compared": res.compared},
         "data_gaps": gaps,
@@ -73,6 +79,7 @@ def build_report(journal, exact: bool = False) -> dict:
         "security": _security(journal, eng),
         "contacts": contacts,
         "competences": evidence,
+        "agreement": exam_agreement({cid: c["assessors"] for cid, c in evidence.items()}),
         "session_totals": eng.session_totals(),
         "marks": eng.marks,
         "timeline": timeline(eng, "session", start, end),

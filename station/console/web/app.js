@@ -39,19 +39,59 @@ function say(text, ok) {
   m.className = ok ? "ok" : (text ? "error" : "");
 }
 
+// The browser session: CSRF token for every POST, and who is logged in (logins configured).
+let session = null;   // {csrf, assessor, logins, assessors}
+
+async function loadSession() {
+  const r = await fetch("/api/session", {cache: "no-store", credentials: "same-origin"});
+  session = await r.json();
+  document.getElementById("assessor").textContent = session.assessor ?
+    `${session.assessor.name || session.assessor.id}` : "";
+  document.getElementById("logout").hidden = !(session.logins && session.assessor);
+  return session;
+}
+
 async function getJSON(url) {
-  const r = await fetch(url, {cache: "no-store"});
+  const r = await fetch(url, {cache: "no-store", credentials: "same-origin"});
   const body = await r.json().catch(() => ({error: `HTTP ${r.status}`}));
+  if (r.status === 401 && body.code === "login") { await loadSession(); showLogin(); }
   if (!r.ok) throw new Error(body.error || `HTTP ${r.status}`);
   return body;
 }
 
-async function post(url, body) {
-  const r = await fetch(url, {method: "POST", headers: {"Content-Type": "application/json"},
-    body: JSON.stringify(body)});
+async function post(url, body, retried) {
+  if (!session) await loadSession();
+  const r = await fetch(url, {method: "POST", credentials: "same-origin",
+    headers: {"Content-Type": "application/json", "X-CSRF-Token": session.csrf}, body: JSON.stringify(body)});
   const out = await r.json().catch(() => ({error: `HTTP ${r.status}`}));
+  if (r.status === 403 && out.code === "csrf" && !retried) {   // console restarted: new session
+    await loadSession();
+    return post(url, body, true);
+  }
+  if (r.status === 401 && out.code === "login") { await loadSession(); showLogin(); }
   if (!r.ok) throw new Error(out.error || `HTTP ${r.status}`);
   return out;
+}
+
+function showLogin() {
+  if (current && current.timer) clearTimeout(current.timer);
+  current = {view: "login"};
+  const who = h("select", {id: "login-assessor"},
+    (session.assessors || []).map(a => h("option", {value: a.id}, a.name ? `${a.name} (${a.id})` : a.id)));
+  const pw = h("input", {id: "login-password", type: "password", autocomplete: "current-password"});
+  const go = h("button", {id: "login-go", type: "submit"}, "Log in");
+  const form = h("form", {id: "login", onsubmit: async ev => {
+    ev.preventDefault();
+    try {
+      const out = await post("/api/login", {assessor_id: who.value, password: pw.value});
+      session.csrf = out.csrf;
+      await loadSession();
+      say(`logged in as ${out.assessor.name || out.assessor.id}`, true);
+      route();
+    } catch (e) { say(e.message); }
+  }}, h("h2", {}, "Log in"), h("label", {}, "Assessor ", who), " ",
+    h("label", {}, "Password ", pw), " ", go);
+  document.getElementById("view").replaceChildren(form);
 }
 
 function tick() {
@@ -183,7 +223,9 @@ function buildStation(sid) {
   const compSel = h("select", {name: "competence"},
     competences.map(c => h("option", {value: c.id}, `${c.id} ${c.title}`)));
   const kindSel = h("select", {name: "kind"}, h("option", {value: "observed"}, "observed"),
-    h("option", {value: "not_observed"}, "not observed"), h("option", {value: "note"}, "note only"));
+    h("option", {value: "not_observed"}, "not observed"), h("option", {value: "note"}, "note only"),
+    h("option", {value: "consensus_observed"}, "consensus: observed"),
+    h("option", {value: "consensus_not_observed"}, "consensus: not observed"));
   const note = h("textarea", {name: "note", maxlength: 2000, placeholder: "note (optional)"});
   const markBtn = h("button", {id: "place-mark", onclick: async () => {
     const t0 = performance.now();
@@ -245,17 +287,30 @@ function table(head, rows) {
 
 function renderBoard(b) {
   const assessors = b.assessors;
-  const rows = b.competences.map(c => h("tr", {"data-competence": c.id, class: c.proven ? "proven" : ""},
+  const rows = b.competences.map(c => h("tr", {"data-competence": c.id,
+      class: [c.proven ? "proven" : "", c.disagree ? "disagree" : ""].join(" ").trim()},
     h("td", {}, c.id), h("td", {}, c.title), h("td", {}, fmt(c.figures)), h("td", {}, c.rule || "–"),
     h("td", {class: c.auto === null || c.auto === undefined ? "na" : (c.auto ? "ok" : "bad")},
       c.auto === null || c.auto === undefined ? "assessor" : (c.auto ? "met" : "not met")),
     assessors.map(a => {
       const v = c.verdicts[a.id];
-      return h("td", {"data-assessor": a.id, class: v ? (v.verdict === "observed" ? "ok" : "bad") : "na"},
-        v ? v.verdict.replace("_", " ") : "–", v && v.text ? h("div", {class: "note"}, v.text) : null);
+      const k = c.consensus[a.id];
+      return h("td", {"data-assessor": a.id, class: v ? (v.verdict === "observed" ? "ok" : "bad") : "na",
+          title: v && v.key_fp ? `key ${v.key_fp}` : (v ? "no key (unauthenticated)" : "")},
+        v ? v.verdict.replace("_", " ") : "–", v && v.text ? h("div", {class: "note"}, v.text) : null,
+        k ? h("div", {class: "consensus"}, `consensus: ${k.verdict.replace("_", " ")}`) : null);
     }),
+    h("td", {"data-field": "agreement", class: c.disagree ? "bad" : ""}, c.disagree ?
+      (Object.keys(c.consensus).length ? "disagree; consensus marks: " + Object.keys(c.consensus).length : "DISAGREE: consensus of both needed") : ""),
     h("td", {"data-field": "proven"}, c.proven ? "proven" : "not proven")));
-  return table(["Id", "Competence", "Figures", "Rule", "Rule met", ...assessors.map(a => a.name || a.id), "Proven"], rows);
+  const ag = b.agreement || {};
+  const kappa = ag.kappa === null || ag.kappa === undefined ? "–" : ag.kappa.toFixed(2);
+  const summary = h("p", {id: "agreement"}, `Agreement ${(ag.raters || []).join(" / ") || "–"}: ` +
+    `${ag.agree || 0} of ${ag.n || 0} verdicts alike, Cohen's kappa ${kappa}` +
+    (ag.disagreements && ag.disagreements.length ? ` · disagree on ${ag.disagreements.join(", ")}` : ""));
+  const who = a => (a.name || a.id) + (a.keys && a.keys.length ? ` [${a.keys.map(k => k.slice(0, 8)).join(", ")}]` : "");
+  return h("div", {}, summary,
+    table(["Id", "Competence", "Figures", "Rule", "Rule met", ...assessors.map(who), "Agreement", "Proven"], rows));
 }
 
 async function pollStation() {
@@ -292,7 +347,7 @@ async function pollStation() {
     "no contact in progress";
   for (const cid of ["C1", "C2", "C3"]) {
     const by = d.counters[cid] || {};
-    const mine = by[d.board.assessors[0].id] || 0;
+    const mine = by[d.board.me] || 0;
     const total = Object.values(by).reduce((a, b) => a + b, 0);
     document.querySelector(`[data-count=${cid}]`).textContent = `${mine} (all ${total})`;
   }
@@ -306,7 +361,9 @@ async function pollStation() {
   const t0 = d.timeline.start_ns;
   document.getElementById("marks").replaceChildren(table(["Station time", "Assessor", "Competence", "Kind", "Note"],
     d.marks.slice().reverse().map(m => h("tr", {"data-mark": m.mark_id || "", "data-assessor": m.assessor_id},
-      h("td", {}, `${((m.t_ns - t0) / NS).toFixed(1)} s`), h("td", {}, m.assessor_name || m.assessor_id),
+      h("td", {}, `${((m.t_ns - t0) / NS).toFixed(1)} s`),
+      h("td", {title: m.key_fp ? `key ${m.key_fp}` : "no key (unauthenticated)"},
+        `${m.assessor_name || m.assessor_id} · ${m.key_fp ? m.key_fp.slice(0, 8) : "no key"}`),
       h("td", {}, m.competence || "–"), h("td", {}, m.type === "mark" ? m.kind : `contact ${m.action} ${m.kind}`),
       h("td", {class: "note"}, m.text || "")))));
   tick();
@@ -345,4 +402,9 @@ document.addEventListener("keydown", ev => {
   if (cid) { ev.preventDefault(); count(current.sid, cid); }
 });
 window.addEventListener("hashchange", route);
-route();
+document.getElementById("logout").addEventListener("click", async () => {
+  try { await post("/api/logout", {}); } catch (e) { say(e.message); }
+  await loadSession();
+  showLogin();
+});
+loadSession().then(s => (s.logins && !s.assessor) ? showLogin() : route()).catch(e => say(`server: ${e.message}`));

@@ -24,10 +24,10 @@ import io
 import json
 import statistics
 
-from station import __version__
-from station.competences import COMPETENCES, proven
-from station.console.web.state import NS_PER_MS, Room, StationModel
-from station.rendering import fmt_value, svg_timeline
+from station import __version__, anchors
+from station.competences import exam_agreement
+from station.console.web.state import NS_PER_MS, Room, StationModel, assessor_list, competence_rows
+from station.rendering import anchor_text, fmt_value, svg_timeline
 
 BIG = {"lane": 10_000_000, "focus": 10_000_000, "dead": 10_000_000, "contacts": 100_000,
        "marks": 1_000_000, "alerts": 100_000}
@@ -39,7 +39,7 @@ def _iso(wall_ns: int | None) -> str:
     return dt.datetime.fromtimestamp(wall_ns / 1e9, dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
-def build(reader, cfg, station: str, session: str | None = None, conn: dict | None = None) -> dict:
+def build(reader, cfg, station: str, session: str | None = None, conn: dict | None = None, book=None) -> dict:
     sessions = reader.sessions(station)
     if not sessions:
         raise KeyError(f"no data stored for station {station!r}")
@@ -61,15 +61,15 @@ def build(reader, cfg, station: str, session: str | None = None, conn: dict | No
         s, e = c.get("start_ns", lo), c.get("end_ns", hi)
         contacts.append({"n": n, **c, "wall_start": _iso(wall(s)),
                          "timeline": room.timeline(st, s, max(e, s + 1), 4000)})
-    verdicts = st.verdicts()
-    comps = []
-    for cid, group, title in COMPETENCES:
-        ev = st.evidence.get(cid) or {}
-        comps.append({"id": cid, "group": group, "title": title, "figures": ev.get("figures", {}),
-                      "rule": ev.get("rule", ""), "auto": ev.get("auto"), "verdicts": verdicts[cid],
-                      "proven": proven(verdicts[cid])})
+    comps = competence_rows(st)
     snap = info.get("info") or {}
     gaps = data_gaps(reader, cfg, st, msgs, station, session, conn)
+    entry = {"station": station, "heads": [], "final": []}
+    for m in msgs:
+        if m.kind in ("health", "anchor"):
+            anchors.add_message(entry, m.kind, m.data)
+    if book is not None and book.records(station, session):
+        entry["final"] = book.records(station, session)
     return {
         "report_version": 1,
         "generated_by": {"software_version": __version__, "assessor_id": cfg.console.assessor_id,
@@ -88,10 +88,13 @@ def build(reader, cfg, station: str, session: str | None = None, conn: dict | No
         "session_totals": st.totals,
         "contacts": contacts,
         "competences": comps,
+        "assessors": assessor_list(st),
+        "agreement": exam_agreement({c["id"]: c["verdicts"] for c in comps}),
         "counters": st.counters(),
         "marks": [dict(m, wall=_iso(wall(m["t_ns"]))) for m in st.marks],
         "alerts": list(st.alerts),
         "data_gaps": gaps,
+        "anchor": anchors.summary(entry),
         "timeline": room.timeline(st, lo, max(hi, lo + 1), 4000),
     }
 
@@ -118,6 +121,10 @@ def data_gaps(reader, cfg, st: StationModel, msgs, station: str, session: str, c
         out.append({"kind": "station silent (ongoing)", "detail": f"state {conn.get('state')}",
                     "start_ns": st.last_t, "duration_ms": None if age is None else int(age * 1000),
                     "wall_start": _iso((st.last_t or 0) + w)})
+    for a in st.alerts:
+        if a.get("type") == "journal_rewound":
+            out.append({"kind": "journal rewound", "detail": str(a.get("detail", "")), "start_ns": a["t_ns"],
+                        "duration_ms": None, "wall_start": _iso(a["t_ns"] + w)})
     lost: dict[str, int] = {}
     for a in st.alerts:
         if a.get("type") == "source_lost":
@@ -160,6 +167,11 @@ def render_html(rep: dict) -> str:
     for m in rep["marks"]:
         if m.get("assessor_id"):
             assessors.setdefault(m["assessor_id"], m.get("assessor_name") or m["assessor_id"])
+    keys = {a["id"]: a["keys"] for a in rep.get("assessors", [])}
+    ag = rep.get("agreement") or {}
+    kappa = "–" if ag.get("kappa") is None else f"{ag['kappa']:.2f}"
+    ag_text = (f"{' / '.join(ag.get('raters') or []) or '–'}: {ag.get('agree', 0)} of {ag.get('n', 0)} verdicts alike, "
+               f"Cohen's kappa {kappa}" + (f"; disagree on {', '.join(ag['disagreements'])}" if ag.get("disagreements") else ""))
     cal = rep["headset_calibrated"]
     gaps = rep["data_gaps"]
     p = [f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
@@ -172,12 +184,14 @@ def render_html(rep: dict) -> str:
 <tr><th>Exam</th><td>start {esc(rep['exam']['start_wall'] or '–')}, end {esc(rep['exam']['end_wall'] or '–')}</td></tr>
 <tr><th>Software</th><td>station {esc(str(rep['software_version']['station']))}, console {esc(rep['software_version']['console'])}, config {esc(rep['software_version']['config_hash'][:12])}</td></tr>
 <tr><th>Headset calibration</th><td class="{'ok' if cal else 'bad'}">{'calibrated' if cal else 'NOT calibrated' if cal is False else 'unknown'}: {_fmt(rep['headset'])}</td></tr>
-<tr><th>Assessors</th><td>{esc(', '.join(f'{n} ({a})' for a, n in assessors.items()) or '–')}</td></tr>
+<tr><th>Assessors (key fingerprints)</th><td>{esc('; '.join(f"{n} ({a}): {', '.join(keys.get(a) or []) or 'NO KEY (unauthenticated)'}" for a, n in assessors.items()) or '–')}</td></tr>
+<tr><th>Agreement</th><td>{esc(ag_text)}</td></tr>
+<tr><th>Journal anchor</th><td>{esc(anchor_text(rep['anchor'], None) if rep.get('anchor') else '–')}</td></tr>
 <tr><th>Data gaps</th><td class="{'ok' if not gaps else 'bad'}">{'none' if not gaps else '<br>'.join(esc(_gap_text(g)) for g in gaps)}</td></tr>
 <tr><th>Report</th><td>generated {esc(rep['generated_by']['wall'])} by {esc(rep['generated_by']['assessor_name'] or rep['generated_by']['assessor_id'])}</td></tr>
 </table>
 <h2>Competences</h2>
-<p>Automatic figures are evidence, not verdicts. A competence is proven only when both assessors observed it.</p>
+<p>Automatic figures are evidence, not verdicts. A competence is proven only when two assessors, each with their own key, observed it; after a disagreement only when both then agree on a consensus (the original verdicts stay).</p>
 <table><tr><th>Id</th><th>Competence</th><th>Figures</th><th>Default rule</th><th>Rule met</th>"""]
     p += [f"<th>{esc(n)}</th>" for n in assessors.values()]
     p.append("<th>Proven</th></tr>")
@@ -187,12 +201,15 @@ def render_html(rep: dict) -> str:
         cells = []
         for a in assessors:
             v = c["verdicts"].get(a)
+            k = (c.get("consensus") or {}).get(a)
             cells.append("<td>–</td>" if v is None else
                          f"<td class='{'ok' if v['verdict'] == 'observed' else 'bad'}'>{esc(v['verdict'].replace('_', ' '))}"
-                         f"{'<br><span class=note>' + esc(v['text']) + '</span>' if v.get('text') else ''}</td>")
+                         f"{'<br><span class=note>' + esc(v['text']) + '</span>' if v.get('text') else ''}"
+                         f"{'<br>consensus: ' + esc(k['verdict'].replace('_', ' ')) if k else ''}</td>")
         p.append(f"<tr><td>{esc(c['id'])}</td><td>{esc(c['title'])}</td><td>{_fmt(c['figures'])}</td><td>{esc(c['rule'])}</td>"
                  f"<td class='{cls}'>{_fmt(auto) if auto is not None else 'assessor'}</td>{''.join(cells)}"
-                 f"<td class='{'ok' if c['proven'] else 'na'}'>{'proven' if c['proven'] else 'not proven'}</td></tr>")
+                 f"<td class='{'ok' if c['proven'] else 'na'}'>{'proven' if c['proven'] else 'not proven'}"
+                 f"{' (assessors disagree)' if c.get('disagree') else ''}</td></tr>")
     p.append("</table><h2>Counters</h2><table><tr><th>Counter</th>" + "".join(f"<th>{esc(n)}</th>" for n in assessors.values()) + "</tr>")
     for cid, by in rep["counters"].items():
         p.append(f"<tr><td>{esc(cid)}</td>" + "".join(f"<td>{by.get(a, 0)}</td>" for a in assessors) + "</tr>")
@@ -209,11 +226,12 @@ def render_html(rep: dict) -> str:
     for c in rep["contacts"]:
         p.append(f"<div class='contact'><h3>Contact {c['n']}: {esc(str(c.get('kind')))}, {(c.get('duration_ms') or 0) / 1000:.1f} s</h3>"
                  + svg_timeline(c["timeline"]) + "</div>")
-    p.append("<h2>Assessor marks</h2><table><tr><th>Time (UTC)</th><th>Assessor</th><th>Competence</th><th>Kind</th><th>Note</th></tr>")
+    p.append("<h2>Assessor marks</h2><table><tr><th>Time (UTC)</th><th>Assessor</th><th>Key</th><th>Competence</th><th>Kind</th><th>Note</th></tr>")
     for m in rep["marks"]:
         who = m.get("assessor_name") or m.get("assessor_id")
         what = m["kind"] if m["type"] == "mark" else f"contact {m.get('action')}"
-        p.append(f"<tr><td>{esc(m['wall'][11:23])}</td><td>{esc(str(who))}</td><td>{esc(m.get('competence') or '')}</td>"
+        p.append(f"<tr><td>{esc(m['wall'][11:23])}</td><td>{esc(str(who))}</td><td>{esc(m.get('key_fp') or 'none')}</td>"
+                 f"<td>{esc(m.get('competence') or '')}</td>"
                  f"<td>{esc(str(what))}</td><td class='note'>{esc(m.get('text') or '')}</td></tr>")
     p.append("</table></body></html>")
     return "\n".join(p)
@@ -241,12 +259,18 @@ def render_csv(rep: dict) -> str:
         w.writerow(["competence", c["id"], "auto", _csv(c["auto"])])
         for a, v in c["verdicts"].items():
             w.writerow(["competence", c["id"], f"verdict:{a}", v["verdict"]])
+            w.writerow(["competence", c["id"], f"key:{a}", v.get("key_fp", "")])
+        for a, v in (c.get("consensus") or {}).items():
+            w.writerow(["competence", c["id"], f"consensus:{a}", v["verdict"]])
+        w.writerow(["competence", c["id"], "disagree", _csv(c.get("disagree"))])
         w.writerow(["competence", c["id"], "proven", _csv(c["proven"])])
+    for k, v in (rep.get("agreement") or {}).items():
+        w.writerow(["agreement", "", k, _csv(v)])
     for cid, by in rep["counters"].items():
         for a, n in by.items():
             w.writerow(["counter", cid, a, n])
     for i, m in enumerate(rep["marks"], 1):
-        for k in ("wall", "t_ns", "type", "assessor_id", "assessor_name", "competence", "kind", "action", "text"):
+        for k in ("wall", "t_ns", "type", "assessor_id", "assessor_name", "key_fp", "competence", "kind", "action", "text"):
             if k in m:
                 w.writerow(["mark", i, k, _csv(m[k])])
     for i, g in enumerate(rep["data_gaps"], 1):

@@ -25,7 +25,15 @@ import collections
 import time
 from typing import Any, Iterable
 
-from station.competences import COMPETENCE_IDS, COMPETENCES, COUNTER_IDS, proven
+from station.competences import (
+    COMPETENCE_IDS,
+    COMPETENCES,
+    CONSENSUS_KINDS,
+    COUNTER_IDS,
+    disagree,
+    exam_agreement,
+    proven,
+)
 
 NS_PER_MS = 1_000_000
 NS_PER_S = 1_000_000_000
@@ -75,6 +83,8 @@ class StationModel:
         self.alerts: collections.deque = collections.deque(maxlen=L["alerts"])
         self.health: dict = {}
         self.health_wall_ns = 0
+        self.heads: dict | None = None    # the highest journal chain heads received (health beats)
+        self.rewound = ""                 # set when a later beat reported fewer blocks or messages
         self.bad = 0
         self.applied = 0
 
@@ -158,13 +168,13 @@ class StationModel:
                 self.open_markers.pop(str(d.get("kind")), None)
             self.marks.append({"t_ns": t, "type": "contact", "action": d.get("action"), "kind": d.get("kind"),
                                "assessor_id": d.get("assessor_id", ""), "assessor_name": "", "competence": "",
-                               "text": ""})
+                               "text": "", "key_fp": str(d.get("key_fp", ""))})
             return
         self.marks.append({"t_ns": _num(d.get("t_ns")) or t, "type": "mark", "mark_id": d.get("mark_id", ""),
                            "assessor_id": str(d.get("assessor_id", "")),
                            "assessor_name": str(d.get("assessor_name", "")),
                            "competence": str(d.get("competence", "")), "kind": str(d.get("kind", "")),
-                           "text": str(d.get("text", ""))})
+                           "text": str(d.get("text", "")), "key_fp": str(d.get("key_fp", ""))})
 
     def _on_exam(self, t: int, d: dict) -> None:
         self.exam_events.append({"t_ns": t, **d})
@@ -179,15 +189,26 @@ class StationModel:
         self.health = {k: d.get(k) for k in ("sources", "headset", "software_version", "queue", "journal",
                                              "engine_health") if k in d}
         self.health_wall_ns = time.time_ns()
+        h = d.get("chain_heads")
+        if isinstance(h, dict) and _num(h.get("blocks")) is not None and _num(h.get("last_seq")) is not None:
+            if self.heads and (h["blocks"] < self.heads["blocks"] or h["last_seq"] < self.heads["last_seq"]):
+                self.rewound = (f"journal went back from {self.heads['blocks']} to {h['blocks']} blocks, message "
+                                f"{self.heads['last_seq']} to {h['last_seq']}: cut or replaced on the station")
+                self.alerts.append({"t_ns": t, "type": "journal_rewound", "detail": self.rewound})
+            if not self.heads or h["blocks"] >= self.heads["blocks"]:
+                self.heads = {"blocks": h["blocks"], "last_seq": h["last_seq"]}
 
     # ---------------------------------------------------------------- derived
-    def verdicts(self) -> dict[str, dict[str, dict]]:
-        """competence -> assessor_id -> latest {verdict, name, t_ns, text} (observed/not_observed)."""
+    def verdicts(self, consensus: bool = False) -> dict[str, dict[str, dict]]:
+        """competence -> assessor_id -> latest {verdict, name, t_ns, text, key_fp} of the
+        observed/not_observed marks, or (``consensus``) of the consensus marks."""
+        kinds = CONSENSUS_KINDS if consensus else ("observed", "not_observed")
         out: dict[str, dict[str, dict]] = {c: {} for c in COMPETENCE_IDS}
         for m in self.marks:
-            if m["type"] == "mark" and m["kind"] in ("observed", "not_observed") and m["competence"] in out:
-                out[m["competence"]][m["assessor_id"]] = {"verdict": m["kind"], "name": m["assessor_name"],
-                                                          "t_ns": m["t_ns"], "text": m["text"]}
+            if m["type"] == "mark" and m["kind"] in kinds and m["competence"] in out:
+                out[m["competence"]][m["assessor_id"]] = {"verdict": m["kind"].removeprefix("consensus_"),
+                                                          "name": m["assessor_name"], "t_ns": m["t_ns"],
+                                                          "text": m["text"], "key_fp": m.get("key_fp", "")}
         return out
 
     def counters(self) -> dict[str, dict[str, int]]:
@@ -297,6 +318,8 @@ class Room:
         if isinstance(inj, dict) and (_num(inj.get("keys")) or _num(inj.get("mouse"))):
             alerts.append({"type": "injected", "text": f"synthetic input: {_num(inj.get('keys')) or 0} keys, "
                                                       f"{_num(inj.get('mouse')) or 0} mouse events injected"})
+        if st.rewound:
+            alerts.append({"type": "journal_rewound", "text": st.rewound})
         integ = st.totals.get("integrity") or {}
         if isinstance(integ, dict):
             bad = {k: v for k, v in integ.items() if k != "simulated" and _num(v)}
@@ -377,23 +400,44 @@ class Room:
         lanes["contacts"] = contacts
         return {"start_ns": lo, "end_ns": hi, "lanes": lanes}
 
-    def board(self, sid: str) -> dict:
-        """Competence board: the 19 competences with figures, rule, auto, each assessor's verdict,
-        and proven (computed here from the marks: both assessors observed)."""
+    def board(self, sid: str, me: dict | None = None) -> dict:
+        """Competence board: the 19 competences with figures, rule, auto, each assessor's verdict
+        (with the fingerprint of the key it came with), whether they disagree, the consensus
+        marks, proven (``competences.proven``), and the exam's agreement (Cohen's kappa).
+        ``me``: {id, name} of the assessor looking (default: the console's configured one)."""
         st = self.stations[sid]
-        verdicts = st.verdicts()
-        assessors: dict[str, str] = {self.cfg.console.assessor_id: self.cfg.console.assessor_name}
-        for by in verdicts.values():
-            for a, v in by.items():
-                assessors.setdefault(a, v["name"])
-                if v["name"]:
-                    assessors[a] = v["name"]
-        rows = []
-        for cid, group, title in COMPETENCES:
-            ev = st.evidence.get(cid) or {}
-            rows.append({"id": cid, "group": group, "title": title, "figures": ev.get("figures", {}),
-                         "rule": ev.get("rule", ""), "auto": ev.get("auto"), "verdicts": verdicts[cid],
-                         "proven": proven(verdicts[cid])})
+        rows = competence_rows(st)
+        me = me or {"id": self.cfg.console.assessor_id, "name": self.cfg.console.assessor_name}
         return {"station": sid, "session": st.session, "candidate": st.exam, "evidence_t_ns": st.evidence_t,
-                "assessors": [{"id": a, "name": n} for a, n in assessors.items()], "competences": rows,
-                "counters": st.counters()}
+                "me": me["id"], "assessors": assessor_list(st, me), "competences": rows,
+                "agreement": exam_agreement({r["id"]: r["verdicts"] for r in rows}), "counters": st.counters()}
+
+
+def competence_rows(st: StationModel) -> list[dict]:
+    """The 19 competences of a station model as the board and the report show them."""
+    verdicts, consensus = st.verdicts(), st.verdicts(consensus=True)
+    rows = []
+    for cid, group, title in COMPETENCES:
+        ev = st.evidence.get(cid) or {}
+        rows.append({"id": cid, "group": group, "title": title, "figures": ev.get("figures", {}),
+                     "rule": ev.get("rule", ""), "auto": ev.get("auto"), "verdicts": verdicts[cid],
+                     "consensus": consensus[cid], "disagree": disagree(verdicts[cid]),
+                     "proven": proven(verdicts[cid], consensus[cid])})
+    return rows
+
+
+def assessor_list(st: StationModel, me: dict | None = None) -> list[dict]:
+    """Every assessor seen in the marks (``me`` first): {id, name, keys: [fingerprints]}."""
+    out: dict[str, dict] = {}
+    if me:
+        out[me["id"]] = {"id": me["id"], "name": me.get("name", ""), "keys": []}
+    for m in st.marks:
+        a = m.get("assessor_id")
+        if not a or m["type"] != "mark":
+            continue
+        e = out.setdefault(a, {"id": a, "name": "", "keys": []})
+        if m.get("assessor_name"):
+            e["name"] = m["assessor_name"]
+        if m.get("key_fp") and m["key_fp"] not in e["keys"]:
+            e["keys"].append(m["key_fp"])
+    return list(out.values())
