@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from station.argtypes import number
 from station.errors import UserError
 
 
@@ -33,22 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     lev = sub.add_parser("level", help="P.56 active speech level, activity, peak and noise floor of a "
                                        "WAV or FLAC recording (any bit depth, rate and channel count)")
     lev.add_argument("file", type=Path)
-    lev.add_argument("--channel", type=_channel, default=0,
+    lev.add_argument("--channel", type=number(0, 255, integer=True, what="channel number"), default=0,
                      help="channel of a multi-channel file, counted from 0 (0 = left, 1 = right; default 0)")
     lev.add_argument("--json", action="store_true", help="print JSON")
     lev.set_defaults(func=cmd_level)
     parser.set_defaults(func=lambda args: _usage(parser))
-
-
-def _channel(text: str) -> int:
-    """--channel: a whole number >= 0 (argparse turns the ValueError into one usage line, exit 2)."""
-    n = int(text)
-    if n < 0:
-        raise ValueError(text)
-    return n
-
-
-_channel.__name__ = "channel number (0, 1, ...)"
 
 
 def _usage(parser) -> int:

@@ -17,26 +17,18 @@ import json
 import queue
 import time
 
+from station.argtypes import number
 from station.errors import UserError
 
 
 def register(sub) -> None:
     p = sub.add_parser("categories", help="show live which category (and rule) the focused window gets")
     p.add_argument("--once", action="store_true", help="print the focused window and exit")
-    p.add_argument("--seconds", type=_seconds, default=0.0,
+    p.add_argument("--seconds", type=number(0, what="seconds"), default=0.0,
                    help="stop after this many seconds (default: run until Ctrl-C)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(func=run)
 
-
-def _seconds(text: str) -> float:
-    v = float(text)
-    if not v >= 0 or v == float("inf"):
-        raise ValueError(text)
-    return v
-
-
-_seconds.__name__ = "number of seconds"
 
 GRACE_S = 2.0   # a source still lost this long after the start, with nothing seen: exit 1
 

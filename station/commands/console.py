@@ -12,6 +12,7 @@ import signal
 import sys
 import time
 
+from station.argtypes import number
 from station.cli import load_config
 from station.errors import UserError
 
@@ -20,10 +21,10 @@ def register(sub) -> None:
     p = sub.add_parser("console", help="follow stations (assessor console)",
                        description=__doc__.split("\n\n")[0])
     p.add_argument("--plain", action="store_true", help="text mode: one line per message")
-    p.add_argument("--duration", type=float, default=0.0,
+    p.add_argument("--duration", type=number(0, what="seconds"), default=0.0,
                    help="stop after this many seconds (0 = until interrupted)")
-    p.add_argument("--port", type=int, default=0, help="web console port (default console.http_port)")
-    p.add_argument("--width", type=int, default=120, help="maximum line length in --plain mode")
+    p.add_argument("--port", type=number(0, 65535, integer=True, what="port"), default=0, help="web console port (default console.http_port)")
+    p.add_argument("--width", type=number(20, 10_000, integer=True, what="width"), default=120, help="maximum line length in --plain mode")
     p.set_defaults(func=run)
 
 

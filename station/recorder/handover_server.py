@@ -16,6 +16,7 @@ from typing import Any, Callable
 import msgpack
 
 from station.clock import monotonic_ns
+from station.errors import UserError
 from station.eventqueue import EventQueue
 from station.events import DEFAULT_LAG_NS, FormatError, SourceHealth, decode_batch
 from station.handover import ACK, BATCH, BEAT, HELLO, PROTO, FrameReader, frame
@@ -53,15 +54,24 @@ class HandoverServer:
         self._hello = False
 
     def start(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists() or self.path.is_symlink():
-            self.path.unlink()
+        """Bind the socket. An operator problem (directory not writable, path too long, a
+        directory in the way) raises ``UserError`` naming the path, the reason and the key."""
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o007)
         try:
-            s.bind(str(self.path))
-        finally:
-            os.umask(old)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.path.exists() or self.path.is_symlink():
+                self.path.unlink()
+            old = os.umask(0o007)
+            try:
+                s.bind(str(self.path))
+            finally:
+                os.umask(old)
+        except OSError as e:
+            s.close()
+            why = e.strerror or str(e)
+            raise UserError(f"hand-over socket {self.path}: cannot create it ({why}); the directory "
+                            "must exist or be creatable and writable by the recorder's account "
+                            "(set handover.socket, or run `station install`)") from None
         s.listen(4)
         s.setblocking(False)
         self._sock = s
