@@ -26,6 +26,7 @@ import time
 from typing import Any, Iterable
 
 from station.competences import COMPETENCE_IDS, COMPETENCES, COUNTER_IDS, proven
+from station.figure_words import describe
 
 NS_PER_MS = 1_000_000
 NS_PER_S = 1_000_000_000
@@ -383,6 +384,7 @@ class Room:
         for cid, group, title in COMPETENCES:
             ev = st.evidence.get(cid) or {}
             rows.append({"id": cid, "group": group, "title": title, "figures": ev.get("figures", {}),
+                         "figures_text": describe(cid, ev.get("figures", {})),
                          "rule": ev.get("rule", ""), "auto": ev.get("auto"), "verdicts": verdicts[cid],
                          "proven": proven(verdicts[cid])})
         return {"station": sid, "session": st.session, "candidate": st.exam, "evidence_t_ns": st.evidence_t,
