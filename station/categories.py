@@ -4,7 +4,8 @@ A rule has a ``category`` and up to three patterns, each optional (absent or "" 
 
 - ``class``: matches the window's ``WM_CLASS`` *instance* or *class* part (X11; e.g. ``xmessage
   -name crmapp`` has instance "crmapp", class "Xmessage"; ``chromium --app=https://crm.example``
-  has instance "crm.example", class "Chromium"); under Wayland the app id;
+  has instance "crm.example", class "Chromium"); under GNOME Wayland also the application id
+  (e.g. "org.mozilla.firefox.desktop");
 - ``title``: the window title;
 - ``process``: the process name (``/proc/PID/comm``).
 
@@ -55,11 +56,12 @@ class Categorizer:
         self.titles = cfg.privacy.titles
 
     @lru_cache(maxsize=1024)
-    def match(self, wm_class: str, title: str, process: str, instance: str = "") -> Match:
-        """The first rule all of whose patterns match; ``class`` may match ``wm_class`` or
-        ``instance``."""
+    def match(self, wm_class: str, title: str, process: str, instance: str = "", app_id: str = "") -> Match:
+        """The first rule all of whose patterns match; ``class`` may match ``wm_class``,
+        ``instance`` or (GNOME Wayland) ``app_id``."""
         for i, (category, (pc, pt, pp)) in enumerate(self.rules):
-            if pc and not (pc.search(wm_class or "") or (instance and pc.search(instance))):
+            if pc and not (pc.search(wm_class or "") or (instance and pc.search(instance))
+                           or (app_id and pc.search(app_id))):
                 continue
             if pt and not pt.search(title or ""):
                 continue
@@ -68,9 +70,9 @@ class Categorizer:
             return Match(category, i)
         return Match(OTHER, None)
 
-    def classify(self, wm_class: str, title: str, process: str, instance: str = "") -> str:
+    def classify(self, wm_class: str, title: str, process: str, instance: str = "", app_id: str = "") -> str:
         """The category (see ``match``)."""
-        return self.match(wm_class, title, process, instance).category
+        return self.match(wm_class, title, process, instance, app_id).category
 
     def private_title(self, title: str) -> str:
         """The title as the privacy setting allows it to be stored: kept, hashed (sha256:12 hex) or ""."""

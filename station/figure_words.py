@@ -107,21 +107,44 @@ def _one(cid: str, key: str, v: Any) -> str:
         return _plain(key, v)
 
 
+def _where(contact: Any) -> str:
+    """ "contact #1 phone" for a contact key, the key itself otherwise ("outside contacts")."""
+    return f"contact {contact}" if str(contact).startswith("#") else str(contact)
+
+
+def _counted(n: Any, one: str, many: str) -> str:
+    """A counter: a number, or per assessor {assessor: number}."""
+    if isinstance(n, dict):
+        return "; ".join(f"{a}: {count(x, one, many)}" for a, x in n.items())
+    return count(n, one, many)
+
+
 def describe(cid: str, figures: dict | None) -> list[str]:
     """Sentences for the figures of competence ``cid`` (see the module docstring)."""
     out: list[str] = []
-    for key, v in (figures or {}).items():
-        if key == "counters" and cid in _COUNTERS and isinstance(v, dict):
-            one, many = _COUNTERS[cid]
-            out += [f"contact {c}: {count(n, one, many)}" for c, n in v.items()] if v else [f"no {many} counted yet"]
-        elif key == "per_contact" and isinstance(v, dict):
-            for contact, sub in v.items():
-                if isinstance(sub, dict):
-                    out += [f"contact {contact}: {_one(cid, k, x)}" for k, x in sub.items()]
-                else:
-                    out.append(f"contact {contact}: {_one(cid, key, sub)}")
-        elif isinstance(v, dict) and v and all(str(k).startswith("#") for k in v):
-            out += [f"contact {contact}: {_one(cid, key, x)}" for contact, x in v.items()]
-        else:
-            out.append(_one(cid, key, v))
+    if not isinstance(figures, dict):
+        return [] if figures is None else [str(figures)]
+    for key, v in figures.items():
+        try:
+            out += _describe_one(cid, key, v)
+        except (TypeError, ValueError, AttributeError):
+            out.append(_plain(key, v))
+    return out
+
+
+def _describe_one(cid: str, key: str, v: Any) -> list[str]:
+    out: list[str] = []
+    if key == "counters" and cid in _COUNTERS and isinstance(v, dict):
+        one, many = _COUNTERS[cid]
+        out += [f"{_where(c)}: {_counted(n, one, many)}" for c, n in v.items()] if v else [f"no {many} counted yet"]
+    elif key == "per_contact" and isinstance(v, dict):
+        for contact, sub in v.items():
+            if isinstance(sub, dict):
+                out += [f"contact {contact}: {_one(cid, k, x)}" for k, x in sub.items()]
+            else:
+                out.append(f"contact {contact}: {_one(cid, key, sub)}")
+    elif isinstance(v, dict) and v and all(str(k).startswith("#") for k in v):
+        out += [f"contact {contact}: {_one(cid, key, x)}" for contact, x in v.items()]
+    else:
+        out.append(_one(cid, key, v))
     return out

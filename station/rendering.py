@@ -35,8 +35,8 @@ CAT_LABELS = {"crm": "CRM", "knowledge": "Knowledge base", "script": "Script", "
               "email": "E-mail", "typing_task": "Typing task", "other": "Other window"}
 KIND_LABELS = {"phone": "phone call", "chat": "chat", "email": "e-mail"}
 UNOBSERVED = "#cccccc"   # a focus span whose category is not a configured one ("unknown": focus not observed)
-LEGEND_CSS = (".legend{font:11px sans-serif;margin:2px 0 12px}.legend span{display:inline-block;margin-right:10px}"
-              ".legend i{display:inline-block;width:10px;height:10px;margin-right:3px;vertical-align:-1px;"
+LEGEND_CSS = (".legend{font:11px sans-serif;margin:2px 0 12px}.legend .entry{display:inline-block;margin-right:10px}"
+              ".legend .sw{display:inline-block;width:10px;height:10px;margin-right:3px;vertical-align:-1px;"
               "border:1px solid #999}.legend b{font-weight:600;margin-right:4px}")
 
 
@@ -47,8 +47,8 @@ def legend_html(tl: dict) -> str:
     esc = html.escape
 
     def sw(key: str, color: str, label: str) -> str:
-        return (f'<span data-legend="{esc(key)}" data-color="{color}"><i style="background:{color}"></i>'
-                f'{esc(label)}</span>')
+        return (f'<span class="entry" data-legend="{esc(key)}" data-color="{color}">'
+                f'<span class="sw" style="background:{color}"></span>{esc(label)}</span>')
 
     lanes = [k for k, _, _ in LANE_ORDER if k in tl.get("lanes", {})]
     out = ['<div class="legend" role="note" aria-label="timeline legend">']

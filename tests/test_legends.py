@@ -32,6 +32,9 @@ def test_figures_in_words_with_units():
         "contact #2 chat: 100 % of chat time with information consulted within 30 s"]
     assert describe("D3", {"after_contact_ms": {"#1 phone": 151020}}) == ["contact #1 phone: 2 min 31 s of after-contact work"]
     assert describe("C2", {"counters": {}}) == ["no clarifying questions counted yet"]
+    assert describe("C1", {"counters": {"#1 phone": {"anna": 2, "bert": 1}, "outside contacts": {"anna": 1}}}) == [
+        "contact #1 phone: anna: 2 reformulations; bert: 1 reformulation", "outside contacts: anna: 1 reformulation"]
+    assert describe("S1", {"per_contact_share": {"#1 phone": {"odd": 1}}}) == ["contact #1 phone: per_contact_share: {'odd': 1}"]
     # a figure this module does not know is still shown, never hidden; odd values do not raise
     assert describe("S1", {"new_figure": 3, "lookups": None, "idle_ms": 2500}) == [
         "new_figure: 3", "lookups: None", "idle: 2.5 s"]
@@ -39,7 +42,7 @@ def test_figures_in_words_with_units():
 
 def _legend_colors(page, scope: str) -> dict[str, str]:
     return page.evaluate("""(scope) => Object.fromEntries([...document.querySelectorAll(scope + ' [data-legend]')]
-        .map(e => [e.dataset.legend, getComputedStyle(e.querySelector('i')).backgroundColor]))""", scope)
+        .map(e => [e.dataset.legend, getComputedStyle(e.querySelector('.sw')).backgroundColor]))""", scope)
 
 
 def _rgb(hex_color: str) -> str:

@@ -24,7 +24,9 @@ change with whatever could be read (class/title ""), never an exception; the X s
 gives ``SourceHealth("lost")``, the focus state becomes ``"unknown"`` (so no characters are
 recorded), and the source reconnects with backoff (0.1 s doubling to 2 s) and reports ``"ok"``
 again; a window manager without ``_NET_ACTIVE_WINDOW`` gives ``"degraded"``; a Wayland or
-display-less session gives ``"lost"`` with the reason from ``station.capture.platform``.
+display-less session gives ``"lost"`` with the reason from ``station.capture.platform``. On GNOME
+under Wayland the focus comes from the station's GNOME Shell extension over D-Bus instead
+(``station.capture.focus_gnome``, chosen by ``platform.focus_backend``).
 
 ``FocusState`` is the thread-safe current category, shared with the input source, which records
 typed characters only while the category is ``typing_task``.
@@ -64,6 +66,7 @@ class WindowSeen:
     pid: int
     process: str
     match: Match
+    app_id: str = ""     # GNOME Wayland: the application id ("" under X11)
 
 
 class FocusState:
@@ -155,9 +158,13 @@ class FocusSource(ThreadedSource):
     # -- supervisor -------------------------------------------------------------------------
     def _run(self) -> None:
         backend = platform.detect()
-        if not backend.capturable:
+        kind, reason = platform.focus_backend(backend)
+        if kind == "gnome":
+            reconnect_loop(self._stop, self._gnome_session, self._count_reconnect)
+            return
+        if kind != "x11":
             self.focus_state.set(UNKNOWN, monotonic_ns())
-            self._health.report("lost", platform.unavailable_reason(backend))
+            self._health.report("lost", reason)
             self._stop.wait()
             return
         reconnect_loop(self._stop, lambda connected: self._session(backend.display, connected),
@@ -184,18 +191,37 @@ class FocusSource(ThreadedSource):
             self.connected.clear()
             watcher.close()
 
+    def _gnome_session(self, connected) -> None:
+        """One session-bus connection's worth of GNOME focus watching (``focus_gnome``)."""
+        from station.capture import focus_gnome
+        try:
+            watcher = focus_gnome.GnomeWatcher(self, read_comm)
+        except Exception as e:  # no session bus (DBUS_SESSION_BUS_ADDRESS), refused, ...
+            self._lost(f"D-Bus session bus unreachable: {_describe(e)}")
+            return
+        connected()
+        try:
+            watcher.run()
+        except focus_gnome.Stopped:
+            pass
+        except Exception as e:  # the bus went away
+            self._lost(f"D-Bus session bus connection lost: {_describe(e)}")
+        finally:
+            self.connected.clear()
+            watcher.close()
+
     def _lost(self, detail: str) -> None:
         self.focus_state.set(UNKNOWN, monotonic_ns())
         self._health.report("lost", detail)
 
     def _emit(self, t_ns: int, window_id: int, wm_class: str, title: str, pid: int,
-              instance: str = "") -> None:
+              instance: str = "", app_id: str = "") -> None:
         process = read_comm(pid)
-        match = self.categorizer.match(wm_class, title, process, instance)
+        match = self.categorizer.match(wm_class, title, process, instance, app_id)
         category = match.category
         self.focus_state.set(category, t_ns, window_id)
         if self.observer is not None:
-            self.observer(WindowSeen(t_ns, window_id, instance, wm_class, title, pid, process, match))
+            self.observer(WindowSeen(t_ns, window_id, instance, wm_class, title, pid, process, match, app_id))
         self._sink.put(FocusChange(t_ns, window_id, wm_class, self.categorizer.private_title(title),
                                    pid, process, category))
         self.changes += 1

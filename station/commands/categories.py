@@ -81,7 +81,7 @@ def run(args) -> int:
 
 def _show(w, rules, as_json: bool) -> None:
     if as_json:
-        print(json.dumps({"t_ns": w.t_ns, "window_id": w.window_id, "instance": w.instance,
+        print(json.dumps({"t_ns": w.t_ns, "window_id": w.window_id, "app_id": w.app_id, "instance": w.instance,
                           "class": w.wm_class, "title": w.title, "pid": w.pid, "process": w.process,
                           "category": w.match.category,
                           "rule": None if w.match.rule is None else w.match.rule + 1}), flush=True)
@@ -89,5 +89,6 @@ def _show(w, rules, as_json: bool) -> None:
     if not w.window_id:
         print(f"{time.strftime('%H:%M:%S')}  (no focused window)  ->  {w.match.describe(rules)}", flush=True)
         return
-    print(f"{time.strftime('%H:%M:%S')}  instance={w.instance!r} class={w.wm_class!r} "
+    app = f"app_id={w.app_id!r} " if w.app_id else ""
+    print(f"{time.strftime('%H:%M:%S')}  {app}instance={w.instance!r} class={w.wm_class!r} "
           f"title={w.title!r} process={w.process!r}  ->  {w.match.describe(rules)}", flush=True)

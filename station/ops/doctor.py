@@ -11,6 +11,9 @@ Checks (all required; each never raises, a failure is a ``Check`` with ``ok=Fals
   ``_NET_ACTIVE_WINDOW`` in ``_NET_SUPPORTED`` (event-driven focus capture).
 - ``audio ...``: whatever ``station.capture.audio.doctor_checks(cfg)`` returns (devices, rates,
   headset profile); one failed ``audio`` check when that module is not available.
+- ``focus``, ``input`` (GNOME under Wayland only): whether the station's GNOME Shell extension is
+  on the session bus, owned by gnome-shell and answering (``focus_gnome.probe``); keyboard and
+  mouse are not visible to a Wayland client (fails with ``WAYLAND_GNOME_MESSAGE``).
 - ``config``: the configuration loads and validates.
 - ``journal dir``: ``station.config.data_dir(cfg)`` is writable (or can be created).
 - ``zmq curve``: libzmq was built with CURVE security (``zmq.has("curve")``).
@@ -93,6 +96,20 @@ def _ewmh_check(d) -> Check:
     return Check("window manager", True, f"{name or 'EWMH window manager'}, _NET_ACTIVE_WINDOW supported")
 
 
+def _wayland_checks(backend: platform.Backend) -> list[Check]:
+    """What works in a GNOME Wayland session: focus through the extension; not input."""
+    try:
+        kind, _ = platform.focus_backend(backend)
+    except Exception as e:
+        return [Check("focus", False, str(e))]
+    if kind != "gnome" or backend.name == "x11":
+        return []
+    from station.capture import focus_gnome
+    from station.capture.focus import read_comm
+    ok, detail = focus_gnome.probe(read_comm)
+    return [Check("focus", ok, detail), Check("input", False, backend.reason)]
+
+
 def _audio_checks(cfg) -> list[Check]:
     try:
         audio = importlib.import_module("station.capture.audio")
@@ -149,6 +166,7 @@ def run_checks(load_config: Callable[[], Any]) -> list[Check]:
     except UserError as e:
         backend = platform.Backend("none", "", str(e))
     checks = _x11_checks(backend)
+    checks += _wayland_checks(backend)
     cfg = None
     try:
         cfg = load_config()

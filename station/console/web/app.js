@@ -181,8 +181,8 @@ function svgTimeline(tl, width) {
 
 // The legend under a timeline: lane colours, the focus lane's categories, the contact kinds.
 function legend() {
-  const sw = (key, color, label) => h("span", {"data-legend": key, "data-color": color},
-    h("i", {style: `background:${color}`}), label);
+  const sw = (key, color, label) => h("span", {class: "entry", "data-legend": key, "data-color": color},
+    h("span", {class: "sw", style: `background:${color}`}), label);
   return h("div", {class: "legend", role: "note", "aria-label": "timeline legend"},
     LANES.filter(([, , c]) => c).map(([k, name, c]) => sw(k, c, name)), h("br"),
     h("b", {}, "Focus:"), Object.entries(CAT_COLORS).map(([k, c]) => sw(`focus:${k}`, c, CAT_LABELS[k])),
