@@ -305,7 +305,7 @@ async function pollStation() {
   const c = d.contact_now;
   current.endKind = c ? c.kind : (Object.keys(d.open_markers)[0] || null);
   document.getElementById("contact-now").textContent = c ?
-    `${c.kind} (${c.source}) ${secs(c.duration_ms)} · S1 ${pct(c.s1_share)} · S3 ${pct(c.s3_share)} · agent ${fmt(c.agent_talk_ms)} ms · customer ${fmt(c.customer_talk_ms)} ms · dead air ${fmt(c.dead_air_count)}` :
+    `${c.kind} (${c.source}) ${secs(c.duration_ms)} · on-screen information work ${pct(c.s1_share)} of conversation (S1) · keyboard or mouse ${pct(c.s3_share)} of conversation (S3) · agent talk ${secs(c.agent_talk_ms)} · customer talk ${secs(c.customer_talk_ms)} · dead air ${fmt(c.dead_air_count)}×` :
     "no contact in progress";
   for (const cid of ["C1", "C2", "C3"]) {
     const by = d.counters[cid] || {};
@@ -315,9 +315,11 @@ async function pollStation() {
   }
   document.getElementById("board").replaceChildren(renderBoard(d.board));
   document.getElementById("contacts").replaceChildren(table(
-    ["#", "Kind", "Duration", "Agent talk ms", "Customer talk ms", "Dead air", "S1", "S3", "S2 switches/min", "Source"],
+    ["#", "Kind", "Duration (min:s)", "Agent talk (min:s)", "Customer talk (min:s)", "Dead air (3 s or more)",
+     "S1: on-screen information work, share of conversation", "S3: keyboard or mouse, share of conversation",
+     "S2: switches a minute", "Source"],
     d.contact_list.map((x, i) => h("tr", {}, h("td", {}, i + 1), h("td", {}, x.kind), h("td", {}, secs(x.duration_ms)),
-      h("td", {}, fmt(x.agent_talk_ms)), h("td", {}, fmt(x.customer_talk_ms)), h("td", {}, fmt(x.dead_air_count)),
+      h("td", {}, secs(x.agent_talk_ms)), h("td", {}, secs(x.customer_talk_ms)), h("td", {}, fmt(x.dead_air_count)),
       h("td", {}, pct(x.s1_share)), h("td", {}, pct(x.s3_share)), h("td", {}, fmt(x.s2_switches_per_min)),
       h("td", {}, x.source)))));
   const t0 = d.timeline.start_ns;
