@@ -21,7 +21,7 @@ from station.capture import focus_gnome, platform
 from station.clock import monotonic_ns
 from station.config import load
 from station.events import FocusChange, SourceHealth
-from tests.gnome_harness import GnomeSession, available
+from tests.wayland_harness import GnomeSession, available
 from tests.support import IN_CI, REPO, station_cmd, wait_for
 from tests.x11_harness import Capture
 

@@ -26,7 +26,8 @@ recorded), and the source reconnects with backoff (0.1 s doubling to 2 s) and re
 again; a window manager without ``_NET_ACTIVE_WINDOW`` gives ``"degraded"``; a Wayland or
 display-less session gives ``"lost"`` with the reason from ``station.capture.platform``. On GNOME
 under Wayland the focus comes from the station's GNOME Shell extension over D-Bus instead
-(``station.capture.focus_gnome``, chosen by ``platform.focus_backend``).
+(``station.capture.focus_gnome``), and on wlroots compositors (sway, labwc, ...) from the
+foreign-toplevel protocol (``station.capture.focus_wlr``), both chosen by ``platform.focus_backend``.
 
 ``FocusState`` is the thread-safe current category, shared with the input source, which records
 typed characters only while the category is ``typing_task``.
@@ -162,6 +163,9 @@ class FocusSource(ThreadedSource):
         if kind == "gnome":
             reconnect_loop(self._stop, self._gnome_session, self._count_reconnect)
             return
+        if kind == "wlroots":
+            reconnect_loop(self._stop, self._wlr_session, self._count_reconnect)
+            return
         if kind != "x11":
             self.focus_state.set(UNKNOWN, monotonic_ns())
             self._health.report("lost", reason)
@@ -206,6 +210,28 @@ class FocusSource(ThreadedSource):
             pass
         except Exception as e:  # the bus went away
             self._lost(f"D-Bus session bus connection lost: {_describe(e)}")
+        finally:
+            self.connected.clear()
+            watcher.close()
+
+    def _wlr_session(self, connected) -> None:
+        """One Wayland connection's worth of wlroots focus watching (``focus_wlr``)."""
+        from station.capture import focus_wlr
+        try:
+            watcher = focus_wlr.WlrWatcher(self)
+        except focus_wlr.Unsupported as e:
+            self._lost(str(e))
+            return
+        except Exception as e:  # no Wayland display, pywayland missing, ...
+            self._lost(f"Wayland display unreachable: {_describe(e)}")
+            return
+        connected()
+        try:
+            watcher.run()
+        except focus_wlr.Stopped:
+            pass
+        except Exception as e:  # the compositor went away
+            self._lost(f"Wayland connection lost: {_describe(e)}")
         finally:
             self.connected.clear()
             watcher.close()

@@ -26,9 +26,11 @@ Focus backend (``focus_backend``), for the focus source:
 - ``"gnome"``: GNOME on Wayland (``$XDG_CURRENT_DESKTOP`` names GNOME, e.g. "GNOME" or
   "ubuntu:GNOME"): the station's GNOME Shell extension reports focus over the session bus
   (``station.capture.focus_gnome``); keyboard and mouse stay invisible (``WAYLAND_GNOME_MESSAGE``);
-- ``"none"``: focus cannot be observed (the source reports why).
+- ``"wlroots"``: a wlroots compositor under Wayland (``$XDG_CURRENT_DESKTOP`` names sway, labwc,
+  Wayfire, river or Hyprland): the foreign-toplevel protocol (``station.capture.focus_wlr``);
+- ``"none"``: focus cannot be observed (the source reports why), e.g. KDE Plasma on Wayland.
 
-Override: ``STATION_FOCUS_BACKEND`` = ``x11`` | ``gnome`` | ``none``.
+Override: ``STATION_FOCUS_BACKEND`` = ``x11`` | ``gnome`` | ``wlroots`` | ``none``.
 
 Input backend (``input_backend``), for the input source under X11:
 
@@ -62,7 +64,11 @@ WAYLAND_MESSAGE = ("Wayland session: other applications' keyboard, mouse and win
 WAYLAND_GNOME_MESSAGE = ("GNOME Wayland session: other applications' keyboard and mouse are NOT visible to "
                          "the station (window focus is, through its GNOME Shell extension); log in to "
                          "\"GNOME on Xorg\" for an exam that needs keyboard and mouse evidence")
-FOCUS_BACKENDS = ("x11", "gnome", "none")
+FOCUS_BACKENDS = ("x11", "gnome", "wlroots", "none")
+WLROOTS_DESKTOPS = ("sway", "labwc", "wayfire", "river", "hyprland")
+WAYLAND_WLROOTS_MESSAGE = ("wlroots Wayland session: other applications' keyboard and mouse are NOT visible "
+                           "to the station (window focus is, through the foreign-toplevel protocol); log in "
+                           "to an X11 session for an exam that needs keyboard and mouse evidence")
 FOCUS_ENV_OVERRIDE = "STATION_FOCUS_BACKEND"
 NO_DISPLAY_MESSAGE = "no graphical display: DISPLAY is not set, keyboard, mouse and focus cannot be captured"
 
@@ -109,8 +115,15 @@ def is_gnome(env: Mapping[str, str]) -> bool:
     return "gnome" in [d.strip().lower() for d in env.get("XDG_CURRENT_DESKTOP", "").split(":")]
 
 
+def is_wlroots(env: Mapping[str, str]) -> bool:
+    """Does ``$XDG_CURRENT_DESKTOP`` name a wlroots compositor (``WLROOTS_DESKTOPS``)?"""
+    return any(d.strip().lower() in WLROOTS_DESKTOPS for d in env.get("XDG_CURRENT_DESKTOP", "").split(":"))
+
+
 def _wayland_reason(env: Mapping[str, str]) -> str:
-    return WAYLAND_GNOME_MESSAGE if is_gnome(env) else WAYLAND_MESSAGE
+    if is_gnome(env):
+        return WAYLAND_GNOME_MESSAGE
+    return WAYLAND_WLROOTS_MESSAGE if is_wlroots(env) else WAYLAND_MESSAGE
 
 
 def focus_backend(backend: Backend, env: Mapping[str, str] | None = None) -> tuple[str, str]:
@@ -127,6 +140,8 @@ def focus_backend(backend: Backend, env: Mapping[str, str] | None = None) -> tup
         return "x11", backend.reason
     if backend.name == "wayland" and is_gnome(env):
         return "gnome", "GNOME Wayland session: focus from the station's GNOME Shell extension over D-Bus"
+    if backend.name == "wayland" and is_wlroots(env):
+        return "wlroots", "wlroots Wayland session: focus from the foreign-toplevel protocol"
     return "none", backend.reason
 
 

@@ -11,8 +11,9 @@ Checks (all required; each never raises, a failure is a ``Check`` with ``ok=Fals
   ``_NET_ACTIVE_WINDOW`` in ``_NET_SUPPORTED`` (event-driven focus capture).
 - ``audio ...``: whatever ``station.capture.audio.doctor_checks(cfg)`` returns (devices, rates,
   headset profile); one failed ``audio`` check when that module is not available.
-- ``focus``, ``input`` (GNOME under Wayland only): whether the station's GNOME Shell extension is
-  on the session bus, owned by gnome-shell and answering (``focus_gnome.probe``); keyboard and
+- ``focus``, ``input`` (GNOME or a wlroots compositor under Wayland): whether the station's GNOME
+  Shell extension is on the session bus, owned by gnome-shell and answering (``focus_gnome.probe``),
+  or the compositor offers the foreign-toplevel protocol (``focus_wlr.probe``); keyboard and
   mouse are not visible to a Wayland client (fails with ``WAYLAND_GNOME_MESSAGE``).
 - ``config``: the configuration loads and validates.
 - ``journal dir``: ``station.config.data_dir(cfg)`` is writable (or can be created).
@@ -97,16 +98,20 @@ def _ewmh_check(d) -> Check:
 
 
 def _wayland_checks(backend: platform.Backend) -> list[Check]:
-    """What works in a GNOME Wayland session: focus through the extension; not input."""
+    """What works in a GNOME or wlroots Wayland session: focus; not input."""
     try:
         kind, _ = platform.focus_backend(backend)
     except Exception as e:
         return [Check("focus", False, str(e))]
-    if kind != "gnome" or backend.name == "x11":
+    if kind not in ("gnome", "wlroots") or backend.name == "x11":
         return []
-    from station.capture import focus_gnome
-    from station.capture.focus import read_comm
-    ok, detail = focus_gnome.probe(read_comm)
+    if kind == "gnome":
+        from station.capture import focus_gnome
+        from station.capture.focus import read_comm
+        ok, detail = focus_gnome.probe(read_comm)
+    else:
+        from station.capture import focus_wlr
+        ok, detail = focus_wlr.probe()
     return [Check("focus", ok, detail), Check("input", False, backend.reason)]
 
 

@@ -1,5 +1,7 @@
-"""A real GNOME Shell (Wayland, headless) for tests: the station's focus extension installed by
-``station install`` into a private root, GTK 4 windows on the compositor.
+"""Real Wayland compositors for tests, with GTK 4 windows on them.
+
+``GnomeSession``: GNOME Shell (headless), the station's focus extension installed by
+``station install`` into a private root. ``SwaySession``: sway (wlroots, headless backend).
 
     with GnomeSession(tmp_path) as g:             # private session bus, gnome-shell --headless
         g.env                                      # what a capture in this session sees
@@ -209,23 +211,90 @@ class GnomeSession:
         tmp.write_text(f"[org/gnome/shell]\nenabled-extensions={lst}\ndisable-user-extensions=false\n")
         tmp.replace(keyfile)
 
-    def open_window(self, app_id: str, title: str, timeout: float = 20.0) -> GtkWindow:
+    def open_window(self, app_id: str, title: str) -> GtkWindow:
         if self.overview_active():
             self.leave_overview()
-        proc = subprocess.Popen([SYSTEM_PYTHON, str(HERE), "window", app_id, title], env=self.env,
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        line = proc.stdout.readline().strip()
-        if line != "mapped":
-            _stop(proc)
-            raise GnomeError(f"GTK window {app_id!r} did not map")
-        w = GtkWindow(proc, app_id, title)
+        w = open_gtk_window(self.env, app_id, title)
         self.windows.append(w)
         return w
 
 
-def available() -> str:
-    """"" when a headless GNOME Shell can run here, else what is missing."""
-    missing = [b for b in ("gnome-shell", "dbus-daemon", "gdbus") if shutil.which(b) is None]
+def open_gtk_window(env: dict[str, str], app_id: str, title: str) -> GtkWindow:
+    """A GTK 4 window (Wayland) with application id ``app_id`` and ``title``, once mapped."""
+    proc = subprocess.Popen([SYSTEM_PYTHON, str(HERE), "window", app_id, title], env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = proc.stdout.readline().strip()
+    if line != "mapped":
+        _stop(proc)
+        raise GnomeError(f"GTK window {app_id!r} did not map")
+    return GtkWindow(proc, app_id, title)
+
+
+class SwaySession:
+    """sway on its headless backend, run as ``nobody`` (sway refuses to run as root) with a private
+    runtime directory; ``env`` is what a client of this session sees (root may connect)."""
+
+    def __init__(self, root: Path, user: str = "nobody"):
+        self.root, self.user = Path(root), user
+        self.proc: subprocess.Popen | None = None
+        self.windows: list[GtkWindow] = []
+        self.env: dict[str, str] = {}
+
+    def __enter__(self) -> "SwaySession":
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def start(self, timeout: float = 30.0) -> None:
+        import pwd
+        runtime = self.root / "run"
+        runtime.mkdir(parents=True, exist_ok=True)
+        pw = pwd.getpwnam(self.user)
+        os.chown(runtime, pw.pw_uid, pw.pw_gid)
+        runtime.chmod(0o700)
+        for d in [self.root, *self.root.parents]:      # nobody must reach its runtime dir
+            if d.stat().st_mode & 0o001 == 0:
+                d.chmod(d.stat().st_mode | 0o001)
+        conf = self.root / "sway.conf"
+        conf.write_text("output HEADLESS-1 resolution 1024x768\n")
+        conf.chmod(0o644)
+        senv = {"XDG_RUNTIME_DIR": str(runtime), "WLR_BACKENDS": "headless", "WLR_LIBINPUT_NO_DEVICES": "1",
+                "WLR_RENDERER": "pixman", "HOME": str(self.root), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        self.proc = subprocess.Popen(["runuser", "-u", self.user, "--", "env", "-i",
+                                      *[f"{k}={v}" for k, v in senv.items()], "sway", "-c", str(conf)],
+                                     stdout=subprocess.DEVNULL, stderr=open(self.root / "sway.log", "wb"))
+        deadline = time.monotonic() + timeout
+        while not (runtime / "wayland-1").exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise GnomeError("sway did not start: " + (self.root / "sway.log").read_text(errors="replace")[-1500:])
+            time.sleep(0.05)
+        self.env = {k: v for k, v in os.environ.items()
+                    if not k.startswith(("DBUS_", "XDG_", "WAYLAND_")) and k != "DISPLAY"}
+        self.env.update(XDG_RUNTIME_DIR=str(runtime), WAYLAND_DISPLAY="wayland-1", XDG_CURRENT_DESKTOP="sway",
+                        XDG_SESSION_TYPE="wayland", GDK_BACKEND="wayland", NO_AT_BRIDGE="1")
+
+    def open_window(self, app_id: str, title: str) -> GtkWindow:
+        w = open_gtk_window(self.env, app_id, title)
+        self.windows.append(w)
+        return w
+
+    def close(self) -> None:
+        for w in self.windows:
+            w.close()
+        if self.proc is not None and self.proc.poll() is None:
+            # runuser forwards the signal to sway
+            _stop(self.proc)
+
+
+def available(*binaries: str) -> str:
+    """"" when a headless compositor (default: GNOME Shell) can run here, else what is missing."""
+    missing = [b for b in (binaries or ("gnome-shell", "dbus-daemon", "gdbus")) if shutil.which(b) is None]
     if not Path(SYSTEM_PYTHON).exists():
         missing.append(SYSTEM_PYTHON)
     else:
@@ -244,6 +313,7 @@ def _window_main(app_id: str, title: str) -> None:
     gi.require_version("Gtk", "4.0")
     from gi.repository import GLib, Gtk
 
+    GLib.set_prgname(app_id)   # the Wayland app id when the application is not on a session bus
     app = Gtk.Application(application_id=app_id)
 
     def on_activate(a):
