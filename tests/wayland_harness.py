@@ -277,6 +277,7 @@ class SwaySession:
         self.env = {k: v for k, v in os.environ.items()
                     if not k.startswith(("DBUS_", "XDG_", "WAYLAND_")) and k != "DISPLAY"}
         self.env.update(XDG_RUNTIME_DIR=str(runtime), WAYLAND_DISPLAY="wayland-1", XDG_CURRENT_DESKTOP="sway",
+                        HOME=str(self.root), XDG_CACHE_HOME=str(self.root / "cache"),
                         XDG_SESSION_TYPE="wayland", GDK_BACKEND="wayland", NO_AT_BRIDGE="1")
 
     def open_window(self, app_id: str, title: str) -> GtkWindow:
