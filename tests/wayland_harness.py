@@ -236,6 +236,7 @@ class SwaySession:
 
     def __init__(self, root: Path, user: str = "nobody"):
         self.root, self.user = Path(root), user
+        self.modes: list[tuple[Path, int]] = []
         self.proc: subprocess.Popen | None = None
         self.windows: list[GtkWindow] = []
         self.env: dict[str, str] = {}
@@ -258,9 +259,11 @@ class SwaySession:
         pw = pwd.getpwnam(self.user)
         os.chown(runtime, pw.pw_uid, pw.pw_gid)
         runtime.chmod(0o700)
-        for d in [self.root, *self.root.parents]:      # nobody must reach its runtime dir
-            if d.stat().st_mode & 0o001 == 0:
-                d.chmod(d.stat().st_mode | 0o001)
+        for d in [self.root, *self.root.parents]:      # nobody must reach its runtime dir (undone in close)
+            mode = d.stat().st_mode & 0o7777
+            if mode & 0o001 == 0:
+                d.chmod(mode | 0o001)
+                self.modes.append((d, mode))
         conf = self.root / "sway.conf"
         conf.write_text("output HEADLESS-1 resolution 1024x768\n")
         conf.chmod(0o644)
@@ -291,6 +294,9 @@ class SwaySession:
         if self.proc is not None and self.proc.poll() is None:
             # runuser forwards the signal to sway
             _stop(self.proc)
+        for d, mode in reversed(self.modes):
+            d.chmod(mode)
+        self.modes.clear()
 
 
 def available(*binaries: str) -> str:
