@@ -1,7 +1,7 @@
 """Command line of the calibration: ``station calibrate ...`` and ``python -m calibration ...``.
 
     station calibrate run --headset ID --technician NAME [--rig URL] [--meter URL] [--yes]
-    station calibrate level FILE.wav [--channel N] [--json]
+    station calibrate level FILE.wav|FILE.flac [--channel N] [--json]
 
 Exit codes: 0 calibration passed / level measured; 1 calibration failed its limits (profile written
 with passed = false) or aborted (no profile written; the message says why); 2 bad usage or
@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
-import wave
 from pathlib import Path
 
 import numpy as np
 
+from station.argtypes import number
 from station.errors import UserError
 
 
@@ -30,9 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--meter", metavar="URL", help="serial sound level meter streaming readings")
     run.add_argument("--yes", action="store_true", help="non-interactive: the rig drives every step")
     run.set_defaults(func=cmd_run)
-    lev = sub.add_parser("level", help="P.56 active speech level, activity, peak and noise floor of a WAV")
+    lev = sub.add_parser("level", help="P.56 active speech level, activity, peak and noise floor of a "
+                                       "WAV or FLAC recording (any bit depth, rate and channel count)")
     lev.add_argument("file", type=Path)
-    lev.add_argument("--channel", type=int, default=0, help="channel of a multi-channel file (default 0)")
+    lev.add_argument("--channel", type=number(0, 255, integer=True, what="channel number"), default=0,
+                     help="channel of a multi-channel file, counted from 0 (0 = left, 1 = right; default 0)")
     lev.add_argument("--json", action="store_true", help="print JSON")
     lev.set_defaults(func=cmd_level)
     parser.set_defaults(func=lambda args: _usage(parser))
@@ -81,48 +84,32 @@ def cmd_run(args) -> int:
     return 0 if result.passed else 1
 
 
-def read_wav(path: Path, channel: int = 0) -> tuple[np.ndarray, int]:
-    """int16 samples of one channel and the rate of a PCM WAV file; UserError when unusable."""
-    try:
-        with wave.open(str(path), "rb") as w:
-            width, chans, rate, n = w.getsampwidth(), w.getnchannels(), w.getframerate(), w.getnframes()
-            data = w.readframes(n)
-    except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
-    except (wave.Error, EOFError) as e:
-        raise UserError(f"{path}: not a PCM WAV file ({e})") from None
-    except OSError as e:
-        raise UserError(f"{path}: cannot read: {e.strerror}") from None
-    if width != 2:
-        raise UserError(f"{path}: {8 * width}-bit samples; only 16-bit PCM is supported (convert with "
-                        "`sox in.wav -b 16 out.wav`)")
-    if not 0 <= channel < chans:
-        raise UserError(f"{path}: has {chans} channel(s); channel {channel} does not exist")
-    x = np.frombuffer(data[: len(data) // (2 * chans) * 2 * chans], dtype="<i2").reshape(-1, chans)[:, channel]
-    if len(x) == 0:
-        raise UserError(f"{path}: contains no samples")
-    return x.astype(np.int16), rate
-
-
-def level_report(x: np.ndarray, rate: int) -> dict:
-    """Figures for ``calibrate level``: P.56 level and activity, peak, long-term level, noise floor
-    (10th percentile of 20 ms frame levels: the quiet parts between words)."""
-    from . import measure, p56
-    r = p56.measure(x, rate)
-    fl = max(1, rate // 50)
-    lv = measure.frame_levels(x, fl)
-    floor = float(np.percentile(lv, 10)) if len(lv) else measure.level_dbfs(x)
-    clip = measure.clipping(x)
-    return {"duration_s": round(len(x) / rate, 3), "sample_rate_hz": rate,
+def level_report(x: np.ndarray, rate: int, clip_dbfs: float = -0.1) -> dict:
+    """Figures for ``calibrate level`` of mono samples (int16 PCM or float -1..1) at ``rate`` Hz:
+    P.56 level and activity (dBFS = dBov), peak and samples at or above ``clip_dbfs``, long-term
+    level, noise floor (10th percentile of 20 ms frame levels: the quiet parts between words)."""
+    from . import audiofile, p56
+    u = p56.to_unit(x)
+    r = p56.measure(u, rate)
+    lv = audiofile.frame_levels_dbfs(u, max(1, rate // 50))
+    floor = float(np.percentile(lv, 10)) if len(lv) else audiofile.level_dbfs(u)
+    peak = float(np.max(np.abs(u)))
+    clipped = int(np.count_nonzero(np.abs(u) >= 10 ** (clip_dbfs / 20.0)))
+    return {"duration_s": round(len(u) / rate, 3), "sample_rate_hz": rate,
             "active_level_dbfs": round(r.active_dbov, 2), "activity_factor": round(r.activity, 4),
-            "long_term_level_dbfs": round(r.long_term_dbov, 2), "peak_dbfs": round(clip.peak_dbfs, 2),
-            "clipped_samples": clip.clipped, "noise_floor_dbfs": round(floor, 2),
+            "long_term_level_dbfs": round(r.long_term_dbov, 2),
+            "peak_dbfs": round(20 * math.log10(peak), 2) if peak > 0 else p56.SILENT,
+            "clipped_samples": clipped, "noise_floor_dbfs": round(floor, 2),
             "snr_db": round(r.active_dbov - floor, 2) if not r.silent else None, "speech_found": not r.silent}
 
 
 def cmd_level(args) -> int:
-    x, rate = read_wav(args.file, args.channel)
-    rep = level_report(x, rate)
+    from . import audiofile
+    rec = audiofile.read(args.file, args.channel)
+    rate = rec.rate
+    rep = level_report(rec.samples, rate)
+    rep.update(file_format=rec.format, file_sample_rate_hz=rec.file_rate, channels=rec.channels,
+               channel=rec.channel)
     if args.json:
         print(json.dumps(rep, indent=2))
     else:
@@ -137,5 +124,7 @@ def cmd_level(args) -> int:
         print(f"noise floor          {rep['noise_floor_dbfs']:7.2f} dBFS (10th percentile of 20 ms frames)")
         if rep["snr_db"] is not None:
             print(f"SNR                  {rep['snr_db']:7.2f} dB")
-        print(f"duration             {rep['duration_s']:7.2f} s at {rate} Hz")
+        print(f"duration             {rep['duration_s']:7.2f} s at {rate} Hz"
+              + (f" (resampled from {rec.file_rate} Hz)" if rec.resampled else ""))
+        print(f"file                 {rec.format}, {rec.channels} channel(s), measured channel {rec.channel} (from 0)")
     return 0 if rep["speech_found"] else 1

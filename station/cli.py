@@ -2,7 +2,8 @@
 
 Sub-commands live in ``station/commands/<name>.py`` (see ``COMMANDS``); each registers its own
 parser. Errors an operator can fix (``ConfigError``, ``UserError``) are printed as one clear line
-on stderr with a meaningful exit code, never as a traceback:
+on stderr with a meaningful exit code, never as a traceback; so is a file or directory the
+command cannot create or use (an ``OSError`` naming a path: exit 1, the traceback only with -v):
 
 0 ok; 1 failed (see message); 2 bad configuration or usage; 3 bad journal; 130 interrupted.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from station import __version__
@@ -19,7 +21,7 @@ from station.errors import UserError
 from station.ops.malloc_tuning import limit_heap_growth
 
 COMMANDS = ["demo", "run", "capture", "recorder", "replay", "report", "sessions", "status",
-            "doctor", "devices", "keys", "console", "proxy", "calibrate", "install", "uninstall"]
+            "doctor", "devices", "categories", "keys", "console", "proxy", "calibrate", "install", "uninstall"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,6 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("station: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:
+        if args.verbose or not (e.strerror and e.filename):
+            raise          # not an operator's file problem (or -v): keep the traceback for a bug report
+        print(f"station: {os.fsdecode(e.filename)}: {e.strerror} (check that it exists and that this "
+              "account may use it)", file=sys.stderr)
+        return 1
     except BrokenPipeError:
         return 1
 

@@ -166,10 +166,15 @@ def _check_table(spec: Table, value: Any, name: str, where: str) -> list[dict[st
                 raise ConfigError(f"{where}: unknown key {name}[{i}].{key}; allowed: "
                                   + ", ".join(sorted(spec.fields)))
             entry[key] = _check_value(spec.fields[key], val, f"{name}[{i}].{key}", where)
+        for key, default in spec.defaults.items():
+            entry.setdefault(key, default)
         missing = [k for k in spec.fields if k not in entry]
         if missing:
             raise ConfigError(f"{where}: {name}[{i}] lacks " + ", ".join(missing))
-        out.append(entry)
+        if spec.one_of and all(entry[k] == spec.defaults.get(k) for k in spec.one_of):
+            raise ConfigError(f"{where}: {name}[{i}] sets none of " + ", ".join(spec.one_of)
+                              + "; it needs at least one (a rule without patterns would match every window)")
+        out.append({k: entry[k] for k in spec.fields})
     return out
 
 

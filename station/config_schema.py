@@ -53,10 +53,17 @@ class Field:
 
 @dataclass(frozen=True)
 class Table:
-    """A list of tables (``[[section.key]]``), each with the given fields, all required."""
+    """A list of tables (``[[section.key]]``), each with the given fields.
+
+    A field named in ``defaults`` may be left out (it then takes that value); every other field is
+    required. ``one_of``: at least one of these fields must differ from its default (a rule that
+    sets none of them would match everything).
+    """
 
     fields: dict[str, Field] = field(default_factory=dict)
     max_items: int = 1000
+    defaults: dict[str, Any] = field(default_factory=dict)
+    one_of: tuple[str, ...] = ()
 
 
 CATEGORIES = ("crm", "knowledge", "script", "chat", "email", "typing_task", "other")
@@ -235,6 +242,6 @@ SCHEMA: dict[str, dict[str, Field | Table]] = {
             "class": Field("str", regex=True),
             "title": Field("str", regex=True),
             "process": Field("str", regex=True),
-        }),
+        }, defaults={"class": "", "title": "", "process": ""}, one_of=("class", "title", "process")),
     },
 }

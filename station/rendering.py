@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from station.competences import COMPETENCES
+from station.figure_words import describe, duration, pct
 
 NS_PER_S = 1_000_000_000
 
@@ -30,6 +31,53 @@ LANE_ORDER = [("agent", "Agent speech", "#1f77b4"), ("customer", "Customer speec
 CAT_COLORS = {"crm": "#17becf", "knowledge": "#bcbd22", "script": "#8c564b", "chat": "#e377c2",
               "email": "#ff9896", "typing_task": "#98df8a", "other": "#dddddd"}
 KIND_COLORS = {"phone": "#1f77b4", "chat": "#e377c2", "email": "#ff9896"}
+CAT_LABELS = {"crm": "CRM", "knowledge": "Knowledge base", "script": "Script", "chat": "Chat",
+              "email": "E-mail", "typing_task": "Typing task", "other": "Other window"}
+KIND_LABELS = {"phone": "phone call", "chat": "chat", "email": "e-mail"}
+UNOBSERVED = "#cccccc"   # a focus span whose category is not a configured one ("unknown": focus not observed)
+LEGEND_CSS = (".legend{font:11px sans-serif;margin:2px 0 12px}.legend .entry{display:inline-block;margin-right:10px}"
+              ".legend .sw{display:inline-block;width:10px;height:10px;margin-right:3px;vertical-align:-1px;"
+              "border:1px solid #999}.legend b{font-weight:600;margin-right:4px}")
+
+
+def legend_html(tl: dict) -> str:
+    """The legend of a timeline (``svg_timeline``): each lane's colour, the focus lane's window
+    categories in their colours, the contact kinds. ``data-legend`` attributes name each entry
+    (lane key, ``focus:<category>``, ``contact:<kind>``) for tests and styling."""
+    esc = html.escape
+
+    def sw(key: str, color: str, label: str) -> str:
+        return (f'<span class="entry" data-legend="{esc(key)}" data-color="{color}">'
+                f'<span class="sw" style="background:{color}"></span>{esc(label)}</span>')
+
+    lanes = [k for k, _, _ in LANE_ORDER if k in tl.get("lanes", {})]
+    out = ['<div class="legend" role="note" aria-label="timeline legend">']
+    out += [sw(k, c, name) for k, name, c in LANE_ORDER if k in lanes and c is not None]
+    if "focus" in lanes:
+        out.append("<br><b>Focus:</b>" + "".join(sw(f"focus:{c}", col, CAT_LABELS[c]) for c, col in CAT_COLORS.items())
+                   + sw("focus:unknown", UNOBSERVED, "not observed"))
+    if "contacts" in lanes:
+        out.append("<b>Contacts:</b>" + "".join(sw(f"contact:{k}", col, KIND_LABELS[k]) for k, col in KIND_COLORS.items()))
+    out.append("</div>")
+    return "".join(out)
+
+
+def timeline_html(tl: dict, width: int = 960) -> str:
+    """A timeline with its legend below it."""
+    return svg_timeline(tl, width) + legend_html(tl)
+
+
+def figures_html(cid: str, figures: dict | None) -> str:
+    """The figures of a competence in words (``station.figure_words``), one per line, escaped."""
+    lines = describe(cid, figures)
+    return "<br>".join(html.escape(x) for x in lines) if lines else "–"
+
+
+def words(v, kind: str) -> str:
+    """A contact figure in words: kind "ms" (a duration), "share" (a percentage), "count"."""
+    if v is None or isinstance(v, bool) or not isinstance(v, (int, float)):
+        return fmt_value(v)
+    return duration(v) if kind == "ms" else pct(v) if kind == "share" else f"{v:g}" if kind == "count" else fmt_value(v)
 
 
 def svg_timeline(tl: dict, width: int = 960) -> str:
@@ -50,7 +98,7 @@ def svg_timeline(tl: dict, width: int = 960) -> str:
             fill = color
             title = ""
             if key == "focus":
-                fill, title = CAT_COLORS.get(item[2], "#ccc"), item[2]
+                fill, title = CAT_COLORS.get(item[2], UNOBSERVED), item[2]
             elif key == "contacts":
                 fill, title = KIND_COLORS.get(item[2], "#333"), item[2]
             x = label_w + (s - lo) * scale
@@ -150,6 +198,7 @@ def render_html(rep: dict) -> str:
 body{{font-family:sans-serif;margin:24px;color:#111}} table{{border-collapse:collapse;margin:8px 0 16px}}
 td,th{{border:1px solid #bbb;padding:3px 6px;font-size:12px;vertical-align:top}} th{{background:#eee}}
 .ok{{color:#060}} .bad{{color:#a00;font-weight:bold}} .na{{color:#666}} h2{{margin-top:28px}}
+{LEGEND_CSS}
 @media print{{ .contact{{page-break-inside:avoid}} body{{margin:8mm}} }}
 </style></head><body>
 <h1>Assessment record — {esc(s['station_id'])}</h1>
@@ -178,24 +227,26 @@ td,th{{border:1px solid #bbb;padding:3px 6px;font-size:12px;vertical-align:top}}
         ass = "<br>".join(f"{esc(v['name'] or a)}: {esc(v['verdict'])} (key {esc(v.get('key_fp') or 'none')})"
                           for a, v in c["assessors"].items()) or "–"
         ass += "".join(f"<br>consensus {esc(v['name'] or a)}: {esc(v['verdict'])}" for a, v in c.get("consensus", {}).items())
-        parts.append(f"<tr><td>{cid}</td><td>{esc(c['title'])}</td><td>{_fmt(c['figures'])}</td>"
+        parts.append(f"<tr><td>{cid}</td><td>{esc(c['title'])}</td><td>{figures_html(cid, c['figures'])}</td>"
                      f"<td>{esc(c['rule'])}</td><td class='{cls}'>{_fmt(auto) if auto is not None else 'assessor'}</td>"
                      f"<td>{ass}</td><td class='{'ok' if c['proven'] else 'na'}'>{'proven' if c['proven'] else 'not proven'}</td></tr>")
-    parts.append("</table><h2>Session timeline</h2>" + svg_timeline(rep["timeline"]))
+    parts.append("</table><h2>Session timeline</h2>" + timeline_html(rep["timeline"]))
     parts.append("<h2>Contacts</h2><table><tr><th>#</th><th>Kind</th><th>Start (UTC)</th><th>Duration</th>"
-                 "<th>Agent talk</th><th>Customer talk</th><th>Dead air</th><th>Overtalk</th><th>S1</th><th>S3</th>"
-                 "<th>S2 switches/min</th><th>Source</th></tr>")
+                 "<th>Agent talk</th><th>Customer talk</th><th>Dead air (3 s or more)</th><th>Overtalk</th>"
+                 "<th>S1: on-screen information work, share of conversation</th>"
+                 "<th>S3: keyboard or mouse, share of conversation</th>"
+                 "<th>S2: switches a minute</th><th>Source</th></tr>")
     for n, c in enumerate(rep["contacts"], 1):
         parts.append(f"<tr><td>{n}</td><td>{esc(c['kind'])}</td><td>{esc(c['wall_start'])}</td>"
-                     f"<td>{c['duration_ms'] / 1000:.1f} s</td><td>{_fmt(c.get('agent_talk_ms'))}</td>"
-                     f"<td>{_fmt(c.get('customer_talk_ms'))}</td><td>{_fmt(c.get('dead_air_count'))}</td>"
-                     f"<td>{_fmt(c.get('overtalk_count'))}</td><td>{_fmt(c.get('s1_share'))}</td>"
-                     f"<td>{_fmt(c.get('s3_share'))}</td><td>{_fmt(c.get('s2_switches_per_min'))}</td>"
+                     f"<td>{words(c['duration_ms'], 'ms')}</td><td>{words(c.get('agent_talk_ms'), 'ms')}</td>"
+                     f"<td>{words(c.get('customer_talk_ms'), 'ms')}</td><td>{words(c.get('dead_air_count'), 'count')}</td>"
+                     f"<td>{words(c.get('overtalk_count'), 'count')}</td><td>{words(c.get('s1_share'), 'share')}</td>"
+                     f"<td>{words(c.get('s3_share'), 'share')}</td><td>{words(c.get('s2_switches_per_min'), 'count')}</td>"
                      f"<td>{esc(c['source'])}</td></tr>")
     parts.append("</table>")
     for n, c in enumerate(rep["contacts"], 1):
         parts.append(f"<div class='contact'><h3>Contact {n}: {esc(c['kind'])}, {c['duration_ms'] / 1000:.1f} s</h3>"
-                     + svg_timeline(c["timeline"]) + "</div>")
+                     + timeline_html(c["timeline"]) + "</div>")
     if rep["marks"]:
         parts.append("<h2>Assessor marks</h2><table><tr><th>Time (UTC)</th><th>Assessor</th><th>Key</th><th>Competence</th><th>Kind</th><th>Note</th></tr>")
         for m in rep["marks"]:

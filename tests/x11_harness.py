@@ -167,8 +167,11 @@ class X11Session:
         self.windows.clear()
 
     # -- windows and input -----------------------------------------------------------------
-    def open_window(self, wm_class: str, title: str, timeout: float = 10.0) -> TestWindow:
-        proc = subprocess.Popen([sys.executable, str(HERE), "window", self.display, wm_class, title],
+    def open_window(self, wm_class: str, title: str, timeout: float = 10.0,
+                    instance: str | None = None) -> TestWindow:
+        """A window with WM_CLASS (``instance`` or wm_class.lower(), ``wm_class``) and ``title``."""
+        inst = wm_class.lower() if instance is None else instance
+        proc = subprocess.Popen([sys.executable, str(HERE), "window", self.display, wm_class, title, inst],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=self.env)
         line = _read_line(proc.stdout.fileno(), timeout)
         if not line or not line.startswith("wid "):
@@ -218,7 +221,7 @@ class Capture:
     """Focus + input sources of this checkout running against the session's display, collecting
     every event. ``wait_for(pred)`` returns the first collected event matching ``pred``."""
 
-    def __init__(self, cfg, key_times=None):
+    def __init__(self, cfg, key_times=None, with_input: bool = True):
         from station.capture.focus import FocusSource, FocusState
         from station.capture.input import InputSource
         from station.eventqueue import EventQueue
@@ -226,11 +229,13 @@ class Capture:
         self.queue = EventQueue()
         self.state = FocusState()
         self.focus = FocusSource(cfg, self.state)
-        self.input = InputSource(cfg, self.state, key_times)
+        self.input = InputSource(cfg, self.state, key_times) if with_input else None
         self.events: list = []
 
     def start(self, timeout: float = 10.0) -> "Capture":
         self.focus.start(self.queue)
+        if self.input is None:       # focus only (GNOME Wayland: no input source there)
+            return self
         self.input.start(self.queue)
         if not (self.focus.connected.wait(timeout) and self.input.connected.wait(timeout)):
             raise HarnessError("capture sources did not connect: "
@@ -239,7 +244,8 @@ class Capture:
         return self
 
     def stop(self) -> None:
-        self.input.stop()
+        if self.input is not None:
+            self.input.stop()
         self.focus.stop()
         self.collect()
 
@@ -320,7 +326,7 @@ def _read_line(fd: int, timeout: float) -> str:
 
 
 # -- the window program (runs in its own process) ---------------------------------------------
-def _window_main(display: str, wm_class: str, title: str) -> None:
+def _window_main(display: str, wm_class: str, title: str, instance: str) -> None:
     import Xlib.display
     import Xlib.X
 
@@ -329,11 +335,11 @@ def _window_main(display: str, wm_class: str, title: str) -> None:
     win = screen.root.create_window(10, 10, 300, 200, 0, screen.root_depth,
                                     background_pixel=screen.white_pixel,
                                     event_mask=Xlib.X.StructureNotifyMask | Xlib.X.KeyPressMask)
-    win.set_wm_class(wm_class.lower(), wm_class)
+    win.set_wm_class(instance, wm_class)
     utf8, net_name = d.intern_atom("UTF8_STRING"), d.intern_atom("_NET_WM_NAME")
 
     def set_title(t: str) -> None:
-        win.set_wm_name(t)
+        win.set_wm_name(t.encode("latin-1", "replace").decode("latin-1"))  # STRING; full text below
         win.change_property(net_name, utf8, 8, t.encode())
 
     set_title(title)
@@ -362,10 +368,10 @@ def _window_main(display: str, wm_class: str, title: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 5 and sys.argv[1] == "window":
+    if len(sys.argv) == 6 and sys.argv[1] == "window":
         import Xlib.Xatom  # noqa: F401
         try:
-            _window_main(sys.argv[2], sys.argv[3], sys.argv[4])
+            _window_main(*sys.argv[2:6])
         except Exception:  # the X server went away: just exit
             sys.exit(0)
     else:

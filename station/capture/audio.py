@@ -463,6 +463,9 @@ class AudioSource:
                     try:
                         self._open()
                     except Exception as e:  # AudioDeviceError, PortAudioError, OSError, ValueError
+                        if next_open == 0:  # at start: say it on stderr too, not only as a gap
+                            log.warning("audio cannot start: %s (see `station devices`; retrying every "
+                                        "%d ms)", self._reason(e), self.retry_ns // 1_000_000)
                         self._lose(self._reason(e))
                         next_open = monotonic_ns() + self.retry_ns
                         continue

@@ -11,7 +11,9 @@ active window changes or the active window's title changes. X11 backend (python-
 Each change carries the window id, the class part of ``WM_CLASS``, the title as the privacy
 setting allows (``Categorizer.private_title``: kept, hashed or dropped), ``_NET_WM_PID`` and the
 process name (``/proc/PID/comm``, "" when unknown), and the category from
-``Categorizer.classify(class, title, process)`` (on the full title, before privacy).
+``Categorizer.match(class, title, process, instance)`` (on the full title, before privacy; a rule's
+``class`` pattern may match either part of ``WM_CLASS``). An ``observer`` (``station categories``)
+is called with a ``WindowSeen`` for every change: instance, class, full title, process, match.
 ``t_ns`` is stamped (station clock) as soon as the X event is read from the socket. "No active
 window" (id 0) is reported only when it lasts ``NONE_DEBOUNCE_NS`` (50 ms): window managers such
 as openbox clear ``_NET_ACTIVE_WINDOW`` for a moment between two windows, which would otherwise
@@ -22,7 +24,10 @@ change with whatever could be read (class/title ""), never an exception; the X s
 gives ``SourceHealth("lost")``, the focus state becomes ``"unknown"`` (so no characters are
 recorded), and the source reconnects with backoff (0.1 s doubling to 2 s) and reports ``"ok"``
 again; a window manager without ``_NET_ACTIVE_WINDOW`` gives ``"degraded"``; a Wayland or
-display-less session gives ``"lost"`` with the reason from ``station.capture.platform``.
+display-less session gives ``"lost"`` with the reason from ``station.capture.platform``. On GNOME
+under Wayland the focus comes from the station's GNOME Shell extension over D-Bus instead
+(``station.capture.focus_gnome``), and on wlroots compositors (sway, labwc, ...) from the
+foreign-toplevel protocol (``station.capture.focus_wlr``), both chosen by ``platform.focus_backend``.
 
 ``FocusState`` is the thread-safe current category, shared with the input source, which records
 typed characters only while the category is ``typing_task``.
@@ -34,11 +39,12 @@ import collections
 import logging
 import select
 import threading
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from station.capture import platform
 from station.capture.base import ThreadedSource, reconnect_loop
-from station.categories import Categorizer
+from station.categories import Categorizer, Match
 from station.clock import monotonic_ns
 from station.events import FocusChange
 
@@ -46,6 +52,22 @@ log = logging.getLogger(__name__)
 
 UNKNOWN = "unknown"  # category while focus cannot be observed (not a config category)
 NONE_DEBOUNCE_NS = 50_000_000  # "no active window" shorter than this is not reported (WM blip)
+
+
+@dataclass(frozen=True)
+class WindowSeen:
+    """What the focus source saw of the focused window (full title, before privacy) and the rule
+    match it gave; for ``station categories``. t_ns: station clock."""
+
+    t_ns: int
+    window_id: int
+    instance: str
+    wm_class: str
+    title: str
+    pid: int
+    process: str
+    match: Match
+    app_id: str = ""     # GNOME Wayland: the application id ("" under X11)
 
 
 class FocusState:
@@ -116,8 +138,10 @@ class FocusSource(ThreadedSource):
     name = "focus"
     thread_name = "station-focus"
 
-    def __init__(self, cfg: Any, focus_state: FocusState | None = None):
+    def __init__(self, cfg: Any, focus_state: FocusState | None = None,
+                 observer: Callable[[WindowSeen], None] | None = None):
         self.cfg = cfg
+        self.observer = observer
         self.focus_state = focus_state if focus_state is not None else FocusState()
         self.categorizer = Categorizer(cfg)
         super().__init__()
@@ -135,9 +159,16 @@ class FocusSource(ThreadedSource):
     # -- supervisor -------------------------------------------------------------------------
     def _run(self) -> None:
         backend = platform.detect()
-        if not backend.capturable:
+        kind, reason = platform.focus_backend(backend)
+        if kind == "gnome":
+            reconnect_loop(self._stop, self._gnome_session, self._count_reconnect)
+            return
+        if kind == "wlroots":
+            reconnect_loop(self._stop, self._wlr_session, self._count_reconnect)
+            return
+        if kind != "x11":
             self.focus_state.set(UNKNOWN, monotonic_ns())
-            self._health.report("lost", platform.unavailable_reason(backend))
+            self._health.report("lost", reason)
             self._stop.wait()
             return
         reconnect_loop(self._stop, lambda connected: self._session(backend.display, connected),
@@ -164,14 +195,59 @@ class FocusSource(ThreadedSource):
             self.connected.clear()
             watcher.close()
 
+    def _gnome_session(self, connected) -> None:
+        """One session-bus connection's worth of GNOME focus watching (``focus_gnome``)."""
+        from station.capture import focus_gnome
+        try:
+            watcher = focus_gnome.GnomeWatcher(self, read_comm)
+        except Exception as e:  # no session bus (DBUS_SESSION_BUS_ADDRESS), refused, ...
+            self._lost(f"D-Bus session bus unreachable: {_describe(e)}")
+            return
+        connected()
+        try:
+            watcher.run()
+        except focus_gnome.Stopped:
+            pass
+        except Exception as e:  # the bus went away
+            self._lost(f"D-Bus session bus connection lost: {_describe(e)}")
+        finally:
+            self.connected.clear()
+            watcher.close()
+
+    def _wlr_session(self, connected) -> None:
+        """One Wayland connection's worth of wlroots focus watching (``focus_wlr``)."""
+        from station.capture import focus_wlr
+        try:
+            watcher = focus_wlr.WlrWatcher(self)
+        except focus_wlr.Unsupported as e:
+            self._lost(str(e))
+            return
+        except Exception as e:  # no Wayland display, pywayland missing, ...
+            self._lost(f"Wayland display unreachable: {_describe(e)}")
+            return
+        connected()
+        try:
+            watcher.run()
+        except focus_wlr.Stopped:
+            pass
+        except Exception as e:  # the compositor went away
+            self._lost(f"Wayland connection lost: {_describe(e)}")
+        finally:
+            self.connected.clear()
+            watcher.close()
+
     def _lost(self, detail: str) -> None:
         self.focus_state.set(UNKNOWN, monotonic_ns())
         self._health.report("lost", detail)
 
-    def _emit(self, t_ns: int, window_id: int, wm_class: str, title: str, pid: int) -> None:
+    def _emit(self, t_ns: int, window_id: int, wm_class: str, title: str, pid: int,
+              instance: str = "", app_id: str = "") -> None:
         process = read_comm(pid)
-        category = self.categorizer.classify(wm_class, title, process)
+        match = self.categorizer.match(wm_class, title, process, instance, app_id)
+        category = match.category
         self.focus_state.set(category, t_ns, window_id)
+        if self.observer is not None:
+            self.observer(WindowSeen(t_ns, window_id, instance, wm_class, title, pid, process, match, app_id))
         self._sink.put(FocusChange(t_ns, window_id, wm_class, self.categorizer.private_title(title),
                                    pid, process, category))
         self.changes += 1
@@ -208,7 +284,7 @@ class _X11Watcher:
         self.A_SUPPORTED = atom("_NET_SUPPORTED")
         self.watched = 0  # window whose title we watch
         self.pending_none: int | None = None  # t_ns of an active-window-None not yet emitted
-        self.last: tuple[int, str, str, int] | None = None
+        self.last: tuple[int, str, str, int, str] | None = None
         self.root.change_attributes(event_mask=Xlib.X.PropertyChangeMask)
         self.d.sync()
 
@@ -238,12 +314,13 @@ class _X11Watcher:
             return 0
         return int(p.value[0])
 
-    def _describe_window(self, wid: int) -> tuple[str, str, int]:
-        """(wm_class, title, pid) of a window; empty values for what cannot be read."""
+    def _describe_window(self, wid: int) -> tuple[str, str, int, str]:
+        """(wm_class, title, pid, instance) of a window; empty values for what cannot be read.
+        wm_class is the class part of WM_CLASS (the instance when the class is empty)."""
         if not wid:
-            return "", "", 0
+            return "", "", 0, ""
         win = self.d.create_resource_object("window", wid)
-        wm_class = ""
+        wm_class = instance = ""
         p = self._prop(win, self.A_WM_CLASS, self.X.AnyPropertyType)
         if p is not None and p.value:
             raw = p.value if isinstance(p.value, (bytes, str)) else bytes(p.value)
@@ -251,6 +328,7 @@ class _X11Watcher:
                 raw = raw.encode("latin-1", "replace")
             parts = raw.split(b"\0")
             wm_class = (parts[1] if len(parts) > 1 and parts[1] else parts[0]).decode("utf-8", "replace")
+            instance = parts[0].decode("utf-8", "replace")
         title = ""
         p = self._prop(win, self.A_NAME, self.A_UTF8)
         if p is None or not p.value:
@@ -262,7 +340,7 @@ class _X11Watcher:
         p = self._prop(win, self.A_PID, self.X.AnyPropertyType)
         if p is not None and len(p.value):
             pid = int(p.value[0])
-        return wm_class, title, pid
+        return wm_class, title, pid, instance
 
     def _watch_title(self, wid: int) -> None:
         if wid == self.watched:
@@ -286,19 +364,19 @@ class _X11Watcher:
                 self.pending_none = t_ns
             return
         self.pending_none = None
-        wm_class, title, pid = self._describe_window(wid)
-        key = (wid, wm_class, title, pid)
+        wm_class, title, pid, instance = self._describe_window(wid)
+        key = (wid, wm_class, title, pid, instance)
         if key == self.last:
             if self.src.focus_state.window_id != wid:  # back to the same window after a blip
-                self.src.focus_state.set(self.src.categorizer.classify(wm_class, title, read_comm(pid)),
-                                         t_ns, wid)
+                self.src.focus_state.set(self.src.categorizer.classify(wm_class, title, read_comm(pid),
+                                                                       instance), t_ns, wid)
             return
         self.last = key
-        self.src._emit(t_ns, wid, wm_class, title, pid)
+        self.src._emit(t_ns, wid, wm_class, title, pid, instance)
 
     def _flush_none(self) -> None:
         t_ns, self.pending_none = self.pending_none, None
-        self.last = (0, "", "", 0)
+        self.last = (0, "", "", 0, "")
         self.src._emit(t_ns, 0, "", "", 0)
 
     def _ewmh_ok(self) -> bool:

@@ -20,6 +20,18 @@ Backends:
 Override: ``STATION_CAPTURE_BACKEND`` = ``x11`` | ``wayland`` | ``none`` (anything else is a
 ``UserError``).
 
+Focus backend (``focus_backend``), for the focus source:
+
+- ``"x11"``: EWMH property events (``station.capture.focus``), in an X11 session;
+- ``"gnome"``: GNOME on Wayland (``$XDG_CURRENT_DESKTOP`` names GNOME, e.g. "GNOME" or
+  "ubuntu:GNOME"): the station's GNOME Shell extension reports focus over the session bus
+  (``station.capture.focus_gnome``); keyboard and mouse stay invisible (``WAYLAND_GNOME_MESSAGE``);
+- ``"wlroots"``: a wlroots compositor under Wayland (``$XDG_CURRENT_DESKTOP`` names sway, labwc,
+  Wayfire, river or Hyprland): the foreign-toplevel protocol (``station.capture.focus_wlr``);
+- ``"none"``: focus cannot be observed (the source reports why), e.g. KDE Plasma on Wayland.
+
+Override: ``STATION_FOCUS_BACKEND`` = ``x11`` | ``gnome`` | ``wlroots`` | ``none``.
+
 Input backend (``input_backend``), for the input source under X11:
 
 - ``"xi2"``: XInput 2 raw events (``station.capture.input._xi2``): the default when the X server
@@ -49,6 +61,15 @@ XI2_MIN_VERSION = (2, 1)
 
 WAYLAND_MESSAGE = ("Wayland session: other applications' keyboard, mouse and window focus are NOT "
                    "visible to the station under Wayland; log in to an X11 (Xorg) session for the exam")
+WAYLAND_GNOME_MESSAGE = ("GNOME Wayland session: other applications' keyboard and mouse are NOT visible to "
+                         "the station (window focus is, through its GNOME Shell extension); log in to "
+                         "\"GNOME on Xorg\" for an exam that needs keyboard and mouse evidence")
+FOCUS_BACKENDS = ("x11", "gnome", "wlroots", "none")
+WLROOTS_DESKTOPS = ("sway", "labwc", "wayfire", "river", "hyprland")
+WAYLAND_WLROOTS_MESSAGE = ("wlroots Wayland session: other applications' keyboard and mouse are NOT visible "
+                           "to the station (window focus is, through the foreign-toplevel protocol); log in "
+                           "to an X11 session for an exam that needs keyboard and mouse evidence")
+FOCUS_ENV_OVERRIDE = "STATION_FOCUS_BACKEND"
 NO_DISPLAY_MESSAGE = "no graphical display: DISPLAY is not set, keyboard, mouse and focus cannot be captured"
 
 
@@ -80,13 +101,48 @@ def detect(env: Mapping[str, str] | None = None) -> Backend:
             raise UserError(f"{ENV_OVERRIDE}={forced!r} is not a capture backend; allowed: "
                             + ", ".join(BACKENDS), exit_code=2)
         reasons = {"x11": f"forced by {ENV_OVERRIDE} (DISPLAY={display or 'unset'})",
-                   "wayland": WAYLAND_MESSAGE, "none": f"forced by {ENV_OVERRIDE}: capture disabled"}
+                   "wayland": _wayland_reason(env), "none": f"forced by {ENV_OVERRIDE}: capture disabled"}
         return Backend(forced, display if forced == "x11" else "", reasons[forced])
     if env.get("WAYLAND_DISPLAY") or env.get("XDG_SESSION_TYPE", "").lower() == "wayland":
-        return Backend("wayland", "", WAYLAND_MESSAGE)
+        return Backend("wayland", "", _wayland_reason(env))
     if display:
         return Backend("x11", display, f"X11 display {display}")
     return Backend("none", "", NO_DISPLAY_MESSAGE)
+
+
+def is_gnome(env: Mapping[str, str]) -> bool:
+    """Does ``$XDG_CURRENT_DESKTOP`` (a colon-separated list) name GNOME?"""
+    return "gnome" in [d.strip().lower() for d in env.get("XDG_CURRENT_DESKTOP", "").split(":")]
+
+
+def is_wlroots(env: Mapping[str, str]) -> bool:
+    """Does ``$XDG_CURRENT_DESKTOP`` name a wlroots compositor (``WLROOTS_DESKTOPS``)?"""
+    return any(d.strip().lower() in WLROOTS_DESKTOPS for d in env.get("XDG_CURRENT_DESKTOP", "").split(":"))
+
+
+def _wayland_reason(env: Mapping[str, str]) -> str:
+    if is_gnome(env):
+        return WAYLAND_GNOME_MESSAGE
+    return WAYLAND_WLROOTS_MESSAGE if is_wlroots(env) else WAYLAND_MESSAGE
+
+
+def focus_backend(backend: Backend, env: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """Choose the focus backend: ("x11" | "gnome" | "none", reason). ``backend`` is ``detect()``'s
+    choice. Raises UserError when STATION_FOCUS_BACKEND holds an unknown name."""
+    env = os.environ if env is None else env
+    forced = env.get(FOCUS_ENV_OVERRIDE, "").strip().lower()
+    if forced:
+        if forced not in FOCUS_BACKENDS:
+            raise UserError(f"{FOCUS_ENV_OVERRIDE}={forced!r} is not a focus backend; allowed: "
+                            + ", ".join(FOCUS_BACKENDS), exit_code=2)
+        return forced, f"forced by {FOCUS_ENV_OVERRIDE}"
+    if backend.name == "x11":
+        return "x11", backend.reason
+    if backend.name == "wayland" and is_gnome(env):
+        return "gnome", "GNOME Wayland session: focus from the station's GNOME Shell extension over D-Bus"
+    if backend.name == "wayland" and is_wlroots(env):
+        return "wlroots", "wlroots Wayland session: focus from the foreign-toplevel protocol"
+    return "none", backend.reason
 
 
 def unavailable_reason(backend: Backend) -> str:

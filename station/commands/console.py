@@ -17,6 +17,7 @@ import signal
 import sys
 import time
 
+from station.argtypes import number
 from station.cli import load_config
 from station.errors import UserError
 
@@ -30,10 +31,10 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="stats: print JSON")
     p.add_argument("--out", help="anchors: the file to write")
     p.add_argument("--plain", action="store_true", help="text mode: one line per message")
-    p.add_argument("--duration", type=float, default=0.0,
+    p.add_argument("--duration", type=number(0, what="seconds"), default=0.0,
                    help="stop after this many seconds (0 = until interrupted)")
-    p.add_argument("--port", type=int, default=0, help="web console port (default console.http_port)")
-    p.add_argument("--width", type=int, default=120, help="maximum line length in --plain mode")
+    p.add_argument("--port", type=number(0, 65535, integer=True, what="port"), default=0, help="web console port (default console.http_port)")
+    p.add_argument("--width", type=number(20, 10_000, integer=True, what="width"), default=120, help="maximum line length in --plain mode")
     p.add_argument("--hash-password", action="store_true",
                    help="print the password_hash of a password for [[console.assessor]] and exit")
     p.set_defaults(func=run)

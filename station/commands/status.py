@@ -13,6 +13,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from station.argtypes import number
 from station.cli import load_config
 
 
@@ -20,7 +21,7 @@ def register(sub) -> None:
     p = sub.add_parser("status", help="show the running agent's health (exit 1 when not running)",
                        description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", help="the recorder's data directory (default from the configuration)")
-    p.add_argument("--max-age", type=float, default=5.0, help="a status older than this (s) means hung")
+    p.add_argument("--max-age", type=number(0.1, what="seconds"), default=5.0, help="a status older than this (s) means hung")
     p.add_argument("--json", action="store_true", help="print the status document as JSON")
     p.set_defaults(func=run)
 

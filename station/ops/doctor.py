@@ -11,6 +11,10 @@ Checks (all required; each never raises, a failure is a ``Check`` with ``ok=Fals
   ``_NET_ACTIVE_WINDOW`` in ``_NET_SUPPORTED`` (event-driven focus capture).
 - ``audio ...``: whatever ``station.capture.audio.doctor_checks(cfg)`` returns (devices, rates,
   headset profile); one failed ``audio`` check when that module is not available.
+- ``focus``, ``input`` (GNOME or a wlroots compositor under Wayland): whether the station's GNOME
+  Shell extension is on the session bus, owned by gnome-shell and answering (``focus_gnome.probe``),
+  or the compositor offers the foreign-toplevel protocol (``focus_wlr.probe``); keyboard and
+  mouse are not visible to a Wayland client (fails with ``WAYLAND_GNOME_MESSAGE``).
 - ``config``: the configuration loads and validates.
 - ``journal dir``: ``station.config.data_dir(cfg)`` is writable (or can be created).
 - ``zmq curve``: libzmq was built with CURVE security (``zmq.has("curve")``).
@@ -93,6 +97,24 @@ def _ewmh_check(d) -> Check:
     return Check("window manager", True, f"{name or 'EWMH window manager'}, _NET_ACTIVE_WINDOW supported")
 
 
+def _wayland_checks(backend: platform.Backend) -> list[Check]:
+    """What works in a GNOME or wlroots Wayland session: focus; not input."""
+    try:
+        kind, _ = platform.focus_backend(backend)
+    except Exception as e:
+        return [Check("focus", False, str(e))]
+    if kind not in ("gnome", "wlroots") or backend.name == "x11":
+        return []
+    if kind == "gnome":
+        from station.capture import focus_gnome
+        from station.capture.focus import read_comm
+        ok, detail = focus_gnome.probe(read_comm)
+    else:
+        from station.capture import focus_wlr
+        ok, detail = focus_wlr.probe()
+    return [Check("focus", ok, detail), Check("input", False, backend.reason)]
+
+
 def _audio_checks(cfg) -> list[Check]:
     try:
         audio = importlib.import_module("station.capture.audio")
@@ -149,6 +171,7 @@ def run_checks(load_config: Callable[[], Any]) -> list[Check]:
     except UserError as e:
         backend = platform.Backend("none", "", str(e))
     checks = _x11_checks(backend)
+    checks += _wayland_checks(backend)
     cfg = None
     try:
         cfg = load_config()

@@ -13,6 +13,10 @@ system scope (the exam deployment of ARCHITECTURE.md; needs root)::
     etc/xdg/autostart/station-session-grant.desktop      sound server for the capture account
     etc/tmpfiles.d/station.conf                  0644    /run/station-audio (the sound grant's socket)
     etc/pipewire/pipewire-pulse.conf.d/station.conf      the same socket for pipewire-pulse
+    usr/share/gnome-shell/extensions/station-focus@station.be/  0644   focus on GNOME Wayland
+    etc/dconf/db/local.d/00-station-focus    0644   extension enabled for every user; Looking Glass off
+    etc/dconf/db/local.d/locks/00-station-focus  0644   ... and the candidate cannot change that
+    etc/dconf/profile/user                   0644   only when missing: user-db:user, system-db:local
     var/lib/station                          0700 station:station   journals (sessions/, 0700)
     var/lib/station/keys                     0700 station:station   station.key_secret 0600
     var/lib/station/keys/authorized          0700 station:station   console public keys
@@ -345,6 +349,64 @@ def ensure_station_key(keys_dir: Path, uid: int, gid: int) -> Step:
     return Step(str(secret), "created", "CURVE key pair; share station.key with the consoles")
 
 
+# ---------------------------------------------------------------- GNOME Shell extension
+GNOME_EXTENSION_UUID = "station-focus@station.be"
+GNOME_EXTENSION_SRC = REPO / "station" / "capture" / "gnome-extension" / GNOME_EXTENSION_UUID
+DCONF_SETTINGS = f"""\
+# Written by `station install`: the exam station's GNOME Shell extension reports window focus under
+# Wayland. Add the centre's own extensions to the list if it uses any (the list is locked).
+[org/gnome/shell]
+enabled-extensions=['{GNOME_EXTENSION_UUID}']
+disable-user-extensions=false
+development-tools=false
+"""
+DCONF_LOCKS = """\
+# Written by `station install`: the candidate cannot disable the focus extension or open Looking Glass
+/org/gnome/shell/enabled-extensions
+/org/gnome/shell/disable-user-extensions
+/org/gnome/shell/development-tools
+"""
+DCONF_PROFILE = "user-db:user\nsystem-db:local\n"
+
+
+def gnome_shell_major(run=subprocess.run) -> int | None:
+    """The installed GNOME Shell's major version (``gnome-shell --version``), None without one."""
+    exe = shutil.which("gnome-shell")
+    if exe is None:
+        return None
+    try:
+        out = run([exe, "--version"], capture_output=True, text=True, timeout=20).stdout
+        return int(out.split()[-1].split(".")[0])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+
+def ensure_gnome_extension(plan: Plan, shell_major: int | None) -> list[Step]:
+    """The focus extension for every user, in the variant for ``shell_major`` (42-44: the
+    ``imports`` file; 45 and later: the ES module), enabled and locked by dconf system defaults.
+    Without GNOME Shell: one ``absent`` step saying so (nothing written)."""
+    import json
+    dest = plan.p("usr/share/gnome-shell/extensions") / GNOME_EXTENSION_UUID
+    if shell_major is None:
+        return [Step(str(dest), "absent", "GNOME Shell not installed: no Wayland focus extension needed")]
+    meta = json.loads((GNOME_EXTENSION_SRC / "metadata.json").read_text())
+    src = "extension-45.js" if shell_major >= 45 else "extension.js"
+    if str(shell_major) not in meta["shell-version"]:
+        meta["shell-version"] = [str(shell_major)]
+    ids = (0, 0) if os.geteuid() == 0 else (os.getuid(), os.getgid())
+    steps = [ensure_dir(dest, 0o755, *ids),
+             ensure_file(dest / "metadata.json", json.dumps(meta, indent=2) + "\n", 0o644, *ids),
+             ensure_file(dest / "extension.js", (GNOME_EXTENSION_SRC / src).read_text(), 0o644, *ids),
+             ensure_file(plan.p("etc/dconf/db/local.d/00-station-focus"), DCONF_SETTINGS, 0o644, *ids),
+             ensure_file(plan.p("etc/dconf/db/local.d/locks/00-station-focus"), DCONF_LOCKS, 0o644, *ids),
+             ensure_file(plan.p("etc/dconf/profile/user"), DCONF_PROFILE, 0o644, *ids, keep_edits=True)]
+    if any(st.action in ("created", "updated") for st in steps) and str(plan.root) == "/" and shutil.which("dconf"):
+        r = subprocess.run(["dconf", "update"], capture_output=True, text=True, timeout=60)
+        steps.append(Step("dconf update", "updated" if r.returncode == 0 else "kept",
+                          "system defaults compiled" if r.returncode == 0 else f"failed: {r.stderr.strip()[:200]}"))
+    return steps
+
+
 # ---------------------------------------------------------------- install / uninstall
 def check_code_is_root_owned(plan: Plan) -> Step:
     """An exam PC's units must run code only root can change: the station package, the command
@@ -361,7 +423,9 @@ def check_code_is_root_owned(plan: Plan) -> Step:
     return Step("station code", "unchanged", "root-owned")
 
 
-def install(plan: Plan, *, create_account: bool = True, allow_writable_code: bool = False) -> list[Step]:
+def install(plan: Plan, *, create_account: bool = True, allow_writable_code: bool = False,
+            shell_major=gnome_shell_major) -> list[Step]:
+    """``shell_major``: returns the GNOME Shell major version (None: not installed)."""
     steps: list[Step] = []
     if plan.scope == "system" and not allow_writable_code:
         steps.append(check_code_is_root_owned(plan))
@@ -380,6 +444,7 @@ def install(plan: Plan, *, create_account: bool = True, allow_writable_code: boo
             steps.append(ensure_file(target, render_unit(name, plan), 0o644, *root_ids))
         steps += install_session_grant(plan, root_ids)
         steps += [_remove(plan.p(rel)) for rel in LEGACY_UNITS if plan.p(rel).exists()]
+        steps += ensure_gnome_extension(plan, shell_major())
     else:
         uid, gid = os.getuid(), os.getgid()
         steps.append(ensure_file(plan.config_path, render_config(plan), 0o600, uid, gid, keep_edits=True))
@@ -416,6 +481,12 @@ def uninstall(plan: Plan, *, purge: bool = False) -> list[Step]:
     if plan.scope == "system":
         steps += [_remove(plan.p(rel)) for rel in (GRANT_SCRIPT, GRANT_AUTOSTART, TMPFILES, PIPEWIRE_DROPIN,
                                                    *LEGACY_UNITS)]
+        ext = plan.p("usr/share/gnome-shell/extensions") / GNOME_EXTENSION_UUID
+        for f in (ext / "metadata.json", ext / "extension.js", plan.p("etc/dconf/db/local.d/00-station-focus"),
+                  plan.p("etc/dconf/db/local.d/locks/00-station-focus")):
+            steps.append(_remove(f))
+        if ext.is_dir() and not any(ext.iterdir()):
+            ext.rmdir()
     cfg = plan.config_path
     if cfg.exists():
         if cfg.read_text(encoding="utf-8", errors="replace") == render_config(plan) or purge:

@@ -31,6 +31,7 @@ import msgpack
 
 from station import software
 from station.clock import monotonic_ns
+from station.errors import UserError
 from station.eventqueue import EventQueue
 from station.events import DEFAULT_LAG_NS, FormatError, IntegrityEvent, SourceHealth, TooLargeError, decode_batch
 from station.handover import ACK, BATCH, BEAT, CAPTURE_SOURCES, HELLO, PROTO, SIMULATED_SOURCES, FrameReader, frame
@@ -140,16 +141,25 @@ class HandoverServer:
     def start(self) -> None:
         """Bind the socket (its directory is the deployment's business: /run/station, 0750,
         reachable by the capture account only) and start serving. From now until the first HELLO
-        the capture counts as lost: a data gap, and no exam start."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists() or self.path.is_symlink():
-            self.path.unlink()
+        the capture counts as lost: a data gap, and no exam start. An operator problem (directory
+        not writable, path too long, a directory in the way) raises ``UserError`` naming the path,
+        the reason and the key."""
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o007)
         try:
-            s.bind(str(self.path))
-        finally:
-            os.umask(old)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.path.exists() or self.path.is_symlink():
+                self.path.unlink()
+            old = os.umask(0o007)
+            try:
+                s.bind(str(self.path))
+            finally:
+                os.umask(old)
+        except OSError as e:
+            s.close()
+            why = e.strerror or str(e)
+            raise UserError(f"hand-over socket {self.path}: cannot create it ({why}); the directory "
+                            "must exist or be creatable and writable by the recorder's account "
+                            "(set handover.socket, or run `station install`)") from None
         s.listen(4)
         s.setblocking(False)
         self._sock = s

@@ -12,6 +12,11 @@ const LANES = [["agent", "Agent speech", "#1f77b4"], ["customer", "Customer spee
 const CAT_COLORS = {crm: "#17becf", knowledge: "#bcbd22", script: "#8c564b", chat: "#e377c2",
   email: "#ff9896", typing_task: "#98df8a", other: "#dddddd"};
 const KIND_COLORS = {phone: "#1f77b4", chat: "#e377c2", email: "#ff9896"};
+// the same colours and labels as station/rendering.py (the reports); tests compare the two
+const CAT_LABELS = {crm: "CRM", knowledge: "Knowledge base", script: "Script", chat: "Chat",
+  email: "E-mail", typing_task: "Typing task", other: "Other window"};
+const KIND_LABELS = {phone: "phone call", chat: "chat", email: "e-mail"};
+const UNOBSERVED = "#cccccc";   // focus not observed ("unknown")
 const SHORTCUTS = {"1": "C1", "2": "C2", "3": "C3"};
 
 let ticks = 0;
@@ -197,7 +202,7 @@ function svgTimeline(tl, width) {
     add("rect", {x: labelW, y, width: width - labelW - 10, height: laneH - 4, fill: "#f4f4f4"});
     for (const it of (tl.lanes[key] || [])) {
       let fill = color, title = "";
-      if (key === "focus") { fill = CAT_COLORS[it[2]] || "#ccc"; title = it[2]; }
+      if (key === "focus") { fill = CAT_COLORS[it[2]] || UNOBSERVED; title = it[2]; }
       if (key === "contacts") { fill = KIND_COLORS[it[2]] || "#333"; title = it[2]; }
       const r = add("rect", {x: (labelW + (it[0] - lo) * scale).toFixed(1), y,
         width: Math.max(0.5, (it[1] - it[0]) * scale).toFixed(1), height: laneH - 4, fill, "data-lane": key});
@@ -213,6 +218,17 @@ function svgTimeline(tl, width) {
       step < 60 ? `${Math.floor(t / 60)}:${String(Math.floor(t % 60)).padStart(2, "0")}` : `${Math.floor(t / 60)} min`);
   }
   return svg;
+}
+
+// The legend under a timeline: lane colours, the focus lane's categories, the contact kinds.
+function legend() {
+  const sw = (key, color, label) => h("span", {class: "entry", "data-legend": key, "data-color": color},
+    h("span", {class: "sw", style: `background:${color}`}), label);
+  return h("div", {class: "legend", role: "note", "aria-label": "timeline legend"},
+    LANES.filter(([, , c]) => c).map(([k, name, c]) => sw(k, c, name)), h("br"),
+    h("b", {}, "Focus:"), Object.entries(CAT_COLORS).map(([k, c]) => sw(`focus:${k}`, c, CAT_LABELS[k])),
+    sw("focus:unknown", UNOBSERVED, "not observed"),
+    h("b", {}, "Contacts:"), Object.entries(KIND_COLORS).map(([k, c]) => sw(`contact:${k}`, c, KIND_LABELS[k])));
 }
 
 function buildStation(sid) {
@@ -262,8 +278,8 @@ function buildStation(sid) {
       h("fieldset", {}, h("legend", {}, "Contact"), ["phone", "chat", "email"].map(k => contactBtn("start", k)),
         h("br"), endCurrent, ["phone", "chat", "email"].map(k => contactBtn("end", k))),
       h("fieldset", {id: "mark-form"}, h("legend", {}, "Mark"), compSel, " ", kindSel, h("br"), note, h("br"), markBtn)),
-    h("h3", {}, "Last 5 minutes"), h("div", {class: "tlwrap", id: "tl-last5"}),
-    h("h3", {}, "Whole session (scroll)"), h("div", {class: "tlwrap", id: "tl-session"}),
+    h("h3", {}, "Last 5 minutes"), h("div", {class: "tlwrap", id: "tl-last5"}), legend(),
+    h("h3", {}, "Whole session (scroll)"), h("div", {class: "tlwrap", id: "tl-session"}), legend(),
     h("h3", {}, "Current contact"), h("div", {id: "contact-now", class: "fig"}),
     h("h3", {}, "Competence board"), h("div", {id: "board"}),
     h("h3", {}, "Contacts"), h("div", {id: "contacts"}),
@@ -289,7 +305,9 @@ function renderBoard(b) {
   const assessors = b.assessors;
   const rows = b.competences.map(c => h("tr", {"data-competence": c.id,
       class: [c.proven ? "proven" : "", c.disagree ? "disagree" : ""].join(" ").trim()},
-    h("td", {}, c.id), h("td", {}, c.title), h("td", {}, fmt(c.figures)), h("td", {}, c.rule || "–"),
+    h("td", {}, c.id), h("td", {}, c.title),
+    h("td", {"data-field": "figures"}, c.figures_text && c.figures_text.length ?
+      c.figures_text.map((t, i) => i ? [h("br"), t] : t) : fmt(c.figures)), h("td", {}, c.rule || "–"),
     h("td", {class: c.auto === null || c.auto === undefined ? "na" : (c.auto ? "ok" : "bad")},
       c.auto === null || c.auto === undefined ? "assessor" : (c.auto ? "met" : "not met")),
     assessors.map(a => {
@@ -343,7 +361,7 @@ async function pollStation() {
   const c = d.contact_now;
   current.endKind = c ? c.kind : (Object.keys(d.open_markers)[0] || null);
   document.getElementById("contact-now").textContent = c ?
-    `${c.kind} (${c.source}) ${secs(c.duration_ms)} · S1 ${pct(c.s1_share)} · S3 ${pct(c.s3_share)} · agent ${fmt(c.agent_talk_ms)} ms · customer ${fmt(c.customer_talk_ms)} ms · dead air ${fmt(c.dead_air_count)}` :
+    `${c.kind} (${c.source}) ${secs(c.duration_ms)} · on-screen information work ${pct(c.s1_share)} of conversation (S1) · keyboard or mouse ${pct(c.s3_share)} of conversation (S3) · agent talk ${secs(c.agent_talk_ms)} · customer talk ${secs(c.customer_talk_ms)} · dead air ${fmt(c.dead_air_count)}×` :
     "no contact in progress";
   for (const cid of ["C1", "C2", "C3"]) {
     const by = d.counters[cid] || {};
@@ -353,9 +371,11 @@ async function pollStation() {
   }
   document.getElementById("board").replaceChildren(renderBoard(d.board));
   document.getElementById("contacts").replaceChildren(table(
-    ["#", "Kind", "Duration", "Agent talk ms", "Customer talk ms", "Dead air", "S1", "S3", "S2 switches/min", "Source"],
+    ["#", "Kind", "Duration (min:s)", "Agent talk (min:s)", "Customer talk (min:s)", "Dead air (3 s or more)",
+     "S1: on-screen information work, share of conversation", "S3: keyboard or mouse, share of conversation",
+     "S2: switches a minute", "Source"],
     d.contact_list.map((x, i) => h("tr", {}, h("td", {}, i + 1), h("td", {}, x.kind), h("td", {}, secs(x.duration_ms)),
-      h("td", {}, fmt(x.agent_talk_ms)), h("td", {}, fmt(x.customer_talk_ms)), h("td", {}, fmt(x.dead_air_count)),
+      h("td", {}, secs(x.agent_talk_ms)), h("td", {}, secs(x.customer_talk_ms)), h("td", {}, fmt(x.dead_air_count)),
       h("td", {}, pct(x.s1_share)), h("td", {}, pct(x.s3_share)), h("td", {}, fmt(x.s2_switches_per_min)),
       h("td", {}, x.source)))));
   const t0 = d.timeline.start_ns;

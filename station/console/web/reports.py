@@ -27,7 +27,7 @@ import statistics
 from station import __version__, anchors
 from station.competences import exam_agreement
 from station.console.web.state import NS_PER_MS, Room, StationModel, assessor_list, competence_rows
-from station.rendering import anchor_text, fmt_value, svg_timeline
+from station.rendering import LEGEND_CSS, anchor_text, figures_html, fmt_value, timeline_html, words
 
 BIG = {"lane": 10_000_000, "focus": 10_000_000, "dead": 10_000_000, "contacts": 100_000,
        "marks": 1_000_000, "alerts": 100_000}
@@ -149,7 +149,7 @@ td,th{border:1px solid #bbb;padding:3px 6px;font-size:12px;vertical-align:top;te
 .ok{color:#060} .bad{color:#a00;font-weight:bold} .na{color:#666} h2{margin-top:28px} .note{white-space:pre-wrap;word-break:break-word}
 svg{max-width:100%;height:auto}
 @media print{ .contact{page-break-inside:avoid} body{margin:8mm} a{display:none} }
-"""
+""" + LEGEND_CSS
 
 
 def _gap_text(g: dict) -> str:
@@ -206,26 +206,29 @@ def render_html(rep: dict) -> str:
                          f"<td class='{'ok' if v['verdict'] == 'observed' else 'bad'}'>{esc(v['verdict'].replace('_', ' '))}"
                          f"{'<br><span class=note>' + esc(v['text']) + '</span>' if v.get('text') else ''}"
                          f"{'<br>consensus: ' + esc(k['verdict'].replace('_', ' ')) if k else ''}</td>")
-        p.append(f"<tr><td>{esc(c['id'])}</td><td>{esc(c['title'])}</td><td>{_fmt(c['figures'])}</td><td>{esc(c['rule'])}</td>"
+        p.append(f"<tr><td>{esc(c['id'])}</td><td>{esc(c['title'])}</td><td>{figures_html(c['id'], c['figures'])}</td><td>{esc(c['rule'])}</td>"
                  f"<td class='{cls}'>{_fmt(auto) if auto is not None else 'assessor'}</td>{''.join(cells)}"
                  f"<td class='{'ok' if c['proven'] else 'na'}'>{'proven' if c['proven'] else 'not proven'}"
                  f"{' (assessors disagree)' if c.get('disagree') else ''}</td></tr>")
     p.append("</table><h2>Counters</h2><table><tr><th>Counter</th>" + "".join(f"<th>{esc(n)}</th>" for n in assessors.values()) + "</tr>")
     for cid, by in rep["counters"].items():
         p.append(f"<tr><td>{esc(cid)}</td>" + "".join(f"<td>{by.get(a, 0)}</td>" for a in assessors) + "</tr>")
-    p.append("</table><h2>Session timeline</h2>" + svg_timeline(rep["timeline"]))
-    p.append("<h2>Contacts</h2><table><tr><th>#</th><th>Kind</th><th>Start (UTC)</th><th>Duration</th><th>Agent talk ms</th>"
-             "<th>Customer talk ms</th><th>Dead air</th><th>Overtalk</th><th>S1</th><th>S3</th><th>S2 switches/min</th><th>Source</th></tr>")
+    p.append("</table><h2>Session timeline</h2>" + timeline_html(rep["timeline"]))
+    p.append("<h2>Contacts</h2><table><tr><th>#</th><th>Kind</th><th>Start (UTC)</th><th>Duration</th><th>Agent talk</th>"
+             "<th>Customer talk</th><th>Dead air (3 s or more)</th><th>Overtalk</th>"
+             "<th>S1: on-screen information work, share of conversation</th>"
+             "<th>S3: keyboard or mouse, share of conversation</th><th>S2: switches a minute</th><th>Source</th></tr>")
     for c in rep["contacts"]:
         p.append(f"<tr><td>{c['n']}</td><td>{esc(str(c.get('kind')))}</td><td>{esc(c['wall_start'])}</td>"
-                 f"<td>{(c.get('duration_ms') or 0) / 1000:.1f} s</td><td>{_fmt(c.get('agent_talk_ms'))}</td>"
-                 f"<td>{_fmt(c.get('customer_talk_ms'))}</td><td>{_fmt(c.get('dead_air_count'))}</td>"
-                 f"<td>{_fmt(c.get('overtalk_count'))}</td><td>{_fmt(c.get('s1_share'))}</td><td>{_fmt(c.get('s3_share'))}</td>"
-                 f"<td>{_fmt(c.get('s2_switches_per_min'))}</td><td>{esc(str(c.get('source', '')))}</td></tr>")
+                 f"<td>{words(c.get('duration_ms') or 0, 'ms')}</td><td>{words(c.get('agent_talk_ms'), 'ms')}</td>"
+                 f"<td>{words(c.get('customer_talk_ms'), 'ms')}</td><td>{words(c.get('dead_air_count'), 'count')}</td>"
+                 f"<td>{words(c.get('overtalk_count'), 'count')}</td><td>{words(c.get('s1_share'), 'share')}</td>"
+                 f"<td>{words(c.get('s3_share'), 'share')}</td>"
+                 f"<td>{words(c.get('s2_switches_per_min'), 'count')}</td><td>{esc(str(c.get('source', '')))}</td></tr>")
     p.append("</table>")
     for c in rep["contacts"]:
         p.append(f"<div class='contact'><h3>Contact {c['n']}: {esc(str(c.get('kind')))}, {(c.get('duration_ms') or 0) / 1000:.1f} s</h3>"
-                 + svg_timeline(c["timeline"]) + "</div>")
+                 + timeline_html(c["timeline"]) + "</div>")
     p.append("<h2>Assessor marks</h2><table><tr><th>Time (UTC)</th><th>Assessor</th><th>Key</th><th>Competence</th><th>Kind</th><th>Note</th></tr>")
     for m in rep["marks"]:
         who = m.get("assessor_name") or m.get("assessor_id")

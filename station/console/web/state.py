@@ -34,6 +34,7 @@ from station.competences import (
     exam_agreement,
     proven,
 )
+from station.figure_words import describe
 
 NS_PER_MS = 1_000_000
 NS_PER_S = 1_000_000_000
@@ -420,6 +421,7 @@ def competence_rows(st: StationModel) -> list[dict]:
     for cid, group, title in COMPETENCES:
         ev = st.evidence.get(cid) or {}
         rows.append({"id": cid, "group": group, "title": title, "figures": ev.get("figures", {}),
+                     "figures_text": describe(cid, ev.get("figures", {})),
                      "rule": ev.get("rule", ""), "auto": ev.get("auto"), "verdicts": verdicts[cid],
                      "consensus": consensus[cid], "disagree": disagree(verdicts[cid]),
                      "proven": proven(verdicts[cid], consensus[cid])})
