@@ -145,23 +145,56 @@ def test_garbage_oversized_and_batches_before_hello_are_dropped(tmp_path):
         srv.stop()
 
 
-def test_sources_watermark_waits_for_the_slowest_source_within_a_bound():
-    from station.capture.base import MAX_SOURCE_LAG_NS, sources_watermark
+class _Src:
+    name = "slow"
 
-    class Src:
-        def __init__(self, until):
-            self.until = until
+    def __init__(self, until):
+        self.until = until
 
-        def delivered_until(self):
-            if isinstance(self.until, Exception):
-                raise self.until
-            return self.until
+    def delivered_until(self):
+        if isinstance(self.until, Exception):
+            raise self.until
+        return self.until
+
+
+def test_sources_watermark_waits_for_the_slowest_source():
+    from station.capture.base import sources_watermark
 
     S = 1_000_000_000
     now = 100 * S
     lag = 1 * S
     assert sources_watermark([object()], now) == now - lag, "no bound reported: the fixed lag"
-    assert sources_watermark([Src(None), Src(now)], now) == now - lag, "never ahead of the lag"
-    assert sources_watermark([Src(now - 2 * S), Src(now - S // 2)], now) == now - 2 * S
-    assert sources_watermark([Src(now - 60 * S)], now) == now - MAX_SOURCE_LAG_NS, "a stalled source does not stop time"
-    assert sources_watermark([Src(RuntimeError("bug")), Src(now - 2 * S)], now) == now - 2 * S
+    assert sources_watermark([_Src(None), _Src(now)], now) == now - lag, "never ahead of the lag"
+    assert sources_watermark([_Src(now - 2 * S), _Src(now - S // 2)], now) == now - 2 * S
+    assert sources_watermark([_Src(now - 60 * S)], now) == now - 60 * S, "without a guard nothing is skipped"
+    assert sources_watermark([_Src(RuntimeError("bug")), _Src(now - 2 * S)], now) == now - 2 * S
+
+
+def test_a_stalled_source_is_journaled_lost_before_the_watermark_passes_it():
+    """The watermark passes a stalled source only in the drain that also carries its loss; it
+    waits for it again (and says so) once it is back within half the stall limit."""
+    from station.capture.base import SourcesWatermark
+    from station.eventqueue import EventQueue
+    from station.events import SourceHealth
+    from station.watermark import STALL_NS
+
+    S = 1_000_000_000
+    q = EventQueue()
+    src = _Src(0)
+    wm = SourcesWatermark([src], q)
+    now = 10 * S
+    src.until = now - STALL_NS + 1
+    assert wm(now) == now - STALL_NS + 1 and len(q) == 0, "within the limit it holds the watermark"
+    now += 2
+    b = q.drain_batch(now, wm)
+    assert b.watermark_ns == now - S, "stalled: the watermark goes on"
+    (lost,) = list(b.events("health"))
+    assert (lost.source, lost.state, lost.t_ns) == ("slow", "lost", src.until), "... with the loss in the same batch"
+    now += 5 * S
+    src.until = now - STALL_NS // 2 - 1
+    assert q.drain_batch(now, wm).count() == 0 and wm(now) == now - S, "still too far behind"
+    src.until = now - STALL_NS // 2
+    b = q.drain_batch(now, wm)
+    assert b.watermark_ns == src.until
+    assert [(e.source, e.state) for e in b.events("health")] == [("slow", "ok")]
+    assert isinstance(lost, SourceHealth)

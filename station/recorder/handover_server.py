@@ -20,6 +20,7 @@ from station.eventqueue import EventQueue
 from station.events import DEFAULT_LAG_NS, FormatError, SourceHealth, decode_batch
 from station.handover import ACK, BATCH, BEAT, HELLO, PROTO, FrameReader, frame
 from station.osthread import named
+from station.watermark import StallGuard
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class HandoverServer:
         self.clock = clock
         self.stats = collections.Counter()
         self.capture_watermark: int | None = None
+        self._stall = StallGuard(queue)     # see watermark()
         self.last_frame_ns: int | None = None
         self.peer: dict[str, Any] = {}
         self.link_state = "waiting"     # waiting | ok | lost
@@ -81,10 +83,15 @@ class HandoverServer:
             pass
 
     def watermark(self, now: int) -> int:
-        """Up to when the capture has delivered everything (now - lag while the link is down)."""
+        """Up to when the capture has delivered everything (now - lag while the link is down). A
+        capture whose watermark falls more than ``STALL_NS`` behind (stalled, or lying to hold
+        every figure back) is declared lost as source ``capture-watermark`` (a SourceHealth
+        queued before the recorder drains: journaled in the batch whose watermark passes it) and
+        no longer holds the watermark back; its older events then count as late."""
         lagged = now - DEFAULT_LAG_NS
         if self.link_state == "ok" and self.capture_watermark is not None:
-            return min(lagged, self.capture_watermark)
+            held = self._stall.bound("capture-watermark", self.capture_watermark, now)
+            return lagged if held is None else min(lagged, held)
         return lagged
 
     def _run(self) -> None:
