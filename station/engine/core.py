@@ -32,6 +32,7 @@ FAR = 2 ** 62
 CHAT_KINDS = ("chat", "email")
 LIVE_CONTACT_FIGURES = ("s1_share", "s3_share", "agent_talk_ms", "customer_talk_ms", "dead_air_count",
                         "s2_switches_per_min", "s2_info_share")
+LATE_STREAMS = ("speech", "key", "mouse", "click", "scroll", "focus")   # measurements that can be late
 LIVE_FIGURES_REFRESH_DIV = 100   # live contact figures are at most 1/100 of the contact's age old ...
 LIVE_FIGURES_MIN_AGE_NS = 5_000_000_000   # ... or this old (ns), whichever is more
 
@@ -85,16 +86,18 @@ class Engine:
         self._injected_alerted = {"keys": 0, "mouse": 0}
         self._injected_alert_t: int | None = None
         self._live_fig: tuple | None = None   # (contact kind, start, as-of ns, figures) of the summary
+        self.late: dict[str, int] = {}        # late measurements left out, per stream (_without_late)
+        self.late_first_ns: int | None = None
 
     # ------------------------------------------------------------------ input
     def ingest(self, batch) -> list[tuple[str, int, dict]]:
         out: list[tuple[str, int, dict]] = []
         self.now = max(self.now, batch.t_ns)
-        self.watermark = max(self.watermark, batch.watermark_ns)
         if self.first_t is None:
             rng = batch.time_range()
             self.first_t = min(batch.t_ns, rng[0]) if rng else batch.t_ns
-        s = batch.streams
+        s, late = self._without_late(batch.streams)
+        self.watermark = max(self.watermark, batch.watermark_ns)
         if "focus" in s:
             self._add_focus(s["focus"])
         if "speech" in s:
@@ -118,6 +121,9 @@ class Engine:
         out += self._finalize_due()
         if not self.live:
             return out
+        if late:
+            out.append(("alert", self.now, {"type": "late_events", "events": late, "total": sum(self.late.values()),
+                                            "first_ns": self.late_first_ns, "watermark_ns": self.watermark}))
         out += self._alerts()
         if self.evidence_dirty:
             self.evidence_dirty = False
@@ -128,6 +134,39 @@ class Engine:
             out.append(("summary", batch.t_ns, self.summary()))
             self.next_tick = (batch.t_ns // self.summary_ns + 1) * self.summary_ns
         return out
+
+    def _without_late(self, streams) -> tuple[dict, dict[str, int]]:
+        """The batch's streams without its late measurements, and how many of each stream were late.
+
+        Late: a measurement (speech frame, key, mouse, click, scroll, focus change) older than the
+        watermark of the batch before this one, i.e. one the sources had declared delivered
+        already (see ``station.watermark``). It is kept in the journal, counted in ``late`` and
+        alerted, and left out of every figure: including it would change spans and contacts
+        that may already be final, so live and replay could differ. Lateness depends only on the
+        journaled batch sequence (each batch's events and the previous watermark), so every
+        replay finds the same late events (``replay`` never merges a batch with late events into
+        the one before it). Assessor commands and health events are never late: they are stamped
+        by the recorder."""
+        prev = self.watermark
+        counts: dict[str, int] = {}
+        out = dict(streams)
+        for name in LATE_STREAMS:
+            cols = streams.get(name)
+            if cols is None:
+                continue
+            t = np.asarray(cols["t_ns"])
+            late = t < prev
+            if not late.any():
+                continue
+            n = int(np.count_nonzero(late))
+            counts[name] = n
+            keep = ~late
+            idx = np.flatnonzero(keep)
+            out[name] = {c: ([v[i] for i in idx] if isinstance(v, list) else np.asarray(v)[keep]) for c, v in cols.items()}
+            first = int(t[late].min())
+            self.late_first_ns = first if self.late_first_ns is None else min(self.late_first_ns, first)
+            self.late[name] = self.late.get(name, 0) + n
+        return out, counts
 
     def _count_injected(self, s) -> None:
         """Count synthetic input (keys, mouse moves, clicks, scrolls flagged injected)."""
@@ -470,7 +509,7 @@ class Engine:
                 "s3_share": share(ph.get("s3_conv", 0), ph.get("conv", 0)),
                 "dead_air_ms": ph.get("dead", 0) // NS_PER_MS,
                 "keys_pressed": self.presses.n, "marks": len(self.marks),
-                "injected_input": dict(self.injected)}
+                "injected_input": dict(self.injected), "late_events": sum(self.late.values())}
 
     def evidence(self) -> dict:
         """The 19 competences so far (see evidence.session_evidence), for the live board."""

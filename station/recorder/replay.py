@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from station.config import Config
 from station.engine import Engine
+from station.engine.core import LATE_STREAMS
 from station.events import Batch
 from station.protocol import packb
 
@@ -48,6 +51,7 @@ def replay(journal, *, compare: bool = True, finish: bool = True, exact: bool = 
     identical and in the same order. exact=False: the fast path for final figures: batches are
     merged into one-minute chunks and live summaries are skipped; because final figures do not
     depend on batching, the contact, mark and exam messages must still equal the journaled ones.
+    A batch holding late events starts a new chunk, so that they are late here as they were live.
     finish: also close the session (as at its end) so that the engine holds final figures; the
     closing messages are compared only if the session was ended (they were journaled then).
     """
@@ -91,6 +95,17 @@ def replay(journal, *, compare: bool = True, finish: bool = True, exact: bool = 
     return res
 
 
+def _has_late(batch: Batch, watermark: int | None) -> bool:
+    """Does the batch hold a measurement older than ``watermark`` (late: see Engine._without_late)?"""
+    if watermark is None:
+        return False
+    for name in LATE_STREAMS:
+        cols = batch.streams.get(name)
+        if cols is not None and len(cols["t_ns"]) and int(np.min(cols["t_ns"])) < watermark:
+            return True
+    return False
+
+
 def _replay_fast(journal, *, compare: bool, finish: bool) -> ReplayResult:
     engine = make_engine(journal, live=False)
     res = ReplayResult(engine)
@@ -104,11 +119,15 @@ def _replay_fast(journal, *, compare: bool, finish: bool) -> ReplayResult:
                 produced.append((kind, t_ns, packb(body)))
             chunk.clear()
 
+    watermark = None   # the engine's watermark once every batch so far is fed (the running max)
     for batch in journal.iter_batches():
         res.batches += 1
         res.events += batch.count()
         last_t = batch.t_ns
+        if chunk and _has_late(batch, watermark):
+            feed()   # live, its late events were late against this watermark: so they must be here
         chunk.append(batch)
+        watermark = batch.watermark_ns if watermark is None else max(watermark, batch.watermark_ns)
         if batch.t_ns - chunk[0].t_ns >= FAST_CHUNK_NS:
             feed()
     feed()

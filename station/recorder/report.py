@@ -27,11 +27,13 @@ def _spans(a) -> list[list[int]]:
     return [[int(s), int(e)] for s, e in (a.tolist() if hasattr(a, "tolist") else a)]
 
 
-def build_report(journal, exact: bool = False) -> dict:
+def build_report(journal, exact: bool = True) -> dict:
     """Replay + evidence + integrity for one session journal. Raises JournalError for a bad journal.
 
-    exact=False (default) uses the fast replay, which checks the final figures (contacts, marks)
-    against the journal; exact=True also re-checks every live summary (slower)."""
+    exact=True (default): the integrity check replays batch by batch and compares every
+    journaled engine message (live summaries, alerts, contacts, marks, evidence) byte for byte,
+    so a live/replay difference anywhere is caught. exact=False: the fast replay, which checks
+    the final figures (contacts, marks, exam) only."""
     problems = journal.verify()
     res = replay(journal, compare=True, exact=exact)
     eng = res.engine
@@ -66,8 +68,10 @@ def build_report(journal, exact: bool = False) -> dict:
         "headset": _headset_status(journal),
         "integrity": {"ok": not problems and not res.mismatches, "journal_problems": problems,
                       "replay_mismatches": res.mismatches, "batches": res.batches, "events": res.events,
-                      "messages_compared": res.compared},
+                      "messages_compared": res.compared, "exact": exact},
         "data_gaps": gaps,
+        "late_events": {"count": sum(eng.late.values()), "streams": dict(eng.late),
+                        "first_wall": _iso(h.wall_ns(eng.late_first_ns)) if eng.late_first_ns is not None else None},
         "synthetic_input": {"keys": eng.injected["keys"], "mouse": eng.injected["mouse"],
                             "first_wall": _iso(h.wall_ns(eng.injected_first_ns)) if eng.injected_first_ns else None},
         "contacts": contacts,

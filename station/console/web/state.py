@@ -297,6 +297,9 @@ class Room:
         if isinstance(inj, dict) and (_num(inj.get("keys")) or _num(inj.get("mouse"))):
             alerts.append({"type": "injected", "text": f"synthetic input: {_num(inj.get('keys')) or 0} keys, "
                                                       f"{_num(inj.get('mouse')) or 0} mouse events injected"})
+        late = _num(st.totals.get("late_events")) or 0
+        if late:   # events older than the watermark: journaled, left out of the figures
+            alerts.append({"type": "late", "text": f"{late:.0f} events arrived late (left out of the figures)"})
         cal = st.headset_calibrated()
         if cal is False:
             alerts.append({"type": "headset", "text": "headset not calibrated"})
