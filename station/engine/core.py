@@ -216,7 +216,6 @@ class Engine:
                 t = self.focus_t[-1]   # late focus event: keep the order, never rewrite history
             self.focus_t.append(t)
             self.focus_cat.append(CAT_CODES.get(cat, 0))
-        self._focus_arrays = None
 
     def _on_contact(self, ev) -> list:
         closed = self.markers.apply(ev.t_ns, ev.action, ev.kind, ev.contact_ref, ev.assessor_id)
@@ -345,8 +344,15 @@ class Engine:
 
     # --------------------------------------------------------------- windows
     def focus_arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        if self._focus_arrays is None:
-            self._focus_arrays = (np.array(self.focus_t, dtype=np.int64), np.array(self.focus_cat, dtype=np.int64))
+        """focus_t and focus_cat as int64 arrays (cached; only the new tail is converted, so a
+        6-hour session does not convert its whole focus history at every change)."""
+        cached = self._focus_arrays
+        if cached is None or len(cached[0]) != len(self.focus_t):
+            n = 0 if cached is None else len(cached[0])
+            t = np.array(self.focus_t[n:], dtype=np.int64)
+            c = np.array(self.focus_cat[n:], dtype=np.int64)
+            self._focus_arrays = (t, c) if cached is None else (np.concatenate((cached[0], t)),
+                                                                 np.concatenate((cached[1], c)))
         return self._focus_arrays
 
     def focus_spans(self, lo: int, hi: int) -> tuple[dict[str, np.ndarray], dict[str, int], int]:
