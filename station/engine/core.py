@@ -24,14 +24,13 @@ import numpy as np
 
 from station import intervals as iv
 from station.engine.contacts import Clusterer, MarkerBook
-from station.engine.figures import CAT_CODES, CAT_NAMES, NS_PER_MS, WindowData, share, window_figures
+from station.engine.figures import CAT_CODES, CAT_NAMES, LIVE_FIGURES, NS_PER_MS, WindowData, share, window_figures
 from station.engine.tracks import Points, SpanTrack
 
 MOUSE_BIN_NS = 10 * NS_PER_MS
 FAR = 2 ** 62
 CHAT_KINDS = ("chat", "email")
-LIVE_CONTACT_FIGURES = ("s1_share", "s3_share", "agent_talk_ms", "customer_talk_ms", "dead_air_count",
-                        "s2_switches_per_min", "s2_info_share")
+LIVE_CONTACT_FIGURES = LIVE_FIGURES["phone"] + LIVE_FIGURES["chat"]   # in a summary's current contact
 LATE_STREAMS = ("speech", "key", "mouse", "click", "scroll", "focus")   # measurements that can be late
 LIVE_FIGURES_REFRESH_DIV = 100   # live contact figures are at most 1/100 of the contact's age old ...
 LIVE_FIGURES_MIN_AGE_NS = 5_000_000_000   # ... or this old (ns), whichever is more
@@ -87,11 +86,14 @@ class Engine:
         self._injected_alert_t: int | None = None
         self._live_fig: tuple | None = None   # (contact kind, start, as-of ns, figures) of the summary
         self.late: dict[str, int] = {}        # late measurements left out, per stream (_without_late)
+        self._step = 0                        # ingest/finish calls so far (current_contact's memo)
+        self._contact_memo: tuple | None = None
         self.late_first_ns: int | None = None
 
     # ------------------------------------------------------------------ input
     def ingest(self, batch) -> list[tuple[str, int, dict]]:
         out: list[tuple[str, int, dict]] = []
+        self._step += 1
         self.now = max(self.now, batch.t_ns)
         if self.first_t is None:
             rng = batch.time_range()
@@ -356,31 +358,38 @@ class Engine:
         return self._focus_arrays
 
     def focus_spans(self, lo: int, hi: int) -> tuple[dict[str, np.ndarray], dict[str, int], int]:
-        """Per-category focus spans in [lo, hi); entries per category; chat/email<->info switches."""
+        """Per-category focus spans in [lo, hi); entries per category (focus changes inside the
+        window); chat/email<->info switches among those changes. Vectorised: a long window costs
+        a few numpy passes, not a Python loop over its focus changes."""
         t, c = self.focus_arrays()
-        spans: dict[str, list] = {}
-        entries: dict[str, int] = {}
-        switches = 0
-        if len(t) == 0:
+        n = len(t)
+        if n == 0:
             return {}, {}, 0
         i = max(0, int(np.searchsorted(t, lo, side="right")) - 1)
         j = int(np.searchsorted(t, hi, side="left"))
-        info = {CAT_CODES[x] for x in self.info_cats}
-        chatish = {CAT_CODES["chat"], CAT_CODES["email"]}
-        n = len(t)
-        for k in range(i, j):
-            s = max(int(t[k]), lo)
-            e = min(int(t[k + 1]) if k + 1 < n else hi, hi)
-            name = CAT_NAMES[int(c[k])]
-            if e > s:
-                spans.setdefault(name, []).append((s, e))
-            if int(t[k]) >= lo:
-                entries[name] = entries.get(name, 0) + 1
-                if k > 0:
-                    a, b = int(c[k - 1]), int(c[k])
-                    if (a in chatish and b in info) or (a in info and b in chatish):
-                        switches += 1
-        return {k: iv.normalize(v) for k, v in spans.items()}, entries, switches
+        if j <= i:
+            return {}, {}, 0
+        seg_t, cats = t[i:j], c[i:j]
+        starts = np.maximum(seg_t, lo)
+        ends = np.empty(j - i, dtype=np.int64)
+        ends[:-1] = t[i + 1:j]
+        ends[-1] = t[j] if j < n else hi
+        np.minimum(ends, hi, out=ends)
+        spans: dict[str, np.ndarray] = {}
+        valid = ends > starts
+        for code in _first_seen(cats[valid]):
+            m = valid & (cats == code)
+            spans[CAT_NAMES[code]] = iv.normalize(np.column_stack((starts[m], ends[m])))
+        inside = seg_t >= lo
+        entries = {CAT_NAMES[code]: int(np.count_nonzero(inside & (cats == code))) for code in _first_seen(cats[inside])}
+        # a switch: a focus change inside the window between chat/email and an info category
+        k = np.flatnonzero(inside) + i
+        k = k[k > 0]
+        a, b = c[k - 1], c[k]
+        info = np.isin(np.arange(len(CAT_NAMES)), [CAT_CODES[x] for x in self.info_cats])
+        chatish = np.isin(np.arange(len(CAT_NAMES)), [CAT_CODES["chat"], CAT_CODES["email"]])
+        switches = int(np.count_nonzero((chatish[a] & info[b]) | (info[a] & chatish[b])))
+        return spans, entries, switches
 
     def unknown_spans(self, lo: int, hi: int) -> np.ndarray:
         pairs = [(s, e if e is not None else hi) for spans in self.lost.values() for s, e in spans]
@@ -402,18 +411,29 @@ class Engine:
                           self.typing.within(lo, hi, True), self.mouse.within(lo, hi, True),
                           focus, pt, pc, pcat, entries, switches, self.unknown_spans(lo, hi))
 
-    def figures_for(self, kind: str, lo: int, hi: int) -> dict:
+    def figures_for(self, kind: str, lo: int, hi: int, live: bool = False) -> dict:
+        """The figures of [lo, hi) (live: only those of a summary's current contact)."""
         return window_figures(self.window_data(kind, lo, hi), self.cfg_activity,
-                              self.cfg_rules, self.info_cats)
+                              self.cfg_rules, self.info_cats, live=live)
 
     # ---------------------------------------------------------------- live
     def current_contact(self) -> dict | None:
+        """The contact going on now (live), or None. Computed once per ingest (the dead-air alert
+        and the summary of one batch ask for it; the state does not change in between)."""
+        memo = self._contact_memo
+        if memo is not None and memo[0] == self._step:
+            return memo[1]
+        contact = self._current_contact()
+        self._contact_memo = (self._step, contact)
+        return contact
+
+    def _current_contact(self) -> dict | None:
         for m in reversed(self.markers.open_contacts()):
             return {"kind": m.kind, "start_ns": m.start, "source": "assessor"}
         cl = self.phone.current
-        cust = self.customer.within(cl.start, FAR, True) if cl else None
-        if cl is not None and (cl.weight + (iv.measure(cust) if cust is not None else 0)) >= self.phone_min_customer \
-                and self.now - self._last_speech_end() < self.phone.gap_ns:
+        if cl is not None and self.now - self._last_speech_end() < self.phone.gap_ns and (
+                cl.weight >= self.phone_min_customer
+                or cl.weight + iv.measure(self.customer.within(cl.start, FAR, True)) >= self.phone_min_customer):
             return {"kind": "phone", "start_ns": cl.start, "source": "auto"}
         if cl is None and (self.agent.active() or self.customer.active()):
             opens = [tr.open[0] for tr in (self.agent, self.customer) if tr.active()]
@@ -500,7 +520,7 @@ class Engine:
             if self.now - cached[2] < max(self.summary_ns, LIVE_FIGURES_MIN_AGE_NS,
                                           (self.now - start) // LIVE_FIGURES_REFRESH_DIV):
                 return cached[2], cached[3]
-        fig = self.figures_for(kind, start, max(self.now, start + 1))
+        fig = self.figures_for(kind, start, max(self.now, start + 1), live=True)
         fig = {k: fig.get(k) for k in LIVE_CONTACT_FIGURES if k in fig}
         self._live_fig = (kind, start, self.now, fig)
         return self.now, fig
@@ -526,6 +546,7 @@ class Engine:
     # ---------------------------------------------------------------- end
     def finish(self, t_ns: int) -> list[tuple[str, int, dict]]:
         """Close everything at session end t_ns and emit the last contacts and a final summary."""
+        self._step += 1
         self.now = max(self.now, t_ns)
         self.watermark = max(self.watermark, t_ns)
         for tr in (self.agent, self.customer, self.typing, self.mouse):
@@ -552,6 +573,12 @@ class Engine:
             out.append(("evidence", self.now, self.evidence()))
             out.append(("summary", self.now, self.summary()))
         return out
+
+
+def _first_seen(codes: np.ndarray) -> list[int]:
+    """The distinct values of codes, in order of first appearance."""
+    uniq, first = np.unique(codes, return_index=True)
+    return [int(u) for _, u in sorted(zip(first.tolist(), uniq.tolist()))]
 
 
 def _public(fig: dict) -> dict:
