@@ -48,6 +48,9 @@ class Engine:
         a, sp, ct = cfg.activity, cfg.speech, cfg.contacts
         self.cfg_activity, self.cfg_rules = a, cfg.rules
         self.info_cats = tuple(a.info_categories)
+        codes = np.arange(len(CAT_NAMES))   # category code -> is an info / a chat-or-email category
+        self._info_code = np.isin(codes, [CAT_CODES[x] for x in self.info_cats])
+        self._chat_code = np.isin(codes, [CAT_CODES[x] for x in CHAT_KINDS])
         self.reference_text = reference_text
         self.agent = SpanTrack(sp.padding_ms * NS_PER_MS, sp.min_spurt_ms * NS_PER_MS)
         self.customer = SpanTrack(sp.padding_ms * NS_PER_MS, sp.min_spurt_ms * NS_PER_MS)
@@ -190,25 +193,34 @@ class Engine:
 
     def _add_speech(self, cols) -> None:
         t, dur, ch, sp = cols["t_ns"], cols["dur_ns"], cols["channel"], cols["speech"]
+        end = t + dur
         for channel, track in ((0, self.agent), (1, self.customer)):
             m = ch == channel
             if not m.any():
                 continue
             v = m & sp
-            elem = np.column_stack((t[v], t[v] + dur[v])) if v.any() else iv.EMPTY
-            track.add(elem, int((t[m] + dur[m]).max()))
+            elem = np.empty((int(np.count_nonzero(v)), 2), dtype=np.int64)
+            elem[:, 0] = t[v]
+            elem[:, 1] = end[v]
+            track.add(elem, int(end[m].max()))
 
     def _add_keys(self, cols) -> None:
         t, down = cols["t_ns"], cols["down"]
         press = down
         pt = t[press]
         self.presses.extend(pt, cols["key_class"][press])
-        for i in np.flatnonzero(press):
-            c = cols["char"][i]
-            if c:
-                self.typed.append((int(t[i]), c))
+        chars = cols["char"]
+        if any(chars):
+            for i in np.flatnonzero(press):
+                c = chars[i]
+                if c:
+                    self.typed.append((int(t[i]), c))
         rel = t[~down]
-        elem = np.concatenate((np.column_stack((pt, pt + 1)), np.column_stack((rel - 1, rel))))
+        elem = np.empty((len(pt) + len(rel), 2), dtype=np.int64)   # presses [t, t+1), releases [t-1, t)
+        elem[:len(pt), 0] = pt
+        elem[:len(pt), 1] = pt + 1
+        elem[len(pt):, 0] = rel - 1
+        elem[len(pt):, 1] = rel
         self.typing.add(elem)
 
     def _add_focus(self, cols) -> None:
@@ -375,19 +387,19 @@ class Engine:
         ends[:-1] = t[i + 1:j]
         ends[-1] = t[j] if j < n else hi
         np.minimum(ends, hi, out=ends)
-        spans: dict[str, np.ndarray] = {}
+        spans: dict[str, np.ndarray] = {}   # (the order of the keys carries no meaning)
         valid = ends > starts
-        for code in _first_seen(cats[valid]):
+        for code in np.flatnonzero(np.bincount(cats[valid], minlength=len(CAT_NAMES))):
             m = valid & (cats == code)
-            spans[CAT_NAMES[code]] = iv.normalize(np.column_stack((starts[m], ends[m])))
+            spans[CAT_NAMES[int(code)]] = iv.normalize(np.column_stack((starts[m], ends[m])))
         inside = seg_t >= lo
-        entries = {CAT_NAMES[code]: int(np.count_nonzero(inside & (cats == code))) for code in _first_seen(cats[inside])}
+        counts = np.bincount(cats[inside], minlength=len(CAT_NAMES))
+        entries = {CAT_NAMES[int(code)]: int(counts[code]) for code in np.flatnonzero(counts)}
         # a switch: a focus change inside the window between chat/email and an info category
         k = np.flatnonzero(inside) + i
         k = k[k > 0]
         a, b = c[k - 1], c[k]
-        info = np.isin(np.arange(len(CAT_NAMES)), [CAT_CODES[x] for x in self.info_cats])
-        chatish = np.isin(np.arange(len(CAT_NAMES)), [CAT_CODES["chat"], CAT_CODES["email"]])
+        info, chatish = self._info_code, self._chat_code
         switches = int(np.count_nonzero((chatish[a] & info[b]) | (info[a] & chatish[b])))
         return spans, entries, switches
 
@@ -573,12 +585,6 @@ class Engine:
             out.append(("evidence", self.now, self.evidence()))
             out.append(("summary", self.now, self.summary()))
         return out
-
-
-def _first_seen(codes: np.ndarray) -> list[int]:
-    """The distinct values of codes, in order of first appearance."""
-    uniq, first = np.unique(codes, return_index=True)
-    return [int(u) for _, u in sorted(zip(first.tolist(), uniq.tolist()))]
 
 
 def _public(fig: dict) -> dict:
