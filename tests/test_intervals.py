@@ -88,3 +88,12 @@ def test_measure_of_hand_example():
 def test_bridged_is_bridge_of_normalize(pairs, gap):
     arr = iv.make(pairs)
     assert iv.bridged(arr, gap).tolist() == iv.bridge(iv.normalize(arr), gap).tolist()
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(-50, 2000), st.integers(-50, 2000)), min_size=65, max_size=300),
+       st.integers(0, 30))
+def test_bridged_is_bridge_of_normalize_beyond_the_small_path(pairs, gap):
+    arr = iv.make(pairs)
+    assert len(arr) > iv.SMALL
+    assert iv.bridged(arr, gap).tolist() == iv.bridge(iv.normalize(arr), gap).tolist()

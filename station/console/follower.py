@@ -66,7 +66,7 @@ RETRY_NOT_YET_NS = 200 * NS_PER_MS   # the station has not committed the rest ye
 REAUTH_NS = 5_000 * NS_PER_MS        # after a refused handshake, reconnect this often
 APP_QUEUE_MAX = 200_000              # undelivered messages kept for the application
 TICK_NS = 50 * NS_PER_MS             # timers, monitors and state snapshots run this often
-FLUSH_NS = 10 * NS_PER_MS            # commit + deliver at most this often (batches the commits)
+FLUSH_NS = 10 * NS_PER_MS            # session progress alone (no message) is committed this often
 
 
 from station.console.store import ConsoleStore
@@ -163,6 +163,7 @@ class _Link:
         self.next_snapshot_ns = 0
         self.snapshot_inflight = False
         self.snapshot_info: dict = {}
+        self.snapshot_packed: bytes = b""     # snapshot_info as stored (packed once per snapshot)
         self.offset_ns: int | None = None
         self.rtt_ns: int | None = None
         self.clock_measured_ns = 0
@@ -476,8 +477,8 @@ class Console:
             self._build_poller()
         now = time.monotonic_ns()
         wait_ns = self._next_tick_ns - now
-        if self._pending_store or self._delivered:
-            wait_ns = min(wait_ns, self._last_flush_ns + FLUSH_NS - now)
+        if self._pending_store or self._delivered:   # (flushed at the end of every cycle)
+            wait_ns = 0
         ready = dict(self._poller.poll(max(0, wait_ns // NS_PER_MS)))
         now = time.monotonic_ns()
         if self._wake_r in ready:
@@ -500,7 +501,9 @@ class Console:
             for link in self.links.values():
                 self._timers(link, now)
             self._publish_states()
-        if now - self._last_flush_ns >= FLUSH_NS:
+        # one commit per poll cycle: what this cycle received is stored, then delivered (at
+        # 1000 messages/s a cycle holds the few that arrived since the last one)
+        if self._pending_store or self._delivered or now - self._last_flush_ns >= FLUSH_NS:
             self._flush()
 
     def _flush(self) -> None:
@@ -511,7 +514,7 @@ class Console:
                 self.store.add(self._pending_store, time.time_ns())
                 self._pending_store = []
             for link, t in dirty:
-                info = protocol.packb(link.snapshot_info) if t.session == link.session and link.snapshot_info else None
+                info = link.snapshot_packed if t.session == link.session and link.snapshot_info else None
                 self.store.save_session(link.id, t.session, t.next_seq, t.known_last, info)
                 t.dirty = False
             self.store.commit()
@@ -747,6 +750,7 @@ class Console:
         if link.session != session:
             link.session = session
         link.snapshot_info = info
+        link.snapshot_packed = protocol.packb(info)   # stored with the session's progress
         t = self._track(link, session)
         if last > t.known_last:
             t.known_last = last
