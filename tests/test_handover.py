@@ -198,3 +198,28 @@ def test_a_stalled_source_is_journaled_lost_before_the_watermark_passes_it():
     assert b.watermark_ns == src.until
     assert [(e.source, e.state) for e in b.events("health")] == [("slow", "ok")]
     assert isinstance(lost, SourceHealth)
+
+
+def test_a_capture_that_holds_its_watermark_back_is_journaled_lost_and_passed(tmp_path):
+    """A capture (perhaps the candidate's own) that reports a watermark far behind would keep every
+    figure from ever becoming final: past STALL_NS the recorder declares it lost, in the batch
+    whose watermark passes it, and its older events then count as late."""
+    from station.clock import monotonic_ns
+    from station.watermark import STALL_NS
+    S = 1_000_000_000
+    srv, rq = server(tmp_path)
+    cq = EventQueue()
+    cli = CaptureClient(tmp_path / "h.sock", cq, station_id="st-1", heartbeat_ms=200, queue_max_batches=100,
+                        interval_ms=50, watermark=lambda now: now - 60 * S)
+    try:
+        cli.start()
+        cq.put(KeyEvent(monotonic_ns(), 1, True))
+        assert wait(lambda: srv.capture_watermark is not None)
+        now = monotonic_ns()
+        b = rq.drain_batch(now, srv.watermark)
+        assert b.watermark_ns == now - S, "the lying capture does not hold the watermark back"
+        lost = [e for e in b.events("health") if e.source == "capture-watermark"]
+        assert [e.state for e in lost] == ["lost"] and lost[0].t_ns <= now - STALL_NS
+    finally:
+        cli.stop()
+        srv.stop()

@@ -27,26 +27,28 @@ __all__ = ["MAX_SPEED", "Scenario", "ScenarioSource", "VirtualClock", "check_spe
 MAX_SPEED = 1000.0   # x real time; beyond a few hundred the machine cannot synthesize that fast anyway
 
 
-def check_speed(speed) -> float:
-    """``speed`` as a float if it is a finite number with 0 < speed <= MAX_SPEED; otherwise
+def check_speed(speed, max_speed: float = MAX_SPEED) -> float:
+    """``speed`` as a float if it is a finite number with 0 < speed <= max_speed; otherwise
     ValueError with a message fit for an operator (inf, nan, 0, negative, not a number)."""
     try:
         value = float(speed)
     except (TypeError, ValueError):
         raise ValueError(f"speed must be a number, got {speed!r}") from None
-    if not (math.isfinite(value) and 0 < value <= MAX_SPEED):
-        raise ValueError(f"speed must be a finite number > 0 and <= {MAX_SPEED:g} (x real time), got {speed!r}")
+    if not (math.isfinite(value) and 0 < value <= max_speed):
+        bound = f" and <= {max_speed:g}" if math.isfinite(max_speed) else ""
+        raise ValueError(f"speed must be a finite number > 0{bound} (x real time), got {speed!r}")
     return value
 
 
 class VirtualClock:
     """Station time for a scenario played at ``speed`` x real time:
     ``now() = start_ns + (monotonic_ns() - t0) * speed`` (integer ns), t0 taken at construction.
-    Raises ValueError unless 0 < speed <= MAX_SPEED (``check_speed``)."""
+    Raises ValueError unless speed is finite and > 0 (``check_speed``; the command line also
+    bounds it by MAX_SPEED)."""
 
     def __init__(self, start_ns: int, speed: float):
         self.start_ns = int(start_ns)
-        self.speed = check_speed(speed)
+        self.speed = check_speed(speed, max_speed=math.inf)
         self.t0 = time.monotonic_ns()
 
     def now(self) -> int:

@@ -220,6 +220,6 @@ class HandoverServer:
             return
         now = self.clock()
         if now - self.last_frame_ns >= self.gap_ns:
-            self.link_state = "lost"
             self.queue.put(SourceHealth(self.last_frame_ns, "capture", "lost",
                                         f"no data from the capture process for {self.gap_ns // 1_000_000} ms"))
+            self.link_state = "lost"   # only now may watermark() pass the capture: its loss is queued
