@@ -179,6 +179,7 @@ def test_final_figures_do_not_depend_on_batching_or_lateness_within_the_declared
     for b in late:
         eng_check.ingest(b)
     assert eng_check.late == {}, "an honest watermark makes late events impossible"
+    assert "late_events" not in eng_check.session_totals(), "summaries as they always were"
     assert final_result(late) == final_result(fine)
 
 

@@ -541,13 +541,16 @@ class Engine:
         ph = self._totals["phone"]
         chat_n = self._totals["chat"].get("count", 0)
         email_n = self._totals["email"].get("count", 0)
-        return {"contacts": {"phone": ph.get("count", 0), "chat": chat_n, "email": email_n},
-                "conversation_ms": ph.get("conv", 0) // NS_PER_MS,
-                "s1_share": share(ph.get("info", 0), ph.get("conv", 0)),
-                "s3_share": share(ph.get("s3_conv", 0), ph.get("conv", 0)),
-                "dead_air_ms": ph.get("dead", 0) // NS_PER_MS,
-                "keys_pressed": self.presses.n, "marks": len(self.marks),
-                "injected_input": dict(self.injected), "late_events": sum(self.late.values())}
+        out = {"contacts": {"phone": ph.get("count", 0), "chat": chat_n, "email": email_n},
+               "conversation_ms": ph.get("conv", 0) // NS_PER_MS,
+               "s1_share": share(ph.get("info", 0), ph.get("conv", 0)),
+               "s3_share": share(ph.get("s3_conv", 0), ph.get("conv", 0)),
+               "dead_air_ms": ph.get("dead", 0) // NS_PER_MS,
+               "keys_pressed": self.presses.n, "marks": len(self.marks),
+               "injected_input": dict(self.injected)}
+        if self.late:   # only then: a session without late events gives the summaries it always gave
+            out["late_events"] = sum(self.late.values())
+        return out
 
     def evidence(self) -> dict:
         """The 19 competences so far (see evidence.session_evidence), for the live board."""
