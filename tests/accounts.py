@@ -127,10 +127,13 @@ class ExamPC:
         os.chown(self.run, uid(STATION), gid(STATION))
         self.socket = self.run / "capture.sock"
 
-    def authorize(self, public_key: Path) -> None:
+    def authorize(self, public_key: Path, assessor_id: str = "assessor-1", assessor_name: str = "A. Assessor") -> None:
+        """Authorise a console key on the station, bound to one assessor (files owned by station)."""
         from station import keys
-        auth = keys.authorize(public_key, self.data / "keys" / "authorized")
-        os.chown(auth, uid(STATION), gid(STATION))
+        auth = keys.authorize(public_key, self.data / "keys" / "authorized", assessor_id=assessor_id,
+                              assessor_name=assessor_name)
+        for f in auth.parent.iterdir():
+            os.chown(f, uid(STATION), gid(STATION))
 
     def site_config(self, text: str, mode: str = "exam") -> list[str]:
         """Write the site's overrides (``text``: further tables, e.g. [publisher]); returns the

@@ -117,3 +117,145 @@ def test_a_batch_of_handed_over_batches_equals_the_batch_of_their_events(seed, c
     merged = Batch.from_items(200 * S, items, watermark_ns=199 * S)
     assert merged == Batch.from_events(200 * S, events + local, watermark_ns=199 * S)
     assert merged.count() == len(events) + n_local
+
+
+# --------------------------------------------------------------------------- late delivery
+# Each source declares how late its events may reach the recorder (ns after their time); events
+# of one stream (speech: of one channel) arrive in time order. Assessor markers are stamped by the
+# recorder on arrival.
+DECLARED_DELAY_S = {"speech": 1.5, "key": 0.5, "mouse": 1.0, "focus": 0.3, "contact": 0.0}
+
+
+def _stream(ev) -> tuple:
+    return (ev.STREAM, getattr(ev, "channel", 0))
+
+
+def arrivals(events, rng: random.Random) -> list[tuple[int, object]]:
+    """(arrival ns, event) for every event: its time plus a random delay within its source's
+    declared delay, in time order per stream (a running maximum, which never exceeds the bound)."""
+    out, last = [], {}
+    for ev in sorted(events, key=lambda e: e.t_ns):
+        d = DECLARED_DELAY_S[ev.STREAM]
+        a = ev.t_ns + int(rng.uniform(0, d) * S if rng.random() < 0.7 else d * S)
+        a = max(a, last.get(_stream(ev), a))
+        last[_stream(ev)] = a
+        out.append((a, ev))
+    return out
+
+
+def deliver(arr, cuts_s, rng: random.Random, end_s=END_S + 2.0) -> list[Batch]:
+    """Batches at the cut times; each holds the events that have arrived before it, with an honest
+    watermark: the least, over streams, of the first event still on its way and the time up to
+    which the stream's declared delay vouches (now - delay), sometimes plainly now - max delay."""
+    pending = sorted(arr, key=lambda p: p[0])
+    streams = {_stream(ev) for _, ev in arr}
+    out, i = [], 0
+    for T in sorted(set(int(c * S) for c in cuts_s)) + [int(end_s * S)]:
+        if out and T <= out[-1].t_ns:
+            continue
+        j = i
+        while j < len(pending) and pending[j][0] < T:
+            j += 1
+        if rng.random() < 0.5:
+            wm = T - int(max(DECLARED_DELAY_S.values()) * S)
+        else:
+            wm = min(T - int(DECLARED_DELAY_S[s[0]] * S) for s in streams)
+            for _, ev in pending[j:]:
+                wm = min(wm, ev.t_ns)   # still on its way: the watermark must not pass it
+        out.append(Batch.from_events(T, [ev for _, ev in pending[i:j]], watermark_ns=wm))
+        i = j
+    return out
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 10_000), st.lists(st.floats(0.05, END_S + 1.9), min_size=1, max_size=300))
+def test_final_figures_do_not_depend_on_batching_or_lateness_within_the_declared_delays(seed, cuts):
+    rng = random.Random(seed)
+    events = exam_events(rng)
+    fine = split(events, [k * 0.25 for k in range(1, int(END_S * 4) + 8)])
+    late = deliver(arrivals(events, rng), cuts, rng)
+    assert sum(b.count() for b in late) == len(events)
+    eng_check = Engine(short_gaps())
+    for b in late:
+        eng_check.ingest(b)
+    assert eng_check.late == {}, "an honest watermark makes late events impossible"
+    assert "late_events" not in eng_check.session_totals(), "summaries as they always were"
+    assert final_result(late) == final_result(fine)
+
+
+def _late_session(seed: int):
+    """Honest batches of a random exam, then the same with a burst of one source's events held
+    back past the watermark (a stalled source catching up): (events, honest batches, late batches,
+    the held-back events)."""
+    rng = random.Random(seed)
+    events = exam_events(rng)
+    honest = split(events, [k * 0.5 for k in range(1, int(END_S * 2) + 4)])
+    lo, hi = rng.uniform(10, 40) * S, rng.uniform(50, 80) * S
+    held = [e for e in events if e.STREAM in ("speech", "key") and lo <= e.t_ns < hi and rng.random() < 0.6]
+    held_ids = {id(e) for e in held}
+    rest = [e for e in events if id(e) not in held_ids]
+    batches = split(rest, [k * 0.5 for k in range(1, int(END_S * 2) + 4)])
+    k = next(i for i, b in enumerate(batches) if b.watermark_ns > hi + 2 * S)   # well after their time
+    batches[k] = Batch.from_events(batches[k].t_ns, list(batches[k].events()) + held,
+                                   watermark_ns=batches[k].watermark_ns)
+    return rest, honest, batches, held
+
+
+def test_late_events_are_counted_alerted_and_left_out_of_the_figures():
+    rest, _, batches, held = _late_session(11)
+    eng = Engine(short_gaps())
+    alerts = []
+    for b in batches:
+        alerts += [body for kind, _, body in eng.ingest(b) if kind == "alert" and body["type"] == "late_events"]
+    eng.finish(batches[-1].t_ns)
+    assert sum(eng.late.values()) == len(held) > 0
+    assert len(alerts) == 1 and alerts[0]["total"] == len(held)
+    assert alerts[0]["first_ns"] == min(e.t_ns for e in held)
+    assert eng.session_totals()["late_events"] == len(held)
+    # left out: the figures are those of the events without the late ones
+    without = split(rest, [k * 0.5 for k in range(1, int(END_S * 2) + 4)])
+    assert final_result(batches) == final_result(without)
+
+
+def _journal(tmp_path, batches):
+    """A real session journal holding these batches and the messages a live engine made of them."""
+    from station import __version__
+    from station.protocol import packb
+    from station.recorder.journal import Journal, SessionHeader
+    c = short_gaps()
+    header = SessionHeader("late-01", "late-01-1", 0, 1_700_000_000 * S, "boot", __version__, c.hash, c.as_dict())
+    j = Journal.create(tmp_path, header)
+    j.set_meta("reference_text", "")
+    eng = Engine(c)
+    for b in batches:
+        j.append_batch(b)
+        for kind, t, body in eng.ingest(b):
+            j.append_message(kind, t, packb(body))
+    end = batches[-1].t_ns
+    for kind, t, body in eng.finish(end):
+        j.append_message(kind, t, packb(body))
+    j.commit()
+    j.end(end)
+    return j
+
+
+@settings(max_examples=6, deadline=None)
+@given(st.integers(0, 10_000))
+def test_live_and_every_replay_agree_on_late_events(tmp_path_factory, seed):
+    """Exact replay reproduces every journaled message; the fast replay (one-minute chunks) finds
+    the same late events and the same final figures, and so does the report."""
+    from station.recorder.replay import replay
+    from station.recorder.report import build_report
+    _, _, batches, held = _late_session(seed)
+    j = _journal(tmp_path_factory.mktemp("late"), batches)
+    try:
+        exact = replay(j, exact=True)
+        assert exact.mismatches == [] and exact.compared > END_S
+        fast = replay(j, exact=False)
+        assert fast.mismatches == []
+        assert fast.engine.late == exact.engine.late and sum(exact.engine.late.values()) == len(held)
+        rep = build_report(j)
+        assert rep["integrity"]["ok"] and rep["integrity"]["exact"]
+        assert rep["late_events"]["count"] == len(held)
+    finally:
+        j.close()

@@ -279,7 +279,11 @@ def test_nothing_the_candidate_runs_gets_into_the_record(tmp_path, request):
     for e in sec["events"]:
         if e["kind"] in ("future_events", "past_events", "rate_exceeded", "oversized_frame", "stream_refused"):
             assert t_rogue - 2 * S <= e["t_ns"] <= t_rogue_end + 2 * S, e
-    print("late (kept) events of the real captures:", sec["counts"].get("late_events", 0))
+    # a capture that (re)connects after a gap may deliver its first frames behind the watermark the
+    # recorder moved on meanwhile: journaled as late (nothing lost), at most its first second
+    late = rep.get("late_events", {}).get("count", 0)
+    print("late events (journaled, left out of the figures):", late)
+    assert late <= 150, rep.get("late_events")
 
 
 def _uid(user):

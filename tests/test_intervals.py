@@ -81,3 +81,19 @@ def test_measure_of_hand_example():
     a = iv.normalize([(0, 10), (5, 15), (20, 25)])
     assert a.tolist() == [[0, 15], [20, 25]]
     assert iv.measure(iv.intersect(a, iv.normalize([(12, 22)]))) == 5
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(-50, 200), st.integers(-50, 200)), max_size=40), st.integers(0, 30))
+def test_bridged_is_bridge_of_normalize(pairs, gap):
+    arr = iv.make(pairs)
+    assert iv.bridged(arr, gap).tolist() == iv.bridge(iv.normalize(arr), gap).tolist()
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(-50, 2000), st.integers(-50, 2000)), min_size=65, max_size=300),
+       st.integers(0, 30))
+def test_bridged_is_bridge_of_normalize_beyond_the_small_path(pairs, gap):
+    arr = iv.make(pairs)
+    assert len(arr) > iv.SMALL
+    assert iv.bridged(arr, gap).tolist() == iv.bridge(iv.normalize(arr), gap).tolist()

@@ -316,8 +316,9 @@ def test_too_short_a_duration_is_a_clear_error(cfg):
 # ---------------------------------------------------------------------------- paced source
 
 def test_virtual_clock_runs_at_speed():
-    with pytest.raises(ValueError):
-        VirtualClock(0, 0)
+    for bad in (0, -1, float("inf"), float("nan")):
+        with pytest.raises(ValueError):
+            VirtualClock(0, bad)
     clock = VirtualClock(10 * S, 50.0)
     a = clock.now()
     time.sleep(0.2)

@@ -174,9 +174,13 @@ def test_two_assessors_agreement(room):
         return next(c for c in console.get("/api/station/st-2/board")["competences"] if c["id"] == cid)
 
     assert a.post("/api/station/st-2/mark", {"competence": "C7", "kind": "observed", "text": "anna saw it"})[0] == 200
+    # acknowledged by the station as journaled: anna sees her own mark at once, no round trip
+    assert proven(a, "C7")["verdicts"]["anna"]["verdict"] == "observed"
     wait_for(lambda: "anna" in proven(b, "C7")["verdicts"], 15, "anna's mark at bert's console")
     assert proven(a, "C7")["proven"] is False and proven(b, "C7")["proven"] is False  # one assessor is not enough
     assert b.post("/api/station/st-2/mark", {"competence": "C7", "kind": "not_observed", "text": "bert did not"})[0] == 200
+    assert proven(b, "C7")["verdicts"]["bert"]["verdict"] == "not_observed"   # at once, at his own console
+    wait_for(lambda: "bert" in proven(a, "C7")["verdicts"], 15, "bert's mark at anna's console")
     for c in (a, b):
         wait_for(lambda: "bert" in proven(c, "C7")["verdicts"], 15, f"bert's mark at {c.name}'s console")
         row = proven(c, "C7")

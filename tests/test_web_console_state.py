@@ -130,6 +130,30 @@ def test_card_alerts_and_timeline_window():
     assert merge_spans([(0, 10), (11, 20), (100, 200)], 5, 150, 2) == [[5, 20], [100, 150]]
 
 
+def test_own_acknowledged_mark_shows_at_once_and_the_streamed_one_replaces_it():
+    room = Room(cfg(), ["st-1"])
+    st = room.stations["st-1"]
+    room.apply([msg(1, "summary", 10 * S, summary(10 * S))])
+    own = mark("anna", "C7", "observed", "seen", t=11 * S)
+    st.acknowledged_mark(own)
+    assert st.verdicts()["C7"]["anna"]["verdict"] == "observed", "at once, before the stream brings it"
+    st.acknowledged_mark(mark("anna", "C1", "counter", t=12 * S))
+    assert st.counters()["C1"] == {"anna": 1}
+    room.apply([msg(2, "mark", 11 * S, own), msg(3, "mark", 12 * S, mark("anna", "C1", "counter", t=12 * S))])
+    assert st.acked == {} and st.counters()["C1"] == {"anna": 1}, "replaced, not counted twice"
+    st.acknowledged_mark(own)   # an ack that comes after the streamed mark adds nothing
+    assert len([m for m in st.all_marks() if m["mark_id"] == own["mark_id"]]) == 1
+
+
+def test_late_events_are_an_alert_on_the_card():
+    room = Room(cfg(), ["st-1"])
+    d = summary(10 * S)
+    d["session"]["late_events"] = 37
+    room.apply([msg(1, "summary", 10 * S, d)])
+    alerts = room.card("st-1", {"state": "connected", "last_rx_age_s": 0.1})["alerts"]
+    assert any(a["type"] == "late" and "37" in a["text"] for a in alerts)
+
+
 def _store(path, msgs):
     """A real console store holding msgs and one recorded gap; returns a read-only reader."""
     w = ConsoleStore(path)

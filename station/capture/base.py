@@ -22,6 +22,7 @@ from station.clock import monotonic_ns
 from station.eventqueue import EventSink
 from station.events import DEFAULT_LAG_NS, SourceHealth
 from station.osthread import named
+from station.watermark import STALL_NS, StallGuard
 
 BACKOFF_START_S = 0.1   # first wait before reconnecting to a lost server (s)
 BACKOFF_MAX_S = 2.0     # the wait doubles up to this (s)
@@ -39,17 +40,20 @@ class Source(Protocol):
     # Optional: ``delivered_until() -> int | None``: the station time (ns) up to which this source
     # has put every event it will ever emit into the sink (None: no such bound, e.g. while it is
     # lost). A source whose events reach the sink later than DEFAULT_LAG_NS after their time (the
-    # audio source hands over whole blocks) reports it, so that ``sources_watermark`` waits.
+    # audio source hands over whole blocks, the scenario runs behind its clock on a slow machine)
+    # reports it, so that the watermark waits. Optional: ``stall_ns`` (ns, or None: never): how
+    # far behind now its bound may fall before it is declared stalled (default
+    # ``station.watermark.STALL_NS``). Events of one stream (speech: of one channel) reach the
+    # sink in time order.
 
 
-MAX_SOURCE_LAG_NS = 3_000_000_000   # the watermark never lags more than this behind "now"
-
-
-def sources_watermark(sources, now_ns: int, lag_ns: int = DEFAULT_LAG_NS, max_lag_ns: int = MAX_SOURCE_LAG_NS) -> int:
-    """The time (ns) up to which every source has delivered its events: ``now_ns - lag_ns``, held
-    back to what sources report through ``delivered_until``, but never more than max_lag_ns
-    behind now (a source that stalls reports itself lost through its health; it does not stop
-    time). Evaluate it before draining the queue: events counted here must be in the drain."""
+def sources_watermark(sources, now_ns: int, lag_ns: int = DEFAULT_LAG_NS, guard: StallGuard | None = None) -> int:
+    """The time (ns) up to which every live source has delivered its events: ``now_ns - lag_ns``
+    (what a source without ``delivered_until`` promises), held back to what sources report
+    through ``delivered_until``. With a ``guard``, a source that falls more than its stall limit
+    behind is declared lost (a SourceHealth in the guard's sink) and then no longer holds it back;
+    without one, nothing is skipped. Evaluate it before draining the queue: events counted here
+    must be in the drain (and so must the guard's health events)."""
     mark = now_ns - lag_ns
     for src in sources:
         until = getattr(src, "delivered_until", None)
@@ -59,9 +63,27 @@ def sources_watermark(sources, now_ns: int, lag_ns: int = DEFAULT_LAG_NS, max_la
             t = until()
         except Exception:  # a source's bug must not stop the recorder
             continue
+        if t is None:
+            continue
+        t = int(t)
+        if guard is not None:
+            t = guard.bound(getattr(src, "name", "source"), t, now_ns, getattr(src, "stall_ns", -1))
         if t is not None:
-            mark = min(mark, int(t))
-    return max(mark, now_ns - max_lag_ns)
+            mark = min(mark, t)
+    return mark
+
+
+class SourcesWatermark:
+    """``f(now_ns) -> ns``: ``sources_watermark`` with a ``StallGuard`` that reports stalled sources
+    into ``sink`` (the queue the watermark's batch is drained from)."""
+
+    def __init__(self, sources, sink: EventSink, lag_ns: int = DEFAULT_LAG_NS, stall_ns: int = STALL_NS):
+        self.sources = sources
+        self.lag_ns = lag_ns
+        self.guard = StallGuard(sink, stall_ns)
+
+    def __call__(self, now_ns: int) -> int:
+        return sources_watermark(self.sources, now_ns, self.lag_ns, self.guard)
 
 
 class HealthReporter:

@@ -12,7 +12,7 @@ import logging
 import threading
 from pathlib import Path
 
-from station.capture.base import sources_watermark
+from station.capture.base import SourcesWatermark
 from station.capture.handover_client import CaptureClient
 from station.clock import monotonic_ns
 from station.config import Config
@@ -97,7 +97,7 @@ def run_capture(cfg: Config, *, sources_kind: str = "real", seed: int = 1, speed
                            heartbeat_ms=cfg.handover.heartbeat_ms, queue_max_batches=cfg.handover.queue_max_batches,
                            interval_ms=cfg.handover.batch_ms,
                            clock=clock, sources_status=lambda: sources_status(sources),
-                           watermark=lambda now: sources_watermark(sources, now),
+                           watermark=SourcesWatermark(sources, queue),
                            source_names=tuple(getattr(src, "name", "source") for src in sources))
     start_sources(sources, queue, clock)
     client.start()

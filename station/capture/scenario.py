@@ -12,6 +12,7 @@ stops emitting instead of taking the process down.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from typing import Any
@@ -21,19 +22,33 @@ from station.eventqueue import EventSink
 from station.osthread import named
 from station.scenario import Scenario, exam_scenario
 
-__all__ = ["Scenario", "ScenarioSource", "VirtualClock", "exam_scenario"]
+__all__ = ["MAX_SPEED", "Scenario", "ScenarioSource", "VirtualClock", "check_speed", "exam_scenario"]
+
+MAX_SPEED = 1000.0   # x real time; beyond a few hundred the machine cannot synthesize that fast anyway
+
+
+def check_speed(speed, max_speed: float = MAX_SPEED) -> float:
+    """``speed`` as a float if it is a finite number with 0 < speed <= max_speed; otherwise
+    ValueError with a message fit for an operator (inf, nan, 0, negative, not a number)."""
+    try:
+        value = float(speed)
+    except (TypeError, ValueError):
+        raise ValueError(f"speed must be a number, got {speed!r}") from None
+    if not (math.isfinite(value) and 0 < value <= max_speed):
+        bound = f" and <= {max_speed:g}" if math.isfinite(max_speed) else ""
+        raise ValueError(f"speed must be a finite number > 0{bound} (x real time), got {speed!r}")
+    return value
 
 
 class VirtualClock:
     """Station time for a scenario played at ``speed`` x real time:
     ``now() = start_ns + (monotonic_ns() - t0) * speed`` (integer ns), t0 taken at construction.
-    Raises ValueError unless speed > 0."""
+    Raises ValueError unless speed is finite and > 0 (``check_speed``; the command line also
+    bounds it by MAX_SPEED)."""
 
     def __init__(self, start_ns: int, speed: float):
-        if not speed > 0:
-            raise ValueError(f"speed must be > 0, got {speed!r}")
         self.start_ns = int(start_ns)
-        self.speed = float(speed)
+        self.speed = check_speed(speed, max_speed=math.inf)
         self.t0 = time.monotonic_ns()
 
     def now(self) -> int:
@@ -54,6 +69,7 @@ class ScenarioSource:
         self._health: HealthReporter | None = None
         self.emitted = 0
         self.error = ""
+        self._delivered: int | None = scenario.complete_until   # set after each put (delivered_until)
 
     def start(self, sink: EventSink) -> None:
         if self._thread is not None:
@@ -77,14 +93,25 @@ class ScenarioSource:
                 self.error = f"{type(e).__name__}: {e}"
                 if self._health is not None:
                     self._health.report("lost", f"scenario failed: {self.error}"[:200], t_ns=step_to)
+                self._delivered = None   # lost (journaled just above): it no longer holds the watermark
                 return
             if events:
                 sink.put_many(events)
                 self.emitted += len(events)
+            self._delivered = sc.complete_until   # only now: every event before it is in the sink
             if sc.finished:
                 return
             if step_to >= target:   # caught up with the clock: wait for it
                 self._stop.wait(self.PERIOD_S)
+
+    # A simulation always delivers: however far it runs behind its clock (a machine slower than
+    # the speed), the watermark waits for it and it is never declared stalled.
+    stall_ns = None
+
+    def delivered_until(self) -> int | None:
+        """Station time (ns) before which every event of the scenario is in the sink (see
+        ``station.capture.base``); None once it has finished or failed (nothing to wait for)."""
+        return self._delivered
 
     def stop(self) -> None:
         """Stop emitting (returns within about 1 s)."""

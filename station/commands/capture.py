@@ -5,7 +5,6 @@ from pathlib import Path
 
 from station.cli import load_config
 from station.commands.run import add_source_options
-from station.errors import UserError
 
 
 def register(sub):
@@ -20,8 +19,6 @@ def run(args):
     from station.capture.process import run_capture
     from station.logs import setup_logging
     from station.ops.sdnotify import Notifier
-    if not args.speed > 0:
-        raise UserError("--speed must be > 0", exit_code=2)
     setup_logging(args.verbose)
     cfg = load_config(args)
     return run_capture(cfg, sources_kind=args.sources, seed=args.seed, speed=args.speed,

@@ -3,14 +3,14 @@
 from pathlib import Path
 
 from station.cli import load_config
-from station.errors import UserError
+from station.commands import speed_arg
 
 
 def add_source_options(p):
     p.add_argument("--sources", choices=("real", "scenario"), default="real",
                    help="real capture (default) or the simulated exam (tests, demonstrations)")
     p.add_argument("--seed", type=int, default=1, help="scenario seed")
-    p.add_argument("--speed", type=float, default=1.0, help="scenario speed (x real time)")
+    p.add_argument("--speed", type=speed_arg, default=1.0, help="scenario speed (x real time, at most 1000)")
 
 
 def register(sub):
@@ -24,8 +24,6 @@ def run(args):
     from station.agent import run_agent
     from station.logs import setup_logging
     from station.ops.sdnotify import Notifier
-    if not args.speed > 0:
-        raise UserError("--speed must be > 0", exit_code=2)
     setup_logging(args.verbose)
     cfg = load_config(args)
     return run_agent(cfg, sources_kind=args.sources, seed=args.seed, speed=args.speed,

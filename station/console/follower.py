@@ -66,7 +66,8 @@ RETRY_NOT_YET_NS = 200 * NS_PER_MS   # the station has not committed the rest ye
 REAUTH_NS = 5_000 * NS_PER_MS        # after a refused handshake, reconnect this often
 APP_QUEUE_MAX = 200_000              # undelivered messages kept for the application
 TICK_NS = 50 * NS_PER_MS             # timers, monitors and state snapshots run this often
-FLUSH_NS = 10 * NS_PER_MS            # commit + deliver at most this often (batches the commits)
+FLUSH_NS = 10 * NS_PER_MS            # session progress alone (no message) is committed this often
+MSG_FLUSH_NS = 2 * NS_PER_MS         # received messages: stored (one commit) and delivered this often
 
 
 from station.console.store import ConsoleStore
@@ -163,6 +164,7 @@ class _Link:
         self.next_snapshot_ns = 0
         self.snapshot_inflight = False
         self.snapshot_info: dict = {}
+        self.snapshot_packed: bytes = b""     # snapshot_info as stored (packed once per snapshot)
         self.offset_ns: int | None = None
         self.rtt_ns: int | None = None
         self.clock_measured_ns = 0
@@ -450,6 +452,7 @@ class Console:
         self._build_poller()
         self._delivered: list[Message] = []
         self._pending_store: list[Message] = []
+        self._touched: dict[int, tuple] = {}    # id(track) -> (link, track) with messages pending
         self._next_tick_ns = self._last_flush_ns = 0
         try:
             while self._running:
@@ -477,7 +480,7 @@ class Console:
         now = time.monotonic_ns()
         wait_ns = self._next_tick_ns - now
         if self._pending_store or self._delivered:
-            wait_ns = min(wait_ns, self._last_flush_ns + FLUSH_NS - now)
+            wait_ns = min(wait_ns, self._last_flush_ns + MSG_FLUSH_NS - now)
         ready = dict(self._poller.poll(max(0, wait_ns // NS_PER_MS)))
         now = time.monotonic_ns()
         if self._wake_r in ready:
@@ -500,18 +503,27 @@ class Console:
             for link in self.links.values():
                 self._timers(link, now)
             self._publish_states()
-        if now - self._last_flush_ns >= FLUSH_NS:
-            self._flush()
+        # received messages are stored in one commit per MSG_FLUSH_NS (at 1000 messages/s a few
+        # per commit), then delivered: a message counts as delivered only once it is stored
+        since = now - self._last_flush_ns
+        if since >= FLUSH_NS or ((self._pending_store or self._delivered) and since >= MSG_FLUSH_NS):
+            self._flush(full=since >= FLUSH_NS)
 
-    def _flush(self) -> None:
-        """Commit stored messages and track progress, then hand delivered ones to the app."""
-        dirty = [(l, t) for l in self.links.values() for t in l.tracks.values() if t.dirty]
+    def _flush(self, full: bool = True) -> None:
+        """Commit stored messages and track progress, then hand delivered ones to the app.
+        full: look at every track for unsaved progress; otherwise only at the tracks whose
+        messages this flush stores (the full look comes every FLUSH_NS)."""
+        if full:
+            dirty = [(l, t) for l in self.links.values() for t in l.tracks.values() if t.dirty]
+        else:
+            dirty = [(l, t) for l, t in self._touched.values() if t.dirty]
+        self._touched = {}
         if self._pending_store or dirty:
             if self._pending_store:
                 self.store.add(self._pending_store, time.time_ns())
                 self._pending_store = []
             for link, t in dirty:
-                info = protocol.packb(link.snapshot_info) if t.session == link.session and link.snapshot_info else None
+                info = link.snapshot_packed if t.session == link.session and link.snapshot_info else None
                 self.store.save_session(link.id, t.session, t.next_seq, t.known_last, info)
                 t.dirty = False
             self.store.commit()
@@ -609,6 +621,7 @@ class Console:
             link.counts["duplicate"] += 1
             return
         self._pending_store.append(m)
+        self._touched[id(t)] = (link, t)
         if t.next_seq is not None and m.seq == t.next_seq:
             self._delivered.append(m)
             t.next_seq += 1
@@ -747,6 +760,7 @@ class Console:
         if link.session != session:
             link.session = session
         link.snapshot_info = info
+        link.snapshot_packed = protocol.packb(info)   # stored with the session's progress
         t = self._track(link, session)
         if last > t.known_last:
             t.known_last = last

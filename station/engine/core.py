@@ -25,14 +25,14 @@ import numpy as np
 
 from station import intervals as iv
 from station.engine.contacts import Clusterer, MarkerBook
-from station.engine.figures import CAT_CODES, CAT_NAMES, NS_PER_MS, WindowData, share, window_figures
+from station.engine.figures import CAT_CODES, CAT_NAMES, LIVE_FIGURES, NS_PER_MS, WindowData, share, window_figures
 from station.engine.tracks import Points, SpanTrack
 
 MOUSE_BIN_NS = 10 * NS_PER_MS
 FAR = 2 ** 62
 CHAT_KINDS = ("chat", "email")
-LIVE_CONTACT_FIGURES = ("s1_share", "s3_share", "agent_talk_ms", "customer_talk_ms", "dead_air_count",
-                        "s2_switches_per_min", "s2_info_share")
+LIVE_CONTACT_FIGURES = LIVE_FIGURES["phone"] + LIVE_FIGURES["chat"]   # in a summary's current contact
+LATE_STREAMS = ("speech", "key", "mouse", "click", "scroll", "focus")   # measurements that can be late
 LIVE_FIGURES_REFRESH_DIV = 100   # live contact figures are at most 1/100 of the contact's age old ...
 LIVE_FIGURES_MIN_AGE_NS = 5_000_000_000   # ... or this old (ns), whichever is more
 MAX_HEALTH_LOG = 1_000         # health details kept per source (the report's capture links)
@@ -52,6 +52,9 @@ class Engine:
         a, sp, ct = cfg.activity, cfg.speech, cfg.contacts
         self.cfg_activity, self.cfg_rules = a, cfg.rules
         self.info_cats = tuple(a.info_categories)
+        codes = np.arange(len(CAT_NAMES))   # category code -> is an info / a chat-or-email category
+        self._info_code = np.isin(codes, [CAT_CODES[x] for x in self.info_cats])
+        self._chat_code = np.isin(codes, [CAT_CODES[x] for x in CHAT_KINDS])
         self.reference_text = reference_text
         self.agent = SpanTrack(sp.padding_ms * NS_PER_MS, sp.min_spurt_ms * NS_PER_MS)
         self.customer = SpanTrack(sp.padding_ms * NS_PER_MS, sp.min_spurt_ms * NS_PER_MS)
@@ -95,16 +98,21 @@ class Engine:
         self._injected_alerted = {"keys": 0, "mouse": 0}
         self._injected_alert_t: int | None = None
         self._live_fig: tuple | None = None   # (contact kind, start, as-of ns, figures) of the summary
+        self.late: dict[str, int] = {}        # late measurements left out, per stream (_without_late)
+        self._step = 0                        # ingest/finish calls so far (current_contact's memo)
+        self._contact_memo: tuple | None = None
+        self.late_first_ns: int | None = None
 
     # ------------------------------------------------------------------ input
     def ingest(self, batch) -> list[tuple[str, int, dict]]:
         out: list[tuple[str, int, dict]] = []
+        self._step += 1
         self.now = max(self.now, batch.t_ns)
-        self.watermark = max(self.watermark, batch.watermark_ns)
         if self.first_t is None:
             rng = batch.time_range()
             self.first_t = min(batch.t_ns, rng[0]) if rng else batch.t_ns
-        s = batch.streams
+        s, late = self._without_late(batch.streams)
+        self.watermark = max(self.watermark, batch.watermark_ns)
         if "focus" in s:
             self._add_focus(s["focus"])
         if "speech" in s:
@@ -128,6 +136,9 @@ class Engine:
         out += self._finalize_due()
         if not self.live:
             return out
+        if late:
+            out.append(("alert", self.now, {"type": "late_events", "events": late, "total": sum(self.late.values()),
+                                            "first_ns": self.late_first_ns, "watermark_ns": self.watermark}))
         out += self._alerts()
         if self.evidence_dirty:
             self.evidence_dirty = False
@@ -138,6 +149,39 @@ class Engine:
             out.append(("summary", batch.t_ns, self.summary()))
             self.next_tick = (batch.t_ns // self.summary_ns + 1) * self.summary_ns
         return out
+
+    def _without_late(self, streams) -> tuple[dict, dict[str, int]]:
+        """The batch's streams without its late measurements, and how many of each stream were late.
+
+        Late: a measurement (speech frame, key, mouse, click, scroll, focus change) older than the
+        watermark of the batch before this one, i.e. one the sources had declared delivered
+        already (see ``station.watermark``). It is kept in the journal, counted in ``late`` and
+        alerted, and left out of every figure: including it would change spans and contacts
+        that may already be final, so live and replay could differ. Lateness depends only on the
+        journaled batch sequence (each batch's events and the previous watermark), so every
+        replay finds the same late events (``replay`` never merges a batch with late events into
+        the one before it). Assessor commands and health events are never late: they are stamped
+        by the recorder."""
+        prev = self.watermark
+        counts: dict[str, int] = {}
+        out = dict(streams)
+        for name in LATE_STREAMS:
+            cols = streams.get(name)
+            if cols is None:
+                continue
+            t = np.asarray(cols["t_ns"])
+            late = t < prev
+            if not late.any():
+                continue
+            n = int(np.count_nonzero(late))
+            counts[name] = n
+            keep = ~late
+            idx = np.flatnonzero(keep)
+            out[name] = {c: ([v[i] for i in idx] if isinstance(v, list) else np.asarray(v)[keep]) for c, v in cols.items()}
+            first = int(t[late].min())
+            self.late_first_ns = first if self.late_first_ns is None else min(self.late_first_ns, first)
+            self.late[name] = self.late.get(name, 0) + n
+        return out, counts
 
     def _count_injected(self, s) -> None:
         """Count synthetic input (keys, mouse moves, clicks, scrolls flagged injected)."""
@@ -159,25 +203,34 @@ class Engine:
 
     def _add_speech(self, cols) -> None:
         t, dur, ch, sp = cols["t_ns"], cols["dur_ns"], cols["channel"], cols["speech"]
+        end = t + dur
         for channel, track in ((0, self.agent), (1, self.customer)):
             m = ch == channel
             if not m.any():
                 continue
             v = m & sp
-            elem = np.column_stack((t[v], t[v] + dur[v])) if v.any() else iv.EMPTY
-            track.add(elem, int((t[m] + dur[m]).max()))
+            elem = np.empty((int(np.count_nonzero(v)), 2), dtype=np.int64)
+            elem[:, 0] = t[v]
+            elem[:, 1] = end[v]
+            track.add(elem, int(end[m].max()))
 
     def _add_keys(self, cols) -> None:
         t, down = cols["t_ns"], cols["down"]
         press = down
         pt = t[press]
         self.presses.extend(pt, cols["key_class"][press])
-        for i in np.flatnonzero(press):
-            c = cols["char"][i]
-            if c:
-                self.typed.append((int(t[i]), c))
+        chars = cols["char"]
+        if any(chars):
+            for i in np.flatnonzero(press):
+                c = chars[i]
+                if c:
+                    self.typed.append((int(t[i]), c))
         rel = t[~down]
-        elem = np.concatenate((np.column_stack((pt, pt + 1)), np.column_stack((rel - 1, rel))))
+        elem = np.empty((len(pt) + len(rel), 2), dtype=np.int64)   # presses [t, t+1), releases [t-1, t)
+        elem[:len(pt), 0] = pt
+        elem[:len(pt), 1] = pt + 1
+        elem[len(pt):, 0] = rel - 1
+        elem[len(pt):, 1] = rel
         self.typing.add(elem)
 
     def _add_focus(self, cols) -> None:
@@ -187,7 +240,6 @@ class Engine:
                 t = self.focus_t[-1]   # late focus event: keep the order, never rewrite history
             self.focus_t.append(t)
             self.focus_cat.append(CAT_CODES.get(cat, 0))
-        self._focus_arrays = None
 
     def _on_contact(self, ev) -> list:
         closed = self.markers.apply(ev.t_ns, ev.action, ev.kind, ev.contact_ref, ev.assessor_id)
@@ -335,36 +387,50 @@ class Engine:
 
     # --------------------------------------------------------------- windows
     def focus_arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        if self._focus_arrays is None:
-            self._focus_arrays = (np.array(self.focus_t, dtype=np.int64), np.array(self.focus_cat, dtype=np.int64))
+        """focus_t and focus_cat as int64 arrays (cached; only the new tail is converted, so a
+        6-hour session does not convert its whole focus history at every change)."""
+        cached = self._focus_arrays
+        if cached is None or len(cached[0]) != len(self.focus_t):
+            n = 0 if cached is None else len(cached[0])
+            t = np.array(self.focus_t[n:], dtype=np.int64)
+            c = np.array(self.focus_cat[n:], dtype=np.int64)
+            self._focus_arrays = (t, c) if cached is None else (np.concatenate((cached[0], t)),
+                                                                 np.concatenate((cached[1], c)))
         return self._focus_arrays
 
     def focus_spans(self, lo: int, hi: int) -> tuple[dict[str, np.ndarray], dict[str, int], int]:
-        """Per-category focus spans in [lo, hi); entries per category; chat/email<->info switches."""
+        """Per-category focus spans in [lo, hi); entries per category (focus changes inside the
+        window); chat/email<->info switches among those changes. Vectorised: a long window costs
+        a few numpy passes, not a Python loop over its focus changes."""
         t, c = self.focus_arrays()
-        spans: dict[str, list] = {}
-        entries: dict[str, int] = {}
-        switches = 0
-        if len(t) == 0:
+        n = len(t)
+        if n == 0:
             return {}, {}, 0
         i = max(0, int(np.searchsorted(t, lo, side="right")) - 1)
         j = int(np.searchsorted(t, hi, side="left"))
-        info = {CAT_CODES[x] for x in self.info_cats}
-        chatish = {CAT_CODES["chat"], CAT_CODES["email"]}
-        n = len(t)
-        for k in range(i, j):
-            s = max(int(t[k]), lo)
-            e = min(int(t[k + 1]) if k + 1 < n else hi, hi)
-            name = CAT_NAMES[int(c[k])]
-            if e > s:
-                spans.setdefault(name, []).append((s, e))
-            if int(t[k]) >= lo:
-                entries[name] = entries.get(name, 0) + 1
-                if k > 0:
-                    a, b = int(c[k - 1]), int(c[k])
-                    if (a in chatish and b in info) or (a in info and b in chatish):
-                        switches += 1
-        return {k: iv.normalize(v) for k, v in spans.items()}, entries, switches
+        if j <= i:
+            return {}, {}, 0
+        seg_t, cats = t[i:j], c[i:j]
+        starts = np.maximum(seg_t, lo)
+        ends = np.empty(j - i, dtype=np.int64)
+        ends[:-1] = t[i + 1:j]
+        ends[-1] = t[j] if j < n else hi
+        np.minimum(ends, hi, out=ends)
+        spans: dict[str, np.ndarray] = {}   # (the order of the keys carries no meaning)
+        valid = ends > starts
+        for code in np.flatnonzero(np.bincount(cats[valid], minlength=len(CAT_NAMES))):
+            m = valid & (cats == code)
+            spans[CAT_NAMES[int(code)]] = iv.normalize(np.column_stack((starts[m], ends[m])))
+        inside = seg_t >= lo
+        counts = np.bincount(cats[inside], minlength=len(CAT_NAMES))
+        entries = {CAT_NAMES[int(code)]: int(counts[code]) for code in np.flatnonzero(counts)}
+        # a switch: a focus change inside the window between chat/email and an info category
+        k = np.flatnonzero(inside) + i
+        k = k[k > 0]
+        a, b = c[k - 1], c[k]
+        info, chatish = self._info_code, self._chat_code
+        switches = int(np.count_nonzero((chatish[a] & info[b]) | (info[a] & chatish[b])))
+        return spans, entries, switches
 
     def unknown_spans(self, lo: int, hi: int) -> np.ndarray:
         pairs = [(s, e if e is not None else hi) for spans in self.lost.values() for s, e in spans]
@@ -386,18 +452,29 @@ class Engine:
                           self.typing.within(lo, hi, True), self.mouse.within(lo, hi, True),
                           focus, pt, pc, pcat, entries, switches, self.unknown_spans(lo, hi))
 
-    def figures_for(self, kind: str, lo: int, hi: int) -> dict:
+    def figures_for(self, kind: str, lo: int, hi: int, live: bool = False) -> dict:
+        """The figures of [lo, hi) (live: only those of a summary's current contact)."""
         return window_figures(self.window_data(kind, lo, hi), self.cfg_activity,
-                              self.cfg_rules, self.info_cats)
+                              self.cfg_rules, self.info_cats, live=live)
 
     # ---------------------------------------------------------------- live
     def current_contact(self) -> dict | None:
+        """The contact going on now (live), or None. Computed once per ingest (the dead-air alert
+        and the summary of one batch ask for it; the state does not change in between)."""
+        memo = self._contact_memo
+        if memo is not None and memo[0] == self._step:
+            return memo[1]
+        contact = self._current_contact()
+        self._contact_memo = (self._step, contact)
+        return contact
+
+    def _current_contact(self) -> dict | None:
         for m in reversed(self.markers.open_contacts()):
             return {"kind": m.kind, "start_ns": m.start, "source": "assessor"}
         cl = self.phone.current
-        cust = self.customer.within(cl.start, FAR, True) if cl else None
-        if cl is not None and (cl.weight + (iv.measure(cust) if cust is not None else 0)) >= self.phone_min_customer \
-                and self.now - self._last_speech_end() < self.phone.gap_ns:
+        if cl is not None and self.now - self._last_speech_end() < self.phone.gap_ns and (
+                cl.weight >= self.phone_min_customer
+                or cl.weight + iv.measure(self.customer.within(cl.start, FAR, True)) >= self.phone_min_customer):
             return {"kind": "phone", "start_ns": cl.start, "source": "auto"}
         if cl is None and (self.agent.active() or self.customer.active()):
             opens = [tr.open[0] for tr in (self.agent, self.customer) if tr.active()]
@@ -484,7 +561,7 @@ class Engine:
             if self.now - cached[2] < max(self.summary_ns, LIVE_FIGURES_MIN_AGE_NS,
                                           (self.now - start) // LIVE_FIGURES_REFRESH_DIV):
                 return cached[2], cached[3]
-        fig = self.figures_for(kind, start, max(self.now, start + 1))
+        fig = self.figures_for(kind, start, max(self.now, start + 1), live=True)
         fig = {k: fig.get(k) for k in LIVE_CONTACT_FIGURES if k in fig}
         self._live_fig = (kind, start, self.now, fig)
         return self.now, fig
@@ -493,14 +570,17 @@ class Engine:
         ph = self._totals["phone"]
         chat_n = self._totals["chat"].get("count", 0)
         email_n = self._totals["email"].get("count", 0)
-        return {"contacts": {"phone": ph.get("count", 0), "chat": chat_n, "email": email_n},
-                "conversation_ms": ph.get("conv", 0) // NS_PER_MS,
-                "s1_share": share(ph.get("info", 0), ph.get("conv", 0)),
-                "s3_share": share(ph.get("s3_conv", 0), ph.get("conv", 0)),
-                "dead_air_ms": ph.get("dead", 0) // NS_PER_MS,
-                "keys_pressed": self.presses.n, "marks": len(self.marks),
-                "injected_input": dict(self.injected), "integrity": dict(self.integrity),
-                "simulated": self.simulated}
+        out = {"contacts": {"phone": ph.get("count", 0), "chat": chat_n, "email": email_n},
+               "conversation_ms": ph.get("conv", 0) // NS_PER_MS,
+               "s1_share": share(ph.get("info", 0), ph.get("conv", 0)),
+               "s3_share": share(ph.get("s3_conv", 0), ph.get("conv", 0)),
+               "dead_air_ms": ph.get("dead", 0) // NS_PER_MS,
+               "keys_pressed": self.presses.n, "marks": len(self.marks),
+               "injected_input": dict(self.injected), "integrity": dict(self.integrity),
+               "simulated": self.simulated}
+        if self.late:   # only then: a session without late events gives the summaries it always gave
+            out["late_events"] = sum(self.late.values())
+        return out
 
     def evidence(self) -> dict:
         """The 19 competences so far (see evidence.session_evidence), for the live board."""
@@ -511,6 +591,7 @@ class Engine:
     # ---------------------------------------------------------------- end
     def finish(self, t_ns: int) -> list[tuple[str, int, dict]]:
         """Close everything at session end t_ns and emit the last contacts and a final summary."""
+        self._step += 1
         self.now = max(self.now, t_ns)
         self.watermark = max(self.watermark, t_ns)
         for tr in (self.agent, self.customer, self.typing, self.mouse):

@@ -83,12 +83,47 @@ def spurt_stats(spurts: np.ndarray, long_ns: int) -> dict:
             "long_share": round(int(np.count_nonzero(s > long_ns)) / len(s), 4)}
 
 
-def window_figures(w: WindowData, cfg_activity, cfg_rules, info_cats: tuple[str, ...]) -> dict:
-    """All figures for one window. cfg_activity / cfg_rules: the config sections."""
+LIVE_FIGURES = {"phone": ("s1_share", "s3_share", "agent_talk_ms", "customer_talk_ms", "dead_air_count"),
+                "chat": ("s2_switches_per_min", "s2_info_share"), "email": ("s2_switches_per_min", "s2_info_share")}
+
+
+def window_figures(w: WindowData, cfg_activity, cfg_rules, info_cats: tuple[str, ...], live: bool = False) -> dict:
+    """All figures for one window. cfg_activity / cfg_rules: the config sections.
+
+    live=True: only the figures of LIVE_FIGURES[w.kind] (a summary's current contact), computed
+    by the same lines as the full set, without the cost of the others."""
     dur = w.hi - w.lo
     input_active = iv.union(w.typing, w.mouse)
     info_focus = _union_of(w.focus, info_cats)
-    info_work = iv.intersect(input_active, info_focus)
+    if w.kind == "phone":
+        talk = iv.union(w.agent, w.customer)
+        conv = talk
+        silence = iv.complement(talk, w.lo, w.hi)
+        dead = iv.at_least(silence, cfg_activity.dead_air_ms * NS_PER_MS)
+        conv_ns = iv.measure(conv)
+        agent_ns = iv.measure(w.agent)
+        cust_ns = iv.measure(w.customer)
+        info_work = iv.intersect(input_active, info_focus)
+        info_during = iv.intersect(conv, info_work)
+        s3_conv = iv.overlap(conv, input_active)
+        phone = {"agent_talk_ms": ms(agent_ns), "customer_talk_ms": ms(cust_ns), "dead_air_count": int(len(dead)),
+                 "s1_share": share(iv.measure(info_during), conv_ns), "s3_share": share(s3_conv, conv_ns)}
+        if live:
+            return phone
+    else:
+        channel = w.focus.get(w.kind, iv.EMPTY)
+        window = cfg_rules.s2_info_window_ms * NS_PER_MS
+        consulted = iv.EMPTY
+        if len(info_focus):
+            dil = info_focus.copy()
+            dil[:, 0] -= window
+            dil[:, 1] += window
+            consulted = iv.normalize(dil)
+        chan_ns = iv.measure(channel)
+        chat = {"s2_switches_per_min": per_minute(int(w.switches_chat_info), dur),
+                "s2_info_share": share(iv.overlap(channel, consulted), chan_ns)}
+        if live:
+            return chat
     tools = info_focus
     knowledge = w.focus.get("knowledge", iv.EMPTY)
     crm = w.focus.get("crm", iv.EMPTY)
@@ -107,35 +142,28 @@ def window_figures(w: WindowData, cfg_activity, cfg_rules, info_cats: tuple[str,
         "unknown_ms": ms(iv.measure(w.unknown)),
     }
     if w.kind == "phone":
-        talk = iv.union(w.agent, w.customer)
-        conv = talk
         overtalk = iv.intersect(w.agent, w.customer)
         ot_events = iv.at_least(overtalk, cfg_activity.overtalk_min_ms * NS_PER_MS)
-        silence = iv.complement(talk, w.lo, w.hi)
-        dead = iv.at_least(silence, cfg_activity.dead_air_ms * NS_PER_MS)
-        conv_ns = iv.measure(conv)
-        agent_ns = iv.measure(w.agent)
-        cust_ns = iv.measure(w.customer)
         agent_only = iv.difference(w.agent, w.customer)
         cust_only = iv.difference(w.customer, w.agent)
-        info_during = iv.intersect(conv, info_work)
         out.update({
-            "agent_talk_ms": ms(agent_ns), "customer_talk_ms": ms(cust_ns), "conversation_ms": ms(conv_ns),
+            "agent_talk_ms": phone["agent_talk_ms"], "customer_talk_ms": phone["customer_talk_ms"],
+            "conversation_ms": ms(conv_ns),
             "overtalk_count": int(len(ot_events)), "overtalk_ms": ms(iv.measure(ot_events)),
-            "dead_air_count": int(len(dead)), "dead_air_ms": ms(iv.measure(dead)),
+            "dead_air_count": phone["dead_air_count"], "dead_air_ms": ms(iv.measure(dead)),
             "dead_air_longest_ms": ms(int(iv.lengths(dead).max())) if len(dead) else 0,
             "dead_air_share": share(iv.measure(dead), dur),
-            "s1_share": share(iv.measure(info_during), conv_ns),
+            "s1_share": phone["s1_share"],
             "s1_lookups": int(w.focus_entries.get("knowledge", 0)),
             "s3_agent_share": share(iv.overlap(w.agent, input_active), agent_ns),
             "s3_customer_share": share(iv.overlap(w.customer, input_active), cust_ns),
-            "s3_share": share(iv.overlap(conv, input_active), conv_ns),
+            "s3_share": phone["s3_share"],
             "keys_per_min_talk": per_minute(_points_in(w.press_t, agent_only), iv.measure(agent_only)),
             "keys_per_min_listen": per_minute(_points_in(w.press_t, cust_only), iv.measure(cust_only)),
             "keys_per_min_silence": per_minute(_points_in(w.press_t, silence), iv.measure(silence)),
             "spurts": spurt_stats(w.agent, cfg_rules.c5_long_spurt_ms * NS_PER_MS),
             "_ns": {"conv": conv_ns, "info": iv.measure(info_during), "agent": agent_ns,
-                    "cust": cust_ns, "s3_conv": iv.overlap(conv, input_active),
+                    "cust": cust_ns, "s3_conv": s3_conv,
                     "s3_agent": iv.overlap(w.agent, input_active),
                     "s3_cust": iv.overlap(w.customer, input_active),
                     "talk_only": iv.measure(agent_only), "listen_only": iv.measure(cust_only),
@@ -146,21 +174,12 @@ def window_figures(w: WindowData, cfg_activity, cfg_rules, info_cats: tuple[str,
                     "dead": iv.measure(dead)},
         })
     else:
-        channel = w.focus.get(w.kind, iv.EMPTY)
-        window = cfg_rules.s2_info_window_ms * NS_PER_MS
-        consulted = iv.EMPTY
-        if len(info_focus):
-            dil = info_focus.copy()
-            dil[:, 0] -= window
-            dil[:, 1] += window
-            consulted = iv.normalize(dil)
-        chan_ns = iv.measure(channel)
         keys_chat = _points_in(w.press_t, channel)
         out.update({
             "channel_time_ms": ms(chan_ns),
             "s2_switches": int(w.switches_chat_info),
-            "s2_switches_per_min": per_minute(int(w.switches_chat_info), dur),
-            "s2_info_share": share(iv.overlap(channel, consulted), chan_ns),
+            "s2_switches_per_min": chat["s2_switches_per_min"],
+            "s2_info_share": chat["s2_info_share"],
             "keys_per_min_chat": per_minute(keys_chat, chan_ns),
             "_ns": {"chan": chan_ns, "keys_chat": keys_chat},
         })

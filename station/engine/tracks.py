@@ -78,7 +78,7 @@ class SpanTrack:
             parts = [elementary]
             if self.open is not None:
                 parts.append(np.array([self.open], dtype=np.int64))
-            merged = iv.bridge(iv.normalize(np.concatenate(parts)), self.gap_ns)
+            merged = iv.bridged(np.concatenate(parts) if len(parts) > 1 else elementary, self.gap_ns)
             last_closed = self.closed.last_end()
             if last_closed is not None and len(merged) and merged[0, 0] < last_closed + self.gap_ns:
                 # input older than what is already closed (late by more than the gap): keep it

@@ -37,6 +37,7 @@ from station.events import DEFAULT_LAG_NS, FormatError, IntegrityEvent, SourceHe
 from station.handover import ACK, BATCH, BEAT, CAPTURE_SOURCES, HELLO, PROTO, SIMULATED_SOURCES, FrameReader, frame
 from station.osthread import named
 from station.recorder.plausibility import LinkChecks
+from station.watermark import StallGuard
 
 log = logging.getLogger(__name__)
 INTEGRITY_AGGREGATE_NS = 1_000_000_000   # connection-level integrity events journaled at most once a second per kind
@@ -122,6 +123,7 @@ class HandoverServer:
         self.checks = LinkChecks(self.policy.frame_ms, self.policy.max_future_ms * 1_000_000)
         self.stats = collections.Counter()
         self.capture_watermark: int | None = None
+        self._stall = StallGuard(queue)     # see watermark()
         self.last_frame_ns: int | None = None
         self.peer: dict[str, Any] = {}
         self.link_state = "waiting"     # waiting | ok | lost
@@ -180,10 +182,15 @@ class HandoverServer:
             pass
 
     def watermark(self, now: int) -> int:
-        """Up to when the capture has delivered everything (now - lag while the link is down)."""
+        """Up to when the capture has delivered everything (now - lag while the link is down). A
+        capture whose watermark falls more than ``STALL_NS`` behind (stalled, or lying to hold
+        every figure back) is declared lost as source ``capture-watermark`` (a SourceHealth
+        queued before the recorder drains: journaled in the batch whose watermark passes it) and
+        no longer holds the watermark back; its older events then count as late."""
         lagged = now - DEFAULT_LAG_NS
         if self.link_state == "ok" and self.capture_watermark is not None:
-            return min(lagged, self.capture_watermark)
+            held = self._stall.bound("capture-watermark", self.capture_watermark, now)
+            return lagged if held is None else min(lagged, held)
         return lagged
 
     def health_now(self) -> list:
@@ -434,6 +441,6 @@ class HandoverServer:
             return
         now = self.clock()
         if now - self.last_frame_ns >= self.gap_ns:
-            self.link_state = "lost"
             self.link_detail = f"no data from the capture process for {self.gap_ns // 1_000_000} ms"
             self.queue.put(SourceHealth(self.last_frame_ns, "capture", "lost", self.link_detail))
+            self.link_state = "lost"   # only now may watermark() pass the capture: its loss is queued

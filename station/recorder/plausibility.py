@@ -8,12 +8,13 @@ the consoles):
 - **streams** (``stream_refused``): only ``station.handover.CAPTURE_STREAMS``; health rows only of
   ``CAPTURE_SOURCES`` (a capture may not declare the journal, the recorder or itself healthy).
   Exam control, marks and contact markers come from authenticated consoles only.
-- **time** (``future_events``, ``past_events``, ``late_events``): an event later than
+- **time** (``future_events``, ``past_events``): an event later than
   ``now + max_future_ns`` (the capture stamps on the same monotonic clock, so only forged stamps
   are ahead) is dropped. An event earlier than the highest watermark the capture has declared (it
-  said everything before that was delivered) is *late*: kept and counted when it is at most
-  ``max_late_ns`` behind (a stalled source thread: nothing real is lost), dropped as a backfill
-  beyond. The batch's watermark itself is clamped to ``now`` and never moves back.
+  said everything before that was delivered) is *late*: passed on when it is at most
+  ``max_late_ns`` behind (a stalled source thread; the engine journals, counts and alerts it as a
+  late event and leaves it out of the figures, the same live and in any replay), dropped as a
+  backfill beyond. The batch's watermark itself is clamped to ``now`` and never moves back.
   A simulated link (scenario sources, practice mode only, the session marked simulated) runs a
   virtual clock at ``--speed`` x real time: its stamps are not checked against the recorder's.
 - **rate** (``rate_exceeded``): per stream (speech: per channel) a token bucket in *event time*
@@ -95,15 +96,13 @@ class LinkChecks:
                      f"{(int(t.max()) - now_ns) / 1e6:.0f} ms ahead")
             keep &= ~future
             if self.floor_ns is not None:
-                behind = keep & (t < self.floor_ns)
-                past = behind & (t < self.floor_ns - self.max_late_ns)
-                late = behind & ~past
+                # late (behind the declared watermark) but within the bound: passed on, and the
+                # engine counts it as late against its own watermark (journaled, left out of the
+                # figures); beyond the bound: a backfill, dropped here
+                past = keep & (t < self.floor_ns - self.max_late_ns)
                 if past.any():
                     note("past_events", int(past.sum()), f"{int(past.sum())} {name} up to "
                          f"{(self.floor_ns - int(t[past].min())) / 1e6:.0f} ms before the declared watermark")
-                if late.any():
-                    note("late_events", int(late.sum()), f"{int(late.sum())} {name} up to "
-                         f"{(self.floor_ns - int(t[late].min())) / 1e6:.0f} ms behind the declared watermark (kept)")
                 keep &= ~past
             over = self._rate_limit(name, cols, t, keep)
             if over:

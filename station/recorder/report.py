@@ -28,13 +28,15 @@ def _spans(a) -> list[list[int]]:
     return [[int(s), int(e)] for s, e in (a.tolist() if hasattr(a, "tolist") else a)]
 
 
-def build_report(journal, exact: bool = False, anchor: dict | None = None) -> dict:
+def build_report(journal, exact: bool = True, anchor: dict | None = None) -> dict:
     """Replay + evidence + integrity for one session journal. Raises JournalError for a bad journal.
 
-    exact=False (default) uses the fast replay, which checks the final figures (contacts, marks)
-    against the journal; exact=True also re-checks every live summary (slower). ``anchor``: this
-    session's entry of ``station.anchors.load`` (the chain heads the consoles hold); the journal
-    is then checked against it too (a truncated or rewritten journal is not "ok")."""
+    exact=True (default): the integrity check replays batch by batch and compares every
+    journaled engine message (live summaries, alerts, contacts, marks, evidence) byte for byte,
+    so a live/replay difference anywhere is caught. exact=False: the fast replay, which checks
+    the final figures (contacts, marks, exam) only. ``anchor``: this session's entry of
+    ``station.anchors.load`` (the chain heads the consoles hold); the journal is then checked
+    against it too (a truncated or rewritten journal is not "ok")."""
     problems = journal.verify()
     anchor_problems = anchors.check(journal, anchor) if anchor is not None else []
     res = replay(journal, compare=True, exact=exact)
@@ -72,8 +74,10 @@ def build_report(journal, exact: bool = False, anchor: dict | None = None) -> di
                       "journal_problems": problems, "anchor_problems": anchor_problems,
                       "anchor": anchors.summary(anchor) if anchor is not None else None,
                       "replay_mismatches": res.mismatches, "batches": res.batches, "events": res.events,
-                      "messages_compared": res.compared},
+                      "messages_compared": res.compared, "exact": exact},
         "data_gaps": gaps,
+        "late_events": {"count": sum(eng.late.values()), "streams": dict(eng.late),
+                        "first_wall": _iso(h.wall_ns(eng.late_first_ns)) if eng.late_first_ns is not None else None},
         "synthetic_input": {"keys": eng.injected["keys"], "mouse": eng.injected["mouse"],
                             "first_wall": _iso(h.wall_ns(eng.injected_first_ns)) if eng.injected_first_ns else None},
         "security": _security(journal, eng),

@@ -195,6 +195,17 @@ class Scenario:
         """The largest t_ns events_until was called with (start_ns before the first call)."""
         return self._done_until
 
+    @property
+    def complete_until(self) -> int | None:
+        """Station time (ns) before which every event has been returned: ``position_ns``, less the
+        frame that ends after it (a frame is returned once it has ended). None once finished
+        (nothing more will ever come: no bound)."""
+        if self.finished:
+            return None
+        if self._frame_next >= self.n_frames:
+            return self._done_until
+        return min(self._done_until, self.start_ns + self._frame_next * self.frame_ns)
+
     def progress(self) -> float:
         """Share of the scenario's time already returned (0..1)."""
         span = self.end_ns - self.start_ns

@@ -38,6 +38,7 @@ import contextlib
 import json
 import logging
 import time
+import uuid
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -309,9 +310,16 @@ class WebConsole:
             raise BadInput(f"note is {len(text)} characters long; at most {MAX_TEXT} are allowed")
         if kind == "counter" and comp not in ("C1", "C2", "C3"):
             raise BadInput("counters exist for C1, C2 and C3 only")
-        cmd = {"type": "mark", "competence": comp, "kind": kind, "text": text,
+        cmd = {"type": "mark", "competence": comp, "kind": kind, "text": text, "mark_id": uuid.uuid4().hex,
                "t_ns": self._station_t(sid, body)}
-        return await self._command(sid, cmd, request)
+        resp = await self._command(sid, cmd, request)
+        if resp.status_code == 200:   # journaled: the assessor sees their own mark at once
+            ack = json.loads(resp.body)["ack"]
+            t = ack.get("t_ns") if isinstance(ack, dict) else None
+            me = self.identity(request)
+            self.room.stations[sid].acknowledged_mark(dict(cmd, assessor_id=me["id"], assessor_name=me["name"],
+                                                           t_ns=t if isinstance(t, int) else cmd["t_ns"]))
+        return resp
 
     async def api_contact(self, request: Request) -> Response:
         sid = self._station(request)

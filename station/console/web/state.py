@@ -78,6 +78,7 @@ class StationModel:
         self.contacts: collections.deque = collections.deque(maxlen=L["contacts"])
         self.open_markers: dict[str, dict] = {}  # contact kind -> marker start (assessor)
         self.marks: collections.deque = collections.deque(maxlen=L["marks"])
+        self.acked: dict[str, dict] = {}   # mark_id -> own mark acknowledged, not yet streamed back
         self.evidence: dict = {}
         self.evidence_t: int | None = None
         self.sources_lost: dict[str, dict] = {}
@@ -171,6 +172,7 @@ class StationModel:
                                "assessor_id": d.get("assessor_id", ""), "assessor_name": "", "competence": "",
                                "text": "", "key_fp": str(d.get("key_fp", ""))})
             return
+        self.acked.pop(str(d.get("mark_id", "")), None)   # the streamed mark replaces the acknowledged one
         self.marks.append({"t_ns": _num(d.get("t_ns")) or t, "type": "mark", "mark_id": d.get("mark_id", ""),
                            "assessor_id": str(d.get("assessor_id", "")),
                            "assessor_name": str(d.get("assessor_name", "")),
@@ -199,13 +201,31 @@ class StationModel:
             if not self.heads or h["blocks"] >= self.heads["blocks"]:
                 self.heads = {"blocks": h["blocks"], "last_seq": h["last_seq"]}
 
+    def acknowledged_mark(self, mark: dict) -> None:
+        """This console's own mark, acknowledged by the station as journaled (its ack carries the
+        mark's station time): shown at once, without waiting for the round trip through the
+        stream; the streamed mark with the same mark_id replaces it (``_on_mark``)."""
+        mark_id = str(mark.get("mark_id", ""))
+        if not mark_id or any(m.get("mark_id") == mark_id for m in self.marks):
+            return
+        self.acked[mark_id] = {"t_ns": _num(mark.get("t_ns")) or (self.last_t or 0), "type": "mark",
+                               "mark_id": mark_id, "assessor_id": str(mark.get("assessor_id", "")),
+                               "assessor_name": str(mark.get("assessor_name", "")),
+                               "competence": str(mark.get("competence", "")), "kind": str(mark.get("kind", "")),
+                               "text": str(mark.get("text", ""))}
+        self.version += 1
+
+    def all_marks(self) -> list[dict]:
+        """Streamed marks, then own acknowledged ones not streamed back yet (the newest)."""
+        return list(self.marks) + list(self.acked.values())
+
     # ---------------------------------------------------------------- derived
     def verdicts(self, consensus: bool = False) -> dict[str, dict[str, dict]]:
         """competence -> assessor_id -> latest {verdict, name, t_ns, text, key_fp} of the
         observed/not_observed marks, or (``consensus``) of the consensus marks."""
         kinds = CONSENSUS_KINDS if consensus else ("observed", "not_observed")
         out: dict[str, dict[str, dict]] = {c: {} for c in COMPETENCE_IDS}
-        for m in self.marks:
+        for m in self.all_marks():
             if m["type"] == "mark" and m["kind"] in kinds and m["competence"] in out:
                 out[m["competence"]][m["assessor_id"]] = {"verdict": m["kind"].removeprefix("consensus_"),
                                                           "name": m["assessor_name"], "t_ns": m["t_ns"],
@@ -215,7 +235,7 @@ class StationModel:
     def counters(self) -> dict[str, dict[str, int]]:
         """C1/C2/C3 -> assessor_id -> count of counter marks."""
         out: dict[str, dict[str, int]] = {c: {} for c in COUNTER_IDS}
-        for m in self.marks:
+        for m in self.all_marks():
             if m["type"] == "mark" and m["kind"] == "counter" and m["competence"] in out:
                 by = out[m["competence"]]
                 by[m["assessor_id"]] = by.get(m["assessor_id"], 0) + 1
@@ -330,6 +350,9 @@ class Room:
         simulated = bool(st.totals.get("simulated"))
         if simulated:
             alerts.append({"type": "simulated", "text": "SIMULATED: scenario (demo/test) data, not an exam"})
+        late = _num(st.totals.get("late_events")) or 0
+        if late:   # events older than the watermark: journaled, left out of the figures
+            alerts.append({"type": "late", "text": f"{late:.0f} events arrived late (left out of the figures)"})
         cal = st.headset_calibrated()
         if cal is False:
             alerts.append({"type": "headset", "text": "headset not calibrated"})
@@ -372,7 +395,7 @@ class Room:
         out["contact_now"] = st.contact
         out["contact_list"] = list(st.contacts)[-200:]
         out["open_markers"] = st.open_markers
-        out["marks"] = [m for m in list(st.marks)[-300:]]
+        out["marks"] = st.all_marks()[-300:]
         out["counters"] = st.counters()
         out["totals"] = st.totals
         out["exam_detail"] = st.exam
