@@ -118,7 +118,7 @@ def main() -> int:
 
 
 # ------------------------------------------------------------------------- helpers for the tests
-from tests.support import free_port  # noqa: E402,F401 (the harnesses' port picker)
+from tests.support import console_config, console_station, free_port, station_config  # noqa: E402,F401
 
 
 class Rig:
@@ -141,36 +141,19 @@ class Rig:
         keys.authorize(self.kdir / "proxy.key", self.allow)
         self.pub_port, self.req_port = free_port(), free_port()
         self.station_cfg = self.root / "station.toml"
-        self.station_cfg.write_text(f"""
-[station]
-id = "{station_id}"
-data_dir = "{self.root / 'data'}"
-[publisher]
-pub_bind = "tcp://127.0.0.1:{self.pub_port}"
-req_bind = "tcp://127.0.0.1:{self.req_port}"
-secret_key_file = "{self.kdir / 'station.key_secret'}"
-authorized_keys_dir = "{self.allow}"
-""")
+        station_config(self.station_cfg, station_id=station_id, data_dir=self.root / "data",
+                       pub_port=self.pub_port, req_port=self.req_port,
+                       secret_key_file=self.kdir / "station.key_secret", authorized_keys_dir=self.allow)
 
     def console_cfg(self, name: str, key: str | None = None, pub_port: int | None = None,
                     req_port: int | None = None, extra: str = "", station_key: str = "station") -> Path:
         key = key or name
         path = self.root / f"{name}.toml"
-        path.write_text(f"""
-[station]
-data_dir = "{self.root / name}"
-[console]
-assessor_id = "{name}"
-assessor_name = "Assessor {name}"
-secret_key_file = "{self.kdir / (key + '.key_secret')}"
-store = "{self.root / (name + '.sqlite')}"
-{extra}
-[[console.station]]
-id = "{self.station_id}"
-pub_endpoint = "tcp://127.0.0.1:{pub_port or self.pub_port}"
-req_endpoint = "tcp://127.0.0.1:{req_port or self.req_port}"
-public_key = "{self.kdir / (station_key + '.key')}"
-""")
+        console_config(path, data_dir=self.root / name, store=self.root / (name + ".sqlite"),
+                       assessor_id=name, assessor_name=f"Assessor {name}",
+                       secret_key_file=self.kdir / (key + ".key_secret"), extra=extra,
+                       stations=[console_station(self.station_id, pub_port or self.pub_port, req_port or self.req_port,
+                                                 self.kdir / (station_key + ".key"))])
         return path
 
     def start_station(self, rate: float = 20.0, resume: Path | None = None, **kw):

@@ -93,3 +93,57 @@ class SocatRelay:
             os.killpg(p.pid, signal.SIGKILL)
             p.wait()
         self.procs = []
+
+
+# ------------------------------------------------------------------ configuration files
+
+def _merge(base: dict, more: dict) -> dict:
+    for k, v in more.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _merge(base[k], v)
+        elif isinstance(v, list) and isinstance(base.get(k), list):
+            base[k] = base[k] + v
+        else:
+            base[k] = v
+    return base
+
+
+def write_toml(path: Path, data: dict, extra: str = "", extra_table: str | None = None) -> Path:
+    """Write ``data`` as TOML (tomli_w). ``extra``: TOML text merged in, read inside
+    ``[extra_table]`` when given (so ``resync_ms = 1000`` lands in [console])."""
+    import tomllib
+
+    import tomli_w
+    data = _merge(_merge({}, data), tomllib.loads((f"[{extra_table}]\n" if extra_table else "") + extra)) if extra else data
+    Path(path).write_text(tomli_w.dumps(data))
+    return Path(path)
+
+
+def station_config(path: Path, *, station_id: str, data_dir: Path, pub_port: int, req_port: int,
+                   secret_key_file: Path, authorized_keys_dir: Path, extra: str = "") -> Path:
+    """A station streaming over CURVE on loopback: the harnesses' station.toml."""
+    return write_toml(path, {
+        "station": {"id": station_id, "data_dir": str(data_dir)},
+        "publisher": {"pub_bind": f"tcp://127.0.0.1:{pub_port}", "req_bind": f"tcp://127.0.0.1:{req_port}",
+                      "secret_key_file": str(secret_key_file), "authorized_keys_dir": str(authorized_keys_dir)}},
+        extra)
+
+
+def console_station(station_id: str, pub_port: int, req_port: int, public_key: Path | str) -> dict:
+    """One [[console.station]] entry (public_key "" = plaintext, loopback only)."""
+    return {"id": station_id, "pub_endpoint": f"tcp://127.0.0.1:{pub_port}",
+            "req_endpoint": f"tcp://127.0.0.1:{req_port}", "public_key": str(public_key)}
+
+
+def console_config(path: Path, *, data_dir: Path, store: Path, stations: list[dict], assessor_id: str = "",
+                   assessor_name: str = "", secret_key_file: Path | None = None, extra: str = "",
+                   **console: object) -> Path:
+    """A console following ``stations`` (``console_station`` entries); ``console``: further
+    [console] keys; ``extra``: TOML text read inside [console]."""
+    c: dict = {"store": str(store), **{k: v for k, v in console.items()}}
+    if assessor_id:
+        c.update(assessor_id=assessor_id, assessor_name=assessor_name or assessor_id)
+    if secret_key_file:
+        c["secret_key_file"] = str(secret_key_file)
+    c["station"] = list(stations)
+    return write_toml(path, {"station": {"data_dir": str(data_dir)}, "console": c}, extra, "console")

@@ -37,7 +37,7 @@ from station import config, keys
 from station.competences import COMPETENCE_IDS, CommandError
 from station.recorder.journal import Journal, list_sessions
 from tests.accounts import CANDIDATE, CAPTURE, STATION, ExamPC, as_user, children, stop
-from tests.support import free_port, wait_for
+from tests.support import console_config, console_station, free_port, wait_for
 
 S = 1_000_000_000
 
@@ -127,19 +127,9 @@ class Station:
     def start_console(self):
         from station.console.follower import Console
         ccfg = self.tmp / "console.toml"
-        ccfg.write_text(f"""
-[station]
-data_dir = "{self.tmp / 'console'}"
-[console]
-secret_key_file = "{self.tmp / 'ck' / 'console.key_secret'}"
-store = "{self.tmp / 'console.sqlite'}"
-assessor_id = "assessor-1"
-[[console.station]]
-id = "exam-07"
-pub_endpoint = "tcp://127.0.0.1:{self.pub}"
-req_endpoint = "tcp://127.0.0.1:{self.req}"
-public_key = "{self.pc.data / 'keys' / 'station.key'}"
-""")
+        console_config(ccfg, data_dir=self.tmp / "console", store=self.tmp / "console.sqlite", assessor_id="assessor-1",
+                       secret_key_file=self.tmp / "ck" / "console.key_secret",
+                       stations=[console_station("exam-07", self.pub, self.req, self.pc.data / "keys" / "station.key")])
         self.console = Console(config.load([ccfg], system=False))
         self.console.start()
 

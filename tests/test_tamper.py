@@ -33,7 +33,7 @@ import pytest
 from station import config
 from station.recorder.journal import Journal, list_sessions
 from tests.accounts import CANDIDATE, CAPTURE, STATION, ExamPC, as_user, children, stop
-from tests.support import REPO, free_port, require, station_cmd, wait_for
+from tests.support import REPO, console_config, console_station, free_port, require, station_cmd, wait_for
 
 S = 1_000_000_000
 
@@ -94,18 +94,9 @@ def test_candidate_cannot_touch_the_journal_and_capture_stops_are_alerted(tmp_pa
             return p
         cap = start_capture("cap1")
         ccfg_path = tmp_path / "console.toml"
-        ccfg_path.write_text(f"""
-[station]
-data_dir = "{tmp_path / 'console'}"
-[console]
-secret_key_file = "{tmp_path / 'ck' / 'console.key_secret'}"
-store = "{tmp_path / 'console.sqlite'}"
-[[console.station]]
-id = "exam-07"
-pub_endpoint = "tcp://127.0.0.1:{pub}"
-req_endpoint = "tcp://127.0.0.1:{req}"
-public_key = "{data / 'keys' / 'station.key'}"
-""")
+        console_config(ccfg_path, data_dir=tmp_path / "console", store=tmp_path / "console.sqlite",
+                       secret_key_file=tmp_path / "ck" / "console.key_secret",
+                       stations=[console_station("exam-07", pub, req, data / "keys" / "station.key")])
         console = Console(config.load([ccfg_path], system=False))
         console.start()
         seen: list = []

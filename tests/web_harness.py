@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.streaming_station import Rig  # noqa: E402
-from tests.support import free_port, wait_for  # noqa: E402,F401 (wait_for: for the web tests)
+from tests.support import console_config, console_station, free_port, station_config, wait_for  # noqa: E402,F401
 from tests.support import station_cmd as _station_cmd  # noqa: E402
 
 station_cmd = functools.partial(_station_cmd, system_config=False)
@@ -87,26 +87,12 @@ class DemoStation:
             assessor_key(root, r)
             keys.authorize(Path(root) / "keys" / f"{r}.key", allow)
         self.cfg = self.root / "station.toml"
-        self.cfg.write_text(f"""
-[station]
-id = "{station_id}"
-data_dir = "{self.root / 'data'}"
-[publisher]
-pub_bind = "tcp://127.0.0.1:{self.pub_port}"
-req_bind = "tcp://127.0.0.1:{self.req_port}"
-secret_key_file = "{kdir / 'station.key_secret'}"
-authorized_keys_dir = "{allow}"
-""")
+        station_config(self.cfg, station_id=station_id, data_dir=self.root / "data", pub_port=self.pub_port,
+                       req_port=self.req_port, secret_key_file=kdir / "station.key_secret", authorized_keys_dir=allow)
         self.proc: subprocess.Popen | None = None
 
-    def console_entry(self) -> str:
-        return f"""
-[[console.station]]
-id = "{self.id}"
-pub_endpoint = "tcp://127.0.0.1:{self.pub_port}"
-req_endpoint = "tcp://127.0.0.1:{self.req_port}"
-public_key = "{self.station_key}"
-"""
+    def console_entry(self) -> dict:
+        return console_station(self.id, self.pub_port, self.req_port, self.station_key)
 
     def start(self) -> "DemoStation":
         log = open(self.root / "station.log", "ab")
@@ -129,15 +115,9 @@ class CurveStation:
         self.proc: subprocess.Popen | None = None
         self.console_secret = self.rig.kdir / "intruder.key_secret"
 
-    def console_entry(self) -> str:
+    def console_entry(self) -> dict:
         r = self.rig
-        return f"""
-[[console.station]]
-id = "{self.id}"
-pub_endpoint = "tcp://127.0.0.1:{r.pub_port}"
-req_endpoint = "tcp://127.0.0.1:{r.req_port}"
-public_key = "{r.kdir / 'station.key'}"
-"""
+        return console_station(self.id, r.pub_port, r.req_port, r.kdir / "station.key")
 
     def start(self) -> "CurveStation":
         self.proc, _ = self.rig.start_station(rate=2.0)
@@ -156,20 +136,11 @@ class WebConsole:
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.cfg = self.root / "console.toml"
-        key = f'secret_key_file = "{secret_key_file}"\n' if secret_key_file else ""
-        tls_keys = f'tls_cert_file = "{tls[0]}"\ntls_key_file = "{tls[1]}"\n' if tls else ""
-        self.cfg.write_text(f"""
-[station]
-data_dir = "{self.root / 'data'}"
-[console]
-assessor_id = "{name}"
-assessor_name = "{assessor_name or name.title()}"
-allow_plaintext_loopback = true
-store = "{self.root / 'console.sqlite'}"
-http_host = "127.0.0.1"
-http_port = {self.port}
-resync_ms = 2000
-{key}{tls_keys}{extra}""" + "".join(s.console_entry() for s in stations))
+        tls_keys = {"tls_cert_file": str(tls[0]), "tls_key_file": str(tls[1])} if tls else {}
+        console_config(self.cfg, data_dir=self.root / "data", store=self.root / "console.sqlite",
+                       assessor_id=name, assessor_name=assessor_name or name.title(), secret_key_file=secret_key_file,
+                       stations=[s.console_entry() for s in stations], extra=extra, allow_plaintext_loopback=True,
+                       http_host="127.0.0.1", http_port=self.port, resync_ms=2000, **tls_keys)
         self.proc: subprocess.Popen | None = None
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.jar = http.cookiejar.CookieJar()
