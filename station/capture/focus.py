@@ -177,64 +177,50 @@ class FocusSource(ThreadedSource):
     def _count_reconnect(self) -> None:
         self.reconnects += 1
 
-    def _session(self, display: str, connected) -> None:
-        """One X connection's worth of watching (see ``reconnect_loop``)."""
+    def _watch(self, connected, open_watcher, stopped: type, where: str) -> None:
+        """One connection's worth of watching (see ``reconnect_loop``): ``open_watcher()`` connects
+        (an exception: ``where`` unreachable; ``Unsupported``-like errors carry their own text in
+        ``str(e)`` when their class says so), ``run()`` reads until the connection ends or
+        ``stopped`` is raised by stop()."""
         try:
-            watcher = _X11Watcher(self, display)
-        except Exception as e:  # cannot connect: X server not (yet) there
-            self._lost(f"X display {display} unreachable: {_describe(e)}")
-            return
-        connected()
-        try:
-            watcher.run()
-        except _Stopped:
-            pass
-        except Exception as e:  # connection closed, protocol error, ...
-            self._lost(f"X connection to {display} lost: {_describe(e)}")
-        finally:
-            self.connected.clear()
-            watcher.close()
-
-    def _gnome_session(self, connected) -> None:
-        """One session-bus connection's worth of GNOME focus watching (``focus_gnome``)."""
-        from station.capture import focus_gnome
-        try:
-            watcher = focus_gnome.GnomeWatcher(self, read_comm)
-        except Exception as e:  # no session bus (DBUS_SESSION_BUS_ADDRESS), refused, ...
-            self._lost(f"D-Bus session bus unreachable: {_describe(e)}")
-            return
-        connected()
-        try:
-            watcher.run()
-        except focus_gnome.Stopped:
-            pass
-        except Exception as e:  # the bus went away
-            self._lost(f"D-Bus session bus connection lost: {_describe(e)}")
-        finally:
-            self.connected.clear()
-            watcher.close()
-
-    def _wlr_session(self, connected) -> None:
-        """One Wayland connection's worth of wlroots focus watching (``focus_wlr``)."""
-        from station.capture import focus_wlr
-        try:
-            watcher = focus_wlr.WlrWatcher(self)
-        except focus_wlr.Unsupported as e:
+            watcher = open_watcher()
+        except _OwnReason as e:
             self._lost(str(e))
             return
-        except Exception as e:  # no Wayland display, pywayland missing, ...
-            self._lost(f"Wayland display unreachable: {_describe(e)}")
+        except Exception as e:  # cannot connect: server not (yet) there, no bus, module missing
+            self._lost(f"{where} unreachable: {_describe(e)}")
             return
         connected()
         try:
             watcher.run()
-        except focus_wlr.Stopped:
+        except stopped:
             pass
-        except Exception as e:  # the compositor went away
-            self._lost(f"Wayland connection lost: {_describe(e)}")
+        except Exception as e:  # connection closed, protocol error, the server went away
+            self._lost(f"{where} connection lost: {_describe(e)}")
         finally:
             self.connected.clear()
             watcher.close()
+
+    def _session(self, display: str, connected) -> None:
+        """X11: one X connection (python-xlib, event-driven)."""
+        self._watch(connected, lambda: _X11Watcher(self, display), _Stopped, f"X display {display}")
+
+    def _gnome_session(self, connected) -> None:
+        """GNOME Wayland: one session-bus connection to the station's Shell extension (``focus_gnome``)."""
+        from station.capture import focus_gnome
+        self._watch(connected, lambda: focus_gnome.GnomeWatcher(self, read_comm), focus_gnome.Stopped,
+                    "D-Bus session bus")
+
+    def _wlr_session(self, connected) -> None:
+        """wlroots compositors: one Wayland connection (foreign-toplevel protocol, ``focus_wlr``)."""
+        from station.capture import focus_wlr
+
+        def open_watcher():
+            try:
+                return focus_wlr.WlrWatcher(self)
+            except focus_wlr.Unsupported as e:
+                raise _OwnReason(str(e)) from None
+        self._watch(connected, open_watcher, focus_wlr.Stopped, "Wayland display")
 
     def _lost(self, detail: str) -> None:
         self.focus_state.set(UNKNOWN, monotonic_ns())
@@ -255,6 +241,10 @@ class FocusSource(ThreadedSource):
 
 class _Stopped(Exception):
     pass
+
+
+class _OwnReason(Exception):
+    """A connection that cannot work, with a reason already fit for the health detail."""
 
 
 def _describe(e: BaseException) -> str:

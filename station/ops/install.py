@@ -272,14 +272,7 @@ def ensure_dir(path: Path, mode: int, uid: int, gid: int) -> Step:
     created = not path.exists()
     if created:
         path.mkdir(parents=True, mode=mode)
-    st = path.stat()
-    changes = []
-    if stat.S_IMODE(st.st_mode) != mode:
-        os.chmod(path, mode)
-        changes.append(f"mode {mode:04o}")
-    if (st.st_uid, st.st_gid) != (uid, gid):
-        os.chown(path, uid, gid)
-        changes.append(f"owner {uid}:{gid}")
+    changes = _fix_meta(path, mode, uid, gid)
     if created:
         return Step(str(path), "created", f"{mode:04o}")
     return Step(str(path), "updated" if changes else "unchanged", ", ".join(changes))
