@@ -124,3 +124,47 @@ def test_login_grant_gives_the_capture_account_display_and_sound_and_nobody_else
 def _site():
     import site
     return site.getsitepackages()
+
+
+@pytest.mark.timeout(120)
+def test_pipewire_pulse_listens_for_the_capture_account_through_the_installed_drop_in(tmp_path, request):
+    """On PipeWire desktops (Ubuntu, newer Debian) the sound grant is the drop-in `station
+    install` lays for pipewire-pulse: the candidate's own pipewire-pulse then also listens on the
+    station's socket, and the capture account reaches it there."""
+    require("pipewire", "pipewire-pulse", "pactl")
+    pc = ExamPC(request)
+    dropin = (pc.root / "etc/pipewire/pipewire-pulse.conf.d/station.conf").read_text()
+    audio_dir = pc.root / "run/station-audio"
+    audio_dir.mkdir(parents=True)
+    os.chown(audio_dir, 0, gid(CAPTURE))
+    os.chmod(audio_dir, 0o1733)
+    home = Path(f"/tmp/station-candidate-pw-{os.getpid()}")
+    conf = home / "config/pipewire/pipewire-pulse.conf.d"
+    conf.mkdir(parents=True)
+    (conf / "station.conf").write_text(dropin.replace("/run/station-audio", str(audio_dir)))
+    runtime = home / "run"
+    runtime.mkdir()
+    for d in [home, *home.rglob("*")]:
+        os.chown(d, uid(CANDIDATE), gid(CANDIDATE))
+    os.chmod(runtime, 0o700)
+    request.addfinalizer(lambda: shutil.rmtree(home, ignore_errors=True))
+    env = {"HOME": str(home), "XDG_RUNTIME_DIR": str(runtime), "XDG_CONFIG_HOME": str(home / "config"),
+           "PATH": os.environ["PATH"]}
+    procs = [subprocess.Popen(_as(CANDIDATE, env, "pipewire"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        wait_for(lambda: (runtime / "pipewire-0").exists(), 20, "the candidate's pipewire")
+        procs.append(subprocess.Popen(_as(CANDIDATE, env, "pipewire-pulse"), stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL))
+        sock = audio_dir / "native"
+        wait_for(lambda: sock.exists(), 20, "pipewire-pulse listening on the station's socket")
+        r = subprocess.run(_as(CAPTURE, {"PATH": os.environ["PATH"]}, "pactl", "-s", f"unix:{sock}", "info"),
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0 and "Server Name: PulseAudio (on PipeWire" in r.stdout, r.stdout + r.stderr
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
