@@ -35,7 +35,7 @@ def sway(tmp_path, monkeypatch):
         yield s
 
 
-def _wait(cap, pred, start=0, timeout=10.0):
+def _wait(cap, pred, start=0, timeout=30.0):    # a GTK window starting on a busy machine
     ev = cap.wait_event(pred, timeout=timeout, start=start)
     assert ev is not None, [e for e in cap.collect() if isinstance(e, (FocusChange, SourceHealth))][-6:]
     return ev

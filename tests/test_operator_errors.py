@@ -47,7 +47,7 @@ def test_data_directory_that_cannot_be_made(tmp_path):
     (["status", "--max-age", "-1"], ["--max-age"]),
     (["categories", "--seconds", "inf"], ["--seconds"]),
     (["calibrate", "level", "x.wav", "--channel", "-1"], ["--channel"]),
-    (["demo", "--speed", "-2"], ["--speed must be > 0"]),
+    (["demo", "--speed", "-2"], ["speed must be a finite number > 0"]),
 ])
 def test_bad_numbers_are_one_usage_line(argv, words):
     r = _run(*argv)

@@ -192,6 +192,7 @@ class Console:
         self.specs = specs if specs is not None else station_specs(cfg)
         self.store_path = Path(store) if store else store_path(cfg)
         self.deliver = deliver
+        self._monitors = 0              # monitor sockets made (each gets its own inproc address)
         self.proxy_key: bytes | None = None
         if c.proxy_endpoint:
             if c.proxy_public_key:
@@ -390,10 +391,14 @@ class Console:
         self._secure(d, spec.public_key)
         d.setsockopt(zmq.IMMEDIATE, 1)   # no requests queued towards a peer not yet connected
         d.sndhwm = 1000
+        # a fresh inproc address per socket: pyzmq's default (from the socket's file descriptor)
+        # can still be bound by the monitor of the socket this one replaces ("Address already in
+        # use" on a reconnect that reuses the descriptor)
+        self._monitors += 1
         link.monitor = d.get_monitor_socket(
             zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
             | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-            | zmq.EVENT_DISCONNECTED)
+            | zmq.EVENT_DISCONNECTED, addr=f"inproc://station-monitor-{id(self)}-{self._monitors}")
         d.connect(spec.req_endpoint)
         link.dealer = d
         for req in link.requests.values():   # a new socket: pending commands must not wait forever
@@ -407,11 +412,17 @@ class Console:
         link.snapshot_inflight = link.probe_inflight = False
 
     def _reconnect(self, link: _Link) -> None:
+        if link.dealer is not None:
+            try:
+                link.dealer.disable_monitor()
+            except zmq.ZMQError:
+                pass
         for s in (link.dealer, link.monitor) + ((link.sub,) if self._shared_sub is None else ()):
             if s is not None:
                 s.close(linger=0)
+        link.dealer = link.monitor = None
+        self._poller_dirty = True          # closed sockets leave the pollers even if _connect fails
         self._connect(link)
-        self._poller_dirty = True
 
     # ------------------------------------------------------------------ I/O thread
 
@@ -499,7 +510,9 @@ class Console:
         if now >= self._next_tick_ns:  # housekeeping at most every TICK_NS, not per message
             self._next_tick_ns = now + TICK_NS
             for sock, _ in self._monitor_poller.poll(0):
-                self._recv_monitor(self._sock_owner[sock][1], now)
+                owner = self._sock_owner.get(sock)
+                if owner is not None:
+                    self._recv_monitor(owner[1], now)
             for link in self.links.values():
                 self._timers(link, now)
             self._publish_states()
