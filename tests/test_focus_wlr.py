@@ -51,7 +51,10 @@ def test_focus_title_close_and_compositor_loss(sway):
         assert (ev.wm_class, ev.category, ev.pid) == ("org.example.crm", "crm", 0)
         crm_id = ev.window_id
         wiki = sway.open_window("org.example.wiki", "Tarieven")
-        ev = _wait(cap, lambda e: isinstance(e, FocusChange) and e.title == "Tarieven")
+        ev = cap.wait_event(lambda e: isinstance(e, FocusChange) and e.title == "Tarieven", timeout=5.0)
+        if ev is None:     # seen in full-suite runs only: sway had not focused the new window yet
+            sway.focus("org.example.wiki")
+            ev = _wait(cap, lambda e: isinstance(e, FocusChange) and e.title == "Tarieven")
         assert ev.category == "knowledge" and ev.window_id != crm_id
         lat = []
         for i in range(10):

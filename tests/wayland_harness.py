@@ -288,6 +288,13 @@ class SwaySession:
         self.windows.append(w)
         return w
 
+    def focus(self, app_id: str) -> None:
+        """Give the window of ``app_id`` the keyboard focus (swaymsg over sway's IPC socket)."""
+        socks = sorted((self.root / "run").glob("sway-ipc.*.sock"))
+        if socks:
+            subprocess.run(["swaymsg", "-s", str(socks[-1]), f'[app_id="{app_id}"] focus'],
+                           capture_output=True, timeout=10)
+
     def close(self) -> None:
         for w in self.windows:
             w.close()
