@@ -215,12 +215,7 @@ def ensure_account(name: str, home: str = "/var/lib/station", comment: str = "ex
         group_opt = ["--user-group"]
     cmd = ["useradd", "--system", *group_opt, "--home-dir", home, "--no-create-home",
            "--shell", "/usr/sbin/nologin", "--comment", comment, name]
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise UserError(f"cannot create the account {name}: {e}") from None
-    if r.returncode != 0:
-        raise UserError(f"cannot create the account {name}: {r.stderr.strip() or r.returncode}")
+    _run_tool(cmd, f"create the account {name}")
     return Step(f"user {name}", "created", "system account, no login")
 
 
