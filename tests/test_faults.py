@@ -230,20 +230,23 @@ def test_disk_full_keeps_streaming_alerts_and_journals_everything_later(tmp_path
     _need_root_mount()
     fs = tmp_path / "fs"
     fs.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(fs)], capture_output=True, text=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m,mode=0700", "tmpfs", str(fs)], capture_output=True, text=True)
     if r.returncode != 0:
         (pytest.fail if IN_CI else pytest.skip)(f"cannot mount a tmpfs: {r.stderr.strip()}")
     station = cons = None
     try:
         data = fs / "data"
+        # the filler is created before the station writes anything: on a busy machine the journal
+        # could otherwise take the last free block first and make opening the filler fail
+        filler = fs / "filler"
+        f = open(filler, "wb")
         rig, over = _rig_station(tmp_path, f'[station]\ndata_dir = "{data}"\n')
         station = _start(["--config", str(rig.station_cfg), "--config", str(over), "run", "--sources", "scenario",
                           "--speed", "4"], tmp_path / "station.log")
         console, _ = _console(rig)
         cons = Collector(console)
         wait_for(lambda: len(cons.msgs) >= 20, 60, "the console to follow the station")
-        filler = fs / "filler"
-        with open(filler, "wb") as f:
+        with f:
             try:
                 while True:
                     f.write(b"\0" * 65536)
