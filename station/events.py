@@ -25,6 +25,7 @@ mark          AssessorMark    an assessor's observation, verdict, counter or not
 exam          ExamControl     candidate assignment, exam start and end
 health        SourceHealth    a source's state changed (ok / degraded / lost)
 integrity     IntegrityEvent  the recorder refused or dropped something (see INTEGRITY_KINDS)
+device        DeviceEvent     an input or audio device appeared, changed or went away (identity)
 ============  ==============  =========================================================
 """
 
@@ -229,6 +230,41 @@ class IntegrityEvent:
     count: int = 1
 
 
+@dataclass(frozen=True, slots=True)
+class DeviceEvent:
+    """An input or audio device the capture reads from appeared, changed or went away, with its
+    hardware identity, and whether what comes from it counts as evidence.
+
+    kind: "input" (keyboard, pointer) | "audio" (a sound-server source the capture records).
+    device: the capture's id for it, the one its other events and alerts name (an evdev node such as
+    "/dev/input/event3", "xi2:12" for an XInput 2 slave device, a sound-server source name).
+    state: "present" (in the set at start or plugged in) | "removed" | "changed" (same id, new
+    identity or role, e.g. the recorded stream moved to another source).
+    name, bus, vendor, product, serial, phys: identity as the kernel or sound server reports it
+    ("" = unknown; vendor/product as 4 hex digits). virtual: no hardware behind it (uinput,
+    /sys/devices/virtual, XTEST, a null sink's monitor). evidence: False = input or audio from it is
+    counted and shown but never counts toward any figure (not on the allow-list, not the calibrated
+    headset). detail: an operator-readable reason for ``evidence``."""
+
+    STREAM: ClassVar[str] = "device"
+    t_ns: int
+    kind: str
+    device: str
+    state: str
+    name: str = ""
+    bus: str = ""
+    vendor: str = ""
+    product: str = ""
+    serial: str = ""
+    phys: str = ""
+    virtual: bool = False
+    evidence: bool = True
+    detail: str = ""
+
+
+DEVICE_STATES = ("present", "removed", "changed")
+
+
 INTEGRITY_KINDS = {
     "peer_refused": "a process other than the capture account tried the hand-over socket",
     "second_link": "a second capture connection while one was live",
@@ -247,7 +283,7 @@ INTEGRITY_KINDS = {
 
 EVENT_TYPES: tuple[type, ...] = (SpeechFrame, KeyEvent, MouseBin, MouseClick, MouseScroll,
                                  FocusChange, ContactMarker, AssessorMark, ExamControl, SourceHealth,
-                                 IntegrityEvent)
+                                 IntegrityEvent, DeviceEvent)
 STREAMS: dict[str, type] = {cls.STREAM: cls for cls in EVENT_TYPES}
 HEALTH_STATES = ("ok", "degraded", "lost")
 

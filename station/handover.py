@@ -36,7 +36,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 PROTO = 1
-CAPTURE_STREAMS = frozenset({"speech", "key", "mouse", "click", "scroll", "focus", "health"})
+CAPTURE_STREAMS = frozenset({"speech", "key", "mouse", "click", "scroll", "focus", "health", "device"})
 CAPTURE_SOURCES = frozenset({"audio", "input", "focus", "scenario"})   # health a capture may report
 SIMULATED_SOURCES = frozenset({"scenario"})                            # demo and test data
 HEAD = struct.Struct(">I")

@@ -209,3 +209,22 @@ def test_injected_input_is_counted_alerted_and_reported():
     assert alerts and alerts[0]["keys"] == 1
     last = [b for k, _, b in outs if k == "summary"][-1]
     assert last["session"]["injected_input"] == {"keys": 1, "mouse": 2}
+
+
+def test_device_events_travel_in_batches_and_the_engine_keeps_each_devices_last_identity():
+    from station.events import Batch, DeviceEvent, decode_batch, encode_batch
+    from station.recorder.plausibility import RATES
+    from station.handover import CAPTURE_STREAMS
+    kbd = DeviceEvent(int(0.5 * S), "input", "/dev/input/event3", "present", name="Logitech USB Keyboard",
+                      bus="usb", vendor="046d", product="c31c", phys="usb-0000:00:14.0-1/input0")
+    fake = DeviceEvent(int(0.6 * S), "input", "/dev/input/event9", "present", name="py-evdev-uinput",
+                       virtual=True, evidence=False, detail="not on the allow-list")
+    gone = DeviceEvent(int(2 * S), "input", "/dev/input/event9", "removed", name="py-evdev-uinput",
+                       virtual=True, evidence=False)
+    b = Batch.from_events(int(3 * S), [kbd, fake, gone])
+    assert list(decode_batch(encode_batch(b)).events("device")) == [kbd, fake, gone]
+    assert "device" in CAPTURE_STREAMS and "device" in RATES
+    eng, _ = run([focus(0, "crm"), kbd, fake, gone], end_s=4)
+    assert eng.devices[("input", "/dev/input/event3")]["evidence"] is True
+    assert eng.devices[("input", "/dev/input/event9")]["state"] == "removed"
+    assert eng.devices[("input", "/dev/input/event9")]["virtual"] is True

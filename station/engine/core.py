@@ -21,6 +21,8 @@ figure is computed only once its inputs are final (see ``tracks`` and ``contacts
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from station import intervals as iv
@@ -82,6 +84,7 @@ class Engine:
         self.integrity: dict[str, int] = {}          # IntegrityEvent kind -> events/connections
         self.integrity_events: list[dict] = []       # the first MAX_INTEGRITY_EVENTS, for the report
         self._integrity_alert_t: dict[str, int] = {}
+        self.devices: dict[tuple[str, str], dict] = {}   # (kind, device) -> its last DeviceEvent as a dict
         self.simulated = False                       # fed by scenario (demo/test) sources
         self.lost: dict[str, list[list[int]]] = {}
         self.watermark = -FAR
@@ -128,7 +131,7 @@ class Engine:
         self.mouse.add(iv.EMPTY, self.watermark)
         for track in (self.agent, self.customer):
             track.add(iv.EMPTY, self.watermark)
-        for name in ("contact", "mark", "exam", "health", "integrity"):
+        for name in ("contact", "mark", "exam", "health", "integrity", "device"):
             if name in s:
                 for ev in batch.events(name):
                     out += getattr(self, f"_on_{name}")(ev)
@@ -282,6 +285,11 @@ class Engine:
             return []
         self._integrity_alert_t[ev.kind] = ev.t_ns
         return [("alert", ev.t_ns, {"type": "integrity", "kind": ev.kind, "detail": ev.detail, "count": n})]
+
+    def _on_device(self, ev) -> list:
+        """Keep the last identity and evidence decision per device (the report lists them)."""
+        self.devices[(ev.kind, ev.device)] = dataclasses.asdict(ev)
+        return []
 
     def _on_health(self, ev) -> list:
         prev = self.health.get(ev.source)

@@ -44,6 +44,7 @@ RATES = {
     "scroll": (200.0, 100),   # high-resolution wheels
     "focus": (50.0, 20),
     "health": (20.0, 50),
+    "device": (20.0, 200),    # the whole device set at start, then hot-plug
 }
 SPEECH_BURST = 3
 RATE_MARGIN = 1.02   # sound cards' clocks drift against the monotonic clock (ppm to 1 %): never drop real frames
