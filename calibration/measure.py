@@ -16,6 +16,7 @@ import numpy as np
 from scipy.signal import correlate
 
 from station.errors import UserError
+from station.events import FrameFlag
 from station.vad import SILENCE_DBFS, FrameClassifier, level_dbfs, levels_dbfs
 
 FULL_SCALE = 32768.0
@@ -219,9 +220,12 @@ class VadStats:
 
 
 def vad_stats(mode: int, gate_dbfs: float, speech: np.ndarray, speech_mask: np.ndarray, noise: np.ndarray,
-              clicks: np.ndarray, sample_rate: int, audio: Any) -> VadStats:
+              clicks: np.ndarray, sample_rate: int, audio: Any, own_level_dbfs: float | None = None,
+              own_margin_db: float | None = None) -> VadStats:
     """Run the agent's FrameClassifier (set up from ``audio``, the [audio] config section, with
-    this mode and gate) on the calibration recordings.
+    this mode and gate) on the calibration recordings. With own_level_dbfs (the speech's P.56
+    level, dBFS) the agent's own-voice check runs too, anchored there with own_margin_db (dB;
+    None = audio.own_margin_db); without it, it is left out.
 
     speech_mask: per speech frame, True where P.56's envelope says speech is active (only those
     count for detection). clicks: a recording with keyboard clicks; all its frames are offered
@@ -230,7 +234,9 @@ def vad_stats(mode: int, gate_dbfs: float, speech: np.ndarray, speech_mask: np.n
     fl = sample_rate * audio.frame_ms // 1000
 
     def run(x, near=False):
-        clf = FrameClassifier.from_audio_config(0, audio, gate_dbfs=gate_dbfs, mode=mode, sample_rate=sample_rate)
+        clf = FrameClassifier.from_audio_config(0, audio, gate_dbfs=gate_dbfs, mode=mode, sample_rate=sample_rate,
+                                                own_level_dbfs=own_level_dbfs,
+                                                own_margin_db=0.0 if own_level_dbfs is None else own_margin_db)
         fr = frames(x, fl)
         near_keys = np.full(len(fr), near, dtype=bool)
         return clf.classify_block(fr, np.arange(len(fr), dtype=np.int64), near_key_press=near_keys)["speech"]
@@ -270,3 +276,50 @@ def synth_clicks(noise: np.ndarray, sample_rate: int, level_dbfs: float, every_m
         burst = rng.uniform(-1, 1, n) * env
         x[start:start + n] += peak * burst / max(1e-9, np.max(np.abs(burst)))
     return np.clip(x, -32768, 32767).astype(np.int16)
+
+
+@dataclass(frozen=True)
+class OwnVoiceCheck:
+    """The own-voice margin chosen by calibration (dB), and on the calibration speech: the share
+    of its VAD speech frames kept when spoken ``soft_db`` softer (kept_soft), and the share
+    rejected as another person's voice when ``distant_db`` quieter (rejected_distant)."""
+
+    margin_db: float
+    kept_soft: float
+    rejected_distant: float
+    soft_db: float
+    distant_db: float
+
+
+def own_voice_check(speech: np.ndarray, speech_mask: np.ndarray, sample_rate: int, audio: Any, mode: int,
+                    level_dbfs: float, *, soft_db: float = 6.0, distant_db: float = 20.0,
+                    min_kept: float = 0.9, max_extra_db: float = 8.0) -> OwnVoiceCheck:
+    """Check the own-voice margin on the calibration speech (int16, its P.56 level level_dbfs):
+    starting from audio.own_margin_db, the smallest margin (1 dB steps, at most max_extra_db
+    more) that keeps at least min_kept of the frames the VAD calls speech (within speech_mask)
+    when the same speech comes soft_db softer, i.e. a wearer speaking softer than the technician.
+    Also reports how much of it, distant_db quieter (a neighbour), is rejected. The energy gate is
+    left out (it would reject the scaled speech for its own reasons)."""
+    fl = sample_rate * audio.frame_ms // 1000
+    fr = frames(speech, fl)
+    mask = speech_mask[: len(fr)]
+
+    def shares(gain_db: float, margin: float) -> tuple[float, float]:
+        scaled = np.clip(np.round(fr.astype(np.float64) * 10 ** (gain_db / 20)), -32768, 32767).astype(np.int16)
+        clf = FrameClassifier.from_audio_config(0, audio, gate_dbfs=SILENCE_DBFS, mode=mode,
+                                                sample_rate=sample_rate, own_level_dbfs=level_dbfs,
+                                                own_margin_db=margin)
+        cols = clf.classify_block(scaled, np.arange(len(fr), dtype=np.int64))
+        vad = cols["vad"][mask]
+        if not vad.any():
+            return 0.0, 0.0
+        distant = (cols["flags"][mask] & int(FrameFlag.DISTANT)) != 0
+        return float(np.mean(cols["speech"][mask][vad])), float(np.mean(distant[vad]))
+
+    margin = float(audio.own_margin_db)
+    best = margin
+    for extra in range(int(max_extra_db) + 1):
+        best = margin + extra
+        if shares(-soft_db, best)[0] >= min_kept:
+            break
+    return OwnVoiceCheck(best, shares(-soft_db, best)[0], shares(-distant_db, best)[1], soft_db, distant_db)

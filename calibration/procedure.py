@@ -222,7 +222,8 @@ def run(cfg, io, opts: Options) -> Result:
     gate = max(-120.0, min(-1.0, gate))
     mask = measure.active_frame_mask(speech, fs, lev.active_dbov, frame_ms)
     clicks = measure.synth_clicks(silence, fs, min(-1.0, lev.active_dbov + 10.0))
-    stats = [measure.vad_stats(m, gate, speech, mask, silence, clicks, fs, cfg.audio) for m in (0, 1, 2, 3)]
+    stats = [measure.vad_stats(m, gate, speech, mask, silence, clicks, fs, cfg.audio, own_level_dbfs=lev.active_dbov)
+             for m in (0, 1, 2, 3)]
     ok = [s for s in stats if s.false_alarm <= c.max_vad_false_alarm and s.click_rejection >= c.min_click_rejection
           and s.detected >= c.min_speech_detection]
     chosen = ok[0] if ok else min(stats, key=lambda s: (s.false_alarm + (1 - s.click_rejection), -s.detected))
@@ -232,6 +233,10 @@ def run(cfg, io, opts: Options) -> Result:
                   + ("   <- chosen" if s is chosen else ""))
     steps.say(f"gate {gate:.1f} dBFS, webrtcvad mode {chosen.mode}")
     notes.append("keyboard clicks for the VAD check are synthetic impulses added to the recorded noise")
+    own = measure.own_voice_check(speech, mask, fs, cfg.audio, chosen.mode, lev.active_dbov)
+    steps.say(f"own-voice margin {own.margin_db:g} dB: the sentence {own.soft_db:g} dB softer keeps "
+              f"{own.kept_soft * 100:.0f} % of its speech frames; {own.distant_db:g} dB quieter (a neighbour) "
+              f"{own.rejected_distant * 100:.0f} % are rejected")
 
     # 7. output ----------------------------------------------------------------------------
     steps.step("Certificate and profile")
@@ -247,6 +252,7 @@ def run(cfg, io, opts: Options) -> Result:
         Check.of("VAD speech detection", chosen.detected * 100, ">=", c.min_speech_detection * 100, "%"),
         Check.of("VAD false alarms on noise", chosen.false_alarm * 100, "<=", c.max_vad_false_alarm * 100, "%"),
         Check.of("VAD click rejection", chosen.click_rejection * 100, ">=", c.min_click_rejection * 100, "%"),
+        Check.of("own voice 6 dB softer kept", own.kept_soft * 100, ">=", 90.0, "%"),
     ]
     measurements = {
         "sample_rate_hz": fs,
@@ -256,6 +262,7 @@ def run(cfg, io, opts: Options) -> Result:
         "coupling_db": cp.coupling_db, "coupling_mic_tone_dbfs": cp.mic_dbfs,
         "round_trip_ms": round_trip, "input_latency_ms": input_latency, "latency_correlation": lat.confidence,
         "vad_gate_dbfs": gate, "vad_mode": chosen.mode,
+        "own_margin_db": own.margin_db, "own_soft_kept": own.kept_soft, "own_distant_rejected": own.rejected_distant,
         **{f"vad_mode{s.mode}_detected": s.detected for s in stats},
         **{f"vad_mode{s.mode}_false_alarm": s.false_alarm for s in stats},
         **{f"vad_mode{s.mode}_click_rejection": s.click_rejection for s in stats},
@@ -274,7 +281,8 @@ def run(cfg, io, opts: Options) -> Result:
         input_latency_ms=_clamp(input_latency, 0.0, 2000.0), round_trip_ms=_clamp(round_trip, 0.0, 4000.0),
         coupling_db=_clamp(cp.coupling_db, -20.0, 140.0), speech_level_dbfs=_clamp(lev.active_dbov, -140.0, 0.0),
         passed=cert.passed,
-        sensitivity_dbspl_at_0dbfs=_clamp(sensitivity, 60.0, 200.0) if sensitivity is not None else None)
+        sensitivity_dbspl_at_0dbfs=_clamp(sensitivity, 60.0, 200.0) if sensitivity is not None else None,
+        own_margin_db=_clamp(own.margin_db, 0.0, 60.0))
     cert_dir = Path(c.certificate_dir).expanduser() if c.certificate_dir else profile_dir(cfg)
     paths = cert.write(cert_dir)
     ppath = write_profile(profile, profile_path(cfg, opts.headset_id))

@@ -107,6 +107,12 @@ SCHEMA: dict[str, dict[str, Field | Table]] = {
         "align_wait_ms": Field("int", 0, 5000),
         "stall_ms": Field("int", 200, 10_000),
         "retry_ms": Field("int", 100, 1000),
+        "own_level_dbfs": Field("float", -100.0, 0.0),
+        "own_margin_db": Field("float", 0.0, 60.0),
+        "own_clamp_db": Field("float", 0.0, 30.0),
+        "own_learn_s": Field("float", 1.0, 3600.0),
+        "own_learn_min_s": Field("float", 0.1, 600.0),
+        "own_hold_ms": Field("int", 0, 2000),
     },
     "speech": {
         "padding_ms": Field("int", 0, 5000),

@@ -75,6 +75,7 @@ class FrameFlag(IntEnum):
     IMPULSIVE = 2   # high crest factor (click-like)
     CLICK = 4       # impulsive and within the click window of a key press: rejected
     BLEED = 8       # explained by the customer signal leaking from the earpiece: rejected
+    DISTANT = 16    # far below the headset wearer's own speech level: another person's voice, rejected
 
 
 @dataclass(frozen=True, slots=True)

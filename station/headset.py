@@ -29,6 +29,9 @@ class HeadsetProfile:
     coupling_db: earpiece-to-microphone coupling loss (dB, positive = quieter in the mic).
     speech_level_dbfs: active speech level of the calibration sentence (ITU-T P.56, dBFS).
     sensitivity_dbspl_at_0dbfs: dB SPL that reads 0 dBFS, when a rig measured it, else None.
+    own_margin_db: own-voice margin checked by calibration (dB): microphone frames more than this
+    below the wearer's level (speech_level_dbfs, then learned) are another person's voice; None in
+    profiles made before it existed (then audio.own_margin_db).
     created: ISO 8601 UTC time of calibration. passed: the certificate's overall verdict.
     """
 
@@ -45,6 +48,7 @@ class HeadsetProfile:
     speech_level_dbfs: float
     passed: bool
     sensitivity_dbspl_at_0dbfs: float | None = None
+    own_margin_db: float | None = None
 
     def created_at(self) -> dt.datetime:
         return dt.datetime.fromisoformat(self.created.replace("Z", "+00:00"))
@@ -52,7 +56,8 @@ class HeadsetProfile:
 
 _NUMERIC = {"noise_floor_dbfs": (-140.0, 0.0), "gate_dbfs": (-140.0, 0.0), "input_latency_ms": (0.0, 2000.0),
             "round_trip_ms": (0.0, 4000.0), "coupling_db": (-20.0, 140.0), "speech_level_dbfs": (-140.0, 0.0),
-            "sensitivity_dbspl_at_0dbfs": (60.0, 200.0)}
+            "sensitivity_dbspl_at_0dbfs": (60.0, 200.0), "own_margin_db": (0.0, 60.0)}
+_OPTIONAL = {"sensitivity_dbspl_at_0dbfs", "own_margin_db"}   # may be missing: None
 
 
 def profile_dir(cfg: Config) -> Path:
@@ -80,7 +85,7 @@ def read_profile(path: Path) -> HeadsetProfile:
     kwargs = {}
     for f in dataclasses.fields(HeadsetProfile):
         if f.name not in body:
-            if f.name == "sensitivity_dbspl_at_0dbfs":
+            if f.name in _OPTIONAL:
                 kwargs[f.name] = None
                 continue
             raise ConfigError(f"{path}: profile.{f.name} is missing")

@@ -17,7 +17,11 @@ of the ``speech`` stream (``classify``: one frame into a ``SpeechFrame``, the sa
    not speech (CLICK);
 5. bleed suppression (agent channel only): when the customer signal's level in the same frame is
    known, the microphone picks up ``customer_level - coupling_db`` from the earpiece; a mic frame
-   not louder than that plus ``bleed_margin_db`` is bleed, not agent speech (BLEED).
+   not louder than that plus ``bleed_margin_db`` is bleed, not agent speech (BLEED);
+6. own voice (agent channel only, when an ``OwnVoice`` is given, ``station.ownvoice``): a frame
+   that passed 1-5 but lies more than the own-voice margin below the wearer's own speech level
+   (calibrated, then learned within bounds) is another person's voice, e.g. a neighbouring
+   candidate (DISTANT).
 
 The final ``speech`` decision is ``vad`` minus these rejections. Smoothing into talk spurts
 (onset/hangover) happens later, in the metrics engine, so that it is replayable.
@@ -35,6 +39,7 @@ import numpy as np
 import webrtcvad
 
 from station.events import FrameFlag, SpeechFrame
+from station.ownvoice import OwnVoice
 
 SILENCE_DBFS = -127.0
 CLICK_SPAN_MS = 5   # window of the energy-concentration check (ms)
@@ -118,12 +123,13 @@ class FrameClassifier:
     gate_dbfs: frames below this level are not speech. crest_limit_db / click_energy_share:
     impulsive thresholds (crest factor in dB; share of energy within CLICK_SPAN_MS).
     coupling_db / bleed_margin_db: earpiece-to-mic coupling loss and tolerance (agent channel).
-    Raises ValueError for a frame of the wrong length.
+    own_voice: the wearer's own-voice check (agent channel; None = none). It keeps state from
+    frame to frame, like webrtcvad. Raises ValueError for a frame of the wrong length.
     """
 
     def __init__(self, channel: int, *, sample_rate: int = 16000, frame_ms: int = 20, mode: int = 2,
                  gate_dbfs: float = -54.0, crest_limit_db: float = 15.0, click_energy_share: float = 0.9,
-                 coupling_db: float = 20.0, bleed_margin_db: float = 6.0):
+                 coupling_db: float = 20.0, bleed_margin_db: float = 6.0, own_voice: OwnVoice | None = None):
         self.channel = int(channel)
         self.sample_rate = sample_rate
         self.frame_ms = frame_ms
@@ -136,22 +142,36 @@ class FrameClassifier:
         self.click_span = max(1, sample_rate * CLICK_SPAN_MS // 1000)
         self.coupling_db = coupling_db
         self.bleed_margin_db = bleed_margin_db
+        self.own_voice = own_voice if self.channel == 0 else None
 
     @classmethod
     def from_audio_config(cls, channel: int, audio: Any, *, gate_dbfs: float | None = None,
                           mode: int | None = None, coupling_db: float | None = None,
-                          sample_rate: int | None = None) -> "FrameClassifier":
+                          sample_rate: int | None = None, own_level_dbfs: float | None = None,
+                          own_margin_db: float | None = None) -> "FrameClassifier":
         """A classifier set up from the ``[audio]`` config section (``cfg.audio``), the one place
         that maps its keys onto the classifier: frame_ms, click_crest_db, click_energy_share,
         bleed_margin_db, and, unless given (from a headset profile or a calibration step),
         gate_dbfs = noise_floor_dbfs + gate_margin_db, mode = vad_mode, coupling_db =
-        bleed_coupling_db, sample_rate."""
+        bleed_coupling_db, sample_rate. The agent channel (0) gets an ``OwnVoice`` check anchored
+        at own_level_dbfs (the profile's speech level, else audio.own_level_dbfs) with
+        own_margin_db (the profile's, else audio.own_margin_db; 0 = no own-voice check),
+        own_clamp_db, own_learn_s, own_learn_min_s and own_hold_ms."""
+        margin = audio.own_margin_db if own_margin_db is None else own_margin_db
+        own = None
+        if channel == 0 and margin > 0:
+            per_s = 1000 // audio.frame_ms
+            own = OwnVoice(audio.own_level_dbfs if own_level_dbfs is None else own_level_dbfs,
+                           margin_db=margin, clamp_db=audio.own_clamp_db,
+                           window_frames=max(1, int(audio.own_learn_s * per_s)),
+                           min_frames=max(1, int(audio.own_learn_min_s * per_s)),
+                           hold_frames=audio.own_hold_ms // audio.frame_ms)
         return cls(channel, sample_rate=audio.sample_rate if sample_rate is None else sample_rate,
                    frame_ms=audio.frame_ms, mode=audio.vad_mode if mode is None else mode,
                    gate_dbfs=audio.noise_floor_dbfs + audio.gate_margin_db if gate_dbfs is None else gate_dbfs,
                    crest_limit_db=audio.click_crest_db, click_energy_share=audio.click_energy_share,
                    coupling_db=audio.bleed_coupling_db if coupling_db is None else coupling_db,
-                   bleed_margin_db=audio.bleed_margin_db)
+                   bleed_margin_db=audio.bleed_margin_db, own_voice=own)
 
     def impulsive(self, samples: np.ndarray) -> bool:
         """Click-like: crest factor above crest_limit_db, or at least click_energy_share of the
@@ -228,6 +248,11 @@ class FrameClassifier:
             raws.append(raw)
             speeches.append(speech)
             flags.append(int(flag))
+        if self.own_voice is not None:
+            for i, distant in enumerate(self.own_voice.decide(levels, speeches)):
+                if distant:
+                    flags[i] |= int(FrameFlag.DISTANT)
+                    speeches[i] = False
         return {"t_ns": np.asarray(t_ns, dtype=np.int64), "channel": np.full(count, self.channel, dtype=np.int64),
                 "dur_ns": np.full(count, self.dur_ns, dtype=np.int64),
                 "level_dbfs_x10": np.array(levels, dtype=np.int64), "vad": np.array(raws, dtype=bool),

@@ -290,6 +290,9 @@ class AudioSource:
         self.gate_dbfs = profile.gate_dbfs if profile is not None else a.noise_floor_dbfs + a.gate_margin_db
         self.customer_gate_dbfs = a.customer_gate_dbfs
         self.coupling_db = profile.coupling_db if profile is not None else a.bleed_coupling_db
+        # own voice (station.ownvoice): anchored at the calibrated speech level, else the config's
+        self.own_level_dbfs = profile.speech_level_dbfs if profile is not None else a.own_level_dbfs
+        self.own_margin_db = getattr(profile, "own_margin_db", None)   # None: audio.own_margin_db
         self.latency_ns = int(round((profile.input_latency_ms if profile is not None else a.latency_ms) * 1e6))
         self.click_ns = a.click_window_ms * 1_000_000
         self.bleed_ns = a.bleed_window_ms * 1_000_000
@@ -351,8 +354,10 @@ class AudioSource:
         """State and counters for the health beat."""
         frames = {("agent" if ch == Channel.AGENT else "customer"): t.frames for ch, t in self._tracks.items()}
         reanchors = sum(t.reanchors for t in self._tracks.values())
+        agent = self._tracks.get(Channel.AGENT)
+        own = agent.classifier.own_voice.status() if agent is not None and agent.classifier.own_voice else {}
         return {"state": self.state, "detail": self.detail, "adc_clock": self.adc_clock, "frames": frames,
-                "reanchors": reanchors, "customer_channel": self._has_customer, **self.counters}
+                "reanchors": reanchors, "customer_channel": self._has_customer, **self.counters, **own}
 
     def delivered_until(self) -> int | None:
         """The station time (ns) up to which every frame of every open channel is in the sink:
@@ -371,7 +376,8 @@ class AudioSource:
     def _classifier(self, channel: int) -> FrameClassifier:
         gate = self.gate_dbfs if channel == Channel.AGENT else self.customer_gate_dbfs
         return FrameClassifier.from_audio_config(channel, self.cfg.audio, gate_dbfs=gate, mode=self.vad_mode,
-                                                 coupling_db=self.coupling_db)
+                                                 coupling_db=self.coupling_db, own_level_dbfs=self.own_level_dbfs,
+                                                 own_margin_db=self.own_margin_db)
 
     def _open(self) -> None:
         """Plan and open all streams. Raises AudioDeviceError / OSError / PortAudioError."""

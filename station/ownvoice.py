@@ -1,0 +1,141 @@
+"""The headset wearer's own voice level, and which microphone frames are too quiet to be it.
+
+A close-talking headset microphone hears its wearer 20-35 dB louder than a voice a metre or two
+away (a neighbouring candidate on their own call). ``OwnVoice`` keeps a reference level of the
+wearer's speech on the ITU-T P.56 active-level scale (dBFS) and says, frame by frame, whether a
+frame that the VAD calls speech is within ``margin_db`` of it; a frame far below is another
+person's voice (``FrameFlag.DISTANT``), whatever the VAD says. The customer channel never uses
+this.
+
+The reference:
+
+* its **anchor** is the calibrated speech level of the headset profile (``speech_level_dbfs``,
+  P.56 at the mouth reference point), else ``audio.own_level_dbfs`` (-26 dBFS, ITU-T's nominal
+  active speech level);
+* it is **learned** from the wearer's own speech during the exam (people speak softer or louder
+  than the technician did): the ``LEARN_PERCENTILE`` (80th) percentile of the levels of the last
+  ``window_frames`` frames accepted as own speech, plus ``PERCENTILE_TO_ACTIVE_DB`` (the measured
+  offset between that percentile of 20 ms frame levels and the P.56 active level of the same
+  speech; tests/data/corpus), once ``min_frames`` frames were accepted;
+* the learned value is **clamped** to anchor +/- ``clamp_db``. A candidate who shouts once moves a
+  robust percentile over a long window hardly at all, and never more than ``clamp_db``; frames
+  rejected as distant are not learned from, so a neighbour's voice cannot pull the level down.
+
+Hold: after a frame at or above the threshold, the next ``hold_frames`` frames that the VAD calls
+speech are kept too (the soft ends of the wearer's words), as long as they are within
+``margin_db + HOLD_EXTRA_DB`` of the reference. Onsets are not looked ahead at: the capture
+decides each frame once, in time order, so a replay of the journaled frames reproduces it.
+
+Pure and deterministic (no clock, no I/O): the same frames in the same order give the same
+decisions, whatever the block sizes. Cost: a few Python operations per frame; the percentile is
+read from a 0.5 dB histogram once per block.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+
+LEARN_PERCENTILE = 80.0
+PERCENTILE_TO_ACTIVE_DB = -2.3   # P.56 active level minus the 80th percentile of 20 ms frame levels (dB)
+HOLD_EXTRA_DB = 6.0              # held frames may be this much quieter than the threshold (dB)
+BIN_X10 = 5                      # histogram bin: 0.5 dB, in the frames' tenths of dB
+MIN_X10 = -1270
+
+
+class OwnVoice:
+    """Own-voice reference and per-frame decision for one microphone channel.
+
+    anchor_dbfs: calibrated (or configured) own speech level, P.56 active level (dBFS).
+    margin_db: frames more than this below the reference are not the wearer's (dB, > 0).
+    clamp_db: the learned reference stays within anchor +/- this (dB; 0 = no learning).
+    window_frames: frames the learned percentile is taken over (most recent accepted frames).
+    min_frames: accepted frames needed before the learned value replaces the anchor.
+    hold_frames: frames kept after an accepted one (soft word ends), see the module docstring.
+    Raises ValueError for a margin <= 0, a negative clamp or window sizes < 1.
+    """
+
+    def __init__(self, anchor_dbfs: float, *, margin_db: float = 12.0, clamp_db: float = 10.0,
+                 window_frames: int = 3000, min_frames: int = 150, hold_frames: int = 10):
+        if not margin_db > 0:
+            raise ValueError(f"own-voice margin must be > 0 dB, got {margin_db}")
+        if clamp_db < 0 or window_frames < 1 or min_frames < 1 or hold_frames < 0:
+            raise ValueError("own-voice clamp must be >= 0 dB and the windows >= 1 frame")
+        self.anchor_dbfs = float(anchor_dbfs)
+        self.margin_db = float(margin_db)
+        self.clamp_db = float(clamp_db)
+        self.window_frames = int(window_frames)
+        self.min_frames = int(min_frames)
+        self.hold_frames = int(hold_frames)
+        self._ring: deque[int] = deque()
+        self._hist = np.zeros((-MIN_X10) // BIN_X10 + 1, dtype=np.int64)
+        self._held = 0
+        self.reference_dbfs = self.anchor_dbfs
+        self.accepted = 0
+        self.rejected = 0
+
+    @property
+    def learned(self) -> bool:
+        """True once the reference comes from the wearer's speech (min_frames accepted)."""
+        return len(self._ring) >= self.min_frames
+
+    @property
+    def threshold_dbfs(self) -> float:
+        """Frames below this level (dBFS) are not the wearer's (before the hold)."""
+        return self.reference_dbfs - self.margin_db
+
+    def _update_reference(self) -> None:
+        n = len(self._ring)
+        if n < self.min_frames or self.clamp_db == 0:
+            return
+        rank = int(np.ceil(n * LEARN_PERCENTILE / 100.0))
+        b = int(np.searchsorted(np.cumsum(self._hist), rank))
+        level = (MIN_X10 + b * BIN_X10 + BIN_X10 / 2) / 10.0 + PERCENTILE_TO_ACTIVE_DB
+        self.reference_dbfs = min(self.anchor_dbfs + self.clamp_db, max(self.anchor_dbfs - self.clamp_db, level))
+
+    def _learn(self, level_x10: int) -> None:
+        b = (max(MIN_X10, min(0, level_x10)) - MIN_X10) // BIN_X10
+        self._ring.append(b)
+        self._hist[b] += 1
+        if len(self._ring) > self.window_frames:
+            self._hist[self._ring.popleft()] -= 1
+
+    def decide(self, levels_x10: list[int], candidates: list[bool]) -> list[bool]:
+        """For each frame of a block, in time order: True = too far below the wearer's level
+        (reject as DISTANT). levels_x10: frame levels in tenths of dBFS; candidates: the frame
+        would otherwise be speech (VAD, gate, click and bleed checks passed). Non-candidates are
+        never rejected and end a hold. Accepted frames are learned from; the reference is
+        updated once, after the block."""
+        thr_x10 = self.threshold_dbfs * 10.0
+        hold_x10 = thr_x10 - HOLD_EXTRA_DB * 10.0
+        out = []
+        for level, cand in zip(levels_x10, candidates):
+            if not cand:
+                self._held = 0
+                out.append(False)
+                continue
+            if level >= thr_x10:
+                self._held = self.hold_frames
+                keep = True
+            elif self._held > 0 and level >= hold_x10:
+                self._held -= 1
+                keep = True
+            else:
+                self._held = 0
+                keep = False
+            if keep:
+                self.accepted += 1
+                self._learn(level)
+            else:
+                self.rejected += 1
+            out.append(not keep)
+        self._update_reference()
+        return out
+
+    def status(self) -> dict[str, float | int | bool]:
+        """Current figures for the audio source's status: reference, anchor and threshold (dBFS),
+        whether learned, frames accepted / rejected as distant."""
+        return {"own_level_dbfs": round(self.reference_dbfs, 1), "own_anchor_dbfs": round(self.anchor_dbfs, 1),
+                "own_threshold_dbfs": round(self.threshold_dbfs, 1), "own_learned": self.learned,
+                "own_accepted": self.accepted, "distant_rejected": self.rejected}
