@@ -28,7 +28,7 @@ decides each frame once, in time order, so a replay of the journaled frames repr
 
 Pure and deterministic (no clock, no I/O): the same frames in the same order give the same
 decisions, whatever the block sizes. Cost: a few Python operations per frame; the percentile is
-read from a 0.5 dB histogram once per block.
+read from a 0.5 dB histogram every UPDATE_EVERY (25) accepted frames.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ PERCENTILE_TO_ACTIVE_DB = -2.3   # P.56 active level minus the 80th percentile o
 HOLD_EXTRA_DB = 6.0              # held frames may be this much quieter than the threshold (dB)
 BIN_X10 = 5                      # histogram bin: 0.5 dB, in the frames' tenths of dB
 MIN_X10 = -1270
+UPDATE_EVERY = 25                # the learned reference is recomputed after this many accepted frames
 
 
 class OwnVoice:
@@ -100,17 +101,18 @@ class OwnVoice:
         self._hist[b] += 1
         if len(self._ring) > self.window_frames:
             self._hist[self._ring.popleft()] -= 1
+        if self.accepted % UPDATE_EVERY == 0:   # a count of frames, not blocks: replayable
+            self._update_reference()
 
     def decide(self, levels_x10: list[int], candidates: list[bool]) -> list[bool]:
         """For each frame of a block, in time order: True = too far below the wearer's level
         (reject as DISTANT). levels_x10: frame levels in tenths of dBFS; candidates: the frame
         would otherwise be speech (VAD, gate, click and bleed checks passed). Non-candidates are
         never rejected and end a hold. Accepted frames are learned from; the reference is
-        updated once, after the block."""
-        thr_x10 = self.threshold_dbfs * 10.0
-        hold_x10 = thr_x10 - HOLD_EXTRA_DB * 10.0
+        recomputed every UPDATE_EVERY accepted frames (whatever the block boundaries)."""
         out = []
         for level, cand in zip(levels_x10, candidates):
+            thr_x10 = (self.reference_dbfs - self.margin_db) * 10.0
             if not cand:
                 self._held = 0
                 out.append(False)
@@ -118,7 +120,7 @@ class OwnVoice:
             if level >= thr_x10:
                 self._held = self.hold_frames
                 keep = True
-            elif self._held > 0 and level >= hold_x10:
+            elif self._held > 0 and level >= thr_x10 - HOLD_EXTRA_DB * 10.0:
                 self._held -= 1
                 keep = True
             else:
@@ -130,7 +132,6 @@ class OwnVoice:
             else:
                 self.rejected += 1
             out.append(not keep)
-        self._update_reference()
         return out
 
     def status(self) -> dict[str, float | int | bool]:

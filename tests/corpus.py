@@ -63,13 +63,15 @@ def gain_to(name: str, target_dbfs: float) -> float:
 @dataclass
 class Scene:
     """A mic signal (float samples at 16 kHz, int16 scale), the candidate's truth spans (ns offsets
-    into it), the dead-air span (ns) and the candidate's active level (dBFS)."""
+    into it), the dead-air span (ns), the candidate's active level (dBFS), where the candidate's
+    speech starts (s) and the key presses of keyboard noise (ns)."""
 
     mic: np.ndarray
     truth: np.ndarray
     dead_air: tuple[int, int]
     level_dbfs: float
     start_s: float
+    key_ns: np.ndarray        # key presses (ns offsets) of keyboard noise, else empty
 
     def int16(self) -> np.ndarray:
         return np.clip(np.round(self.mic), -32768, 32767).astype(np.int16)
@@ -79,7 +81,9 @@ class Scene:
         return len(self.mic) / RATE
 
 
-def _noise(kind: str, n: int, rms: float, seed: int) -> np.ndarray:
+def _noise(kind: str, n: int, rms: float, seed: int) -> tuple[np.ndarray, list[int]]:
+    """(noise of the kind, n samples, at RMS rms; key press times in ns for keyboard noise)"""
+    keys: list[int] = []
     rng = np.random.default_rng(seed)
     if kind == "steady":
         spec = np.fft.rfft(rng.normal(0, 1, n))
@@ -100,24 +104,27 @@ def _noise(kind: str, n: int, rms: float, seed: int) -> np.ndarray:
         while at < n / RATE - 0.05:
             i = int(at * RATE)
             x[i:i + len(clk)] += clk[: n - i]
+            keys.append(int(i * 1e9 / RATE))
             at += rng.uniform(0.09, 0.3)
     else:
         raise ValueError(kind)
-    return x * rms / max(1e-9, float(np.sqrt(np.mean(x ** 2))))
+    return x * rms / max(1e-9, float(np.sqrt(np.mean(x ** 2)))), keys
 
 
 def scene(*, level_dbfs: float = -26.0, neighbour_db: float | None = None, noise: str | None = None,
-          snr_db: float = 10.0, start_s: float = 1.0, pause_s: float = 1.5, seed: int = 3) -> Scene:
-    """The candidate's five turns at P.56 active level level_dbfs with pause_s pauses, a 9.6 s
-    silence after the third; optional neighbour (relative dB) and noise (kind, SNR dB)."""
+          snr_db: float = 10.0, start_s: float = 1.0, pause_s: float = 1.5, seed: int = 3,
+          turns: list[str] | None = None, dead_after: int = 2) -> Scene:
+    """The candidate's turns (default: the five LibriVox sentences) at P.56 active level
+    level_dbfs with pause_s pauses, a 9.6 s silence after turn dead_after; optional neighbour
+    (relative dB) and noise (kind, SNR dB)."""
     parts, truth, t = [], [], start_s
     dead = (0, 0)
-    for k, name in enumerate(CANDIDATE):
+    for k, name in enumerate(turns or CANDIDATE):
         x, spans = load(name)
         parts.append((t, x.astype(np.float64) * gain_to(name, level_dbfs)))
         truth += [(int((t * 1000 + s) * MS), int((t * 1000 + e) * MS)) for s, e in spans]
         t += len(x) / RATE
-        if k == 2:
+        if k == dead_after:
             dead = (int(t * 1e9), int((t + DEAD_AIR_S) * 1e9))
             t += DEAD_AIR_S
         else:
@@ -143,8 +150,11 @@ def scene(*, level_dbfs: float = -26.0, neighbour_db: float | None = None, noise
                 at += len(x) / RATE + 0.2
     if noise is not None:
         rms = 32768 * 10 ** ((level_dbfs - snr_db) / 20)
-        mic += _noise(noise, len(mic), rms, seed)
-    return Scene(mic, intervals.normalize(truth), dead, level_dbfs, start_s)
+        x, keys = _noise(noise, len(mic), rms, seed)
+        mic += x
+    else:
+        keys = []
+    return Scene(mic, intervals.normalize(truth), dead, level_dbfs, start_s, np.array(keys, dtype=np.int64))
 
 
 def smooth(iv, padding_ms: int = 300, min_spurt_ms: int = 100) -> np.ndarray:
@@ -176,15 +186,19 @@ def score(truth: np.ndarray, got: np.ndarray, lo: int, hi: int, dead_air: tuple[
     return out
 
 
-def evaluate(sc: Scene, make_classifier, block_frames: int = 20, near_key_press=None) -> dict:
+def evaluate(sc: Scene, make_classifier, block_frames: int = 20, click_window_ms: int = 60) -> dict:
     """Classify a scene's mic signal offline (make_classifier() -> FrameClassifier for channel 0,
-    blocks of block_frames frames) and score its talk spurts against the truth."""
+    blocks of block_frames frames; frames within click_window_ms of a key press of the scene are
+    offered as near one, as the live source does) and score its talk spurts against the truth."""
     clf = make_classifier()
     x = sc.int16()
     fl = clf.frame_len
     n = len(x) // fl
     frames = x[: n * fl].reshape(n, fl)
     t = np.arange(n, dtype=np.int64) * clf.dur_ns
+    w = click_window_ms * MS
+    near_key_press = (np.searchsorted(sc.key_ns, t + clf.dur_ns + w) > np.searchsorted(sc.key_ns, t - w)
+                      if len(sc.key_ns) else None)
     speech = []
     for i in range(0, n, block_frames):
         near = None if near_key_press is None else near_key_press[i:i + block_frames]
