@@ -113,6 +113,8 @@ SCHEMA: dict[str, dict[str, Field | Table]] = {
         "own_learn_s": Field("float", 1.0, 3600.0),
         "own_learn_min_s": Field("float", 0.1, 600.0),
         "own_hold_ms": Field("int", 0, 2000),
+        "noise_margin_db": Field("float", 0.0, 30.0),
+        "noise_window_s": Field("float", 0.5, 600.0),
     },
     "speech": {
         "padding_ms": Field("int", 0, 5000),

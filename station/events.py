@@ -76,6 +76,7 @@ class FrameFlag(IntEnum):
     CLICK = 4       # impulsive and within the click window of a key press: rejected
     BLEED = 8       # explained by the customer signal leaking from the earpiece: rejected
     DISTANT = 16    # far below the headset wearer's own speech level: another person's voice, rejected
+    NOISE = 32      # not far enough above the noise floor tracked over the last seconds: rejected
 
 
 @dataclass(frozen=True, slots=True)

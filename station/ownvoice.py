@@ -28,20 +28,17 @@ decides each frame once, in time order, so a replay of the journaled frames repr
 
 Pure and deterministic (no clock, no I/O): the same frames in the same order give the same
 decisions, whatever the block sizes. Cost: a few Python operations per frame; the percentile is
-read from a 0.5 dB histogram every UPDATE_EVERY (25) accepted frames.
+read from a 0.5 dB histogram (``station.levelstats.RollingPercentile``) every UPDATE_EVERY (25)
+accepted frames.
 """
 
 from __future__ import annotations
 
-from collections import deque
-
-import numpy as np
+from station.levelstats import RollingPercentile
 
 LEARN_PERCENTILE = 80.0
 PERCENTILE_TO_ACTIVE_DB = -2.3   # P.56 active level minus the 80th percentile of 20 ms frame levels (dB)
 HOLD_EXTRA_DB = 6.0              # held frames may be this much quieter than the threshold (dB)
-BIN_X10 = 5                      # histogram bin: 0.5 dB, in the frames' tenths of dB
-MIN_X10 = -1270
 UPDATE_EVERY = 25                # the learned reference is recomputed after this many accepted frames
 
 
@@ -69,8 +66,7 @@ class OwnVoice:
         self.window_frames = int(window_frames)
         self.min_frames = int(min_frames)
         self.hold_frames = int(hold_frames)
-        self._ring: deque[int] = deque()
-        self._hist = np.zeros((-MIN_X10) // BIN_X10 + 1, dtype=np.int64)
+        self._levels = RollingPercentile(self.window_frames)
         self._held = 0
         self.reference_dbfs = self.anchor_dbfs
         self.accepted = 0
@@ -79,7 +75,7 @@ class OwnVoice:
     @property
     def learned(self) -> bool:
         """True once the reference comes from the wearer's speech (min_frames accepted)."""
-        return len(self._ring) >= self.min_frames
+        return len(self._levels) >= self.min_frames
 
     @property
     def threshold_dbfs(self) -> float:
@@ -87,20 +83,13 @@ class OwnVoice:
         return self.reference_dbfs - self.margin_db
 
     def _update_reference(self) -> None:
-        n = len(self._ring)
-        if n < self.min_frames or self.clamp_db == 0:
+        if not self.learned or self.clamp_db == 0:
             return
-        rank = int(np.ceil(n * LEARN_PERCENTILE / 100.0))
-        b = int(np.searchsorted(np.cumsum(self._hist), rank))
-        level = (MIN_X10 + b * BIN_X10 + BIN_X10 / 2) / 10.0 + PERCENTILE_TO_ACTIVE_DB
+        level = self._levels.percentile_dbfs(LEARN_PERCENTILE) + PERCENTILE_TO_ACTIVE_DB
         self.reference_dbfs = min(self.anchor_dbfs + self.clamp_db, max(self.anchor_dbfs - self.clamp_db, level))
 
     def _learn(self, level_x10: int) -> None:
-        b = (max(MIN_X10, min(0, level_x10)) - MIN_X10) // BIN_X10
-        self._ring.append(b)
-        self._hist[b] += 1
-        if len(self._ring) > self.window_frames:
-            self._hist[self._ring.popleft()] -= 1
+        self._levels.add(level_x10)
         if self.accepted % UPDATE_EVERY == 0:   # a count of frames, not blocks: replayable
             self._update_reference()
 

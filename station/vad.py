@@ -7,7 +7,9 @@ of the ``speech`` stream (``classify``: one frame into a ``SpeechFrame``, the sa
    of a full-scale square wave, i.e. 20*log10(rms/32768)); silence is clamped to -127 dBFS;
 2. webrtcvad's raw decision (``vad``) at the configured mode;
 3. energy gate: frames below ``gate_dbfs`` (noise floor + margin from the headset profile) are not
-   speech (flag GATED);
+   speech (flag GATED); on the agent channel, with a ``NoiseFloor`` (``station.levelstats``), also
+   frames less than its margin above the noise floor tracked over the last seconds (flag NOISE):
+   noise that came after the calibration (a fan, a noisy room) and that webrtcvad calls speech;
 4. click rejection: a frame is impulsive (flag IMPULSIVE) when its crest factor (peak/RMS) is
    above ``crest_limit_db`` or when its loudest ``CLICK_SPAN_MS`` (5 ms) hold at least
    ``click_energy_share`` of its energy. A key click rings for a few ms: the crest factor of a
@@ -39,6 +41,7 @@ import numpy as np
 import webrtcvad
 
 from station.events import FrameFlag, SpeechFrame
+from station.levelstats import NoiseFloor
 from station.ownvoice import OwnVoice
 
 SILENCE_DBFS = -127.0
@@ -123,13 +126,14 @@ class FrameClassifier:
     gate_dbfs: frames below this level are not speech. crest_limit_db / click_energy_share:
     impulsive thresholds (crest factor in dB; share of energy within CLICK_SPAN_MS).
     coupling_db / bleed_margin_db: earpiece-to-mic coupling loss and tolerance (agent channel).
-    own_voice: the wearer's own-voice check (agent channel; None = none). It keeps state from
-    frame to frame, like webrtcvad. Raises ValueError for a frame of the wrong length.
+    own_voice: the wearer's own-voice check (agent channel; None = none). noise_floor: the tracked
+    noise floor (agent channel; None = none). Both keep state from frame to frame, like webrtcvad. Raises ValueError for a frame of the wrong length.
     """
 
     def __init__(self, channel: int, *, sample_rate: int = 16000, frame_ms: int = 20, mode: int = 2,
                  gate_dbfs: float = -54.0, crest_limit_db: float = 15.0, click_energy_share: float = 0.9,
-                 coupling_db: float = 20.0, bleed_margin_db: float = 6.0, own_voice: OwnVoice | None = None):
+                 coupling_db: float = 20.0, bleed_margin_db: float = 6.0, own_voice: OwnVoice | None = None,
+                 noise_floor: NoiseFloor | None = None):
         self.channel = int(channel)
         self.sample_rate = sample_rate
         self.frame_ms = frame_ms
@@ -143,6 +147,7 @@ class FrameClassifier:
         self.coupling_db = coupling_db
         self.bleed_margin_db = bleed_margin_db
         self.own_voice = own_voice if self.channel == 0 else None
+        self.noise_floor = noise_floor if self.channel == 0 else None
 
     @classmethod
     def from_audio_config(cls, channel: int, audio: Any, *, gate_dbfs: float | None = None,
@@ -156,7 +161,8 @@ class FrameClassifier:
         bleed_coupling_db, sample_rate. The agent channel (0) gets an ``OwnVoice`` check anchored
         at own_level_dbfs (the profile's speech level, else audio.own_level_dbfs) with
         own_margin_db (the profile's, else audio.own_margin_db; 0 = no own-voice check),
-        own_clamp_db, own_learn_s, own_learn_min_s and own_hold_ms."""
+        own_clamp_db, own_learn_s, own_learn_min_s and own_hold_ms; and a ``NoiseFloor`` with
+        noise_margin_db (0 = none) over noise_window_s."""
         margin = audio.own_margin_db if own_margin_db is None else own_margin_db
         own = None
         if channel == 0 and margin > 0:
@@ -166,12 +172,16 @@ class FrameClassifier:
                            window_frames=max(1, int(audio.own_learn_s * per_s)),
                            min_frames=max(1, int(audio.own_learn_min_s * per_s)),
                            hold_frames=audio.own_hold_ms // audio.frame_ms)
+        noise = None
+        if channel == 0 and audio.noise_margin_db > 0:
+            window = max(1, int(audio.noise_window_s * 1000 // audio.frame_ms))
+            noise = NoiseFloor(audio.noise_margin_db, window_frames=window, min_frames=max(1, window // 5))
         return cls(channel, sample_rate=audio.sample_rate if sample_rate is None else sample_rate,
                    frame_ms=audio.frame_ms, mode=audio.vad_mode if mode is None else mode,
                    gate_dbfs=audio.noise_floor_dbfs + audio.gate_margin_db if gate_dbfs is None else gate_dbfs,
                    crest_limit_db=audio.click_crest_db, click_energy_share=audio.click_energy_share,
                    coupling_db=audio.bleed_coupling_db if coupling_db is None else coupling_db,
-                   bleed_margin_db=audio.bleed_margin_db, own_voice=own)
+                   bleed_margin_db=audio.bleed_margin_db, own_voice=own, noise_floor=noise)
 
     def impulsive(self, samples: np.ndarray) -> bool:
         """Click-like: crest factor above crest_limit_db, or at least click_energy_share of the
@@ -221,6 +231,9 @@ class FrameClassifier:
         cust = (None if customer_level_dbfs is None or self.channel != 0
                 else np.asarray(customer_level_dbfs, dtype=np.float64).tolist())
         is_speech, rate, gate = self.vad.is_speech, self.sample_rate, self.gate_dbfs
+        levels_x10 = [int(round(_dbfs(t / n) * 10)) for t in total]
+        noisy = (self.noise_floor.below(levels_x10, self.gate_dbfs) if self.noise_floor is not None
+                 else [False] * count)
         levels, raws, speeches, flags = [], [], [], []
         # per-frame decisions on Python floats: for a block of ~10 frames this is cheaper than
         # a dozen more numpy calls; the per-sample work is done above, for the whole block
@@ -231,6 +244,9 @@ class FrameClassifier:
             speech = raw
             if level < gate:
                 flag |= FrameFlag.GATED
+                speech = False
+            elif noisy[i]:
+                flag |= FrameFlag.NOISE
                 speech = False
             if speech:
                 crest, share = _impulse(total[i], peak[i], best[i], n)

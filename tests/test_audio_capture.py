@@ -29,7 +29,7 @@ from station.capture.keytimes import RecentKeyPresses
 from station.eventqueue import EventQueue
 from station.events import Channel, FrameFlag
 from tests.pulse_harness import PulseServer, espeak
-from tests.support import require
+from tests.support import require, wait_for
 
 pytestmark = [pytest.mark.real, pytest.mark.timeout(300)]
 
@@ -429,3 +429,98 @@ def test_no_frame_reaches_the_recorder_behind_its_watermark(pulse, cfg, voices):
     assert frames >= 8 * 2 * 50 * 0.8, "both channels delivered frames"
     assert late == 0, f"{late} of {frames} frames arrived behind the watermark"
     assert held_back >= 3, "the source held the watermark back (a 0.2 s lag alone would not wait)"
+
+
+# -- real human speech (tests/data/corpus): own voice vs a neighbour, noise ----------------------
+
+def _corpus_capture(pulse, cfg, scene, sources):
+    """Play a corpus scene (tests/corpus.py) into the agent sink with a marker at MARKER_AT, and
+    run every AudioSource of sources [(name, profile)] on it at once (PortAudio initialised once
+    for all). Returns {name: score of its agent talk spurts against the scene's truth}."""
+    from station.capture.audio import AudioSource
+    from tests import corpus
+    mic = scene.mic.copy()
+    m = marker().astype(np.float64)
+    i = int(MARKER_AT * RATE)
+    mic[:int(0.7 * RATE)] = 0          # the marker stays clean (noise starts after it)
+    mic[i:i + len(m)] += m
+    buf = np.clip(np.round(mic), -32768, 32767).astype(np.int16)
+    for attempt in range(3):
+        queues, srcs = [], []
+        for _name, profile in sources:
+            q = EventQueue()
+            src = AudioSource(cfg, profile=profile)
+            src.reinit_portaudio = False   # several sources at once: one PortAudio
+            queues.append(q)
+            srcs.append(src)
+        try:
+            for src, q in zip(srcs, queues):
+                src.start(q)
+            assert wait_for(lambda: all(s.state == "ok" for s in srcs), 5), [s.status() for s in srcs]
+            pb = pulse.play("agent", buf)
+            assert pb.wait(60) == 0
+            last = time.monotonic_ns() + 300 * MS   # the server's buffer has played out by then
+            assert wait_for(lambda: all((s.delivered_until() or 0) >= last for s in srcs), 4, "frames up to the end")
+        finally:
+            for src in srcs:
+                src.stop()
+        if not pb.underruns():
+            break
+        print("playback underran: the machine is too busy, playing again")
+    else:
+        pytest.fail("pacat kept underrunning: cannot know when the speech was played")
+    out = {}
+    for (name, _), q, src in zip(sources, queues, srcs):
+        frames = [e for e in q.drain_events() if e.STREAM == "speech"]
+        base = locate(frames, Channel.AGENT, pb)
+        got = spurts(frames, Channel.AGENT, cfg)
+        lo, hi = base + int((scene.start_s - 0.2) * 1e9), base + int(scene.seconds * 1e9)
+        dead = (base + scene.dead_air[0], base + scene.dead_air[1]) if scene.dead_air[1] else None
+        r = corpus.score(smooth(scene.truth + base, cfg), got, lo, hi, dead)
+        agent = [f for f in frames if f.channel == Channel.AGENT]
+        r["vad_in_dead_air"] = sum(1 for f in agent if f.vad and dead and dead[0] <= f.t_ns < dead[1])
+        r["status"] = {k: v for k, v in src.status().items() if k.startswith("own") or k == "distant_rejected"}
+        print(name, r)
+        dbg = sorted((f for f in agent if base + 800 * MS <= f.t_ns < base + 1300 * MS), key=lambda f: f.t_ns)
+        print("  DEBUG", [(f.level_dbfs_x10, int(f.vad)) for f in dbg])
+        print("  truth", [(round((a - base) / MS), round((b - base) / MS)) for a, b in smooth(scene.truth + base, cfg)])
+        print("  got  ", [(round((a - base) / MS), round((b - base) / MS)) for a, b in intervals.clip(got, lo, hi)])
+        out[name] = r
+    return out
+
+
+def _profile(level_dbfs: float, margin_db: float = 12.0):
+    from station.headset import HeadsetProfile
+    return HeadsetProfile(headset_id="HS-T", station_id="st", technician="t", created="2026-12-01T00:00:00Z",
+                          noise_floor_dbfs=-60.0, gate_dbfs=-54.0, vad_mode=2, input_latency_ms=0.0,
+                          round_trip_ms=0.0, coupling_db=20.0, speech_level_dbfs=level_dbfs, passed=True,
+                          own_margin_db=margin_db)
+
+
+def test_neighbour_at_minus_20db_is_not_candidate_speech(pulse, cfg):
+    """Real speech through PulseAudio: the candidate (LibriVox reader, -30 dBFS) with a 9.6 s
+    silence, a neighbour's real voice 20 dB below the candidate's own in that silence. With a
+    headset profile (technician 3 dB softer: anchor -33 dBFS) and without one (anchor
+    audio.own_level_dbfs = -26): talk time within 10 % of the truth, the dead air kept, F1 >= 0.9
+    (most of the candidate's speech is quiet-room speech), while webrtcvad alone calls the
+    neighbour speech inside the dead air."""
+    from tests import corpus
+    scene = corpus.scene(level_dbfs=-30.0, neighbour_db=-20.0, dead_after=1,
+                         turns=["librivox_0880", "librivox_0890", "librivox_0930"])
+    res = _corpus_capture(pulse, cfg, scene, [("profile", _profile(-33.0)), ("no profile", None)])
+    for name, r in res.items():
+        assert r["vad_in_dead_air"] >= 50, (name, "webrtcvad alone hears the neighbour", r)
+        assert abs(r["talk_err_pct"]) <= 10, (name, r)
+        assert r["dead_air_kept"], (name, r)
+        assert r["f1"] >= 0.9, (name, r)
+        assert r["status"]["own_learned"] and abs(r["status"]["own_level_dbfs"] + 30.0) <= 3.0, (name, r)
+
+
+def test_real_speech_in_steady_noise_at_10db_snr(pulse, cfg):
+    """Real speech with steady (pink-like) noise at 10 dB SNR on the mic, no headset profile:
+    agent frame F1 >= 0.88 and talk time within 10 %."""
+    from tests import corpus
+    scene = corpus.scene(level_dbfs=-26.0, noise="steady", snr_db=10.0, dead_after=-1,
+                         turns=["librivox_0880", "librivox_0890", "librivox_0930"])
+    r = _corpus_capture(pulse, cfg, scene, [("steady 10 dB", None)])["steady 10 dB"]
+    assert r["f1"] >= 0.88 and abs(r["talk_err_pct"]) <= 10, r

@@ -1,6 +1,8 @@
-"""Own voice vs others, offline, on real human speech (tests/data/corpus): the agent's own
-FrameClassifier (webrtcvad + gate + clicks + bleed + own-voice check) in 400 ms blocks, as the
-live source runs it, scored against the recordings' ground truth (tests/corpus.py).
+"""Own voice vs others, and noise, offline, on real human speech (tests/data/corpus): the agent's
+own FrameClassifier (webrtcvad + gate + tracked noise floor + clicks + bleed + own-voice check) in
+400 ms blocks, as the live source runs it, scored against the recordings' ground truth
+(tests/corpus.py). "webrtcvad alone" = the same classifier without the own-voice check and the
+tracked noise floor (what the station did before).
 
 The end-to-end version through PulseAudio is in tests/test_audio_capture.py."""
 
@@ -11,6 +13,7 @@ import pytest
 
 from station import config
 from station.events import FrameFlag
+from station.levelstats import NoiseFloor
 from station.ownvoice import OwnVoice
 from station.vad import FrameClassifier
 from tests import corpus
@@ -42,14 +45,14 @@ def test_neighbour_at_minus_20db_is_not_the_candidate(level):
     real level; the anchor is always -26 dBFS (as with no profile, or a profile made by a
     technician speaking 5 dB louder/softer), so at -31 / -21 the learned level must do it."""
     scene = corpus.scene(level_dbfs=level, neighbour_db=-20.0)
-    before, _ = run(scene, margin=0.0)
+    before, _ = run(scene, margin=0.0, noise_margin_db=0.0, label="webrtcvad alone")
     assert before["talk_err_pct"] > 25 and not before["dead_air_kept"], "the neighbour fools webrtcvad alone"
     after, clf = run(scene, anchor=-26.0)
     assert abs(after["talk_err_pct"]) <= 10, after
     assert after["dead_air_kept"], after
     assert after["f1"] >= 0.9, after
     assert abs(clf.own_voice.reference_dbfs - level) <= 2.0, "the learned level follows the wearer"
-    assert clf.own_voice.rejected > 100
+    assert clf.own_voice.rejected > 30, "some neighbour frames got past the noise floor and were told apart"
 
 
 def test_soft_spoken_candidate_at_minus_10db_is_kept():
@@ -66,7 +69,7 @@ def test_quiet_speech_no_worse_than_webrtcvad_alone():
     no worse than without it (the check removes webrtcvad's hangover on the recordings' own
     background noise, so they get better)."""
     scene = corpus.scene()
-    before, _ = run(scene, margin=0.0)
+    before, _ = run(scene, margin=0.0, noise_margin_db=0.0, label="webrtcvad alone")
     after, _ = run(scene, anchor=-26.0)
     assert after["f1"] >= 0.9 and after["f1"] >= before["f1"] - 0.01, (before, after)
     assert after["edge_p95_ms"] <= before["edge_p95_ms"] + 10, (before, after)
@@ -74,14 +77,43 @@ def test_quiet_speech_no_worse_than_webrtcvad_alone():
 
 
 def test_steady_noise_at_10db_snr():
-    r, _ = run(corpus.scene(noise="steady", snr_db=10.0), anchor=-26.0)
+    r, _ = run(corpus.scene(noise="steady", snr_db=10.0), anchor=-26.0, label="steady 10 dB")
     assert r["f1"] >= 0.88 and abs(r["talk_err_pct"]) <= 10, r
+
+
+def test_noise_that_starts_after_a_loud_sound():
+    """webrtcvad's own noise model adapts slowly after a loud sound: a 150 ms tone, then steady
+    noise at 10 dB SNR, makes it call the noise speech for seconds (talk time +26 %). The tracked
+    noise floor (frames above the static gate only, so the silence before does not hide the
+    noise) keeps talk time within 10 %."""
+    t = np.arange(int(0.15 * corpus.RATE)) / corpus.RATE
+    tone = 8000 * np.sin(2 * np.pi * 1000 * t)
+    scene = corpus.scene(noise="steady", snr_db=10.0, dead_after=-1,
+                         turns=["librivox_0880", "librivox_0890", "librivox_0930"])
+    scene.mic[: int(0.7 * corpus.RATE)] = 0
+    scene.mic[int(0.3 * corpus.RATE): int(0.3 * corpus.RATE) + len(tone)] += tone
+    before, _ = run(scene, margin=0.0, noise_margin_db=0.0, label="webrtcvad alone")
+    assert before["talk_err_pct"] > 15, before
+    after, _ = run(scene, anchor=-26.0, label="with the tracked noise floor")
+    assert abs(after["talk_err_pct"]) <= 10 and after["f1"] >= 0.9, after
+
+
+def test_noise_floor_follows_the_noise_and_ignores_silence():
+    floor = NoiseFloor(4.0, window_frames=250, min_frames=50)
+    floor.below([-1270] * 500, gate_dbfs=-54.0)         # digital silence, below the gate: not learned
+    assert floor.floor_dbfs == -127.0 and len(floor._levels) == 0
+    rng = np.random.default_rng(2)
+    noise = [int(x) for x in rng.normal(-400, 8, 300)]                     # -40 dBFS +/- 0.8 dB
+    below = floor.below(noise, gate_dbfs=-54.0)
+    assert -42.0 <= floor.floor_dbfs <= -40.0
+    assert all(below[100:]), "once learned, the noise itself is below floor + margin"
+    assert floor.below([-300], gate_dbfs=-54.0) == [False]                  # 10 dB above: may be speech
 
 
 def test_babble_and_keyboard_at_10db_snr_figures():
     """Figures only for babble (other people's real speech summed) at 10 dB SNR; keyboard-click
     noise at 10 dB with its key presses known keeps F1 >= 0.88."""
-    run(corpus.scene(noise="babble", snr_db=10.0), margin=0.0, label="babble 10 dB, webrtcvad alone")
+    run(corpus.scene(noise="babble", snr_db=10.0), margin=0.0, noise_margin_db=0.0, label="babble 10 dB, webrtcvad alone")
     run(corpus.scene(noise="babble", snr_db=10.0), anchor=-26.0, label="babble 10 dB")
     r, _ = run(corpus.scene(noise="keyboard", snr_db=10.0), anchor=-26.0, label="keyboard 10 dB")
     assert r["f1"] >= 0.88, r

@@ -1,0 +1,96 @@
+"""Rolling percentiles of frame levels, and the noise floor tracked from them.
+
+``RollingPercentile`` keeps the last ``window`` frame levels (tenths of dBFS, the integers the
+``speech`` stream stores) in a 0.5 dB histogram and reads a percentile from it: O(1) per frame,
+O(bins) per read. ``station.ownvoice`` uses it for the wearer's learned level, ``NoiseFloor``
+here for the microphone's noise.
+
+``NoiseFloor``: the ``percentile`` (10th) of the channel's frame levels at or above the static
+energy gate over the last ``window_frames`` such frames (5 s), recomputed every ``UPDATE_EVERY`` frames; a frame is "not above
+the noise" when it is less than ``margin_db`` above that floor. Minimum statistics in its
+simplest form: speech has pauses, so the lower tail of the levels over a few seconds is the
+noise, whatever its level; it follows a fan switched on within a few seconds, where webrtcvad's
+own noise model can take ten seconds or more after a loud sound (measured: docs/vad.md). Before
+``min_frames`` frames it says nothing (floor -127 dBFS). Pure and deterministic: the same frames
+in the same order give the same decisions, whatever the block sizes.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+
+BIN_X10 = 5            # histogram bin: 0.5 dB in tenths of dB
+MIN_X10 = -1270        # the levels' floor (-127 dBFS)
+UPDATE_EVERY = 25      # NoiseFloor recomputes its floor every this many frames
+
+
+class RollingPercentile:
+    """Percentiles of the last ``window`` levels (tenths of dBFS, clamped to -127..0 dBFS)."""
+
+    def __init__(self, window: int):
+        if window < 1:
+            raise ValueError(f"window must be >= 1 frame, got {window}")
+        self.window = int(window)
+        self._ring: deque[int] = deque()
+        self._hist = np.zeros((-MIN_X10) // BIN_X10 + 1, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self._ring)
+
+    def add(self, level_x10: int) -> None:
+        b = (max(MIN_X10, min(0, int(level_x10))) - MIN_X10) // BIN_X10
+        self._ring.append(b)
+        self._hist[b] += 1
+        if len(self._ring) > self.window:
+            self._hist[self._ring.popleft()] -= 1
+
+    def percentile_dbfs(self, pct: float) -> float:
+        """The pct-th percentile (0..100) in dBFS, at the centre of its 0.5 dB bin; -127 when empty."""
+        n = len(self._ring)
+        if n == 0:
+            return MIN_X10 / 10.0
+        rank = max(1, int(np.ceil(n * pct / 100.0)))
+        b = int(np.searchsorted(np.cumsum(self._hist), rank))
+        return (MIN_X10 + b * BIN_X10 + BIN_X10 / 2) / 10.0
+
+
+class NoiseFloor:
+    """Noise floor of one microphone channel (see the module docstring).
+
+    margin_db: a frame must be at least this much above the floor to be speech (dB, > 0).
+    window_frames / min_frames: frames the percentile is taken over / needed before it is used.
+    percentile: which percentile of the levels is the floor (0..50).
+    Raises ValueError for a margin <= 0 or a percentile outside 0..50.
+    """
+
+    def __init__(self, margin_db: float, *, window_frames: int = 250, min_frames: int = 50,
+                 percentile: float = 10.0):
+        if not margin_db > 0:
+            raise ValueError(f"noise margin must be > 0 dB, got {margin_db}")
+        if not 0 <= percentile <= 50:
+            raise ValueError(f"noise percentile must be 0..50, got {percentile}")
+        self.margin_db = float(margin_db)
+        self.percentile = float(percentile)
+        self.min_frames = int(min_frames)
+        self._levels = RollingPercentile(window_frames)
+        self._count = 0
+        self.floor_dbfs = MIN_X10 / 10.0
+
+    def below(self, levels_x10: list[int], gate_dbfs: float = MIN_X10 / 10.0) -> list[bool]:
+        """Per frame, in time order: True = less than margin_db above the current floor. Every
+        frame at or above gate_dbfs (dBFS; the static energy gate, which rejects the rest anyway)
+        is then added to the statistics: digital silence or a noise below the gate does not hide
+        a noise that starts later."""
+        out = []
+        gate_x10 = gate_dbfs * 10.0
+        for level in levels_x10:
+            out.append(level < (self.floor_dbfs + self.margin_db) * 10.0)
+            if level < gate_x10:
+                continue
+            self._levels.add(level)
+            self._count += 1
+            if self._count % UPDATE_EVERY == 0 and len(self._levels) >= self.min_frames:
+                self.floor_dbfs = self._levels.percentile_dbfs(self.percentile)
+        return out
