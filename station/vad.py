@@ -133,13 +133,13 @@ class FrameClassifier:
     def __init__(self, channel: int, *, sample_rate: int = 16000, frame_ms: int = 20, mode: int = 2,
                  gate_dbfs: float = -54.0, crest_limit_db: float = 15.0, click_energy_share: float = 0.9,
                  coupling_db: float = 20.0, bleed_margin_db: float = 6.0, own_voice: OwnVoice | None = None,
-                 noise_floor: NoiseFloor | None = None):
+                 noise_floor: NoiseFloor | None = None, detector: Any = None):
         self.channel = int(channel)
         self.sample_rate = sample_rate
         self.frame_ms = frame_ms
         self.frame_len = sample_rate * frame_ms // 1000
         self.dur_ns = frame_ms * 1_000_000
-        self.vad = webrtcvad.Vad(mode)
+        self.vad = webrtcvad.Vad(mode) if detector is None else detector
         self.gate_dbfs = gate_dbfs
         self.crest_limit_db = crest_limit_db
         self.click_energy_share = click_energy_share
@@ -153,7 +153,7 @@ class FrameClassifier:
     def from_audio_config(cls, channel: int, audio: Any, *, gate_dbfs: float | None = None,
                           mode: int | None = None, coupling_db: float | None = None,
                           sample_rate: int | None = None, own_level_dbfs: float | None = None,
-                          own_margin_db: float | None = None) -> "FrameClassifier":
+                          own_margin_db: float | None = None, detector: Any = None) -> "FrameClassifier":
         """A classifier set up from the ``[audio]`` config section (``cfg.audio``), the one place
         that maps its keys onto the classifier: frame_ms, click_crest_db, click_energy_share,
         bleed_margin_db, and, unless given (from a headset profile or a calibration step),
@@ -162,7 +162,7 @@ class FrameClassifier:
         at own_level_dbfs (the profile's speech level, else audio.own_level_dbfs) with
         own_margin_db (the profile's, else audio.own_margin_db; 0 = no own-voice check),
         own_clamp_db, own_learn_s, own_learn_min_s and own_hold_ms; and a ``NoiseFloor`` with
-        noise_margin_db (0 = none) over noise_window_s."""
+        noise_margin_db (0 = none) over noise_window_s. detector: see the class (None = webrtcvad)."""
         margin = audio.own_margin_db if own_margin_db is None else own_margin_db
         own = None
         if channel == 0 and margin > 0:
@@ -181,7 +181,7 @@ class FrameClassifier:
                    gate_dbfs=audio.noise_floor_dbfs + audio.gate_margin_db if gate_dbfs is None else gate_dbfs,
                    crest_limit_db=audio.click_crest_db, click_energy_share=audio.click_energy_share,
                    coupling_db=audio.bleed_coupling_db if coupling_db is None else coupling_db,
-                   bleed_margin_db=audio.bleed_margin_db, own_voice=own, noise_floor=noise)
+                   bleed_margin_db=audio.bleed_margin_db, own_voice=own, noise_floor=noise, detector=detector)
 
     def impulsive(self, samples: np.ndarray) -> bool:
         """Click-like: crest factor above crest_limit_db, or at least click_energy_share of the

@@ -481,8 +481,6 @@ def _corpus_capture(pulse, cfg, scene, sources):
         r["vad_in_dead_air"] = sum(1 for f in agent if f.vad and dead and dead[0] <= f.t_ns < dead[1])
         r["status"] = {k: v for k, v in src.status().items() if k.startswith("own") or k == "distant_rejected"}
         print(name, r)
-        dbg = sorted((f for f in agent if base + 800 * MS <= f.t_ns < base + 1300 * MS), key=lambda f: f.t_ns)
-        print("  DEBUG", [(f.level_dbfs_x10, int(f.vad)) for f in dbg])
         print("  truth", [(round((a - base) / MS), round((b - base) / MS)) for a, b in smooth(scene.truth + base, cfg)])
         print("  got  ", [(round((a - base) / MS), round((b - base) / MS)) for a, b in intervals.clip(got, lo, hi)])
         out[name] = r
