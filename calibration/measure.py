@@ -16,7 +16,6 @@ import numpy as np
 from scipy.signal import correlate
 
 from station.errors import UserError
-from station.events import FrameFlag
 from station.vad import SILENCE_DBFS, FrameClassifier, level_dbfs, levels_dbfs
 
 FULL_SCALE = 32768.0
@@ -220,12 +219,11 @@ class VadStats:
 
 
 def vad_stats(mode: int, gate_dbfs: float, speech: np.ndarray, speech_mask: np.ndarray, noise: np.ndarray,
-              clicks: np.ndarray, sample_rate: int, audio: Any, own_level_dbfs: float | None = None,
-              own_margin_db: float | None = None) -> VadStats:
+              clicks: np.ndarray, sample_rate: int, audio: Any) -> VadStats:
     """Run the agent's FrameClassifier (set up from ``audio``, the [audio] config section, with
-    this mode and gate) on the calibration recordings. With own_level_dbfs (the speech's P.56
-    level, dBFS) the agent's own-voice check runs too, anchored there with own_margin_db (dB;
-    None = audio.own_margin_db); without it, it is left out.
+    this mode and gate) on the calibration recordings: the detector, its gate and click checks;
+    the own-voice check (``own_voice_check`` measures it) and the tracked noise floor (for noise
+    that comes after calibration) are left out here.
 
     speech_mask: per speech frame, True where P.56's envelope says speech is active (only those
     count for detection). clicks: a recording with keyboard clicks; all its frames are offered
@@ -235,8 +233,7 @@ def vad_stats(mode: int, gate_dbfs: float, speech: np.ndarray, speech_mask: np.n
 
     def run(x, near=False):
         clf = FrameClassifier.from_audio_config(0, audio, gate_dbfs=gate_dbfs, mode=mode, sample_rate=sample_rate,
-                                                own_level_dbfs=own_level_dbfs,
-                                                own_margin_db=0.0 if own_level_dbfs is None else own_margin_db)
+                                                own_margin_db=0.0, noise_margin_db=0.0)
         fr = frames(x, fl)
         near_keys = np.full(len(fr), near, dtype=bool)
         return clf.classify_block(fr, np.arange(len(fr), dtype=np.int64), near_key_press=near_keys)["speech"]
@@ -281,8 +278,9 @@ def synth_clicks(noise: np.ndarray, sample_rate: int, level_dbfs: float, every_m
 @dataclass(frozen=True)
 class OwnVoiceCheck:
     """The own-voice margin chosen by calibration (dB), and on the calibration speech: the share
-    of its VAD speech frames kept when spoken ``soft_db`` softer (kept_soft), and the share
-    rejected as another person's voice when ``distant_db`` quieter (rejected_distant)."""
+    of its talk time (talk spurts as the engine builds them) kept when spoken ``soft_db`` softer
+    (kept_soft), and the share rejected as another person's voice when ``distant_db`` quieter
+    (rejected_distant), each against the same classification without the own-voice check."""
 
     margin_db: float
     kept_soft: float
@@ -291,35 +289,39 @@ class OwnVoiceCheck:
     distant_db: float
 
 
-def own_voice_check(speech: np.ndarray, speech_mask: np.ndarray, sample_rate: int, audio: Any, mode: int,
-                    level_dbfs: float, *, soft_db: float = 6.0, distant_db: float = 20.0,
-                    min_kept: float = 0.9, max_extra_db: float = 8.0) -> OwnVoiceCheck:
+def own_voice_check(speech: np.ndarray, sample_rate: int, audio: Any, mode: int, level_dbfs: float, *,
+                    padding_ms: int = 300, min_spurt_ms: int = 100, soft_db: float = 6.0,
+                    distant_db: float = 20.0, min_kept: float = 0.9, max_extra_db: float = 8.0) -> OwnVoiceCheck:
     """Check the own-voice margin on the calibration speech (int16, its P.56 level level_dbfs):
     starting from audio.own_margin_db, the smallest margin (1 dB steps, at most max_extra_db
-    more) that keeps at least min_kept of the frames the VAD calls speech (within speech_mask)
-    when the same speech comes soft_db softer, i.e. a wearer speaking softer than the technician.
-    Also reports how much of it, distant_db quieter (a neighbour), is rejected. The energy gate is
-    left out (it would reject the scaled speech for its own reasons)."""
+    more) that keeps at least min_kept of the talk time (pauses < padding_ms bridged, spurts <
+    min_spurt_ms dropped, as the engine does) when the same speech comes soft_db softer, i.e. a
+    wearer speaking softer than the technician. Also reports how much of its talk time, distant_db
+    quieter (a neighbour), is rejected. The energy gate is left out (it would reject the scaled
+    speech for its own reasons)."""
+    from station import intervals
     fl = sample_rate * audio.frame_ms // 1000
     fr = frames(speech, fl)
-    mask = speech_mask[: len(fr)]
+    dur = audio.frame_ms * 1_000_000
 
-    def shares(gain_db: float, margin: float) -> tuple[float, float]:
+    def talk(gain_db: float, margin: float) -> int:
         scaled = np.clip(np.round(fr.astype(np.float64) * 10 ** (gain_db / 20)), -32768, 32767).astype(np.int16)
         clf = FrameClassifier.from_audio_config(0, audio, gate_dbfs=SILENCE_DBFS, mode=mode,
                                                 sample_rate=sample_rate, own_level_dbfs=level_dbfs,
                                                 own_margin_db=margin)
-        cols = clf.classify_block(scaled, np.arange(len(fr), dtype=np.int64))
-        vad = cols["vad"][mask]
-        if not vad.any():
-            return 0.0, 0.0
-        distant = (cols["flags"][mask] & int(FrameFlag.DISTANT)) != 0
-        return float(np.mean(cols["speech"][mask][vad])), float(np.mean(distant[vad]))
+        sp = clf.classify_block(scaled, np.arange(len(fr), dtype=np.int64) * dur)["speech"]
+        iv = intervals.normalize([(i * dur, (i + 1) * dur) for i in np.flatnonzero(sp)])
+        iv = intervals.at_least(intervals.bridge(iv, padding_ms * 1_000_000), min_spurt_ms * 1_000_000)
+        return intervals.measure(iv)
+
+    def share(gain_db: float, margin: float) -> float:
+        base = talk(gain_db, 0.0)
+        return talk(gain_db, margin) / base if base else 0.0
 
     margin = float(audio.own_margin_db)
     best = margin
     for extra in range(int(max_extra_db) + 1):
         best = margin + extra
-        if shares(-soft_db, best)[0] >= min_kept:
+        if share(-soft_db, best) >= min_kept:
             break
-    return OwnVoiceCheck(best, shares(-soft_db, best)[0], shares(-distant_db, best)[1], soft_db, distant_db)
+    return OwnVoiceCheck(best, share(-soft_db, best), 1.0 - share(-distant_db, best), soft_db, distant_db)

@@ -10,8 +10,11 @@ energy gate over the last ``window_frames`` such frames (5 s), recomputed every 
 the noise" when it is less than ``margin_db`` above that floor. Minimum statistics in its
 simplest form: speech has pauses, so the lower tail of the levels over a few seconds is the
 noise, whatever its level; it follows a fan switched on within a few seconds, where webrtcvad's
-own noise model can take ten seconds or more after a loud sound (measured: docs/vad.md). Before
-``min_frames`` frames it says nothing (floor -127 dBFS). Pure and deterministic: the same frames
+own noise model can take ten seconds or more after a loud sound (measured: docs/vad.md). It
+rejects frames only while the microphone is *noisy*: at least ``noisy_share`` (90 %) of the last
+``noisy_frames`` (2 s) were at or above the gate, and ``min_frames`` were counted. In a quiet room
+the pauses fall below the gate, the static gate does the work, and the floor (which would then be
+the softest speech) is not used. Pure and deterministic: the same frames
 in the same order give the same decisions, whatever the block sizes.
 """
 
@@ -66,7 +69,7 @@ class NoiseFloor:
     """
 
     def __init__(self, margin_db: float, *, window_frames: int = 250, min_frames: int = 50,
-                 percentile: float = 10.0):
+                 percentile: float = 10.0, noisy_frames: int = 100, noisy_share: float = 0.9):
         if not margin_db > 0:
             raise ValueError(f"noise margin must be > 0 dB, got {margin_db}")
         if not 0 <= percentile <= 50:
@@ -77,6 +80,17 @@ class NoiseFloor:
         self._levels = RollingPercentile(window_frames)
         self._count = 0
         self.floor_dbfs = MIN_X10 / 10.0
+        self.noisy_frames = int(noisy_frames)
+        self._need = noisy_share * self.noisy_frames
+        self._above: deque[bool] = deque()
+        self._n_above = 0
+
+    @property
+    def active(self) -> bool:
+        """True while the mic is noisy: at least noisy_share of the last noisy_frames frames were
+        at or above the static gate, and the floor is known."""
+        return (len(self._above) == self.noisy_frames and self._n_above >= self._need
+                and len(self._levels) >= self.min_frames)
 
     def below(self, levels_x10: list[int], gate_dbfs: float = MIN_X10 / 10.0) -> list[bool]:
         """Per frame, in time order: True = less than margin_db above the current floor. Every
@@ -86,8 +100,13 @@ class NoiseFloor:
         out = []
         gate_x10 = gate_dbfs * 10.0
         for level in levels_x10:
-            out.append(level < (self.floor_dbfs + self.margin_db) * 10.0)
-            if level < gate_x10:
+            out.append(self.active and level < (self.floor_dbfs + self.margin_db) * 10.0)
+            above = level >= gate_x10
+            self._above.append(above)
+            self._n_above += above
+            if len(self._above) > self.noisy_frames:
+                self._n_above -= self._above.popleft()
+            if not above:
                 continue
             self._levels.add(level)
             self._count += 1

@@ -153,7 +153,8 @@ class FrameClassifier:
     def from_audio_config(cls, channel: int, audio: Any, *, gate_dbfs: float | None = None,
                           mode: int | None = None, coupling_db: float | None = None,
                           sample_rate: int | None = None, own_level_dbfs: float | None = None,
-                          own_margin_db: float | None = None, detector: Any = None) -> "FrameClassifier":
+                          own_margin_db: float | None = None, noise_margin_db: float | None = None,
+                          detector: Any = None) -> "FrameClassifier":
         """A classifier set up from the ``[audio]`` config section (``cfg.audio``), the one place
         that maps its keys onto the classifier: frame_ms, click_crest_db, click_energy_share,
         bleed_margin_db, and, unless given (from a headset profile or a calibration step),
@@ -162,7 +163,7 @@ class FrameClassifier:
         at own_level_dbfs (the profile's speech level, else audio.own_level_dbfs) with
         own_margin_db (the profile's, else audio.own_margin_db; 0 = no own-voice check),
         own_clamp_db, own_learn_s, own_learn_min_s and own_hold_ms; and a ``NoiseFloor`` with
-        noise_margin_db (0 = none) over noise_window_s. detector: see the class (None = webrtcvad)."""
+        noise_margin_db (unless given; 0 = none) over noise_window_s. detector: see the class (None = webrtcvad)."""
         margin = audio.own_margin_db if own_margin_db is None else own_margin_db
         own = None
         if channel == 0 and margin > 0:
@@ -173,9 +174,11 @@ class FrameClassifier:
                            min_frames=max(1, int(audio.own_learn_min_s * per_s)),
                            hold_frames=audio.own_hold_ms // audio.frame_ms)
         noise = None
-        if channel == 0 and audio.noise_margin_db > 0:
+        noise_margin = audio.noise_margin_db if noise_margin_db is None else noise_margin_db
+        if channel == 0 and noise_margin > 0:
             window = max(1, int(audio.noise_window_s * 1000 // audio.frame_ms))
-            noise = NoiseFloor(audio.noise_margin_db, window_frames=window, min_frames=max(1, window // 5))
+            noise = NoiseFloor(noise_margin, window_frames=window, min_frames=max(1, window // 5),
+                               noisy_frames=max(1, 2000 // audio.frame_ms))
         return cls(channel, sample_rate=audio.sample_rate if sample_rate is None else sample_rate,
                    frame_ms=audio.frame_ms, mode=audio.vad_mode if mode is None else mode,
                    gate_dbfs=audio.noise_floor_dbfs + audio.gate_margin_db if gate_dbfs is None else gate_dbfs,

@@ -170,3 +170,22 @@ def test_cli_usage_errors(tmp_path):
     assert r.returncode == 2 and "--headset" in r.stderr
     r = subprocess.run(station_cmd("calibrate"), capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
+
+
+def test_own_voice_margin_check_on_real_speech():
+    """The calibration's own-voice check on real recorded speech (tests/data/corpus): with the
+    default margin, the sentence 6 dB softer keeps >= 90 % of its talk time and the same speech
+    20 dB quieter (a neighbour) loses >= 90 % of it; a margin that is too narrow gets widened."""
+    from calibration.p56 import measure as p56
+    from tests import corpus
+    audio = load(system=False).audio
+    for name in ("librivox_0870", "cmu_numbers"):
+        x, _ = corpus.load(name)
+        lev = p56(x, FS).active_dbov
+        r = measure.own_voice_check(x, FS, audio, 2, lev)
+        print(name, r)
+        assert r.margin_db == audio.own_margin_db and r.kept_soft >= 0.9 and r.rejected_distant >= 0.9, r
+    x, _ = corpus.load("librivox_0870")
+    narrow = load(system=False).replace(audio={"own_margin_db": 3.0}).audio
+    r = measure.own_voice_check(x, FS, narrow, 2, p56(x, FS).active_dbov)
+    assert r.margin_db > 3.0 and r.kept_soft >= 0.9, r

@@ -159,6 +159,8 @@ def test_full_yes_run_with_rig_writes_profile_and_certificate(pa, tmp_path):
     # the rig speaks at 89 dB SPL: active level 89 - 120 = -31 dBFS
     assert prof.speech_level_dbfs == pytest.approx(89.0 - SENSITIVITY, abs=1.0)
     assert prof.noise_floor_dbfs < prof.gate_dbfs < prof.speech_level_dbfs
+    # own-voice margin checked on the sentence and written (docs/vad.md): the default 12 dB holds
+    assert prof.own_margin_db == pytest.approx(load(system=False).audio.own_margin_db)
     certs = sorted((tmp_path / "headsets").glob("hs-b-*.json"))
     assert len(certs) == 1
     cert = json.loads(certs[0].read_text())

@@ -108,6 +108,10 @@ def test_noise_floor_follows_the_noise_and_ignores_silence():
     assert -42.0 <= floor.floor_dbfs <= -40.0
     assert all(below[100:]), "once learned, the noise itself is below floor + margin"
     assert floor.below([-300], gate_dbfs=-54.0) == [False]                  # 10 dB above: may be speech
+    # a quiet room: the pauses fall below the gate, so the floor (the softest speech) is not used
+    quiet = NoiseFloor(4.0, window_frames=250, min_frames=50)
+    speech_with_pauses = ([-250] * 30 + [-1270] * 10) * 20
+    assert not any(quiet.below(speech_with_pauses, gate_dbfs=-54.0)) and not quiet.active
 
 
 def test_babble_and_keyboard_at_10db_snr_figures():
