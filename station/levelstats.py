@@ -14,7 +14,10 @@ own noise model can take ten seconds or more after a loud sound (measured: docs/
 rejects frames only while the microphone is *noisy*: at least ``noisy_share`` (90 %) of the last
 ``noisy_frames`` (2 s) were at or above the gate, and ``min_frames`` were counted. In a quiet room
 the pauses fall below the gate, the static gate does the work, and the floor (which would then be
-the softest speech) is not used. Pure and deterministic: the same frames
+the softest speech) is not used. Nor is it while the lower part of the levels is spread out:
+the floor counts only when the ``STEADY_PCT`` (30th) percentile lies within ``STEADY_SPREAD_DB``
+(3 dB) of it, as for a steady noise (20 ms frames of a fan or hiss: about 1 dB), not for
+speech without pauses (its levels spread over 20 dB and more). Pure and deterministic: the same frames
 in the same order give the same decisions, whatever the block sizes.
 """
 
@@ -27,6 +30,8 @@ import numpy as np
 BIN_X10 = 5            # histogram bin: 0.5 dB in tenths of dB
 MIN_X10 = -1270        # the levels' floor (-127 dBFS)
 UPDATE_EVERY = 25      # NoiseFloor recomputes its floor every this many frames
+STEADY_PCT = 30.0      # NoiseFloor: the floor counts only when this percentile ...
+STEADY_SPREAD_DB = 3.0  # ... is within this many dB of it (a steady noise, not soft speech)
 
 
 class RollingPercentile:
@@ -111,5 +116,7 @@ class NoiseFloor:
             self._levels.add(level)
             self._count += 1
             if self._count % UPDATE_EVERY == 0 and len(self._levels) >= self.min_frames:
-                self.floor_dbfs = self._levels.percentile_dbfs(self.percentile)
+                low = self._levels.percentile_dbfs(self.percentile)
+                steady = self._levels.percentile_dbfs(STEADY_PCT) - low <= STEADY_SPREAD_DB
+                self.floor_dbfs = low if steady else MIN_X10 / 10.0
         return out

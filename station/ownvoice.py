@@ -16,7 +16,9 @@ The reference:
   than the technician did): the ``LEARN_PERCENTILE`` (80th) percentile of the levels of the last
   ``window_frames`` frames accepted as own speech, plus ``PERCENTILE_TO_ACTIVE_DB`` (the measured
   offset between that percentile of 20 ms frame levels and the P.56 active level of the same
-  speech; tests/data/corpus), once ``min_frames`` frames were accepted;
+  speech; tests/data/corpus), once ``min_frames`` frames were accepted; before that, from
+  ``EARLY_FRAMES`` (1 s) on, it may only rise above the anchor (a wearer louder than the technician: a stricter check sooner, which
+  keeps a neighbour out in the first seconds; lowering it needs ``min_frames`` of speech);
 * the learned value is **clamped** to anchor +/- ``clamp_db``. A candidate who shouts once moves a
   robust percentile over a long window hardly at all, and never more than ``clamp_db``; frames
   rejected as distant are not learned from, so a neighbour's voice cannot pull the level down.
@@ -40,6 +42,7 @@ LEARN_PERCENTILE = 80.0
 PERCENTILE_TO_ACTIVE_DB = -2.3   # P.56 active level minus the 80th percentile of 20 ms frame levels (dB)
 HOLD_EXTRA_DB = 6.0              # held frames may be this much quieter than the threshold (dB)
 UPDATE_EVERY = 25                # the learned reference is recomputed after this many accepted frames
+EARLY_FRAMES = 50                # accepted frames before the reference may rise above the anchor (1 s)
 
 
 class OwnVoice:
@@ -83,9 +86,11 @@ class OwnVoice:
         return self.reference_dbfs - self.margin_db
 
     def _update_reference(self) -> None:
-        if not self.learned or self.clamp_db == 0:
+        if self.clamp_db == 0 or len(self._levels) < EARLY_FRAMES:
             return
         level = self._levels.percentile_dbfs(LEARN_PERCENTILE) + PERCENTILE_TO_ACTIVE_DB
+        if not self.learned:             # early: only upwards (stricter), never below the anchor
+            level = max(self.anchor_dbfs, level)
         self.reference_dbfs = min(self.anchor_dbfs + self.clamp_db, max(self.anchor_dbfs - self.clamp_db, level))
 
     def _learn(self, level_x10: int) -> None:

@@ -112,6 +112,10 @@ def test_noise_floor_follows_the_noise_and_ignores_silence():
     quiet = NoiseFloor(4.0, window_frames=250, min_frames=50)
     speech_with_pauses = ([-250] * 30 + [-1270] * 10) * 20
     assert not any(quiet.below(speech_with_pauses, gate_dbfs=-54.0)) and not quiet.active
+    # speech without a pause below the gate: its levels spread over 20 dB, not a steady noise
+    fluent = NoiseFloor(4.0, window_frames=250, min_frames=50)
+    levels = [int(x) for x in rng.uniform(-450, -200, 500)]
+    assert not any(fluent.below(levels, gate_dbfs=-54.0)) and fluent.floor_dbfs == -127.0
 
 
 def test_babble_and_keyboard_at_10db_snr_figures():
@@ -137,6 +141,11 @@ def test_shouting_once_does_not_move_the_learned_level_far():
     assert own.reference_dbfs - ref0 < 1.0
     own.decide([-30] * 5000, [True] * 5000)                     # shouting without end
     assert own.reference_dbfs == pytest.approx(-16.0)
+    early = OwnVoice(-26.0, clamp_db=10.0, min_frames=150)
+    early.decide([-330] * 60, [True] * 60)                        # 1.2 s of soft speech, early
+    assert early.reference_dbfs == -26.0, "lowering the reference needs min_frames of speech"
+    early.decide([-180] * 40, [True] * 40)                       # then louder: may rise at once
+    assert early.reference_dbfs > -26.0
     quiet = OwnVoice(-26.0, clamp_db=10.0, min_frames=150)
     quiet.decide(normal, [True] * len(normal))
     quiet.decide([-460] * 3000, [True] * 3000)                 # a neighbour at -46 dBFS for 60 s
