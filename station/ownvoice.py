@@ -52,7 +52,8 @@ class OwnVoice:
     margin_db: frames more than this below the reference are not the wearer's (dB, > 0).
     clamp_db: the learned reference stays within anchor +/- this (dB; 0 = no learning).
     window_frames: frames the learned percentile is taken over (most recent accepted frames).
-    min_frames: accepted frames needed before the learned value replaces the anchor.
+    min_frames: accepted frames needed before the learned value replaces the anchor (at most
+    window_frames).
     hold_frames: frames kept after an accepted one (soft word ends), see the module docstring.
     Raises ValueError for a margin <= 0, a negative clamp or window sizes < 1.
     """
@@ -67,7 +68,7 @@ class OwnVoice:
         self.margin_db = float(margin_db)
         self.clamp_db = float(clamp_db)
         self.window_frames = int(window_frames)
-        self.min_frames = int(min_frames)
+        self.min_frames = min(int(min_frames), self.window_frames)   # a longer wait could never end
         self.hold_frames = int(hold_frames)
         self._levels = RollingPercentile(self.window_frames)
         self._held = 0
