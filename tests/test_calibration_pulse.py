@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from calibration import p56
+from station.config import load
 from station.headset import read_profile
 from tests.support import require, station_cmd
 
