@@ -289,7 +289,8 @@ class OwnVoiceCheck:
     distant_db: float
 
 
-def own_voice_check(speech: np.ndarray, sample_rate: int, audio: Any, mode: int, level_dbfs: float, *,
+def own_voice_check(speech: np.ndarray, sample_rate: int, audio: Any, mode: int, level_dbfs: float,
+                    gate_dbfs: float, *,
                     padding_ms: int = 300, min_spurt_ms: int = 100, soft_db: float = 6.0,
                     distant_db: float = 20.0, min_kept: float = 0.9, max_extra_db: float = 8.0) -> OwnVoiceCheck:
     """Check the own-voice margin on the calibration speech (int16, its P.56 level level_dbfs):
@@ -297,8 +298,8 @@ def own_voice_check(speech: np.ndarray, sample_rate: int, audio: Any, mode: int,
     more) that keeps at least min_kept of the talk time (pauses < padding_ms bridged, spurts <
     min_spurt_ms dropped, as the engine does) when the same speech comes soft_db softer, i.e. a
     wearer speaking softer than the technician. Also reports how much of its talk time, distant_db
-    quieter (a neighbour), is rejected. The energy gate is left out (it would reject the scaled
-    speech for its own reasons)."""
+    quieter (a neighbour), is rejected. Both classifications use the calibrated gate (gate_dbfs)
+    and the tracked noise floor is left out, so the ratio is the own-voice check's alone."""
     from station import intervals
     fl = sample_rate * audio.frame_ms // 1000
     fr = frames(speech, fl)
@@ -306,9 +307,9 @@ def own_voice_check(speech: np.ndarray, sample_rate: int, audio: Any, mode: int,
 
     def talk(gain_db: float, margin: float) -> int:
         scaled = np.clip(np.round(fr.astype(np.float64) * 10 ** (gain_db / 20)), -32768, 32767).astype(np.int16)
-        clf = FrameClassifier.from_audio_config(0, audio, gate_dbfs=SILENCE_DBFS, mode=mode,
+        clf = FrameClassifier.from_audio_config(0, audio, gate_dbfs=gate_dbfs, mode=mode,
                                                 sample_rate=sample_rate, own_level_dbfs=level_dbfs,
-                                                own_margin_db=margin)
+                                                own_margin_db=margin, noise_margin_db=0.0)
         sp = clf.classify_block(scaled, np.arange(len(fr), dtype=np.int64) * dur)["speech"]
         iv = intervals.normalize([(i * dur, (i + 1) * dur) for i in np.flatnonzero(sp)])
         iv = intervals.at_least(intervals.bridge(iv, padding_ms * 1_000_000), min_spurt_ms * 1_000_000)

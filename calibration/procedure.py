@@ -232,7 +232,7 @@ def run(cfg, io, opts: Options) -> Result:
                   + ("   <- chosen" if s is chosen else ""))
     steps.say(f"gate {gate:.1f} dBFS, webrtcvad mode {chosen.mode}")
     notes.append("keyboard clicks for the VAD check are synthetic impulses added to the recorded noise")
-    own = measure.own_voice_check(speech, fs, cfg.audio, chosen.mode, lev.active_dbov,
+    own = measure.own_voice_check(speech, fs, cfg.audio, chosen.mode, lev.active_dbov, gate,
                                  padding_ms=cfg.speech.padding_ms, min_spurt_ms=cfg.speech.min_spurt_ms)
     steps.say(f"own-voice margin {own.margin_db:g} dB: the sentence {own.soft_db:g} dB softer keeps "
               f"{own.kept_soft * 100:.0f} % of its talk time; {own.distant_db:g} dB quieter (a neighbour) "
