@@ -109,6 +109,7 @@ def run(profile: str, mode: str, duration: float, rss_every: float, softphone: b
     (None: the config's)."""
     from tests.pulse_harness import PulseServer
     from tests.streaming_station import Rig
+    from tests.support import XTEST_INPUT_TOML
     from tests.x11_harness import X11Session
 
     with tempfile.TemporaryDirectory(prefix="agent-bench-") as tmp, X11Session() as x, PulseServer() as pa:
@@ -116,7 +117,7 @@ def run(profile: str, mode: str, duration: float, rss_every: float, softphone: b
         rig = Rig(tmp, station_id="bench-01")
         over = tmp / "audio.toml"
         over.write_text('[audio]\nagent_device = "agent_monitor"\ncustomer_device = "customer_monitor"\n'
-                        + (f"block_ms = {block_ms}\n" if block_ms else ""))
+                        + (f"block_ms = {block_ms}\n" if block_ms else "") + XTEST_INPUT_TOML)
         cfg = ["--config", str(rig.station_cfg), "--config", str(over)]
         data = tmp / "data"
         wins = [x.open_window(c, t) for c, t in WINDOWS]
