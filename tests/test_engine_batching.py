@@ -332,3 +332,35 @@ def test_a_mouse_bin_counts_only_for_its_moves_from_evidence_devices():
     eng_all, _ = run([focus(0, "crm"), MouseBin(int(1 * S), 3, 9, 3)], end_s=4)
     assert eng_mixed.mouse.closed.all.tolist() == [[1 * S, 1 * S + 10_000_000]]
     assert eng_all.mouse.closed.all.tolist() == [] and eng_all.injected["mouse"] == 3
+
+
+def test_the_report_lists_input_devices_the_set_at_exam_start_and_input_without_evidence(tmp_path):
+    """The report's "Input devices": every device with identity, virtual, evidence and why; the
+    set in force at exam start (a device plugged in later is not in it); input counted as not
+    evidence; the same after replay (it is rebuilt from the journal)."""
+    from station.events import DeviceEvent, ExamControl, KeyClass, KeyEvent
+    from station.recorder.report import build_report
+    from station.rendering import render_html
+    kbd = DeviceEvent(int(0.2 * S), "input", "/dev/input/event3", "present", name="Logitech USB Keyboard", bus="usb",
+                      vendor="046d", product="c31c", phys="usb-0000:00:14.0-2/input0", detail="on the allow-list (input.allow entry 1)")
+    fake = DeviceEvent(int(0.3 * S), "input", "/dev/input/event9", "present", name="py-evdev-uinput", bus="usb",
+                       vendor="0001", product="0001", virtual=True, evidence=False, detail="not on the allow-list (input.allow)")
+    later = DeviceEvent(int(20 * S), "input", "/dev/input/event22", "present", name="Apple Keyboard", bus="usb",
+                        vendor="05ac", product="0220", phys="usb-0000:00:14.0-4/input0", evidence=False,
+                        detail="not on the allow-list (input.allow)")
+    ev = [focus(0, "crm"), kbd, fake, ExamControl(int(2 * S), "start"), later] + typing(3, 6)
+    ev += [KeyEvent(int(21 * S), KeyClass.PRINTABLE, True, injected=True), KeyEvent(int(21.1 * S), KeyClass.PRINTABLE, False, injected=True)]
+    j = _journal(tmp_path, split(ev, [k * 0.5 for k in range(1, 70)], end_s=35))
+    try:
+        rep = build_report(j)
+    finally:
+        j.close()
+    dev = rep["input_devices"]
+    assert [d["device"] for d in dev["devices"]] == ["/dev/input/event22", "/dev/input/event9", "/dev/input/event3"]
+    assert dev["without_evidence"] == ["/dev/input/event22", "/dev/input/event9"]
+    assert [d["name"] for d in dev["at_exam_start"]] == ["Logitech USB Keyboard", "py-evdev-uinput"]
+    assert dev["not_evidence_input"] == {"keys": 1, "mouse": 0}
+    assert rep["session_totals"]["keys_pressed"] == len(typing(3, 6)) // 2
+    page = render_html(rep)
+    assert "<h2>Input devices</h2>" in page and "Apple Keyboard" in page and "05ac:0220" in page
+    assert "without evidence: /dev/input/event22, /dev/input/event9" in page

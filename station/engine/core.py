@@ -637,6 +637,10 @@ class Engine:
                "simulated": self.simulated}
         if self.late:   # only then: a session without late events gives the summaries it always gave
             out["late_events"] = sum(self.late.values())
+        no_evidence = sorted(d["name"] or d["device"] for (kind, _), d in self.devices.items()
+                             if kind == "input" and not d["evidence"] and d["state"] != "removed")
+        if no_evidence:   # input devices present now whose input counts toward nothing (console card)
+            out["input_no_evidence"] = no_evidence
         return out
 
     def evidence(self) -> dict:

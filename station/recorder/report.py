@@ -80,6 +80,7 @@ def build_report(journal, exact: bool = True, anchor: dict | None = None) -> dic
                         "first_wall": _iso(h.wall_ns(eng.late_first_ns)) if eng.late_first_ns is not None else None},
         "synthetic_input": {"keys": eng.injected["keys"], "mouse": eng.injected["mouse"],
                             "first_wall": _iso(h.wall_ns(eng.injected_first_ns)) if eng.injected_first_ns else None},
+        "input_devices": _input_devices(journal, eng),
         "security": _security(journal, eng),
         "contacts": contacts,
         "competences": evidence,
@@ -88,6 +89,23 @@ def build_report(journal, exact: bool = True, anchor: dict | None = None) -> dic
         "marks": eng.marks,
         "timeline": timeline(eng, "session", start, end),
     }
+
+
+def _input_devices(journal, eng) -> dict:
+    """Every input device the capture announced (last identity and evidence decision, first
+    seen / last change in UTC), the set in force at exam start, and how much input came from
+    devices without evidence (counted as ``injected``, in no figure)."""
+    wall = journal.header.wall_ns
+
+    def row(d: dict) -> dict:
+        return {**d, "wall": _iso(wall(d["t_ns"]))}
+    devices = sorted((row(d) for (kind, _), d in eng.devices.items() if kind == "input"),
+                     key=lambda d: (d["evidence"], d["device"]))
+    at_start = eng.exam_devices
+    return {"devices": devices,
+            "at_exam_start": None if at_start is None else [row(d) for d in at_start if d["kind"] == "input"],
+            "without_evidence": [d["device"] for d in devices if not d["evidence"]],
+            "not_evidence_input": {"keys": eng.injected["keys"], "mouse": eng.injected["mouse"]}}
 
 
 def _security(journal, eng) -> dict:

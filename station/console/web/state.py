@@ -339,6 +339,10 @@ class Room:
         if isinstance(inj, dict) and (_num(inj.get("keys")) or _num(inj.get("mouse"))):
             alerts.append({"type": "injected", "text": f"synthetic input: {_num(inj.get('keys')) or 0} keys, "
                                                       f"{_num(inj.get('mouse')) or 0} mouse events injected"})
+        no_ev = st.totals.get("input_no_evidence")
+        if isinstance(no_ev, list) and no_ev:   # devices whose input is counted, never evidence
+            alerts.append({"type": "device_no_evidence", "text": "input devices without evidence: "
+                           + ", ".join(str(n) for n in no_ev[:5]) + (f" (+{len(no_ev) - 5})" if len(no_ev) > 5 else "")})
         if st.rewound:
             alerts.append({"type": "journal_rewound", "text": st.rewound})
         integ = st.totals.get("integrity") or {}
