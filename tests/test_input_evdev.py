@@ -295,3 +295,32 @@ def test_a_real_uinput_keyboard_is_virtual_and_gives_no_evidence():
             assert all(k.injected for k in keys) and before <= keys[0].t_ns <= monotonic_ns()
         finally:
             src.stop()
+
+
+def test_station_input_devices_lists_identities_and_a_block_that_pins_them(tmp_path):
+    """The admin's listing on a fixture machine: each keyboard/pointer with identity and the
+    evidence decision; the printed [input] block, pasted into a config, makes exactly the
+    physical devices listed give evidence (a later injector does not)."""
+    import subprocess
+    from tests.support import REPO, station_cmd
+    f = Fixture(tmp_path)
+    for event, kind in (("event3", "usb_keyboard"), ("event4", "usb_mouse"), ("event9", "uinput"),
+                        ("event2", "power_button")):
+        f.plug(event, kind)
+    r = subprocess.run(station_cmd("--no-system-config", "input", "devices", "--dev-dir", str(f.dev),
+                                   "--sys-root", str(f.sys)), capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "'Logitech USB Keyboard' (keyboard) bus usb, 046d:c31c" in out and "VIRTUAL" in out
+    assert "Power Button" not in out
+    block = out[out.index("[input]"):]
+    cfgf = tmp_path / "pinned.toml"
+    cfgf.write_text(block)
+    policy = Policy.from_config(load([cfgf], system=False))
+    fx.add_device(tmp_path / "later", "event22", "usb_injector")
+    decide = lambda root, ev: policy.decide(identity_from_sysfs(ev, root))[0]
+    assert decide(f.sys, "event3") and decide(f.sys, "event4")
+    assert not decide(f.sys, "event9") and not decide(tmp_path / "later", "event22")
+    r = subprocess.run(station_cmd("--no-system-config", "input", "devices", "--dev-dir", str(tmp_path / "none")),
+                       capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert r.returncode == 1 and "no keyboard or pointer" in r.stdout and "Traceback" not in r.stderr
