@@ -236,6 +236,7 @@ def test_the_source_reads_devices_applies_the_allow_list_and_follows_hot_plug(tm
         wait_for(lambda: src.delivered_until() >= monotonic_ns() - 50 * MS, 3, "delivered_until near now")
         assert src.delivered_until() > t0 + 120 * MS
 
+        assert sorted(d.device.rsplit("/", 1)[1] for d in src.device_set()) == ["event3", "event4", "event9"]
         # hot-plug: a USB key injector mid-exam, then removed
         f.plug("event22", "usb_injector")
         inj = wait_for(lambda: got(DeviceEvent, lambda d: d.device.endswith("event22")), 3, "the new device")[0]

@@ -97,6 +97,13 @@ class InputSource:
             return {"state": "stopped", "detail": "", "backend": self.backend}
         return {**impl.status(), "backend": self.backend}
 
+    def device_set(self) -> list:
+        """The input devices the backend reads now, as ``DeviceEvent("present")`` stamped now
+        (re-announced to a recorder after a reconnect); [] for a backend without devices."""
+        impl = self._impl
+        fn = getattr(impl, "device_set", None)
+        return fn() if fn is not None else []
+
     @property
     def counts(self) -> collections.Counter:
         impl = self._impl or self._last

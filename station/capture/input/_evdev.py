@@ -138,9 +138,10 @@ def encode(records: Iterable[tuple[int, int, int, int]]) -> bytes:
 class _Device:
     """Conversion state of one device: evidence, the frame being assembled, keys held."""
 
-    def __init__(self, node: str, evidence: bool):
+    def __init__(self, node: str, evidence: bool, detail: str = ""):
         self.node = node
         self.injected = not evidence
+        self.detail = detail
         self.dx = self.dy = 0
         self.abs: list[int | None] = [None, None]
         self.abs_moved = False
@@ -273,6 +274,12 @@ class Converter:
         return out
 
 
+def _present(t_ns: int, node: str, ident: Identity, evidence: bool, detail: str) -> DeviceEvent:
+    return DeviceEvent(t_ns, "input", node, "present", name=ident.name, bus=ident.bus, vendor=ident.vendor,
+                       product=ident.product, serial=ident.serial, phys=ident.phys, virtual=ident.virtual,
+                       evidence=evidence, detail=detail)
+
+
 class DeviceSet:
     """The open devices of ``dev_dir``: ``scan(t_ns)`` opens new nodes and closes vanished ones,
     returning the ``DeviceEvent``s of the change (the monitor: the same code at start and on
@@ -320,11 +327,13 @@ class DeviceSet:
             except OSError:
                 self.counts["clock_not_set"] += 1   # a FIFO or file (tests); stamps are checked anyway
             evidence, detail = self.policy.decide(ident)
-            self.open[node] = (fd, _Device(node, evidence), ident, inode)
-            out.append(DeviceEvent(t_ns, "input", node, "present", name=ident.name, bus=ident.bus,
-                                   vendor=ident.vendor, product=ident.product, serial=ident.serial,
-                                   phys=ident.phys, virtual=ident.virtual, evidence=evidence, detail=detail))
+            self.open[node] = (fd, _Device(node, evidence, detail), ident, inode)
+            out.append(_present(t_ns, node, ident, evidence, detail))
         return out
+
+    def present(self, t_ns: int) -> list[DeviceEvent]:
+        """The open devices as "present" events at ``t_ns`` (safe from another thread)."""
+        return [_present(t_ns, node, v[2], not v[1].injected, v[1].detail) for node, v in dict(self.open).items()]
 
     def close(self, node: str, t_ns: int, why: str) -> DeviceEvent:
         fd, dev, ident, inode = self.open.pop(node)
@@ -359,6 +368,7 @@ class EvdevInput(ThreadedSource):
         self.counts: collections.Counter = collections.Counter()
         self.reconnects = 0
         self._conv: Converter | None = None
+        self._devs: DeviceSet | None = None
         self._idle_since: int | None = None   # set while the thread waits with nothing left to read
         self._read_until = 0
         super().__init__()
@@ -368,6 +378,11 @@ class EvdevInput(ThreadedSource):
         return {"state": h.state if h else "stopped", "detail": h.detail if h else "",
                 "reconnects": self.reconnects, "queued": 0, "injected_detection": INJECTED_DETECTION,
                 **self.counts}
+
+    def device_set(self) -> list[DeviceEvent]:
+        """The devices open now, as "present" events stamped now (re-announced on a reconnect)."""
+        devs = self._devs
+        return devs.present(monotonic_ns()) if devs is not None and self._thread is not None else []
 
     def delivered_until(self) -> int | None:
         """Station time (ns) up to which every event read is in the sink: the time of the last
@@ -386,7 +401,7 @@ class EvdevInput(ThreadedSource):
         policy = Policy.from_config(self.cfg)
         keys = KeyPipeline(self._sink, self.focus_state, self.key_times, self.counts)
         conv = self._conv = Converter(self._sink, keys, self.counts)
-        devs = DeviceSet(self.dev_dir, self.sys_root, policy, self.counts)
+        devs = self._devs = DeviceSet(self.dev_dir, self.sys_root, policy, self.counts)
         next_scan = 0
         wake = self._wake_r
         pending: dict[str, bytes] = {}

@@ -395,6 +395,11 @@ class Xi2Input(ThreadedSource):
                 "reconnects": self.reconnects, "queued": 0,
                 "injected_detection": INJECTED_DETECTION, **self.counts}
 
+    def device_set(self) -> list[DeviceEvent]:
+        """The slave devices announced last, as "present" events stamped now."""
+        now = monotonic_ns()
+        return [_device_event(now, dev, "present", *v) for dev, v in dict(self._known).items()]
+
     def announce(self, state: "_ServerState", t_ns: int, full: bool = False) -> None:
         """DeviceEvents for the slave devices of ``state``: all of them when ``full`` (a new
         connection), else those that appeared, changed or went away since the last call."""
