@@ -325,3 +325,102 @@ def test_station_input_devices_lists_identities_and_a_block_that_pins_them(tmp_p
     r = subprocess.run(station_cmd("--no-system-config", "input", "devices", "--dev-dir", str(tmp_path / "none")),
                        capture_output=True, text=True, cwd=REPO, timeout=60)
     assert r.returncode == 1 and "no keyboard or pointer" in r.stdout and "Traceback" not in r.stderr
+
+
+# -- typing-task characters: from the display server, only for keys with an evdev twin -----------
+
+@pytest.fixture(scope="module")
+def xs():
+    from tests.x11_harness import x11_test_session
+    with x11_test_session() as x:
+        x.typing = x.open_window("typing-test", "Typing test")
+        yield x
+
+
+def _focus(xs, win, category):
+    """A real focus source on the session; returns (source, state) once it sees ``category``."""
+    from station.capture.focus import FocusSource
+    state = FocusState()
+    src = FocusSource(load(system=False), state)
+    src.start(EventQueue())
+    xs.activate(win)
+    wait_for(lambda: state.category == category, 5, f"focus in {category}")
+    return src, state
+
+
+@pytest.mark.real
+def test_a_key_with_its_evdev_twin_gets_its_character_one_without_is_injected(xs):
+    """Real Xvfb: the X side (XI2 raw keys) sees xdotool's presses; the kernel side is fed here
+    through the converter, as the evdev thread does. A press whose kernel twin (code = X keycode
+    - 8, within TWIN_NS) exists gets the X character and counts; an X press without a twin (XTEST
+    typing) is put out injected, with its character, and so is its release."""
+    import collections
+    fsrc, state = _focus(xs, xs.typing, "typing_task")
+    twin = _evdev.TwinChars(load(system=False), state)
+    q = EventQueue()
+    counts = collections.Counter()
+    keys = KeyPipeline(q, state, None, counts, resolve=twin.char_for)
+    conv = _evdev.Converter(q, keys, counts)
+    conv.twin = twin
+    kbd = _evdev._Device("/dev/input/event3", True)
+    twin.start()
+    try:
+        wait_for(lambda: twin.connected, 5, "the X side connected")
+        xs.xdotool("key", "a")
+        x_press = wait_for(lambda: next((e for e in list(twin.x) if e[1] == "p"), None), 3, "the X press")
+        assert x_press[2] == E.KEY_A + _evdev.X_KEYCODE_OFFSET and x_press[4] == "a"
+        t = x_press[0] - 1_000_000          # the kernel stamps first; Xorg reads the device after
+        t -= t % 1000
+        conv.feed(kbd, _evdev.decode(_evdev.encode(fx.tap(t, E.KEY_A, 30 * MS))), monotonic_ns())
+        conv.timers(monotonic_ns())
+        xs.xdotool("type", "--delay", "20", "bc")        # no kernel twin: XTEST
+        # the evdev thread's timers, run here: decided once SETTLE_NS old
+        wait_for(lambda: (conv.timers(monotonic_ns()) or True) and twin.counts["no_twin"] >= 2
+                 and twin.held_back() is None, 5, "the X presses decided")
+        conv.timers(monotonic_ns() + 1, force=True)
+    finally:
+        twin.stop()
+        fsrc.stop()
+    ev = [e for e in q.drain_events() if isinstance(e, KeyEvent)]
+    real = [e for e in ev if not e.injected]
+    fake = [e for e in ev if e.injected]
+    assert [(e.down, e.char) for e in real] == [(True, "a"), (False, "")]
+    assert real[0].t_ns == t
+    assert [(e.down, e.char) for e in fake] == [(True, "b"), (False, ""), (True, "c"), (False, "")]
+    assert twin.counts["twins"] == 1 and twin.counts["no_twin"] == 2
+
+
+@pytest.mark.real
+def test_the_evdev_source_with_a_display_puts_xtest_typing_out_as_injected(tmp_path, xs):
+    """End to end: the evdev source with the X side running: xdotool typing in the typing-test
+    window has no kernel twin: injected, with its characters (counted, alerted, never evidence);
+    its kernel keyboard's own keys stay evidence."""
+    fsrc, state = _focus(xs, xs.typing, "typing_task")
+    f = Fixture(tmp_path)
+    f.plug("event3", "usb_keyboard")
+    q = EventQueue()
+    src = _evdev.EvdevInput(load(system=False), state, dev_dir=str(f.dev), sys_root=str(f.sys))
+    events: list = []
+
+    def keys():
+        events.extend(q.drain_events())
+        return [e for e in events if isinstance(e, KeyEvent)]
+    src.start(q)
+    try:
+        wait_for(lambda: src.twin is not None and src.twin.connected, 5, "the X side")
+        xs.xdotool("type", "--delay", "20", "xy")
+        wait_for(lambda: len(keys()) >= 4, 5, "the injected keys")
+        t = monotonic_ns() - 300 * MS
+        t -= t % 1000
+        f.write("event3", fx.tap(t, E.KEY_Q))
+        wait_for(lambda: len(keys()) >= 6, 5, "the kernel keys")
+    finally:
+        src.stop()
+        fsrc.stop()
+        f.close()
+    ks = keys()
+    assert "".join(e.char for e in ks if e.injected) == "xy" and all(e.injected for e in ks if e.char)
+    q_keys = [e for e in ks if not e.injected]
+    assert [(e.t_ns, e.down, e.char) for e in q_keys] == [(t, True, ""), (t + 80 * MS, False, "")]   # no X twin: no char
+    st = src.status()
+    assert st["x_no_twin"] == 2 and "x_twins" not in st

@@ -28,8 +28,8 @@ Every backend emits the same events:
 off the allow-list). The engine counts, alerts and reports such input and leaves it out of every
 figure.
 
-Characters: the evdev backend reads key codes, not keymaps: it records no characters (D5's
-typing-task characters need the XI2 backend; the evdev twin check of the issue is not built yet).
+Characters under evdev: from the display server's keymap (XInput 2), and only for keys that
+have their kernel twin within a few ms; an X key without one is injected (``_evdev.TwinChars``).
 
 Privacy rule for ``char`` (``KeyPipeline``): a key press keeps its character only if the focus
 category was ``typing_task`` at the key's time AND stayed so for ``CHAR_GRACE_NS`` afterwards

@@ -26,8 +26,7 @@ clock could not be set, is replaced by the read time and counted, ``clock_fallba
   ``repeat=True``), 0 = release (dropped, counted ``stray_releases``, for a key not known down).
   Class from the key code (``KEY_CLASSES``, the table of ``classify_key``/``classify_keysym``;
   the code is the physical key, so a remapped layout does not change classes except for
-  letters-vs-symbols). No characters: see the input source's docstring (typing-task characters
-  come from the display server).
+  letters-vs-symbols). Characters: see "Characters" below.
 - ``EV_KEY`` buttons: BTN_LEFT/MIDDLE/RIGHT/SIDE/EXTRA = X buttons 1/2/3/8/9 (``MouseClick``),
   press and release (repeats ignored); touch and tool bits are not clicks.
 - ``EV_REL`` REL_X/REL_Y: summed per ``SYN_REPORT`` frame; a frame with motion is ONE move of
@@ -44,6 +43,18 @@ Mouse bins: moves of all devices go into 10 ms bins on the station clock (``Mous
 path length rounded, how many of the moves were injected); a bin is emitted when a later bin's
 move arrives, else ``BIN_CLOSE_LAG_NS`` after its end; a move read after its bin was emitted
 counts in the next one.
+
+Characters (typing-task windows, D5): the kernel gives key codes, not what a key types under the
+session's layout, so characters come from the display server, and only for keys the kernel saw.
+Where an X display is reachable, ``TwinChars`` reads XInput 2 raw key events (keys only, its own
+connection and thread; keymap and modifiers as the XI2 backend). A kernel press in a typing-task
+window waits its grace (``CHAR_GRACE_NS``) and takes the character of its X twin: the X press of
+X keycode = code + 8 within ``TWIN_NS`` (20 ms). An X press without a kernel twin (XTEST, i.e.
+``xdotool``; a device the capture cannot read) is emitted as an injected key, with its character
+inside a typing-task window, ``SETTLE_NS`` after its time. Outside typing-task windows no
+character is kept (the X side still tells injected presses). Without a display (Wayland) there are
+no characters. Limits: auto-repeated characters are not recorded (X and the kernel repeat on
+their own schedules); a remapped keyboard whose X keycodes are not code + 8 gets no characters.
 
 Evidence: every event of a device without evidence (``Policy.decide``) is emitted with
 ``injected`` set (and so counted, alerted and left out of every figure by the engine).
@@ -67,11 +78,12 @@ from typing import Any, Iterable
 
 from evdev import ecodes as E
 
+from station.capture import platform
 from station.capture.base import ThreadedSource
 from station.clock import monotonic_ns
 from station.events import DeviceEvent, KeyClass, MouseBin, MouseClick, MouseScroll
 
-from ._base import BIN_NS, CHAR_GRACE_NS, KeyPipeline
+from ._base import BIN_NS, CHAR_GRACE_NS, RESOLVE, KeyPipeline
 from .devices import Identity, Policy, identity_from_sysfs, list_nodes
 
 EVENT = struct.Struct("@llHHi")       # struct input_event: struct timeval, __u16 type, code, __s32 value
@@ -156,6 +168,7 @@ class Converter:
 
     def __init__(self, sink: Any, keys: KeyPipeline, counts: collections.Counter):
         self.sink, self.keys, self.counts = sink, keys, counts
+        self.twin: TwinChars | None = None
         self.bin_t = -1
         self.bin_count = self.bin_inj = 0
         self.bin_dist = 0.0
@@ -217,7 +230,11 @@ class Converter:
         cls = key_class(code)
         if value == 1:
             dev.down.add(code)
-            self.keys.press(t, cls, "", dev.injected, False)
+            if self.twin is not None:
+                self.twin.note(t, code)
+                self.keys.press(t, cls, RESOLVE, dev.injected, False, code=code)
+            else:
+                self.keys.press(t, cls, "", dev.injected, False)
         elif value == 2:
             self.keys.press(t, cls, "", dev.injected, True)
             self.counts["kernel_repeats"] += 1
@@ -250,8 +267,11 @@ class Converter:
         self.bin_t, self.bin_count, self.bin_inj, self.bin_dist = -1, 0, 0, 0.0
 
     def deadline(self) -> int | None:
-        """Station-clock ns of the next timer (bin close, key char grace); None when none."""
+        """Station-clock ns of the next timer (bin close, key char grace, X twin decision); None when none."""
         dl = self.keys.deadline()
+        x = self.twin.held_back() if self.twin is not None else None
+        if x is not None:
+            dl = x + SETTLE_NS + 1 if dl is None else min(dl, x + SETTLE_NS + 1)
         if self.bin_t >= 0:
             b = self.bin_t + BIN_NS + BIN_CLOSE_LAG_NS
             dl = b if dl is None else min(dl, b)
@@ -260,7 +280,10 @@ class Converter:
     def timers(self, now: int, force: bool = False) -> None:
         if self.bin_t >= 0 and (force or now >= self.bin_t + BIN_NS + BIN_CLOSE_LAG_NS):
             self.close_bin()
-        self.keys.release_due(now, force=force)
+        self.keys.release_due(now, force=force)   # first: kernel presses ask their X twin's character
+        if self.twin is not None:
+            self.twin.sweep(now, self.keys, force=force)
+            self.keys.release_due(now, force=force)
 
     def held_back(self) -> int | None:
         """The earliest station time (ns) of an event not emitted yet (open bin, queued key)."""
@@ -271,6 +294,9 @@ class Converter:
             p = None
         if p is not None:
             out = p if out is None else min(out, p)
+        x = self.twin.held_back() if self.twin is not None else None
+        if x is not None:
+            out = x if out is None else min(out, x)
         return out
 
 
@@ -278,6 +304,133 @@ def _present(t_ns: int, node: str, ident: Identity, evidence: bool, detail: str)
     return DeviceEvent(t_ns, "input", node, "present", name=ident.name, bus=ident.bus, vendor=ident.vendor,
                        product=ident.product, serial=ident.serial, phys=ident.phys, virtual=ident.virtual,
                        evidence=evidence, detail=detail)
+
+
+TWIN_NS = 20_000_000       # an X key press and its evdev twin are at most this far apart (ms stamps, read lag)
+X_KEYCODE_OFFSET = 8       # X keycode = kernel key code + 8 (Xorg's evdev / libinput drivers, Xvfb's keymap)
+SETTLE_NS = CHAR_GRACE_NS + 30_000_000   # an X press is decided (twin or injected) this long after its time
+EV_LOG_NS = 2_000_000_000
+
+
+class _NullSink:
+    """The twin reader's own health and device events stay in it (the input source reports)."""
+
+    def put(self, ev: Any) -> None:
+        pass
+
+    def put_many(self, evs: Iterable[Any]) -> None:
+        pass
+
+    def put_batch(self, batch: Any) -> None:
+        pass
+
+
+class TwinChars:
+    """Typing-task characters from the display server, only for keys the kernel saw (see the
+    module docstring, "Characters").
+
+    An XInput 2 reader (``_xi2.Xi2Input`` on raw key events only, its own X connection and
+    thread) hands every key press here (``press``, with the character only when the focus was
+    ``typing_task``) and its releases. The evdev thread notes every kernel press (``note``);
+    a typing-task press asks for its character when its grace is over (``char_for``: the X
+    press of X keycode = code + 8 within ``TWIN_NS``); ``sweep`` decides every X press
+    ``SETTLE_NS`` after its time: one with an evdev twin is done, one without (XTEST,
+    ``XSendEvent``-free injection through the server, a device the capture cannot read) is put
+    on the key pipeline flagged injected, with its character in a typing-task window, and so is
+    its release. X auto-repeat presses are not twins of anything and are ignored."""
+
+    def __init__(self, cfg: Any, focus_state: Any):
+        from ._xi2 import KEY_MASK, Xi2Input
+        self.focus_state = focus_state
+        self._lock = threading.Lock()
+        self.x: collections.deque = collections.deque()       # [t, kind "p"/"r", kc, cls, char, matched]
+        self.ev: collections.deque = collections.deque()      # (t, code) of kernel presses
+        self.done: collections.deque = collections.deque()    # X presses decided as twins (char_for)
+        self.unmatched_down: set[int] = set()
+        self.counts: collections.Counter = collections.Counter()
+        self.reader = Xi2Input(cfg, focus_state, keys=self, raw_mask=KEY_MASK)
+        self.pending = ()                                     # the reader's _timeout asks deadline()
+
+    def start(self) -> None:
+        self.reader.start(_NullSink())
+
+    def stop(self) -> None:
+        self.reader.stop()
+
+    @property
+    def connected(self) -> bool:
+        return self.reader.connected.is_set()
+
+    # -- the X reader's side (its thread) ---------------------------------------------------
+    def press(self, t: int, cls: int, ch: str, inj: bool, repeat: bool, code: int = 0) -> None:
+        if repeat:
+            return
+        keep = ch if ch and self.focus_state.category_at(t) == "typing_task" else ""
+        with self._lock:
+            self.x.append([t, "p", code, cls, keep, False])
+
+    def release(self, t: int, cls: int, inj: bool, code: int = 0) -> None:
+        with self._lock:
+            self.x.append([t, "r", code, cls, "", False])
+
+    def deadline(self) -> int | None:
+        return None
+
+    def release_due(self, now: int, force: bool = False) -> None:
+        pass
+
+    # -- the evdev thread's side ------------------------------------------------------------
+    def note(self, t: int, code: int) -> None:
+        with self._lock:
+            self.ev.append((t, code))
+            while self.ev and self.ev[0][0] < t - EV_LOG_NS:
+                self.ev.popleft()
+
+    def char_for(self, t: int, code: int) -> str:
+        """The character of the X twin of the kernel press (t, code); "" when it has none."""
+        kc = code + X_KEYCODE_OFFSET
+        with self._lock:
+            for queue in (self.x, self.done):
+                for e in queue:
+                    if e[1] == "p" and e[2] == kc and abs(e[0] - t) <= TWIN_NS and not e[5]:
+                        e[5] = True
+                        return e[4]
+        self.counts["twin_missing"] += 1
+        return ""
+
+    def sweep(self, now: int, keys: KeyPipeline, force: bool = False) -> None:
+        """Decide the X events older than ``now - SETTLE_NS`` (all with ``force``)."""
+        out = []
+        with self._lock:
+            while self.x and (force or self.x[0][0] < now - SETTLE_NS):
+                e = self.x.popleft()
+                t, kind, kc, cls, ch, matched = e
+                if kind == "p":
+                    if not matched:
+                        code = kc - X_KEYCODE_OFFSET
+                        matched = any(c == code and abs(et - t) <= TWIN_NS for et, c in self.ev)
+                    if matched:
+                        self.done.append(e)        # its character stays askable (char_for) a little longer
+                        while self.done and self.done[0][0] < t - EV_LOG_NS:
+                            self.done.popleft()
+                        self.counts["twins"] += 1
+                        self.unmatched_down.discard(kc)
+                    else:
+                        self.counts["no_twin"] += 1
+                        self.unmatched_down.add(kc)
+                        out.append(("p", t, cls, ch))
+                elif kc in self.unmatched_down:
+                    self.unmatched_down.discard(kc)
+                    out.append(("r", t, cls, ""))
+        for kind, t, cls, ch in out:
+            if kind == "p":
+                keys.press(t, cls, ch, True, False)
+            else:
+                keys.release(t, cls, True)
+
+    def held_back(self) -> int | None:
+        with self._lock:
+            return self.x[0][0] if self.x else None
 
 
 class DeviceSet:
@@ -359,8 +512,11 @@ class EvdevInput(ThreadedSource):
     thread_name = "station-input-evdev"
 
     def __init__(self, cfg: Any, focus_state: Any, key_times: Any = None,
-                 connected: threading.Event | None = None, dev_dir: str = "/dev/input", sys_root: str = "/sys"):
+                 connected: threading.Event | None = None, dev_dir: str = "/dev/input", sys_root: str = "/sys",
+                 twin_chars: bool = True):
         self.cfg = cfg
+        self.twin_chars = twin_chars   # read typing-task characters from the X display (TwinChars)
+        self.twin: TwinChars | None = None
         self.focus_state = focus_state
         self.key_times = key_times
         self.connected = connected if connected is not None else threading.Event()
@@ -375,9 +531,11 @@ class EvdevInput(ThreadedSource):
 
     def status(self) -> dict[str, Any]:
         h = self._health
+        twin = self.twin
+        extra = {} if twin is None else {"chars_from_x": twin.connected, **{f"x_{k}": v for k, v in twin.counts.items()}}
         return {"state": h.state if h else "stopped", "detail": h.detail if h else "",
                 "reconnects": self.reconnects, "queued": 0, "injected_detection": INJECTED_DETECTION,
-                **self.counts}
+                **self.counts, **extra}
 
     def device_set(self) -> list[DeviceEvent]:
         """The devices open now, as "present" events stamped now (re-announced on a reconnect)."""
@@ -399,8 +557,14 @@ class EvdevInput(ThreadedSource):
 
     def _run(self) -> None:
         policy = Policy.from_config(self.cfg)
-        keys = KeyPipeline(self._sink, self.focus_state, self.key_times, self.counts)
+        twin = None
+        if self.twin_chars and platform.detect().capturable:   # an X display: typing-task characters
+            twin = self.twin = TwinChars(self.cfg, self.focus_state)
+            twin.start()
+        keys = KeyPipeline(self._sink, self.focus_state, self.key_times, self.counts,
+                           resolve=twin.char_for if twin is not None else None)
         conv = self._conv = Converter(self._sink, keys, self.counts)
+        conv.twin = twin
         devs = self._devs = DeviceSet(self.dev_dir, self.sys_root, policy, self.counts)
         next_scan = 0
         wake = self._wake_r
@@ -452,6 +616,8 @@ class EvdevInput(ThreadedSource):
                     conv.feed(devs.open[node][1], decode(buf[:cut]), read_ns)
                 conv.timers(monotonic_ns())
         finally:
+            if twin is not None:
+                twin.stop()
             conv.timers(monotonic_ns(), force=True)
             for ev in devs.close_all(monotonic_ns()):
                 self._sink.put(ev)

@@ -111,6 +111,7 @@ _XI_ALL_DEVICES, _XI_ALL_MASTER_DEVICES = 0, 1
 _XI_SLAVE_POINTER, _XI_SLAVE_KEYBOARD, _XI_FLOATING_SLAVE = 3, 4, 5
 _RAW_MASK = sum(1 << e for e in (_XI_RAW_KEY_PRESS, _XI_RAW_KEY_RELEASE, _XI_RAW_BUTTON_PRESS,
                                  _XI_RAW_BUTTON_RELEASE, _XI_RAW_MOTION))
+KEY_MASK = (1 << _XI_RAW_KEY_PRESS) | (1 << _XI_RAW_KEY_RELEASE)
 _QUERY_POINTER_OPCODE = 38
 _LOCK_MASK = 2
 _SCROLL_BUTTONS = {4: (0, 1), 5: (0, -1), 6: (-1, 0), 7: (1, 0)}
@@ -378,8 +379,13 @@ class Xi2Input(ThreadedSource):
     thread_name = "station-input-xi2"
 
     def __init__(self, cfg: Any, focus_state: Any, key_times: Any = None,
-                 connected: threading.Event | None = None):
+                 connected: threading.Event | None = None, keys: Any = None, raw_mask: int = 0):
+        """keys: where key presses/releases go instead of a ``KeyPipeline`` on the sink (the evdev
+        backend's ``TwinChars``); raw_mask: the XI2 raw events to select (default: keys, buttons,
+        motion; ``KEY_MASK``: keys only)."""
         self.cfg = cfg
+        self._keys = keys
+        self.raw_mask = raw_mask or _RAW_MASK
         self.focus_state = focus_state
         self.key_times = key_times
         self.connected = connected if connected is not None else threading.Event()
@@ -421,7 +427,7 @@ class Xi2Input(ThreadedSource):
             self._health.report("lost", platform.unavailable_reason(backend))
             self._stop.wait()
             return
-        keys = KeyPipeline(self._sink, self.focus_state, self.key_times, self.counts)
+        keys = self._keys or KeyPipeline(self._sink, self.focus_state, self.key_times, self.counts)
         reconnect_loop(self._stop, lambda connected: self._session(keys, backend.display, connected),
                        self._count_reconnect)
         keys.release_due(monotonic_ns(), force=True)
@@ -489,7 +495,7 @@ class _Reader:
             src.announce(self.state, monotonic_ns(), full=True)
             root = d.screen().root
             self.root_id = root.id
-            root.xinput_select_events([(xinput.AllMasterDevices, _RAW_MASK),
+            root.xinput_select_events([(xinput.AllMasterDevices, src.raw_mask),
                                        (xinput.AllDevices, xinput.HierarchyChangedMask)])
             p = root.query_pointer()
             self.pos: tuple[int, int] | None = (int(p.root_x), int(p.root_y))
@@ -751,7 +757,7 @@ class _Reader:
         interval = max(1, self.state.repeat_interval_ms) * 1_000_000
         while self.repeat_kc and self.repeat_next < t:
             cls, ch = self._classify(self.repeat_kc)
-            self.keys.press(self.repeat_next, cls, ch, self.repeat_inj, True)
+            self.keys.press(self.repeat_next, cls, ch, self.repeat_inj, True, code=self.repeat_kc)
             self.repeat_next += interval
 
     def _button_or_key(self, t: int, evtype: int, detail: int, inj: bool, flags: int) -> None:
@@ -762,7 +768,7 @@ class _Reader:
             role = self.state.keymap.role.get(kc, 0)
             repeat = bool(flags & _XI_KEY_REPEAT)  # the server says: this key was already down
             cls, ch = self._classify(kc)
-            self.keys.press(t, cls, ch, inj, repeat)
+            self.keys.press(t, cls, ch, inj, repeat, code=kc)
             if repeat:
                 self.counts["server_repeats"] += 1
                 if kc == self.repeat_kc:
@@ -790,7 +796,7 @@ class _Reader:
                 self.counts["stray_releases"] += 1
                 return
             cls, _ = self._classify(kc)
-            self.keys.release(t, cls, inj)
+            self.keys.release(t, cls, inj, code=kc)
             self.down.discard(kc)
             self.shift.discard(kc)
             self.level3.discard(kc)
