@@ -13,7 +13,10 @@ identity read from sysfs and decided by the allow-list (``devices.Policy``), and
 ``DeviceEvent("input", node, "present", ...)`` emitted; a node that went away (or whose read
 gives ENODEV / end of file) is closed with ``DeviceEvent(..., "removed")``. In between it waits
 in ``select`` on the open nodes and reads whole ``input_event`` records (``decode``: struct
-timeval + type, code, value; 24 bytes on 64-bit) with ``os.read``. The same code reads a FIFO
+timeval + type, code, value; 24 bytes on 64-bit) with ``os.read``; after a read with motion it
+waits until about ``READ_BUDGET_EVENTS`` (48) records are buffered at the recent rate, 10-200
+ms, before reading again (3/4 of the kernel's smallest client buffer, 64 events; a mouse's is
+128; stamps are the kernel's, so the wait moves none). The same code reads a FIFO
 or file in place of a device (tests: ``tests/test_input_evdev.py``); there ``EVIOCSCLOCKID``
 fails (ENOTTY) and the records' own stamps are taken as they are.
 
@@ -91,6 +94,8 @@ EVIOCSCLOCKID = 0x400445A0            # _IOW('E', 0xa0, int)
 CLOCK_MONOTONIC = 1
 SCAN_S = 0.5
 READ_RECORDS = 256                    # records per os.read
+READ_BUDGET_EVENTS = 48               # after a read with motion, wait until about this many records wait ...
+READ_BATCH_MIN_S, READ_BATCH_MAX_S = 0.010, 0.200   # ... within these bounds (see EvdevInput._run)
 BIN_CLOSE_LAG_NS = 20_000_000
 MAX_EVENT_AGE_NS = 2_000_000_000
 INJECTED_DETECTION = ("evdev backend: input from devices without evidence (input.allow; virtual devices "
@@ -169,6 +174,7 @@ class Converter:
     def __init__(self, sink: Any, keys: KeyPipeline, counts: collections.Counter):
         self.sink, self.keys, self.counts = sink, keys, counts
         self.twin: TwinChars | None = None
+        self.moved = False          # a move since the reader last looked (read batching)
         self.bin_t = -1
         self.bin_count = self.bin_inj = 0
         self.bin_dist = 0.0
@@ -257,6 +263,7 @@ class Converter:
         self.bin_count += 1
         self.bin_inj += inj
         self.bin_dist += dist
+        self.moved = True
         self.counts["moves"] += 1
 
     def close_bin(self) -> None:
@@ -569,6 +576,7 @@ class EvdevInput(ThreadedSource):
         next_scan = 0
         wake = self._wake_r
         pending: dict[str, bytes] = {}
+        last_read = monotonic_ns()
         try:
             while not self._stop.is_set():
                 now = monotonic_ns()
@@ -593,6 +601,7 @@ class EvdevInput(ThreadedSource):
                 if wake in r:
                     break
                 read_ns = monotonic_ns()
+                n_records = 0
                 for fd in r:
                     node = fds.get(fd)
                     if node is None:
@@ -613,8 +622,21 @@ class EvdevInput(ThreadedSource):
                     cut = len(buf) - len(buf) % EVENT.size
                     if cut < len(buf):
                         pending[node] = buf[cut:]
+                    n_records += cut // EVENT.size
                     conv.feed(devs.open[node][1], decode(buf[:cut]), read_ns)
                 conv.timers(monotonic_ns())
+                since, last_read = read_ns - last_read, read_ns
+                if conv.moved:
+                    # Let more arrive before reading again: until about READ_BUDGET_EVENTS records
+                    # wait at the recent rate (10-200 ms): a 125 Hz mouse costs ~10 wake-ups a second,
+                    # a 1000 Hz one ~100, not one per frame. The kernel keeps the frames meanwhile
+                    # with their stamps (evdev's client buffer holds at least 64 events; an overflow
+                    # is a SYN_DROPPED, counted). Not after a read without motion (keys at once).
+                    conv.moved = False
+                    if self.key_times is not None:
+                        self.key_times.defer(read_ns - 1_000_000)
+                    rate = n_records / max(since, 1) * 1e9           # records per second lately
+                    self._stop.wait(min(READ_BATCH_MAX_S, max(READ_BATCH_MIN_S, READ_BUDGET_EVENTS / max(rate, 1.0))))
         finally:
             if twin is not None:
                 twin.stop()
