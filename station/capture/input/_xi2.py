@@ -273,6 +273,8 @@ class _ServerState:
         for dev, name, use in self.devices:
             if use in (_XI_SLAVE_POINTER, _XI_SLAVE_KEYBOARD, _XI_FLOATING_SLAVE):
                 ident = _slave_identity(d, dev, name)
+                if ident.sys_path and not (ident.keyboard or ident.pointer):
+                    continue   # a power button, lid switch, video bus: neither announced nor evidence
                 self.slaves[dev] = (ident, *policy.decide(ident))
         self.evidence = frozenset(dev for dev, (_, ok, _) in self.slaves.items() if ok)
         info = d.display.info
