@@ -20,44 +20,8 @@ ms, before reading again (3/4 of the kernel's smallest client buffer, 64 events;
 or file in place of a device (tests: ``tests/test_input_evdev.py``); there ``EVIOCSCLOCKID``
 fails (ENOTTY) and the records' own stamps are taken as they are.
 
-Conversion (``Converter``, one code path for every device; kernel semantics of
-``Documentation/input/event-codes.rst``): each record's stamp is its own timeval (ns on the
-station clock; a stamp more than ``MAX_EVENT_AGE_NS`` from the read time, e.g. a device whose
-clock could not be set, is replaced by the read time and counted, ``clock_fallbacks``).
-
-- ``EV_KEY`` keys (codes < ``BTN_MISC``): value 1 = press, 2 = kernel auto-repeat (a press with
-  ``repeat=True``), 0 = release (dropped, counted ``stray_releases``, for a key not known down).
-  Class from the key code (``KEY_CLASSES``, the table of ``classify_key``/``classify_keysym``;
-  the code is the physical key, so a remapped layout does not change classes except for
-  letters-vs-symbols). Characters: see "Characters" below.
-- ``EV_KEY`` buttons: BTN_LEFT/MIDDLE/RIGHT/SIDE/EXTRA = X buttons 1/2/3/8/9 (``MouseClick``),
-  press and release (repeats ignored); touch and tool bits are not clicks.
-- ``EV_REL`` REL_X/REL_Y: summed per ``SYN_REPORT`` frame; a frame with motion is ONE move of
-  length hypot(dx, dy) (device counts, = px without pointer acceleration). REL_WHEEL (+1 = up =
-  +dy) and REL_HWHEEL (+1 = right = +dx) are ``MouseScroll`` steps; REL_WHEEL_HI_RES and
-  REL_HWHEEL_HI_RES (120 per notch) are ignored: the kernel sends the detent events too.
-- ``EV_ABS`` ABS_X/ABS_Y (touchpads, tablets): a frame that changes them is one move, length in
-  device units.
-- ``EV_SYN`` SYN_REPORT ends a frame; SYN_DROPPED (the device's buffer overflowed): everything
-  up to the next SYN_REPORT is discarded, as the kernel documents, and counted (``dropped``).
-- ``EV_MSC`` (MSC_SCAN), LEDs, others: ignored.
-
-Mouse bins: moves of all devices go into 10 ms bins on the station clock (``MouseBin``: count,
-path length rounded, how many of the moves were injected); a bin is emitted when a later bin's
-move arrives, else ``BIN_CLOSE_LAG_NS`` after its end; a move read after its bin was emitted
-counts in the next one.
-
-Characters (typing-task windows, D5): the kernel gives key codes, not what a key types under the
-session's layout, so characters come from the display server, and only for keys the kernel saw.
-Where an X display is reachable, ``TwinChars`` reads XInput 2 raw key events (keys only, its own
-connection and thread; keymap and modifiers as the XI2 backend). A kernel press in a typing-task
-window waits its grace (``CHAR_GRACE_NS``) and takes the character of its X twin: the X press of
-X keycode = code + 8 within ``TWIN_NS`` (20 ms). An X press without a kernel twin (XTEST, i.e.
-``xdotool``; a device the capture cannot read) is emitted as an injected key, with its character
-inside a typing-task window, ``SETTLE_NS`` after its time. Outside typing-task windows no
-character is kept (the X side still tells injected presses). Without a display (Wayland) there are
-no characters. Limits: auto-repeated characters are not recorded (X and the kernel repeat on
-their own schedules); a remapped keyboard whose X keycodes are not code + 8 gets no characters.
+Conversion of the records to station events: ``_evdev_records`` (``Converter``, one code path
+for every device). Typing-task characters: ``_twin`` (``TwinChars``).
 
 Evidence: every event of a device without evidence (``Policy.decide``) is emitted with
 ``injected`` set (and so counted, alerted and left out of every figure by the engine).
@@ -72,372 +36,37 @@ from __future__ import annotations
 import collections
 import errno
 import fcntl
-import math
 import os
 import select
 import struct
 import threading
-from typing import Any, Iterable
-
-from evdev import ecodes as E
+from typing import Any
 
 from station.capture import platform
 from station.capture.base import ThreadedSource
 from station.clock import monotonic_ns
-from station.events import DeviceEvent, KeyClass, MouseBin, MouseClick, MouseScroll
+from station.events import DeviceEvent
 
-from ._base import BIN_NS, CHAR_GRACE_NS, RESOLVE, KeyPipeline
+from ._base import KeyPipeline
+from ._evdev_records import EVENT, Converter, _Device, decode, encode, key_class  # noqa: F401 (one import for tests)
+from ._twin import X_KEYCODE_OFFSET, TwinChars  # noqa: F401
 from .devices import Identity, Policy, identity_from_sysfs, list_nodes
 
-EVENT = struct.Struct("@llHHi")       # struct input_event: struct timeval, __u16 type, code, __s32 value
 EVIOCSCLOCKID = 0x400445A0            # _IOW('E', 0xa0, int)
 CLOCK_MONOTONIC = 1
 SCAN_S = 0.5
 READ_RECORDS = 256                    # records per os.read
 READ_BUDGET_EVENTS = 48               # after a read with motion, wait until about this many records wait ...
 READ_BATCH_MIN_S, READ_BATCH_MAX_S = 0.010, 0.200   # ... within these bounds (see EvdevInput._run)
-BIN_CLOSE_LAG_NS = 20_000_000
-MAX_EVENT_AGE_NS = 2_000_000_000
 INJECTED_DETECTION = ("evdev backend: input from devices without evidence (input.allow; virtual devices "
                       "such as uinput by default) is marked injected; XTEST and XSendEvent never reach the kernel "
                       "devices read")
-
-BUTTONS = {E.BTN_LEFT: 1, E.BTN_MIDDLE: 2, E.BTN_RIGHT: 3, E.BTN_SIDE: 8, E.BTN_EXTRA: 9}
-
-
-def _key_classes() -> dict[int, int]:
-    t: dict[int, int] = {}
-    printable = [*range(E.KEY_1, E.KEY_EQUAL + 1), *range(E.KEY_Q, E.KEY_RIGHTBRACE + 1),
-                 *range(E.KEY_A, E.KEY_GRAVE + 1), *range(E.KEY_BACKSLASH, E.KEY_SLASH + 1), E.KEY_SPACE,
-                 E.KEY_102ND, E.KEY_KPASTERISK, *range(E.KEY_KP7, E.KEY_KPDOT + 1), E.KEY_KPSLASH,
-                 E.KEY_KPEQUAL, E.KEY_KPCOMMA]
-    for c in printable:
-        t[c] = KeyClass.PRINTABLE
-    for c in (E.KEY_LEFTCTRL, E.KEY_LEFTSHIFT, E.KEY_RIGHTSHIFT, E.KEY_LEFTALT, E.KEY_CAPSLOCK,
-              E.KEY_NUMLOCK, E.KEY_SCROLLLOCK, E.KEY_RIGHTCTRL, E.KEY_RIGHTALT, E.KEY_LEFTMETA,
-              E.KEY_RIGHTMETA):
-        t[c] = KeyClass.MODIFIER
-    for c in (E.KEY_TAB, E.KEY_LEFT, E.KEY_RIGHT, E.KEY_UP, E.KEY_DOWN, E.KEY_HOME, E.KEY_END,
-              E.KEY_PAGEUP, E.KEY_PAGEDOWN):
-        t[c] = KeyClass.NAVIGATION
-    t[E.KEY_BACKSPACE] = KeyClass.BACKSPACE
-    t[E.KEY_DELETE] = KeyClass.DELETE
-    t[E.KEY_ENTER] = t[E.KEY_KPENTER] = KeyClass.ENTER
-    # keypad digits: navigation keys with Num Lock off; the code does not say, printable is kept
-    # (a typing burst either way)
-    for c in (E.KEY_KPMINUS, E.KEY_KPPLUS):
-        t[c] = KeyClass.PRINTABLE
-    return t
-
-
-KEY_CLASSES = _key_classes()
-
-
-def key_class(code: int) -> int:
-    """KeyClass of a kernel key code (``KEY_*``); OTHER for anything not in ``KEY_CLASSES``."""
-    return KEY_CLASSES.get(code, KeyClass.OTHER)
-
-
-def decode(buf: bytes | bytearray | memoryview) -> list[tuple[int, int, int, int]]:
-    """Whole ``input_event`` records of ``buf`` -> [(t_ns, type, code, value)]; a trailing
-    partial record is ignored (the caller keeps it; a device read never returns one)."""
-    n = len(buf) - len(buf) % EVENT.size
-    return [(sec * 1_000_000_000 + usec * 1000, typ, code, value)
-            for sec, usec, typ, code, value in EVENT.iter_unpack(memoryview(buf)[:n])]
-
-
-def encode(records: Iterable[tuple[int, int, int, int]]) -> bytes:
-    """The inverse of ``decode`` (tests write recorded streams with it)."""
-    return b"".join(EVENT.pack(t // 1_000_000_000, (t % 1_000_000_000) // 1000, typ, code, value)
-                    for t, typ, code, value in records)
-
-
-class _Device:
-    """Conversion state of one device: evidence, the frame being assembled, keys held."""
-
-    def __init__(self, node: str, evidence: bool, detail: str = ""):
-        self.node = node
-        self.injected = not evidence
-        self.detail = detail
-        self.dx = self.dy = 0
-        self.abs: list[int | None] = [None, None]
-        self.abs_moved = False
-        self.abs_dist = 0.0
-        self.dropping = False
-        self.down: set[int] = set()
-
-
-class Converter:
-    """``input_event`` records -> station events on ``keys`` (a ``KeyPipeline``) and ``sink``
-    (see module docstring). One per source; not thread-safe."""
-
-    def __init__(self, sink: Any, keys: KeyPipeline, counts: collections.Counter):
-        self.sink, self.keys, self.counts = sink, keys, counts
-        self.twin: TwinChars | None = None
-        self.moved = False          # a move since the reader last looked (read batching)
-        self.bin_t = -1
-        self.bin_count = self.bin_inj = 0
-        self.bin_dist = 0.0
-        self.closed_until = 0
-
-    def feed(self, dev: _Device, records: Iterable[tuple[int, int, int, int]], now: int) -> None:
-        for t, typ, code, value in records:
-            if now - t > MAX_EVENT_AGE_NS or t - now > MAX_EVENT_AGE_NS:
-                self.counts["clock_fallbacks"] += 1
-                t = now
-            if dev.dropping:
-                if typ == E.EV_SYN and code == E.SYN_REPORT:
-                    dev.dropping = False
-                    dev.dx = dev.dy = 0
-                    dev.abs_moved = False
-                continue
-            if typ == E.EV_SYN:
-                if code == E.SYN_REPORT:
-                    self._frame(dev, t)
-                elif code == E.SYN_DROPPED:
-                    self.counts["dropped"] += 1
-                    dev.dropping = True
-            elif typ == E.EV_KEY:
-                self._key(dev, t, code, value)
-            elif typ == E.EV_REL:
-                if code == E.REL_X:
-                    dev.dx += value
-                elif code == E.REL_Y:
-                    dev.dy += value
-                elif code == E.REL_WHEEL and value:
-                    self.sink.put(MouseScroll(t, 0, value, dev.injected))
-                    self.counts["scrolls"] += 1
-                elif code == E.REL_HWHEEL and value:
-                    self.sink.put(MouseScroll(t, value, 0, dev.injected))
-                    self.counts["scrolls"] += 1
-            elif typ == E.EV_ABS and code in (E.ABS_X, E.ABS_Y):
-                i = 0 if code == E.ABS_X else 1
-                old = dev.abs[i]
-                if old is not None and old != value:
-                    dev.abs_moved = True
-                    dev.abs_dist += (value - old) ** 2
-                dev.abs[i] = value
-
-    def _frame(self, dev: _Device, t: int) -> None:
-        if dev.dx or dev.dy:
-            self._move(t, math.hypot(dev.dx, dev.dy), dev.injected)
-        elif dev.abs_moved:
-            self._move(t, math.sqrt(dev.abs_dist), dev.injected)
-        dev.dx = dev.dy = 0
-        dev.abs_moved, dev.abs_dist = False, 0.0
-
-    def _key(self, dev: _Device, t: int, code: int, value: int) -> None:
-        if code >= E.BTN_MISC and code < E.KEY_OK:
-            button = BUTTONS.get(code)
-            if button is not None and value in (0, 1):
-                self.sink.put(MouseClick(t, button, bool(value), dev.injected))
-                self.counts["clicks"] += 1
-            return
-        cls = key_class(code)
-        if value == 1:
-            dev.down.add(code)
-            if self.twin is not None:
-                self.twin.note(t, code)
-                self.keys.press(t, cls, RESOLVE, dev.injected, False, code=code)
-            else:
-                self.keys.press(t, cls, "", dev.injected, False)
-        elif value == 2:
-            self.keys.press(t, cls, "", dev.injected, True)
-            self.counts["kernel_repeats"] += 1
-        elif value == 0:
-            if code not in dev.down:
-                self.counts["stray_releases"] += 1
-                return
-            dev.down.discard(code)
-            self.keys.release(t, cls, dev.injected)
-
-    def _move(self, t: int, dist: float, inj: bool) -> None:
-        b = t - t % BIN_NS
-        if b < self.closed_until:
-            b = self.closed_until       # read after its bin was emitted: counts in the next one
-        if self.bin_t >= 0 and b < self.bin_t:
-            b = self.bin_t              # another device's earlier move, read later
-        if b != self.bin_t:
-            self.close_bin()
-            self.bin_t = b
-        self.bin_count += 1
-        self.bin_inj += inj
-        self.bin_dist += dist
-        self.moved = True
-        self.counts["moves"] += 1
-
-    def close_bin(self) -> None:
-        if self.bin_t >= 0 and self.bin_count:
-            self.sink.put(MouseBin(self.bin_t, self.bin_count, int(round(self.bin_dist)), self.bin_inj))
-            self.counts["mouse_bins"] += 1
-            self.closed_until = self.bin_t + BIN_NS
-        self.bin_t, self.bin_count, self.bin_inj, self.bin_dist = -1, 0, 0, 0.0
-
-    def deadline(self) -> int | None:
-        """Station-clock ns of the next timer (bin close, key char grace, X twin decision); None when none."""
-        dl = self.keys.deadline()
-        x = self.twin.held_back() if self.twin is not None else None
-        if x is not None:
-            dl = x + SETTLE_NS + 1 if dl is None else min(dl, x + SETTLE_NS + 1)
-        if self.bin_t >= 0:
-            b = self.bin_t + BIN_NS + BIN_CLOSE_LAG_NS
-            dl = b if dl is None else min(dl, b)
-        return dl
-
-    def timers(self, now: int, force: bool = False) -> None:
-        if self.bin_t >= 0 and (force or now >= self.bin_t + BIN_NS + BIN_CLOSE_LAG_NS):
-            self.close_bin()
-        self.keys.release_due(now, force=force)   # first: kernel presses ask their X twin's character
-        if self.twin is not None:
-            self.twin.sweep(now, self.keys, force=force)
-            self.keys.release_due(now, force=force)
-
-    def held_back(self) -> int | None:
-        """The earliest station time (ns) of an event not emitted yet (open bin, queued key)."""
-        out = self.bin_t if self.bin_t >= 0 else None
-        try:
-            p = self.keys.pending[0][0].t_ns
-        except IndexError:
-            p = None
-        if p is not None:
-            out = p if out is None else min(out, p)
-        x = self.twin.held_back() if self.twin is not None else None
-        if x is not None:
-            out = x if out is None else min(out, x)
-        return out
 
 
 def _present(t_ns: int, node: str, ident: Identity, evidence: bool, detail: str) -> DeviceEvent:
     return DeviceEvent(t_ns, "input", node, "present", name=ident.name, bus=ident.bus, vendor=ident.vendor,
                        product=ident.product, serial=ident.serial, phys=ident.phys, virtual=ident.virtual,
                        evidence=evidence, detail=detail)
-
-
-TWIN_NS = 20_000_000       # an X key press and its evdev twin are at most this far apart (ms stamps, read lag)
-X_KEYCODE_OFFSET = 8       # X keycode = kernel key code + 8 (Xorg's evdev / libinput drivers, Xvfb's keymap)
-SETTLE_NS = CHAR_GRACE_NS + 30_000_000   # an X press is decided (twin or injected) this long after its time
-EV_LOG_NS = 2_000_000_000
-
-
-class _NullSink:
-    """The twin reader's own health and device events stay in it (the input source reports)."""
-
-    def put(self, ev: Any) -> None:
-        pass
-
-    def put_many(self, evs: Iterable[Any]) -> None:
-        pass
-
-    def put_batch(self, batch: Any) -> None:
-        pass
-
-
-class TwinChars:
-    """Typing-task characters from the display server, only for keys the kernel saw (see the
-    module docstring, "Characters").
-
-    An XInput 2 reader (``_xi2.Xi2Input`` on raw key events only, its own X connection and
-    thread) hands every key press here (``press``, with the character only when the focus was
-    ``typing_task``) and its releases. The evdev thread notes every kernel press (``note``);
-    a typing-task press asks for its character when its grace is over (``char_for``: the X
-    press of X keycode = code + 8 within ``TWIN_NS``); ``sweep`` decides every X press
-    ``SETTLE_NS`` after its time: one with an evdev twin is done, one without (XTEST,
-    ``XSendEvent``-free injection through the server, a device the capture cannot read) is put
-    on the key pipeline flagged injected, with its character in a typing-task window, and so is
-    its release. X auto-repeat presses are not twins of anything and are ignored."""
-
-    def __init__(self, cfg: Any, focus_state: Any):
-        from ._xi2 import KEY_MASK, Xi2Input
-        self.focus_state = focus_state
-        self._lock = threading.Lock()
-        self.x: collections.deque = collections.deque()       # [t, kind "p"/"r", kc, cls, char, matched]
-        self.ev: collections.deque = collections.deque()      # (t, code) of kernel presses
-        self.done: collections.deque = collections.deque()    # X presses decided as twins (char_for)
-        self.unmatched_down: set[int] = set()
-        self.counts: collections.Counter = collections.Counter()
-        self.reader = Xi2Input(cfg, focus_state, keys=self, raw_mask=KEY_MASK)
-        self.pending = ()                                     # the reader's _timeout asks deadline()
-
-    def start(self) -> None:
-        self.reader.start(_NullSink())
-
-    def stop(self) -> None:
-        self.reader.stop()
-
-    @property
-    def connected(self) -> bool:
-        return self.reader.connected.is_set()
-
-    # -- the X reader's side (its thread) ---------------------------------------------------
-    def press(self, t: int, cls: int, ch: str, inj: bool, repeat: bool, code: int = 0) -> None:
-        if repeat:
-            return
-        keep = ch if ch and self.focus_state.category_at(t) == "typing_task" else ""
-        with self._lock:
-            self.x.append([t, "p", code, cls, keep, False])
-
-    def release(self, t: int, cls: int, inj: bool, code: int = 0) -> None:
-        with self._lock:
-            self.x.append([t, "r", code, cls, "", False])
-
-    def deadline(self) -> int | None:
-        return None
-
-    def release_due(self, now: int, force: bool = False) -> None:
-        pass
-
-    # -- the evdev thread's side ------------------------------------------------------------
-    def note(self, t: int, code: int) -> None:
-        with self._lock:
-            self.ev.append((t, code))
-            while self.ev and self.ev[0][0] < t - EV_LOG_NS:
-                self.ev.popleft()
-
-    def char_for(self, t: int, code: int) -> str:
-        """The character of the X twin of the kernel press (t, code); "" when it has none."""
-        kc = code + X_KEYCODE_OFFSET
-        with self._lock:
-            for queue in (self.x, self.done):
-                for e in queue:
-                    if e[1] == "p" and e[2] == kc and abs(e[0] - t) <= TWIN_NS and not e[5]:
-                        e[5] = True
-                        return e[4]
-        self.counts["twin_missing"] += 1
-        return ""
-
-    def sweep(self, now: int, keys: KeyPipeline, force: bool = False) -> None:
-        """Decide the X events older than ``now - SETTLE_NS`` (all with ``force``)."""
-        out = []
-        with self._lock:
-            while self.x and (force or self.x[0][0] < now - SETTLE_NS):
-                e = self.x.popleft()
-                t, kind, kc, cls, ch, matched = e
-                if kind == "p":
-                    if not matched:
-                        code = kc - X_KEYCODE_OFFSET
-                        matched = any(c == code and abs(et - t) <= TWIN_NS for et, c in self.ev)
-                    if matched:
-                        self.done.append(e)        # its character stays askable (char_for) a little longer
-                        while self.done and self.done[0][0] < t - EV_LOG_NS:
-                            self.done.popleft()
-                        self.counts["twins"] += 1
-                        self.unmatched_down.discard(kc)
-                    else:
-                        self.counts["no_twin"] += 1
-                        self.unmatched_down.add(kc)
-                        out.append(("p", t, cls, ch))
-                elif kc in self.unmatched_down:
-                    self.unmatched_down.discard(kc)
-                    out.append(("r", t, cls, ""))
-        for kind, t, cls, ch in out:
-            if kind == "p":
-                keys.press(t, cls, ch, True, False)
-            else:
-                keys.release(t, cls, True)
-
-    def held_back(self) -> int | None:
-        with self._lock:
-            return self.x[0][0] if self.x else None
 
 
 class DeviceSet:
