@@ -8,6 +8,8 @@ Checks (all required; each never raises, a failure is a ``Check`` with ``ok=Fals
 - ``input backend``: which keyboard/mouse backend the capture will use and why
   (``platform.input_backend``: evdev where ``/dev/input`` is readable by this account, else
   XInput 2 under X11; ``input.backend``, ``STATION_INPUT_BACKEND``); fails when it cannot see input;
+- ``input allow-list`` (a warning only): ``input.allow`` pins the exam's devices, or is empty
+  (every physical device gives evidence);
 - ``xinput2``: XInput >= 2.1 (the X11 keyboard/mouse backend when evdev is not readable; required
   only when it is the chosen backend; flags input from devices without evidence, XTEST by default);
 - ``xrecord``: the RECORD extension (needed only by the pynput fallback backend).
@@ -64,6 +66,16 @@ def _input_check(backend: platform.Backend, configured: str) -> Check:
     if backend.name != "x11":
         return Check("input backend", False, f"{chosen}: {why}; {backend.reason}")
     return Check("input backend", True, f"{chosen}: {why}")
+
+
+def _allow_check(cfg) -> Check:
+    """Whether the exam's input devices are pinned (``input.allow``); a warning, not required."""
+    n = len(cfg.input.allow)
+    if n:
+        return Check("input allow-list", True, f"{n} entr{'y' if n == 1 else 'ies'}: only matching devices give evidence",
+                     required=False)
+    return Check("input allow-list", False, "input.allow is empty: every physical keyboard and mouse gives evidence, "
+                 "a USB key injector too; pin the exam's devices with `station input devices`", required=False)
 
 
 def _x11_checks(backend: platform.Backend, configured: str = "auto") -> list[Check]:
@@ -204,6 +216,8 @@ def run_checks(load_config: Callable[[], Any]) -> list[Check]:
     checks = _x11_checks(backend, configured)
     checks += _wayland_checks(backend, configured)
     checks.append(_input_check(backend, configured))
+    if cfg is not None:
+        checks.append(_allow_check(cfg))
     if cfg is not None:
         checks += _audio_checks(cfg)
     else:
