@@ -28,7 +28,8 @@ whose name contains ``XTEST``, "Virtual core XTEST pointer/keyboard", one pair p
 the virtual XTEST devices) and the allow-list's decision (``devices.Policy``, ``input.allow``;
 by default XTEST never gives evidence) and is announced as a ``DeviceEvent("input", "xi2:ID")``.
 Every event whose ``sourceid`` is not a device with evidence is ``injected``. The list is read
-again (and changes announced) on ``XI_HierarchyChanged``. NOT seen at all by raw events (so neither counted nor flagged):
+again (and changes announced) on ``XI_HierarchyChanged``. NOT seen at all by raw events (so
+neither counted nor flagged):
 ``XWarpPointer`` moves (``xdotool mousemove`` warps; ``mousemove_relative`` is XTEST) and
 ``XSendEvent`` events (delivered to one window, not through a device). See
 ``INJECTED_DETECTION``.
@@ -413,12 +414,12 @@ class Xi2Input(ThreadedSource):
         connection), else those that appeared, changed or went away since the last call."""
         known = {} if full else self._known
         out = []
+        for dev, (ident, ok, detail) in self._known.items():   # gone (a restarted server: not there now)
+            if dev not in state.slaves:
+                out.append(_device_event(t_ns, dev, "removed", ident, ok, detail))
         for dev, (ident, ok, detail) in state.slaves.items():
             if known.get(dev) != (ident, ok, detail):
                 out.append(_device_event(t_ns, dev, "changed" if dev in known else "present", ident, ok, detail))
-        for dev, (ident, ok, detail) in known.items():
-            if dev not in state.slaves:
-                out.append(_device_event(t_ns, dev, "removed", ident, ok, detail))
         self._known = dict(state.slaves)
         if out:
             self._sink.put_many(out)
