@@ -262,8 +262,8 @@ def _type_hello(xs, cap):
 @pytest.mark.real
 def test_xtest_off_the_allow_list_gives_no_evidence_and_an_alert(xs, cap_exam):
     """As on an exam PC: the XTEST devices are announced without evidence, ``xdotool type``'s
-    keys are flagged injected, and through the engine they give 0 keys in the evidence, the
-    injected_input and device_no_evidence alerts."""
+    keys are flagged injected, and through the engine they give 0 keys in the evidence and the
+    injected_input alert."""
     from station.events import DeviceEvent
     since = _type_hello(xs, cap_exam)
     devs = {d.name: d for d in cap_exam.of(DeviceEvent)}
@@ -277,7 +277,9 @@ def test_xtest_off_the_allow_list_gives_no_evidence_and_an_alert(xs, cap_exam):
     assert eng.presses.n == 0 and eng.typing.closed.all.tolist() == []
     assert eng.injected["keys"] >= 5
     assert any(a["type"] == "injected_input" and a["keys"] >= 5 for a in alerts)
-    assert {a["name"] for a in alerts if a["type"] == "device_no_evidence"} >= {"Virtual core XTEST keyboard"}
+    # the X server's own XTEST devices exist in every X session: listed, not alerted on appearing
+    # (an alert at every exam start would teach assessors to ignore it); their use is alerted
+    assert not [a for a in alerts if a["type"] == "device_no_evidence" and "XTEST" in a["name"]]
 
 
 @pytest.mark.real

@@ -328,12 +328,20 @@ class Engine:
 
     def _on_device(self, ev) -> list:
         """Keep the last identity and evidence decision per device (the report lists them)."""
-        self.devices[(ev.kind, ev.device)] = dataclasses.asdict(ev)
+        prev = self.devices.get((ev.kind, ev.device))
+        self.devices[(ev.kind, ev.device)] = new = dataclasses.asdict(ev)
+        if prev is not None and {k: v for k, v in prev.items() if k != "t_ns"} == \
+                {k: v for k, v in new.items() if k != "t_ns"}:
+            return []   # the same device announced again (the capture re-announces after a reconnect)
         return self._device_alerts(ev)
 
     def _device_alerts(self, ev) -> list:
         """("alert", t_ns, body) tuples for a device event: an input device without evidence
-        appeared or changed (``device_no_evidence``; what it sends is counted as injected)."""
+        appeared or changed (``device_no_evidence``; what it sends is counted as injected). The X
+        server's own XTEST devices exist in every X session: they are listed (card, report) but
+        not alerted on appearing; input through them is alerted as ``injected_input``."""
+        if ev.kind == "input" and ev.device.startswith("xi2:") and "XTEST" in ev.name:
+            return []
         if ev.kind == "input" and ev.state in ("present", "changed") and not ev.evidence:
             return [("alert", ev.t_ns, {"type": "device_no_evidence", "kind": ev.kind, "device": ev.device,
                                         "name": ev.name, "bus": ev.bus, "vendor": ev.vendor,
