@@ -10,7 +10,8 @@ Outputs of ``ingest`` / ``finish`` are ``(kind, t_ns, body)`` tuples, body a pla
   contact, session totals so far, spans closed since the previous summary;
 - ``contact``: a contact's final figures, once nothing later can change them;
 - ``alert``: dead air now, a source lost or back, synthetic input, an integrity event (what the
-  recorder refused or dropped: ``events.INTEGRITY_KINDS``);
+  recorder refused or dropped: ``events.INTEGRITY_KINDS``), a device changed, removed or without
+  evidence (``device_changed``);
 - ``mark`` / ``exam``: an assessor mark, contact marker or exam command, as journaled;
 - ``evidence``: the 19 competences so far (figures, rules, marks), after a contact or mark.
 
@@ -39,6 +40,7 @@ LIVE_FIGURES_REFRESH_DIV = 100   # live contact figures are at most 1/100 of the
 LIVE_FIGURES_MIN_AGE_NS = 5_000_000_000   # ... or this old (ns), whichever is more
 MAX_HEALTH_LOG = 1_000         # health details kept per source (the report's capture links)
 MAX_INTEGRITY_EVENTS = 10_000   # integrity events kept for the report (all are counted)
+MAX_DEVICE_CHANGES = 1_000      # device changes kept for the report
 INTEGRITY_ALERT_NS = 60 * 1_000_000_000   # after the first, an integrity kind is alerted at most this often
 
 
@@ -85,6 +87,7 @@ class Engine:
         self.integrity_events: list[dict] = []       # the first MAX_INTEGRITY_EVENTS, for the report
         self._integrity_alert_t: dict[str, int] = {}
         self.devices: dict[tuple[str, str], dict] = {}   # (kind, device) -> its last DeviceEvent as a dict
+        self.device_changes: list[dict] = []         # the first MAX_DEVICE_CHANGES alerted DeviceEvents
         self.simulated = False                       # fed by scenario (demo/test) sources
         self.lost: dict[str, list[list[int]]] = {}
         self.watermark = -FAR
@@ -289,7 +292,19 @@ class Engine:
     def _on_device(self, ev) -> list:
         """Keep the last identity and evidence decision per device (the report lists them)."""
         self.devices[(ev.kind, ev.device)] = dataclasses.asdict(ev)
-        return []
+        return self._device_alerts(ev)
+
+    def _device_alerts(self, ev) -> list:
+        """An alert at once for a device that changed (e.g. the recorded audio stream moved to
+        another source, the default source switched), went away (headset unplugged), or gives no
+        evidence; nothing for a device present with evidence."""
+        if ev.state == "present" and ev.evidence:
+            return []
+        if len(self.device_changes) < MAX_DEVICE_CHANGES:
+            self.device_changes.append(dataclasses.asdict(ev))
+        return [("alert", ev.t_ns, {"type": "device_changed", "kind": ev.kind, "device": ev.device,
+                                    "state": ev.state, "evidence": ev.evidence, "virtual": ev.virtual,
+                                    "name": ev.name, "detail": ev.detail})]
 
     def _on_health(self, ev) -> list:
         prev = self.health.get(ev.source)
