@@ -9,7 +9,10 @@ instead of the 100 wake-ups/s the ALSA pulse plugin's threads make for a softpho
 Stamps (station clock, ns): after a block is read, ``pa_simple_get_latency`` (µs) is the age of
 the next unread sample (source latency + what waits in the client's buffer); the block's first
 sample was therefore captured at ``arrival - latency - block duration``. libpulse's timing is
-interpolated (no round trip per block).
+interpolated (no round trip per block). A sink's monitor has a negative latency (it delivers
+samples when the sink renders them, before they are heard), which the simple API reports as 0:
+``ahead_ns`` (the sink's configured latency, ``SourceInfo.ahead_us``) is added back, so that a
+monitor's stamp is when the sample is heard.
 
 Server: libpulse's own rules (``$PULSE_SERVER`` first), exactly as ``station.capture.soundserver``.
 Each stream gets a unique ``media.name`` (``stream_name``) so that the capture can find its own
@@ -62,10 +65,11 @@ class PulseRecorder:
     channels, rate (Hz): the sample spec asked for (the server converts). block: frames per read.
     on_block(data, first_sample_ns, arrival_ns): called in the reader thread for every block;
     data is int16 of shape (block,) for one channel, (block, channels) else.
-    on_error(reason): called once when reading fails (not after ``close``)."""
+    on_error(reason): called once when reading fails (not after ``close``). ahead_ns: added to
+    every stamp (a monitor's render-ahead, see the module doc)."""
 
     def __init__(self, source: str, channels: int, rate: int, block: int, stream_name: str,
-                 on_block, on_error):
+                 on_block, on_error, ahead_ns: int = 0):
         try:
             import pasimple
         except (ImportError, OSError) as e:
@@ -76,6 +80,7 @@ class PulseRecorder:
         self.block = block
         self.stream_name = stream_name
         self._bytes = block * channels * 2
+        self.ahead_ns = ahead_ns
         self._on_block = on_block
         self._on_error = on_error
         self._closed = threading.Event()
@@ -107,7 +112,7 @@ class PulseRecorder:
                 data = np.frombuffer(raw, dtype="<i2")
                 if self.channels > 1:
                     data = data.reshape(-1, self.channels)
-                self._on_block(data, arrival - latency_ns - dur_ns, arrival)
+                self._on_block(data, arrival - latency_ns - dur_ns + self.ahead_ns, arrival)
         finally:
             try:
                 pa.close()
