@@ -90,7 +90,7 @@ class PulseRecorder:
                                          device_name=source or None, fragsize=self._bytes)
         except pasimple.PaSimpleError as e:
             raise PulseRecordError(f"cannot record {source!r} from the sound server: {_strerror(_code(e))}") from None
-        self._thread = threading.Thread(target=named(self._run), name=f"pulse-rec-{stream_name}", daemon=True)
+        self._thread = threading.Thread(target=named(self._run), name=f"audio-rec-{stream_name.split()[1] if ' ' in stream_name else stream_name}"[:15], daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
