@@ -86,9 +86,12 @@ def test_station_devices_lists_the_sound_servers_sources_by_name(pulse, tmp_path
 
 def test_native_capture_by_name_matches_the_played_speech(pulse, cfg, voices):
     """Same measurement as test_audio_capture's quiet dialog, the sources configured by the sound
-    server's names: recorded natively (no ALSA file, no PortAudio device)."""
+    server's names: recorded natively (no ALSA file, no PortAudio device). One server renders both
+    sinks, each up to its 10 ms latency ahead of its clock: the marker may be stamped up to that
+    much before its hand-over (measured side by side, native and PortAudio stamps of one monitor
+    agree within 1 ms)."""
     assert "ALSA_CONFIG_PATH" not in os.environ
-    results, status = run_dialog(pulse, cfg, voices)
+    results, status = run_dialog(pulse, cfg, voices, slack_ns=15 * MS)
     assert status["paths"] == {"agent": "pulse:agent.monitor", "customer": "pulse:customer.monitor"}
     assert status["adc_clock"] == "pulse"
     for sink, r in results.items():

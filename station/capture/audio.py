@@ -485,7 +485,7 @@ class AudioSource:
                     streams.append(PulseRecorder(plan.name, plan.channels, self.rate, self.block,
                                                  f"station {plan.roles} {gen}",
                                                  self._make_native_callback(gen, sidx, cols),
-                                                 self._make_native_error(gen), plan.source.ahead_us * 1000))
+                                                 self._make_native_error(gen)))
                     continue
                 sd = _sd()
                 stream = sd.InputStream(device=plan.device, channels=plan.channels, samplerate=self.rate,

@@ -51,9 +51,7 @@ class SourceInfo:
     monitor_of: the sink it monitors ("" = a capture device). bus, vendor, product, serial:
     ``device.bus``, ``device.vendor.id``, ``device.product.id``, ``device.serial``. sysfs_path:
     ``sysfs.path`` (below /sys). device_class: ``device.class`` ("sound", "monitor" ...).
-    module: the name of the module that owns it. channels: its channel count. ahead_us: for a
-    monitor, its sink's configured latency (µs): a monitor delivers a sample when the sink renders
-    it, about this long before it is heard. virtual / why_virtual: see the module doc."""
+    module: the name of the module that owns it. channels: its channel count. virtual / why_virtual: see the module doc."""
 
     index: int
     name: str
@@ -67,7 +65,6 @@ class SourceInfo:
     device_class: str = ""
     module: str = ""
     channels: int = 0
-    ahead_us: int = 0
     virtual: bool = False
     why_virtual: str = ""
 
@@ -138,7 +135,6 @@ def source_infos(pulse) -> list[SourceInfo]:
                                   serial=props.get("device.serial", ""), sysfs_path=props.get("sysfs.path", ""),
                                   device_class=props.get("device.class", ""), module=module,
                                   channels=int(getattr(s, "channel_count", 0) or 0),
-                                  ahead_us=int(getattr(sink, "configured_latency", 0) or 0) if sink is not None else 0,
                                   virtual=bool(why), why_virtual=why))
         return out
     except pulsectl.PulseError as e:
