@@ -2,7 +2,8 @@
 
 A profile is ``<headset_dir>/<headset-id>.toml`` with one ``[profile]`` table (see
 ``HeadsetProfile`` for keys and units). ``station calibrate`` writes it; the audio source reads the
-gate, VAD mode, coupling and latency from it; the health beat warns when it is missing, too old, or
+gate, VAD mode, coupling and latency from it, and the calibrated sound-server sources' identity
+(``[profile.agent_source]`` / ``[profile.customer_source]``, ``SourceIdentity``; optional); the health beat warns when it is missing, too old, or
 made on another station (``profile_warnings``).
 """
 

@@ -1,11 +1,23 @@
 """Audio source: headset microphone and customer signal -> VAD frames on the station clock.
 
-``AudioSource`` opens sounddevice (PortAudio) input streams for the agent microphone and the
-customer signal: two channels of one device (one stream), or two devices (two streams), e.g. the
-microphone and the monitor of the headset's sink. Config keys: ``audio.agent_device`` /
-``agent_channel`` / ``customer_device`` / ``customer_channel`` (a device is a sounddevice name, a
-unique part of one, or an index; ``""`` = the default input device for the agent and "same device
-as the agent" for the customer). Samples are 16-bit mono per channel at ``audio.sample_rate``
+``AudioSource`` opens input streams for the agent microphone and the customer signal: two
+channels of one device (one stream), or two devices (two streams), e.g. the microphone and the
+monitor of the headset's sink. Config keys: ``audio.agent_device`` / ``agent_channel`` /
+``customer_device`` / ``customer_channel``. Where blocks come from (``plan_streams``, the rule):
+a device that is exactly a sound-server source name (``station devices``), or ``""`` while a
+sound server answers (its default source), is recorded natively from the sound server
+(``station.capture.pulse_record``: libpulse, one wake-up per block); anything else (a
+sounddevice name, a unique part of one, an index; or any device when no sound server answers)
+through sounddevice (PortAudio). ``""`` for the customer = "same device as the agent".
+
+Source identity (native path only): at every open each source is judged
+(``station.capture.audio_identity``: the calibrated headset's identity from the profile, else no
+virtual source in exam mode) and journaled as a ``DeviceEvent`` ("present"); a source without
+evidence is not opened (the audio is lost with the reason and retried). While streams are open,
+``station.capture.audio_watch`` follows the sound server: a stream moved to another source, its
+source removed, the default source switched give ``DeviceEvent`` s at once and (except a default
+switch while every channel is configured by name) a loss: the queued blocks are dropped (none
+becomes a frame: they may come from the other source), and the configured source is reopened. Samples are 16-bit mono per channel at ``audio.sample_rate``
 (16 kHz), cut into frames of ``audio.frame_ms`` and classified by ``station.vad.FrameClassifier``
 into ``SpeechFrame`` events. No samples leave this module: only levels and decisions.
 
@@ -18,8 +30,10 @@ sink up to about two block periods after they were spoken (their stamps do not d
 ``delivered_until`` tells the recorder's watermark (``sources_watermark``) how far they have come,
 so that no frame arrives behind it.
 
-Timestamps (station clock, ns): each block is stamped from PortAudio's ``inputBufferAdcTime``
-(time of its first sample). Its clock is checked against ``currentTime`` for every block:
+Timestamps (station clock, ns): a native block is stamped by ``pulse_record`` (arrival minus
+libpulse's latency minus its duration: ``adc_clock`` "pulse"). A PortAudio block is stamped from
+``inputBufferAdcTime`` (time of its first sample). Its clock is checked against ``currentTime``
+for every block:
 - ``monotonic``: currentTime is near time.monotonic() (PortAudio's own clock, CLOCK_MONOTONIC):
   used as is;
 - ``realtime``: currentTime is near time.time() (Debian's ALSA ``pulse`` plugin reports
