@@ -220,3 +220,59 @@ def test_a_source_that_is_not_the_calibrated_headset_gives_no_evidence(pulse, cf
         assert dev and dev[-1].evidence and "the calibrated headset" in dev[-1].detail
     finally:
         run.src.stop()
+
+
+def test_a_moved_stream_is_journaled_alerted_within_2_s_and_in_the_report(pulse, tmp_path):
+    """End to end: ``station run`` records the monitors by name; the candidate moves the recorded
+    microphone stream; the device alert is in the journal (published) within 2 s, and the
+    report's devices row lists the change."""
+    import msgpack
+
+    from station.recorder.journal import Journal, list_sessions
+    from station.recorder.report import build_report
+    from station.rendering import render_html
+    from tests.support import REPO
+    data = tmp_path / "data"
+    conf = tmp_path / "station.toml"
+    conf.write_text('[station]\nid = "native-01"\n[publisher]\nenabled = false\n[audio]\n'
+                    'agent_device = "agent.monitor"\ncustomer_device = "customer.monitor"\n')
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    with open(tmp_path / "run.log", "wb") as log:
+        proc = subprocess.Popen(station_cmd("--no-system-config", "--config", str(conf), "run", "--data-dir", str(data)),
+                                env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+
+    def journal():
+        infos = list_sessions(data)
+        return Journal.open(infos[-1].path) if infos else None
+
+    def speech_frames() -> int:
+        j = journal()
+        if j is None:
+            return 0
+        with j:
+            return sum(b.count("speech") for b in j.iter_batches())
+
+    def device_alert():
+        with journal() as j:
+            for m in j.iter_messages(kinds=("alert",)):
+                body = msgpack.unpackb(m.body)
+                if body.get("type") == "device_changed" and body.get("device") == "customer.monitor":
+                    return body
+        return None
+
+    try:
+        wait_for(lambda: speech_frames() > 100, 30, "speech frames in the journal")
+        moved_at = time.monotonic_ns()
+        pulse.pactl("move-source-output", _our_output(pulse, "agent.monitor"), "customer.monitor")
+        body = wait_for(device_alert, 10, "the device alert in the journal")
+        assert time.monotonic_ns() - moved_at <= 2_200 * MS
+        assert body["state"] == "changed" and not body["evidence"] and "moved here from 'agent.monitor'" in body["detail"]
+    finally:
+        proc.send_signal(15)
+        proc.wait(20)
+    with journal() as j:
+        rep = build_report(j)
+    devices = rep["devices"]
+    assert not devices["ok"] and [c["device"] for c in devices["changes"]] == ["customer.monitor"]
+    assert {d["device"] for d in devices["last"]} == {"agent.monitor", "customer.monitor"}
+    assert "customer.monitor" in render_html(rep) and any(g["source"] == "audio" for g in rep["data_gaps"])
