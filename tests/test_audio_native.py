@@ -191,6 +191,26 @@ def test_moved_stream_unloaded_sink_and_new_default_are_journaled_and_alerted(pu
         pulse.pactl("set-default-source", "agent.monitor")
 
 
+def test_a_frozen_sound_server_is_a_loss_and_the_capture_comes_back(pulse, cfg):
+    """The candidate owns the sound server and can freeze it (SIGSTOP): the native reader never
+    blocks in it, so the audio is lost within the stall rule, and back when it thaws."""
+    import signal
+    run = _Run(cfg)
+    pid = pulse.server_pid()
+    try:
+        run.first(lambda e: e.STREAM == "health" and e.state == "ok", 0, 5, "audio ok")
+        m = run.mark()
+        os.kill(pid, signal.SIGSTOP)
+        t = time.monotonic_ns()
+        lost = run.first(lambda e: e.STREAM == "health" and e.state == "lost", m, 3, "audio lost while frozen")
+        assert "no audio from" in lost.detail and time.monotonic_ns() - t < 2_500 * MS
+        os.kill(pid, signal.SIGCONT)
+        run.first(lambda e: e.STREAM == "health" and e.state == "ok", m, 5, "audio back after the thaw")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        run.src.stop()
+
+
 def test_a_source_that_is_not_the_calibrated_headset_gives_no_evidence(pulse, cfg):
     import dataclasses
 
