@@ -272,11 +272,11 @@ def test_a_moved_stream_is_journaled_alerted_within_2_s_and_in_the_report(pulse,
         with j:
             return sum(b.count("speech") for b in j.iter_batches())
 
-    def device_alert():
+    def alert(typ: str, **match):
         with journal() as j:
             for m in j.iter_messages(kinds=("alert",)):
                 body = msgpack.unpackb(m.body)
-                if body.get("type") == "device_changed" and body.get("device") == "customer.monitor":
+                if body.get("type") == typ and all(body.get(k) == v for k, v in match.items()):
                     return body
         return None
 
@@ -284,9 +284,10 @@ def test_a_moved_stream_is_journaled_alerted_within_2_s_and_in_the_report(pulse,
         wait_for(lambda: speech_frames() > 100, 30, "speech frames in the journal")
         moved_at = time.monotonic_ns()
         pulse.pactl("move-source-output", _our_output(pulse, "agent.monitor"), "customer.monitor")
-        body = wait_for(device_alert, 10, "the device alert in the journal")
+        body = wait_for(lambda: alert("device_changed", device="customer.monitor"), 10, "the device alert in the journal")
         assert time.monotonic_ns() - moved_at <= 2_200 * MS
         assert body["state"] == "changed" and not body["evidence"] and "moved here from 'agent.monitor'" in body["detail"]
+        wait_for(lambda: alert("source_lost", source="audio"), 5, "the audio loss in the journal")
     finally:
         proc.send_signal(15)
         proc.wait(20)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 
 from station.capture import soundserver
@@ -65,16 +66,20 @@ class SourceWatch:
         self._thread.start()
 
     def close(self) -> None:
-        """Stop the thread (within about 1 s)."""
+        """Stop the thread (within 1.5 s). event_listen_stop only stops a listen already running
+        (pulsectl), so it is repeated until the thread has ended."""
         self._stop.set()
-        pulse = self._pulse
-        if pulse is not None:
-            try:
-                pulse.event_listen_stop()
-            except Exception:
-                pass
-        if threading.current_thread() is not self._thread:
-            self._thread.join(1.5)
+        if threading.current_thread() is self._thread:
+            return
+        deadline = time.monotonic() + 1.5
+        while self._thread.is_alive() and time.monotonic() < deadline:
+            pulse = self._pulse
+            if pulse is not None:
+                try:
+                    pulse.event_listen_stop()
+                except Exception:
+                    pass
+            self._thread.join(0.05)
 
     def _run(self) -> None:
         try:
@@ -95,7 +100,7 @@ class SourceWatch:
             pulse.event_callback_set(on_event)
             self._check(pulse)
             while not self._stop.is_set() and not self._done:
-                pulse.event_listen(timeout=1.0)
+                pulse.event_listen()          # no timeout: no wake-up without an event (close stops it)
                 if pending and not self._stop.is_set():
                     pending.clear()
                     self._check(pulse)
