@@ -177,6 +177,19 @@ def _security_text(sec: dict) -> str:
     return f"{head}<br>{rows}{more}"
 
 
+def _devices_text(dev: dict) -> str:
+    """The report's devices row: each device's last identity and evidence, then every change."""
+    def ident(d: dict) -> str:
+        hw = " ".join(x for x in (d.get("bus", ""), ":".join(v for v in (d.get("vendor", ""), d.get("product", "")) if v),
+                                  d.get("serial", "")) if x) or ("virtual" if d.get("virtual") else "no identity")
+        return f"{d['kind']} {d['device']} ({d.get('name', '')}; {hw})"
+    rows = [html.escape(f"{ident(d)}: {d['state']}, {'evidence' if d['evidence'] else 'NO EVIDENCE'}"
+                        + (f" ({d['detail']})" if d.get("detail") else "")) for d in dev.get("last", [])[:50]]
+    rows += [html.escape(f"{c['wall'][11:23]} {c['state']} {ident(c)}: {c.get('detail', '')}")
+             for c in dev.get("changes", [])[:200]]
+    return "<br>".join(rows) or "none reported"
+
+
 def _software_text(sec: dict) -> str:
     rec = sec.get("recorder_software") or {}
     text = f"recorder: station {rec.get('version', '?')} sha256 {str(rec.get('sha256', '?'))[:12]}"
@@ -249,6 +262,7 @@ td,th{{border:1px solid #bbb;padding:3px 6px;font-size:12px;vertical-align:top}}
 <tr><th>Synthetic input</th><td class="{'ok' if not (rep['synthetic_input']['keys'] or rep['synthetic_input']['mouse']) else 'bad'}">{'none detected' if not (rep['synthetic_input']['keys'] or rep['synthetic_input']['mouse']) else esc(f"{rep['synthetic_input']['keys']} key presses and {rep['synthetic_input']['mouse']} mouse events came from devices without evidence (XTEST, uinput, off the allow-list), first at {rep['synthetic_input']['first_wall']}; left out of every figure")}</td></tr>
 <tr><th>Input devices</th><td class="{'ok' if not rep.get('input_devices', {}).get('without_evidence') else 'bad'}">{esc(_devices_summary(rep.get('input_devices')))}</td></tr>
 <tr><th>Hand-over security</th><td class="{'ok' if not rep['security']['counts'] else 'bad'}">{_security_text(rep['security'])}</td></tr>
+<tr><th>Devices</th><td class="{'ok' if rep.get('devices', {}).get('ok', True) else 'bad'}">{_devices_text(rep.get('devices') or {})}</td></tr>
 <tr><th>Code identity</th><td>{_software_text(rep['security'])}</td></tr>
 <tr><th>Late events</th><td class="{'ok' if not rep.get('late_events', {}).get('count') else 'bad'}">{'none' if not rep.get('late_events', {}).get('count') else esc(f"{rep['late_events']['count']} measurements arrived after the station had declared their time complete (first at {rep['late_events']['first_wall']}); journaled, left out of the figures: {_fmt(rep['late_events']['streams'])}")}</td></tr>
 <tr><th>Data gaps</th><td class="{'ok' if not rep['data_gaps'] else 'bad'}">{'none' if not rep['data_gaps'] else '<br>'.join(esc(f"{g['source']}: {g['wall_start']} for {g['duration_ms'] / 1000:.1f} s") for g in rep['data_gaps'])}</td></tr>

@@ -122,6 +122,12 @@ def test_card_alerts_and_timeline_window():
     assert room.card("st-1", {"state": "unauthorised", "detail": "key", "last_rx_age_s": None})["red"]
     room.apply([msg(4, "alert", t + 1, {"type": "source_back", "source": "audio"})])
     assert "source_lost" not in {a["type"] for a in room.card("st-1", {"state": "connected", "last_rx_age_s": 0.1})["alerts"]}
+    room.apply([msg(5, "alert", t + 2, {"type": "device_changed", "kind": "audio", "device": "player.monitor",
+                                        "state": "changed", "evidence": False,
+                                        "detail": "agent: the recorded stream was moved here"})])
+    dev = [a["text"] for a in room.card("st-1", {"state": "connected", "last_rx_age_s": 0.1})["alerts"]
+           if a["type"] == "device"]
+    assert dev == ["audio player.monitor: changed, no evidence: agent: the recorded stream was moved here"]
     tl = room.timeline(room.stations["st-1"], t - 300 * S, t, 1000)
     assert tl["lanes"]["agent"] == [[t - 10 * S, t - 8 * S]]  # merged (gap < 1 px), the old span clipped away
     assert [f[2] for f in tl["lanes"]["focus"]] == ["crm", "knowledge"]

@@ -11,7 +11,8 @@ Outputs of ``ingest`` / ``finish`` are ``(kind, t_ns, body)`` tuples, body a pla
 - ``contact``: a contact's final figures, once nothing later can change them;
 - ``alert``: dead air now, a source lost or back, input not from an evidence device
   (``injected_input``; left out of every figure), an input device without evidence appeared
-  (``device_no_evidence``), an integrity event (what the recorder refused or dropped:
+  (``device_no_evidence``), an audio source changed, removed or without evidence
+  (``device_changed``), an integrity event (what the recorder refused or dropped:
   ``events.INTEGRITY_KINDS``);
 - ``mark`` / ``exam``: an assessor mark, contact marker or exam command, as journaled;
 - ``evidence``: the 19 competences so far (figures, rules, marks), after a contact or mark.
@@ -41,6 +42,7 @@ LIVE_FIGURES_REFRESH_DIV = 100   # live contact figures are at most 1/100 of the
 LIVE_FIGURES_MIN_AGE_NS = 5_000_000_000   # ... or this old (ns), whichever is more
 MAX_HEALTH_LOG = 1_000         # health details kept per source (the report's capture links)
 MAX_INTEGRITY_EVENTS = 10_000   # integrity events kept for the report (all are counted)
+MAX_DEVICE_CHANGES = 1_000      # device changes kept for the report
 INTEGRITY_ALERT_NS = 60 * 1_000_000_000   # after the first, an integrity kind is alerted at most this often
 
 
@@ -121,6 +123,7 @@ class Engine:
         self._integrity_alert_t: dict[str, int] = {}
         self.devices: dict[tuple[str, str], dict] = {}   # (kind, device) -> its last DeviceEvent as a dict
         self.exam_devices: list[dict] | None = None      # devices present at the (last) exam start
+        self.device_changes: list[dict] = []         # the first MAX_DEVICE_CHANGES alerted DeviceEvents
         self.simulated = False                       # fed by scenario (demo/test) sources
         self.lost: dict[str, list[list[int]]] = {}
         self.watermark = -FAR
@@ -336,17 +339,32 @@ class Engine:
         return self._device_alerts(ev)
 
     def _device_alerts(self, ev) -> list:
-        """("alert", t_ns, body) tuples for a device event: an input device without evidence
-        appeared or changed (``device_no_evidence``; what it sends is counted as injected). The X
-        server's own XTEST devices exist in every X session: they are listed (card, report) but
-        not alerted on appearing; input through them is alerted as ``injected_input``."""
-        if ev.kind == "input" and ev.device.startswith("xi2:") and "XTEST" in ev.name:
-            return []
-        if ev.kind == "input" and ev.state in ("present", "changed") and not ev.evidence:
-            return [("alert", ev.t_ns, {"type": "device_no_evidence", "kind": ev.kind, "device": ev.device,
-                                        "name": ev.name, "bus": ev.bus, "vendor": ev.vendor,
-                                        "product": ev.product, "virtual": ev.virtual, "detail": ev.detail})]
-        return []
+        """("alert", t_ns, body) tuples for a device event, at once:
+
+        - input: a device without evidence appeared or changed (``device_no_evidence``; what it
+          sends is counted as injected). The X server's own XTEST devices exist in every X
+          session: they are listed (card, report) but not alerted on appearing; input through
+          them is alerted as ``injected_input``;
+        - audio: a source changed (the recorded stream moved to another source, the default source
+          switched), went away (headset unplugged) or gives no evidence (``device_changed``);
+          nothing for a source present with evidence.
+        Alerted device events are kept in ``device_changes`` (the first MAX_DEVICE_CHANGES)."""
+        if ev.kind == "input":
+            if "XTEST" in ev.name and ev.device.startswith("xi2:"):
+                return []
+            if ev.state not in ("present", "changed") or ev.evidence:
+                return []
+            body = {"type": "device_no_evidence", "kind": ev.kind, "device": ev.device, "name": ev.name,
+                    "bus": ev.bus, "vendor": ev.vendor, "product": ev.product, "virtual": ev.virtual,
+                    "detail": ev.detail}
+        else:
+            if ev.state == "present" and ev.evidence:
+                return []
+            body = {"type": "device_changed", "kind": ev.kind, "device": ev.device, "state": ev.state,
+                    "evidence": ev.evidence, "virtual": ev.virtual, "name": ev.name, "detail": ev.detail}
+        if len(self.device_changes) < MAX_DEVICE_CHANGES:
+            self.device_changes.append(dataclasses.asdict(ev))
+        return [("alert", ev.t_ns, body)]
 
     def _on_health(self, ev) -> list:
         prev = self.health.get(ev.source)

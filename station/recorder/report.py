@@ -82,6 +82,7 @@ def build_report(journal, exact: bool = True, anchor: dict | None = None) -> dic
                             "first_wall": _iso(h.wall_ns(eng.injected_first_ns)) if eng.injected_first_ns else None},
         "input_devices": _input_devices(journal, eng),
         "security": _security(journal, eng),
+        "devices": _devices(journal, eng),
         "contacts": contacts,
         "competences": evidence,
         "agreement": exam_agreement({cid: c["assessors"] for cid, c in evidence.items()}),
@@ -121,6 +122,14 @@ def _security(journal, eng) -> dict:
     return {"ok": not counts and not eng.simulated, "simulated": eng.simulated, "counts": counts,
             "events": [e for e in events if e["kind"] != "simulated"],
             "recorder_software": recorder_sw, "capture_links": captures}
+
+
+def _devices(journal, eng) -> dict:
+    """The devices the capture read from, each with its last identity and evidence decision
+    (``DeviceEvent``), and every change, removal or evidence refusal with its time."""
+    last = [dict(d) for _, d in sorted(eng.devices.items())]
+    changes = [dict(d, wall=_iso(journal.header.wall_ns(d["t_ns"]))) for d in eng.device_changes]
+    return {"ok": not changes, "last": last, "changes": changes}
 
 
 def _headset_status(journal) -> dict:
