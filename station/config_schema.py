@@ -116,6 +116,18 @@ SCHEMA: dict[str, dict[str, Field | Table]] = {
         "noise_margin_db": Field("float", 0.0, 30.0),
         "noise_window_s": Field("float", 0.5, 600.0),
     },
+    "input": {
+        "backend": Field("str", choices=("auto", "evdev", "xi2", "pynput")),
+        "allow": Table({
+            "name": Field("str"),
+            "bus": Field("str"),
+            "vendor": Field("str", pattern=r"([0-9A-Fa-f]{4})?"),
+            "product": Field("str", pattern=r"([0-9A-Fa-f]{4})?"),
+            "phys": Field("str"),
+            "virtual": Field("bool"),
+        }, max_items=64, defaults={"name": "", "bus": "", "vendor": "", "product": "", "phys": "", "virtual": None},
+            one_of=("name", "bus", "vendor", "product", "phys", "virtual")),
+    },
     "speech": {
         "padding_ms": Field("int", 0, 5000),
         "min_spurt_ms": Field("int", 0, 5000),
