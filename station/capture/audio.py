@@ -287,7 +287,9 @@ def doctor_checks(cfg: Config) -> list[tuple[str, bool, str]]:
             warnings = profile_warnings(cfg, profile)
             checks.append(("audio: headset profile", not warnings,
                            "; ".join(warnings) or f"{profile.headset_id}: gate {profile.gate_dbfs:g} dBFS, "
-                           f"latency {profile.input_latency_ms:g} ms, coupling {profile.coupling_db:g} dB"))
+                           f"latency {profile.input_latency_ms:g} ms, coupling {profile.coupling_db:g} dB, "
+                           f"own voice {profile.speech_level_dbfs:g} dBFS, margin "
+                           f"{cfg.audio.own_margin_db if profile.own_margin_db is None else profile.own_margin_db:g} dB"))
     return checks
 
 
