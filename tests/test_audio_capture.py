@@ -500,14 +500,17 @@ def _profile(level_dbfs: float, margin_db: float = 12.0):
 def test_neighbour_at_minus_20db_is_not_candidate_speech(pulse, cfg):
     """Real speech through PulseAudio: the candidate (LibriVox reader, -30 dBFS) with a 9.6 s
     silence, a neighbour's real voice 20 dB below the candidate's own in that silence. With a
-    headset profile (technician 3 dB softer: anchor -33 dBFS) and without one (anchor
-    audio.own_level_dbfs = -26): talk time within 10 % of the truth, the dead air kept, F1 >= 0.9
+    headset profile (technician 3 dB softer: anchor -33 dBFS), without one (anchor
+    audio.own_level_dbfs = -26), and with a profile 10 dB louder than the candidate speaks (a
+    soft-spoken candidate: anchor -20), three sources recording the same play-out: talk time
+    within 10 % of the truth, the dead air kept, F1 >= 0.9
     (most of the candidate's speech is quiet-room speech), while webrtcvad alone calls the
     neighbour speech inside the dead air."""
     from tests import corpus
     scene = corpus.scene(level_dbfs=-30.0, neighbour_db=-20.0, dead_after=1,
                          turns=["librivox_0880", "librivox_0890", "librivox_0930"])
-    res = _corpus_capture(pulse, cfg, scene, [("profile", _profile(-33.0)), ("no profile", None)])
+    res = _corpus_capture(pulse, cfg, scene, [("profile", _profile(-33.0)), ("no profile", None),
+                                              ("soft-spoken, 10 dB below the profile", _profile(-20.0))])
     for name, r in res.items():
         assert r["vad_in_dead_air"] >= 50, (name, "webrtcvad alone hears the neighbour", r)
         assert abs(r["talk_err_pct"]) <= 10, (name, r)
