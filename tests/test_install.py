@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from station import config
-from tests.support import IN_CI, REPO, station_cmd
+from tests.support import IN_CI, REPO, station_cmd, wait_for
 
 EXE = str(Path(sys.executable).parent / "station")
 
@@ -194,9 +194,10 @@ def test_status_of_a_running_agent_and_of_a_stopped_one(tmp_path):
         assert "char" not in js.stdout and "title" not in js.stdout
         # a hung agent (no update) is not "running"
         p.send_signal(signal.SIGSTOP)
-        time.sleep(2.5)
-        hung = _run(*base, "status", "--max-age", "2")
-        assert hung.returncode == 1 and "stale" in hung.stdout
+        stopped = time.monotonic()
+        hung = wait_for(lambda: (h := _run(*base, "status", "--max-age", "2")).returncode == 1 and h, 20,
+                        "the status of the frozen agent to go stale")
+        assert "stale" in hung.stdout and time.monotonic() - stopped >= 2.0, "stale only after --max-age"
         p.send_signal(signal.SIGCONT)
     finally:
         p.send_signal(signal.SIGCONT)
@@ -215,7 +216,8 @@ def test_logs_are_levelled_lines_without_secrets(tmp_path):
     p = subprocess.Popen(station_cmd("--no-system-config", "--config", str(rig.station_cfg), "-vv", "run",
                                      "--sources", "scenario", "--speed", "5"),
                          cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "log", "wb"))
-    time.sleep(8)
+    # running (its session journal open, the publisher up) before it is asked to stop and logs that too
+    wait_for(lambda: "agent running" in (tmp_path / "log").read_text(), 40, "the agent's start in its log", 0.2)
     p.send_signal(signal.SIGTERM)
     assert p.wait(20) == 0
     log = (tmp_path / "log").read_text()

@@ -121,11 +121,8 @@ def test_candidate_cannot_touch_the_journal_and_capture_stops_are_alerted(tmp_pa
                                  + (tmp_path / "rec.log").read_text()[-1500:])
 
         pump(lambda: sum(1 for _, m in seen if m.kind == "summary") >= 4, 60, "summaries at the console")
-        time.sleep(1.5)                   # let capture events reach the journal
-
         # 1. the candidate's processes cannot read or change what the recorder keeps
-        journals = [str(i.path) for i in list_sessions(data)]
-        assert journals
+        journals = wait_for(lambda: [str(i.path) for i in list_sessions(data)], 20, "the session's journal")
         r = subprocess.run(as_user(CANDIDATE, "-c", PROBE, str(data), *journals), capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
         probe = json.loads(r.stdout)
@@ -230,11 +227,18 @@ def test_xtest_injected_keys_reach_the_journal_flagged(tmp_path):
                 with Journal.open(infos[-1].path) as j:
                     cols = [b.streams["key"] for b in j.iter_batches() if "key" in b.streams]
                 return cols or None
-            time.sleep(3.0)                  # capture connected and its sources running
+            def input_ok():
+                infos = list_sessions(data)
+                if not infos:
+                    return False
+                with Journal.open(infos[-1].path) as j:
+                    return any(src == "input" and state == "ok" for b in j.iter_batches() if "health" in b.streams
+                               for src, state in zip(b.streams["health"]["source"], b.streams["health"]["state"]))
+            wait_for(input_ok, 30, "the capture's input source to report ok in the journal", 0.2)
             x.xdotool("type", "--delay", "20", "hello")
-            cols = wait_for(keys, 20, "key events in the journal", 0.2)
-            time.sleep(1.0)
-            cols = keys()
+            # all ten events (5 presses, 5 releases) journaled
+            cols = wait_for(lambda: (c := keys()) and sum(len(k["down"]) for k in c) >= 10 and c, 20,
+                            "the typed keys in the journal", 0.2)
         finally:
             for p in reversed(procs):
                 if p.poll() is None:
