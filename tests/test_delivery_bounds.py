@@ -15,7 +15,7 @@ from station.capture import platform
 from station.clock import monotonic_ns
 from station.config import load
 from station.events import KeyEvent, MouseBin
-from tests.delivery_check import FOCUS, INPUT, BoundSampler, CheckedQueue, assert_idle_keeps_up
+from tests.delivery_check import FOCUS, INPUT, BoundSampler, CheckedQueue, assert_idle_keeps_up, idle_lag_ms
 from tests.support import wait_for
 from tests.x11_harness import Capture, x11_test_session
 
@@ -39,6 +39,8 @@ def test_input_and_focus_bounds_never_pass_an_undelivered_event(xs, backend, mon
     samplers = [BoundSampler(cap.input, cap.queue, INPUT).start(), BoundSampler(cap.focus, cap.queue, FOCUS).start()]
     try:
         assert cap.input.backend == backend
+        for src in (cap.input, cap.focus):   # a fresh connection without input: not held back
+            wait_for(lambda: (idle_lag_ms(src) or 1e9) < 250, 5, f"{src.name}'s bound at the start")
         since = monotonic_ns()
         xs.activate(xs.crm)
         xs.activate(xs.typing)

@@ -510,6 +510,8 @@ class _Reader:
         if self.buf:
             self._parse(monotonic_ns())
             self._flush()
+            if not self.buf:
+                self.buf_t0 = None
         rlist = [fd, wake]
         stop_wait = src._stop.wait
         key_times = src.key_times
