@@ -14,7 +14,10 @@ station's public key. It follows zguide's Clone pattern:
 
 Messages are delivered to the application exactly once and in sequence order per session (a
 message that arrives ahead of a gap waits until the gap is filled); each is committed to the
-store before it is delivered. A sequence number the station no longer holds is recorded in the
+store before it is delivered. The I/O thread waits in epoll on the sockets' ``ZMQ_FD``; under
+load it runs one receive-store-deliver cycle per ``CYCLE_NS`` (one transaction per cycle; see
+``_iteration``). Session progress (``next_seq``) is saved about once a second (``PROGRESS_NS``),
+at once when it jumps over a gap; a restarted console resumes past what it stored meanwhile. A sequence number the station no longer holds is recorded in the
 store's ``gaps`` table (and counted as ``lost``) instead of being waited for forever.
 
 Clock: each station's offset (station monotonic ns minus console monotonic ns) is estimated from
