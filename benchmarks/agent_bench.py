@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/agent_bench.py [--profile office|stress|both] [--duration 60]
                                                [--mode run|split|both] [--rss-every 60]
                                                [--softphone on|off|both] [--block-ms MS]
+                                               [--audio-path old|native|both]
 
 Runs the agent exactly as an exam PC does, as child processes, against Xvfb + openbox and a
 private PulseAudio with agent/customer null sinks: ``--mode run`` is ``station run`` (sources,
@@ -13,6 +14,9 @@ channels, xdotool mouse/keys/focus at the profile's rates. The sound server push
 recorder as often as the lowest-latency client of the device asks: ``--softphone on`` (default)
 keeps the harness's 10 ms recorder on both devices, as a softphone in a call does (100 pushes/s
 per stream), ``off`` stops it once the agent records, as between calls (chat, e-mail).
+``--audio-path``: ``old`` records the monitors through PortAudio and ALSA's pulse plugin
+(devices ``agent_monitor``), ``native`` by the sound server's own names (``agent.monitor``, libpulse's
+simple API, one wake-up per block); ``both`` (default) measures each, printed one after the other.
 
 Measured from /proc after a 5 s warm-up, over ``--duration`` s: each process's CPU time (user +
 system, all threads) / wall time = its share of one core, the busiest threads by name, and RSS at
@@ -102,21 +106,24 @@ def captured(data: Path, since_ns: int, until_ns: int) -> tuple[dict[str, int], 
 
 
 def run(profile: str, mode: str, duration: float, rss_every: float, softphone: bool = True,
-        wrapper: str | None = None, block_ms: int | None = None) -> dict:
+        wrapper: str | None = None, block_ms: int | None = None, audio_path: str = "native") -> dict:
     """One measured run (see the module docstring). softphone: keep a 10 ms recorder on both
     devices, as a softphone in a call does (the sound server then pushes audio to every recorder
     100 times/s); False: the agent is the only recorder. wrapper: see --wrap. block_ms: audio.block_ms
     (None: the config's)."""
     from tests.pulse_harness import PulseServer
     from tests.streaming_station import Rig
+    from tests.support import XTEST_INPUT_TOML
     from tests.x11_harness import X11Session
 
     with tempfile.TemporaryDirectory(prefix="agent-bench-") as tmp, X11Session() as x, PulseServer() as pa:
         tmp = Path(tmp)
         rig = Rig(tmp, station_id="bench-01")
         over = tmp / "audio.toml"
-        over.write_text('[audio]\nagent_device = "agent_monitor"\ncustomer_device = "customer_monitor"\n'
-                        + (f"block_ms = {block_ms}\n" if block_ms else ""))
+        agent, customer = ("agent.monitor", "customer.monitor") if audio_path == "native" else (
+            "agent_monitor", "customer_monitor")
+        over.write_text(f'[audio]\nagent_device = "{agent}"\ncustomer_device = "{customer}"\n'
+                        + (f"block_ms = {block_ms}\n" if block_ms else "") + XTEST_INPUT_TOML)
         cfg = ["--config", str(rig.station_cfg), "--config", str(over)]
         data = tmp / "data"
         wins = [x.open_window(c, t) for c, t in WINDOWS]
@@ -179,7 +186,7 @@ def run(profile: str, mode: str, duration: float, rss_every: float, softphone: b
             for log in logs:
                 log.close()
         counts, speech_delays, late = captured(data, t_since, t_until)
-    result = {"profile": profile, "mode": mode, "softphone": softphone, "wall_s": wall, "captured": counts, "processes": {},
+    result = {"profile": profile, "mode": mode, "softphone": softphone, "audio_path": audio_path, "wall_s": wall, "captured": counts, "processes": {},
               "late_frames": late,
               "speech_delay_ms": [float(np.percentile(speech_delays, q)) / 1e6 if len(speech_delays) else float("nan")
                                   for q in (50, 99, 100)],
@@ -201,7 +208,7 @@ def report(r: dict) -> None:
     total = sum(p["cpu_pct"] for p in r["processes"].values())
     c = r["captured"]
     peer = "softphone recording at 10 ms" if r["softphone"] else "agent the only recorder"
-    print(f"== {r['profile']} profile, {r['mode']}, {peer}: {r['wall_s']:.0f} s")
+    print(f"== {r['profile']} profile, {r['mode']}, {peer}, {r['audio_path']} audio path: {r['wall_s']:.0f} s")
     for name, p in r["processes"].items():
         busiest = ", ".join(f"{t} {pct:.2f} ({runs:.0f}/s)" for t, pct, runs in p["threads"][:8])
         first, last = p["rss_mb"][0], p["rss_mb"][-1]
@@ -229,11 +236,14 @@ def main() -> int:
                     help="on: a 10 ms recorder also holds both devices, as a softphone in a call "
                          "(the harness's keep-alive); off: the agent is the only recorder")
     ap.add_argument("--block-ms", type=int, help="audio.block_ms for the agent (default: the config's)")
+    ap.add_argument("--audio-path", choices=["old", "native", "both"], default="both",
+                    help="old: PortAudio + ALSA pulse plugin; native: the sound server's names (libpulse)")
     a = ap.parse_args()
     for profile in (["office", "stress"] if a.profile == "both" else [a.profile]):
         for softphone in ([True, False] if a.softphone == "both" else [a.softphone == "on"]):
             for mode in (["run", "split"] if a.mode == "both" else [a.mode]):
-                report(run(profile, mode, a.duration, a.rss_every, softphone, a.wrap, a.block_ms))
+                for path in (["old", "native"] if a.audio_path == "both" else [a.audio_path]):
+                    report(run(profile, mode, a.duration, a.rss_every, softphone, a.wrap, a.block_ms, path))
     return 0
 
 

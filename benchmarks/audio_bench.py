@@ -1,12 +1,16 @@
 """Audio source CPU: its threads' CPU time / wall time while AudioSource captures two channels
-(the agent and customer null-sink monitors of a private PulseAudio server) for --seconds (60).
+(the agent and customer null-sink monitors of a private PulseAudio server) for --seconds (60),
+through the old path (PortAudio + ALSA's pulse plugin: devices ``agent_monitor``) and the native
+path (the sound server's own source names ``agent.monitor``, recorded with libpulse's simple API),
+side by side (``--path both``, the default).
 
 Speech-like load: espeak-ng sentences are played into both sinks in a loop, so the VAD sees
 speech as well as silence. The players and the server are other processes (the threads that feed
 the players are not counted); the figure is the audio source's worker and the PortAudio and ALSA
-pulse-plugin threads it starts (scheduler run time per thread, /proc/self/task/*/schedstat).
+pulse-plugin threads it starts, or the native readers and the event watch (scheduler run time per
+thread, /proc/self/task/*/schedstat).
 
-    .venv/bin/python benchmarks/audio_bench.py [--seconds 60] [--block-ms MS]
+    .venv/bin/python benchmarks/audio_bench.py [--seconds 60] [--block-ms MS] [--path old|native|both]
 """
 
 from __future__ import annotations
@@ -35,10 +39,20 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--block-ms", type=int, help="audio.block_ms (default: the config's)")
+    ap.add_argument("--path", choices=["old", "native", "both"], default="both")
     args = ap.parse_args()
     limit_heap_growth()   # as every station process does (station.cli)
-    cfg = config.load(system=False).replace(audio={"agent_device": "agent_monitor",
-                                                   "customer_device": "customer_monitor",
+    for path in (["old", "native"] if args.path == "both" else [args.path]):
+        measure(args, path)
+    return 0
+
+
+DEVICES = {"old": ("agent_monitor", "customer_monitor"), "native": ("agent.monitor", "customer.monitor")}
+
+
+def measure(args, path: str) -> None:
+    agent, customer = DEVICES[path]
+    cfg = config.load(system=False).replace(audio={"agent_device": agent, "customer_device": customer,
                                                    **({"block_ms": args.block_ms} if args.block_ms else {})})
     with tempfile.TemporaryDirectory() as d, PulseServer() as pa:
         pa.activate()
@@ -81,6 +95,7 @@ def main() -> int:
         st = src.status()
     wall = w1 - w0
     cpu = sum(ns - c0.get(tid, 0) for tid, ns in c1.items()) / 1e9
+    print(f"== {path} path ({agent}, {customer})")
     print(f"audio source: {wall:.1f} s wall, {cpu:.2f} s CPU = {100 * cpu / wall:.2f} % of one core "
           f"(block {cfg.audio.block_ms} ms, 2 channels, {cfg.audio.frame_ms} ms frames)")
     print(f"frames {frames} ({frames / wall:.1f}/s), overflows {st['overflows']}, dropped blocks "
@@ -88,11 +103,12 @@ def main() -> int:
           f"load average {os.getloadavg()[0]:.1f}, per channel since start {st['frames']}, blocks {st['blocks']}")
     if rss_first is not None:
         print(f"RSS {rss_first[1]:.1f} MB at {rss_first[0]:.0f} s, {rss_end:.1f} MB at {wall:.0f} s "
-              f"({rss_end - rss_first[1]:+.1f} MB)")
-    return 0
+              f"({rss_end - rss_first[1]:+.1f} MB)", flush=True)
 
 
-AUDIO_THREADS = ("audio-source", "threaded-ml")   # the worker (PortAudio's threads inherit its name); libpulse
+# the worker (PortAudio's threads inherit its name), libpulse's; native: audio-rec-*, audio-watch
+AUDIO_THREADS = ("audio-source", "threaded-ml", "audio-watch", "audio-rec-agent", "audio-rec-custo",
+                 "audio-rec-agent")
 
 
 def _audio_thread_ns() -> dict[int, int]:

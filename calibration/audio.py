@@ -8,11 +8,16 @@ customer channel (``audio.customer_device`` / ``customer_channel``). All signals
 Failure modes (``UserError``, exit 1, one clear line): no input or output device, a device name
 that matches nothing, a sample rate the device refuses, a stream that stops delivering samples
 (timeout), PortAudio errors. A device given as digits is an index, otherwise a name (substring,
-as sounddevice matches it); "" is PortAudio's default.
+as sounddevice matches it); "" is PortAudio's default. A name that is exactly a sound-server
+source (sink, for ``calibration.output_device``), as ``station devices`` lists it and the capture
+records it natively, is opened through ALSA's ``pulse`` PCM (libasound2-plugins) routed to that
+source or sink by name while the stream opens (``PULSE_SOURCE`` / ``PULSE_SINK``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -32,6 +37,40 @@ def _device(spec: str):
     if spec == "":
         return None
     return int(spec) if spec.isdigit() else spec
+
+
+PULSE_PCM = "pulse"   # ALSA's PulseAudio plugin PCM (libasound2-plugins): the server's default source/sink
+
+
+def _server_names() -> tuple[set[str], set[str]]:
+    """(source names, sink names) of the sound server ("" sets when none answers)."""
+    from station.capture import soundserver
+    try:
+        with soundserver.connect("station-calibrate") as pulse:
+            return {s.name for s in pulse.source_list()}, {s.name for s in pulse.sink_list()}
+    except soundserver.SoundServerError:
+        return set(), set()
+    except Exception:   # pulsectl errors while listing
+        return set(), set()
+
+
+@contextlib.contextmanager
+def _routed(source: str | None = None, sink: str | None = None):
+    """While opening a stream on the ALSA ``pulse`` PCM: route it to a sound-server source / sink by
+    name (libpulse reads ``PULSE_SOURCE`` / ``PULSE_SINK`` when the plugin connects)."""
+    saved = {k: os.environ.get(k) for k in ("PULSE_SOURCE", "PULSE_SINK")}
+    try:
+        if source:
+            os.environ["PULSE_SOURCE"] = source
+        if sink:
+            os.environ["PULSE_SINK"] = sink
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 @dataclass
@@ -60,6 +99,18 @@ class SoundDeviceIO:
         self.customer_channel = int(cfg.audio.customer_channel)
         self.out = _device(cfg.calibration.output_device)
         self.has_customer = bool((cfg.audio.customer_device or "").strip())
+        # sound-server names (as the capture records them natively): through ALSA's pulse PCM,
+        # routed by name while each stream opens (_routed)
+        self.mic_source = self.customer_source = self.out_sink = None
+        names = [d for d in (self.mic, self.customer, self.out) if isinstance(d, str)]
+        if names:
+            sources, sinks = _server_names()
+            if self.mic in sources:
+                self.mic_source, self.mic = self.mic, PULSE_PCM
+            if self.customer in sources:
+                self.customer_source, self.customer = self.customer, PULSE_PCM
+            if self.out in sinks:
+                self.out_sink, self.out = self.out, PULSE_PCM
 
     # -- checks ---------------------------------------------------------------------------------
     def _info(self, dev, kind: str, what: str, key: str) -> dict:
@@ -119,9 +170,11 @@ class SoundDeviceIO:
                 done.set()
                 raise self.sd.CallbackStop
 
-        self._run(lambda: self.sd.InputStream(device=self.mic, channels=self.mic_channel + 1, dtype="int16",
-                                              samplerate=self.fs, callback=cb), done, seconds, "microphone",
-                  lambda: pos[0])
+        def make():
+            with _routed(source=self.mic_source):
+                return self.sd.InputStream(device=self.mic, channels=self.mic_channel + 1, dtype="int16",
+                                           samplerate=self.fs, callback=cb)
+        self._run(make, done, seconds, "microphone", lambda: pos[0])
         return buf
 
     def playrec(self, signal: np.ndarray, tail_s: float = 0.6, with_customer: bool = False,
@@ -158,16 +211,18 @@ class SoundDeviceIO:
             def ccb(indata, frames, time, status):
                 cust.append(indata[:, self.customer_channel].copy())
             try:
-                cust_stream = sd.InputStream(device=self.customer, channels=self.customer_channel + 1,
-                                             dtype="int16", samplerate=self.fs, callback=ccb)
+                with _routed(source=self.customer_source):
+                    cust_stream = sd.InputStream(device=self.customer, channels=self.customer_channel + 1,
+                                                 dtype="int16", samplerate=self.fs, callback=ccb)
                 cust_stream.start()
             except (ValueError, sd.PortAudioError) as e:
                 raise UserError(f"cannot record the customer channel ({e})") from None
         reported = [0.0]
 
         def make():
-            st = sd.Stream(device=(self.mic, self.out), channels=(self.mic_channel + 1, 1),
-                           dtype="int16", samplerate=self.fs, callback=cb)
+            with _routed(source=self.mic_source, sink=self.out_sink):
+                st = sd.Stream(device=(self.mic, self.out), channels=(self.mic_channel + 1, 1),
+                               dtype="int16", samplerate=self.fs, callback=cb)
             reported[0] = float(st.latency[1])
             return st
         try:

@@ -30,6 +30,7 @@ from station.headset import HeadsetProfile, profile_dir, profile_path
 from . import measure, p56
 from .certificate import Certificate, Check
 from .profile_writer import write_profile
+from .sources import calibrated_sources
 
 SENTENCE = ("Good morning, you are speaking with the customer service desk. "
             "How can I help you today?")
@@ -268,7 +269,9 @@ def run(cfg, io, opts: Options) -> Result:
                        created=created, source="rig" if rig is not None else "voice", rig_id=rig_id,
                        measurements=measurements, checks=checks, notes=notes,
                        software=f"station {__version__}, config {cfg.hash[:12]}")
+    agent_source, customer_source = calibrated_sources(cfg)
     profile = HeadsetProfile(
+        agent_source=agent_source, customer_source=customer_source,
         headset_id=opts.headset_id, station_id=cfg.station.id, technician=opts.technician, created=created,
         noise_floor_dbfs=_clamp(nf.dbfs, -140.0, 0.0), gate_dbfs=_clamp(gate, -140.0, 0.0), vad_mode=chosen.mode,
         input_latency_ms=_clamp(input_latency, 0.0, 2000.0), round_trip_ms=_clamp(round_trip, 0.0, 4000.0),

@@ -1,7 +1,9 @@
 """Write a headset profile that ``station.headset.read_profile`` accepts.
 
 The file is ``<headset_dir>/<headset-id>.toml`` with exactly the ``[profile]`` keys of
-``station.headset.HeadsetProfile`` (``sensitivity_dbspl_at_0dbfs`` only when known). It is written
+``station.headset.HeadsetProfile`` (``sensitivity_dbspl_at_0dbfs`` only when known; the calibrated
+sources' identities as ``[profile.agent_source]`` / ``[profile.customer_source]`` when the devices
+are sound-server sources). It is written
 to a temporary file in the same directory, read back through ``read_profile`` (so a value out of
 the agent's accepted range fails here, not in the agent) and then renamed into place, so a reader
 never sees half a profile. Failure modes: ``UserError`` when the directory cannot be written;
@@ -33,6 +35,8 @@ def profile_dict(profile: HeadsetProfile) -> dict:
             continue
         if isinstance(v, float):
             v = round(v, 2)
+        elif dataclasses.is_dataclass(v):   # a SourceIdentity: a [profile.<name>] table
+            v = dataclasses.asdict(v)
         body[f.name] = v
     return {"profile": body}
 

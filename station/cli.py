@@ -21,7 +21,7 @@ from station.errors import UserError
 from station.ops.malloc_tuning import limit_heap_growth
 
 COMMANDS = ["demo", "run", "capture", "recorder", "replay", "report", "sessions", "status",
-            "doctor", "devices", "categories", "keys", "console", "proxy", "calibrate", "install", "uninstall"]
+            "doctor", "devices", "input", "categories", "keys", "console", "proxy", "calibrate", "install", "uninstall"]
 
 
 def build_parser() -> argparse.ArgumentParser:

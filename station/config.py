@@ -173,7 +173,7 @@ def _check_table(spec: Table, value: Any, name: str, where: str) -> list[dict[st
             raise ConfigError(f"{where}: {name}[{i}] lacks " + ", ".join(missing))
         if spec.one_of and all(entry[k] == spec.defaults.get(k) for k in spec.one_of):
             raise ConfigError(f"{where}: {name}[{i}] sets none of " + ", ".join(spec.one_of)
-                              + "; it needs at least one (a rule without patterns would match every window)")
+                              + "; it needs at least one (an entry without any would match everything)")
         out.append({k: entry[k] for k in spec.fields})
     return out
 

@@ -108,6 +108,18 @@ SCHEMA: dict[str, dict[str, Field | Table]] = {
         "stall_ms": Field("int", 200, 10_000),
         "retry_ms": Field("int", 100, 1000),
     },
+    "input": {
+        "backend": Field("str", choices=("auto", "evdev", "xi2", "pynput")),
+        "allow": Table({
+            "name": Field("str"),
+            "bus": Field("str"),
+            "vendor": Field("str", pattern=r"([0-9A-Fa-f]{4})?"),
+            "product": Field("str", pattern=r"([0-9A-Fa-f]{4})?"),
+            "phys": Field("str"),
+            "virtual": Field("bool"),
+        }, max_items=64, defaults={"name": "", "bus": "", "vendor": "", "product": "", "phys": "", "virtual": None},
+            one_of=("name", "bus", "vendor", "product", "phys", "virtual")),
+    },
     "speech": {
         "padding_ms": Field("int", 0, 5000),
         "min_spurt_ms": Field("int", 0, 5000),

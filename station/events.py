@@ -101,7 +101,9 @@ class SpeechFrame:
 @dataclass(frozen=True, slots=True)
 class KeyEvent:
     """A key press (down=True) or release. key_class: KeyClass. repeat: auto-repeat press.
-    injected: synthetic (XTest) event. char: the character, only inside typing_task windows, else ""."""
+    injected: NOT from an input device with evidence (XTEST, uinput, a device off the allow-list
+    ``input.allow``, a display-server key without its kernel twin): counted and alerted, in no
+    figure. char: the character, only inside typing_task windows, else ""."""
 
     STREAM: ClassVar[str] = "key"
     t_ns: int
@@ -115,7 +117,8 @@ class KeyEvent:
 @dataclass(frozen=True, slots=True)
 class MouseBin:
     """Mouse moves in one bin starting at t_ns: count of motion events, path length in pixels
-    (rounded), and how many of the moves were injected."""
+    (rounded), and how many of the moves were injected (not from a device with evidence, see
+    ``KeyEvent``); the bin counts as activity only for ``count - injected > 0``."""
 
     STREAM: ClassVar[str] = "mouse"
     t_ns: int
@@ -126,6 +129,8 @@ class MouseBin:
 
 @dataclass(frozen=True, slots=True)
 class MouseClick:
+    """A mouse button press/release (X button number). injected: see ``KeyEvent``."""
+
     STREAM: ClassVar[str] = "click"
     t_ns: int
     button: int
@@ -135,6 +140,8 @@ class MouseClick:
 
 @dataclass(frozen=True, slots=True)
 class MouseScroll:
+    """Scroll steps (+dy = up, +dx = right). injected: see ``KeyEvent``."""
+
     STREAM: ClassVar[str] = "scroll"
     t_ns: int
     dx: int

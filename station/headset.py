@@ -2,7 +2,8 @@
 
 A profile is ``<headset_dir>/<headset-id>.toml`` with one ``[profile]`` table (see
 ``HeadsetProfile`` for keys and units). ``station calibrate`` writes it; the audio source reads the
-gate, VAD mode, coupling and latency from it; the health beat warns when it is missing, too old, or
+gate, VAD mode, coupling and latency from it, and the calibrated sound-server sources' identity
+(``[profile.agent_source]`` / ``[profile.customer_source]``, ``SourceIdentity``; optional); the health beat warns when it is missing, too old, or
 made on another station (``profile_warnings``).
 """
 
@@ -18,6 +19,26 @@ from station.config import Config, ConfigError
 
 
 @dataclass(frozen=True)
+class SourceIdentity:
+    """The sound-server source calibration measured, as the server named it ("" = not reported):
+    name (source name, e.g. ``alsa_input.usb-Jabra_...``), bus (``device.bus``), vendor / product
+    (``device.vendor.id`` / ``device.product.id``, hex), serial (``device.serial``), monitor (a
+    sink's monitor, i.e. the customer signal, rather than a capture device). Written by calibration
+    as ``[profile.agent_source]`` / ``[profile.customer_source]``; the capture gives no evidence
+    from a source that does not match it (``station.capture.audio_identity``)."""
+
+    name: str = ""
+    bus: str = ""
+    vendor: str = ""
+    product: str = ""
+    serial: str = ""
+    monitor: bool = False
+
+
+_IDENTITY_FIELDS = ("agent_source", "customer_source")
+
+
+@dataclass(frozen=True)
 class HeadsetProfile:
     """Calibration results for one headset on one station.
 
@@ -30,6 +51,8 @@ class HeadsetProfile:
     speech_level_dbfs: active speech level of the calibration sentence (ITU-T P.56, dBFS).
     sensitivity_dbspl_at_0dbfs: dB SPL that reads 0 dBFS, when a rig measured it, else None.
     created: ISO 8601 UTC time of calibration. passed: the certificate's overall verdict.
+    agent_source / customer_source: the calibrated microphone's / customer signal's sound-server
+    source (``SourceIdentity``), or None (PortAudio devices, profiles made before identities).
     """
 
     headset_id: str
@@ -45,6 +68,8 @@ class HeadsetProfile:
     speech_level_dbfs: float
     passed: bool
     sensitivity_dbspl_at_0dbfs: float | None = None
+    agent_source: SourceIdentity | None = None
+    customer_source: SourceIdentity | None = None
 
     def created_at(self) -> dt.datetime:
         return dt.datetime.fromisoformat(self.created.replace("Z", "+00:00"))
@@ -53,6 +78,22 @@ class HeadsetProfile:
 _NUMERIC = {"noise_floor_dbfs": (-140.0, 0.0), "gate_dbfs": (-140.0, 0.0), "input_latency_ms": (0.0, 2000.0),
             "round_trip_ms": (0.0, 4000.0), "coupling_db": (-20.0, 140.0), "speech_level_dbfs": (-140.0, 0.0),
             "sensitivity_dbspl_at_0dbfs": (60.0, 200.0)}
+
+
+def _read_identity(path: Path, key: str, v) -> SourceIdentity:
+    """A ``[profile.<key>]`` table as a SourceIdentity. Raises ConfigError naming the key."""
+    if not isinstance(v, dict):
+        raise ConfigError(f"{path}: profile.{key} must be a table")
+    known = {f.name: f for f in dataclasses.fields(SourceIdentity)}
+    unknown = set(v) - set(known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) profile.{key}." + f", profile.{key}.".join(sorted(unknown)))
+    for k, x in v.items():
+        want = bool if k == "monitor" else str
+        if not isinstance(x, want):
+            raise ConfigError(f"{path}: profile.{key}.{k} = {x!r}; allowed: "
+                              + ("true or false" if want is bool else "a string"))
+    return SourceIdentity(**v)
 
 
 def profile_dir(cfg: Config) -> Path:
@@ -80,12 +121,14 @@ def read_profile(path: Path) -> HeadsetProfile:
     kwargs = {}
     for f in dataclasses.fields(HeadsetProfile):
         if f.name not in body:
-            if f.name == "sensitivity_dbspl_at_0dbfs":
+            if f.name == "sensitivity_dbspl_at_0dbfs" or f.name in _IDENTITY_FIELDS:
                 kwargs[f.name] = None
                 continue
             raise ConfigError(f"{path}: profile.{f.name} is missing")
         v = body[f.name]
-        if f.name in _NUMERIC:
+        if f.name in _IDENTITY_FIELDS:
+            v = _read_identity(path, f.name, v)
+        elif f.name in _NUMERIC:
             lo, hi = _NUMERIC[f.name]
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
                 raise ConfigError(f"{path}: profile.{f.name} = {v!r}; allowed: a number from {lo:g} to {hi:g}")

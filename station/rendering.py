@@ -177,6 +177,19 @@ def _security_text(sec: dict) -> str:
     return f"{head}<br>{rows}{more}"
 
 
+def _devices_text(dev: dict) -> str:
+    """The report's devices row: each device's last identity and evidence, then every change."""
+    def ident(d: dict) -> str:
+        hw = " ".join(x for x in (d.get("bus", ""), ":".join(v for v in (d.get("vendor", ""), d.get("product", "")) if v),
+                                  d.get("serial", "")) if x) or ("virtual" if d.get("virtual") else "no identity")
+        return f"{d['kind']} {d['device']} ({d.get('name', '')}; {hw})"
+    rows = [html.escape(f"{ident(d)}: {d['state']}, {'evidence' if d['evidence'] else 'NO EVIDENCE'}"
+                        + (f" ({d['detail']})" if d.get("detail") else "")) for d in dev.get("last", [])[:50]]
+    rows += [html.escape(f"{c['wall'][11:23]} {c['state']} {ident(c)}: {c.get('detail', '')}")
+             for c in dev.get("changes", [])[:200]]
+    return "<br>".join(rows) or "none reported"
+
+
 def _software_text(sec: dict) -> str:
     rec = sec.get("recorder_software") or {}
     text = f"recorder: station {rec.get('version', '?')} sha256 {str(rec.get('sha256', '?'))[:12]}"
@@ -185,6 +198,40 @@ def _software_text(sec: dict) -> str:
     links = sec.get("capture_links") or []
     text += "; capture: " + ("; ".join(links[:5]) if links else "never connected (or in the recorder's process)")
     return html.escape(text)
+
+
+def _devices_summary(dev: dict | None) -> str:
+    if not dev or not dev.get("devices"):
+        return "no input devices announced (an older capture, or none read)"
+    n, bad = len(dev["devices"]), dev.get("without_evidence") or []
+    text = f"{n} device(s), {n - len(bad)} giving evidence"
+    if bad:
+        text += f"; without evidence: {', '.join(bad)}"
+    return text
+
+
+def input_devices_html(dev: dict | None) -> str:
+    """The report's "Input devices" section: every input device with identity, virtual,
+    evidence and why; the set at exam start; input counted as not evidence."""
+    if not dev or not dev.get("devices"):
+        return ""
+    esc = html.escape
+    rows = []
+    for d in dev["devices"]:
+        ident = f"{d['vendor']}:{d['product']}" if d["vendor"] or d["product"] else "–"
+        rows.append(f"<tr><td>{esc(d['device'])}</td><td>{esc(d['name'])}</td><td>{esc(d['bus'] or '–')}</td>"
+                    f"<td>{esc(ident)}</td><td>{esc(d['phys'] or '–')}</td><td>{'yes' if d['virtual'] else 'no'}</td>"
+                    f"<td class='{'ok' if d['evidence'] else 'bad'}'>{'yes' if d['evidence'] else 'no'}</td>"
+                    f"<td>{esc(d['detail'])}</td><td>{esc(d['state'])} {esc(d['wall'][11:19])}</td></tr>")
+    start = dev.get("at_exam_start")
+    start_text = ("exam not started" if start is None else
+                  ", ".join(f"{d['name']} ({'evidence' if d['evidence'] else 'NO evidence'})" for d in start) or "none")
+    ne = dev.get("not_evidence_input") or {}
+    return ("<h2>Input devices</h2><p>Only devices with evidence count toward any figure; input from the "
+            f"others is journaled and counted: {int(ne.get('keys', 0))} key presses, {int(ne.get('mouse', 0))} "
+            f"mouse events. At exam start: {esc(start_text)}.</p>"
+            "<table><tr><th>Device</th><th>Name</th><th>Bus</th><th>Vendor:product</th><th>Phys</th>"
+            "<th>Virtual</th><th>Evidence</th><th>Why</th><th>Last change (UTC)</th></tr>" + "".join(rows) + "</table>")
 
 
 def render_html(rep: dict) -> str:
@@ -212,8 +259,10 @@ td,th{{border:1px solid #bbb;padding:3px 6px;font-size:12px;vertical-align:top}}
 <tr><th>Integrity</th><td class="{'ok' if integ['ok'] else 'bad'}">{'journal intact, replay reproduces the published figures' if integ['ok'] else esc('; '.join(integ['journal_problems'] + integ.get('anchor_problems', []) + integ['replay_mismatches'])[:2000])}</td></tr>
 <tr><th>Anchor (consoles)</th><td class="{'na' if integ.get('anchor') is None else 'ok' if not integ.get('anchor_problems') else 'bad'}">{esc(anchor_text(integ.get('anchor'), integ.get('anchor_problems') or []))}</td></tr>
 <tr><th>Agreement</th><td>{esc(agreement_text(rep.get('agreement') or {}))}</td></tr>
-<tr><th>Synthetic input</th><td class="{'ok' if not (rep['synthetic_input']['keys'] or rep['synthetic_input']['mouse']) else 'bad'}">{'none detected' if not (rep['synthetic_input']['keys'] or rep['synthetic_input']['mouse']) else esc(f"{rep['synthetic_input']['keys']} key presses and {rep['synthetic_input']['mouse']} mouse events were injected (XTEST), first at {rep['synthetic_input']['first_wall']}")}</td></tr>
+<tr><th>Synthetic input</th><td class="{'ok' if not (rep['synthetic_input']['keys'] or rep['synthetic_input']['mouse']) else 'bad'}">{'none detected' if not (rep['synthetic_input']['keys'] or rep['synthetic_input']['mouse']) else esc(f"{rep['synthetic_input']['keys']} key presses and {rep['synthetic_input']['mouse']} mouse events came from devices without evidence (XTEST, uinput, off the allow-list), first at {rep['synthetic_input']['first_wall']}; left out of every figure")}</td></tr>
+<tr><th>Input devices</th><td class="{'ok' if not rep.get('input_devices', {}).get('without_evidence') else 'bad'}">{esc(_devices_summary(rep.get('input_devices')))}</td></tr>
 <tr><th>Hand-over security</th><td class="{'ok' if not rep['security']['counts'] else 'bad'}">{_security_text(rep['security'])}</td></tr>
+<tr><th>Devices</th><td class="{'ok' if rep.get('devices', {}).get('ok', True) else 'bad'}">{_devices_text(rep.get('devices') or {})}</td></tr>
 <tr><th>Code identity</th><td>{_software_text(rep['security'])}</td></tr>
 <tr><th>Late events</th><td class="{'ok' if not rep.get('late_events', {}).get('count') else 'bad'}">{'none' if not rep.get('late_events', {}).get('count') else esc(f"{rep['late_events']['count']} measurements arrived after the station had declared their time complete (first at {rep['late_events']['first_wall']}); journaled, left out of the figures: {_fmt(rep['late_events']['streams'])}")}</td></tr>
 <tr><th>Data gaps</th><td class="{'ok' if not rep['data_gaps'] else 'bad'}">{'none' if not rep['data_gaps'] else '<br>'.join(esc(f"{g['source']}: {g['wall_start']} for {g['duration_ms'] / 1000:.1f} s") for g in rep['data_gaps'])}</td></tr>
@@ -231,7 +280,8 @@ td,th{{border:1px solid #bbb;padding:3px 6px;font-size:12px;vertical-align:top}}
         parts.append(f"<tr><td>{cid}</td><td>{esc(c['title'])}</td><td>{figures_html(cid, c['figures'])}</td>"
                      f"<td>{esc(c['rule'])}</td><td class='{cls}'>{_fmt(auto) if auto is not None else 'assessor'}</td>"
                      f"<td>{ass}</td><td class='{'ok' if c['proven'] else 'na'}'>{'proven' if c['proven'] else 'not proven'}</td></tr>")
-    parts.append("</table><h2>Session timeline</h2>" + timeline_html(rep["timeline"]))
+    parts.append("</table>" + input_devices_html(rep.get("input_devices")))
+    parts.append("<h2>Session timeline</h2>" + timeline_html(rep["timeline"]))
     parts.append("<h2>Contacts</h2><table><tr><th>#</th><th>Kind</th><th>Start (UTC)</th><th>Duration</th>"
                  "<th>Agent talk</th><th>Customer talk</th><th>Dead air (3 s or more)</th><th>Overtalk</th>"
                  "<th>S1: on-screen information work, share of conversation</th>"

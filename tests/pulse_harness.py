@@ -269,6 +269,11 @@ class PulseServer:
         """The PULSE_SERVER value of the server holding ``sink`` (default: the first sink's)."""
         return self._daemons[sink or self.sink_names[0]].server
 
+    def server_pid(self, sink: str | None = None) -> int:
+        """The process id of the server holding ``sink`` (default: the first sink's), e.g. to
+        freeze it (SIGSTOP) as a candidate could."""
+        return self._daemons[sink or self.sink_names[0]].proc.pid
+
     @property
     def client_conf(self) -> Path:
         return self.dir / "client.conf"

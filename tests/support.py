@@ -97,6 +97,22 @@ class SocatRelay:
 
 # ------------------------------------------------------------------ configuration files
 
+# Tests drive keyboard and mouse with xdotool, i.e. through the X server's XTEST devices, which
+# never give evidence on a station (docs/operations.md "Input devices"). A test whose xdotool input
+# must count as a candidate's puts them on its own allow-list, and reads X input (XInput 2: evdev
+# would not see XTEST; a machine where /dev/input is readable would otherwise choose it):
+# ``xtest_input(cfg)`` for an in-process Config, ``XTEST_INPUT_TOML`` for a config file.
+XTEST_ALLOW = [{"name": "Virtual core XTEST keyboard"}, {"name": "Virtual core XTEST pointer"}]
+XTEST_INPUT_TOML = ('[input]\nbackend = "xi2"\nallow = [{ name = "Virtual core XTEST keyboard" }, '
+                    '{ name = "Virtual core XTEST pointer" }]\n')
+
+
+def xtest_input(cfg, allow: bool = True):
+    """``cfg`` reading input through XInput 2, with xdotool's XTEST devices on the allow-list
+    (``allow=False``: off it, as on an exam PC: their input is flagged injected)."""
+    return cfg.replace(input={"backend": "xi2", "allow": XTEST_ALLOW if allow else []})
+
+
 def _merge(base: dict, more: dict) -> dict:
     for k, v in more.items():
         if isinstance(v, dict) and isinstance(base.get(k), dict):

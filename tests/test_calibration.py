@@ -95,6 +95,24 @@ def test_profile_writer_round_trips_through_the_agents_reader(tmp_path):
     assert [f.name for f in (tmp_path / "h").iterdir()] == ["hs1.toml"]   # no temp file left
 
 
+def test_profile_keeps_the_calibrated_sources_identity(tmp_path):
+    from station.config import ConfigError
+    from station.headset import SourceIdentity
+    mic = SourceIdentity(name="alsa_input.usb-Jabra_Evolve_20_A1B2-00.mono-fallback", bus="usb", vendor="0b0e",
+                         product="0300", serial="Jabra_Evolve_20_A1B2")
+    ear = SourceIdentity(name="alsa_output.usb-Jabra_Evolve_20_A1B2-00.analog-stereo.monitor", bus="usb",
+                         vendor="0b0e", product="0300", serial="Jabra_Evolve_20_A1B2", monitor=True)
+    p = write_profile(profile(agent_source=mic, customer_source=ear), tmp_path / "hs1.toml")
+    assert "[profile.agent_source]" in p.read_text()
+    got = read_profile(p)
+    assert got.agent_source == mic and got.customer_source == ear
+    assert read_profile(write_profile(profile(), tmp_path / "old.toml")).agent_source is None   # older profiles
+    bad = tmp_path / "bad.toml"
+    bad.write_text(p.read_text().replace('bus = "usb"', 'bus = 3', 1))
+    with pytest.raises(ConfigError, match=r"profile.agent_source.bus = 3"):
+        read_profile(bad)
+
+
 def test_profile_writer_refuses_values_the_agent_would_refuse(tmp_path):
     from station.config import ConfigError
     with pytest.raises(ConfigError, match="profile.input_latency_ms"):

@@ -110,6 +110,36 @@ def test_espeak_at_two_gains_through_the_sound_server(pa, tmp_path):
         pa.deactivate()
 
 
+def test_sound_server_names_are_recorded_and_their_identity_goes_into_the_profile(pa, tmp_path):
+    """Devices given by the sound server's names (as the capture records them natively) are
+    recorded through ALSA's pulse PCM routed by name, and their identity is what calibration
+    stores in the profile."""
+    from calibration.audio import SoundDeviceIO
+    from calibration.sources import calibrated_sources
+    from station import config
+    from tests.pulse_harness import espeak
+    pa.activate()
+    try:
+        speech = espeak("Good morning, this is the service desk.", tmp_path / "s.wav", rate=FS)
+        cfg = config.load(system=False).replace(audio={"agent_device": "mic.monitor",
+                                                       "customer_device": "earpiece.monitor"})
+        io = SoundDeviceIO(cfg)
+        assert io.mic_source == "mic.monitor" and io.customer_source == "earpiece.monitor"
+        rec = {}
+        import threading
+        t = threading.Thread(target=lambda: rec.setdefault("x", io.record(len(speech) / FS + 1.0)))
+        t.start()
+        time.sleep(0.3)
+        pa.play("mic", speech, 0.0).wait()
+        t.join(30)
+        assert p56.measure(rec["x"], FS).active_dbov == pytest.approx(p56.measure(speech, FS).active_dbov, abs=0.3)
+        agent, customer = calibrated_sources(cfg)
+        assert (agent.name, agent.monitor, customer.name, customer.monitor) == ("mic.monitor", True,
+                                                                               "earpiece.monitor", True)
+    finally:
+        pa.deactivate()
+
+
 def reference_round_trip(pa, cfg_path) -> float:
     """The set-up's round trip measured without the calibration code path: a 2 ms click on the
     earpiece, its first sample above -50 dBFS in the microphone (median of 3), in ms."""

@@ -38,7 +38,7 @@ def test_x11_checks_pass_on_xvfb_with_openbox(tmp_path):
         assert c[name]["ok"], c[name]
     assert "openbox" in c["window manager"]["detail"].lower()
     assert r.returncode == (0 if out["ok"] else 1)
-    assert out["ok"] == all(ch["ok"] for ch in out["checks"])
+    assert out["ok"] == all(ch["ok"] for ch in out["checks"] if ch["required"])   # warnings do not fail
 
 
 @pytest.mark.real
@@ -92,3 +92,27 @@ def test_invalid_config_and_unwritable_journal_dir(tmp_path):
     r = doctor({"STATION_DATA_DIR": str(blocker)}, "--json")
     out, c = checks_of(r)
     assert not c["journal dir"]["ok"] and "not a directory" in c["journal dir"]["detail"]
+
+
+@pytest.mark.real
+def test_doctor_says_which_input_backend_and_why(tmp_path):
+    """evdev where /dev/input is readable by this account, XInput 2 otherwise, with the reason;
+    forcing evdev where it cannot read /dev/input fails the check with why."""
+    require("Xvfb", "openbox", "xdotool")
+    readable, why = platform.evdev_probe()
+    with X11Session() as x:
+        base = {"DISPLAY": x.display}
+        r = doctor(base, "--json", tmp=tmp_path, drop=("WAYLAND_DISPLAY", "XDG_SESSION_TYPE", platform.INPUT_ENV_OVERRIDE))
+        _, c = checks_of(r)
+        check = c["input backend"]
+        assert check["ok"], check
+        assert check["detail"].startswith("evdev" if readable else "xi2"), check
+        assert why in check["detail"]          # e.g. "no evdev nodes in /dev/input" here
+        assert c["xinput2"]["required"] is (not readable)
+        allow = c["input allow-list"]
+        assert not allow["ok"] and not allow["required"] and "station input devices" in allow["detail"]
+        if not readable:
+            r = doctor({**base, platform.INPUT_ENV_OVERRIDE: "evdev"}, tmp=tmp_path)
+            line = next(l for l in r.stdout.splitlines() if l.startswith("input backend"))
+            assert "FAIL" in line and "evdev chosen, but" in line and why in line
+            assert r.returncode == 1

@@ -228,3 +228,18 @@ def test_device_events_travel_in_batches_and_the_engine_keeps_each_devices_last_
     assert eng.devices[("input", "/dev/input/event3")]["evidence"] is True
     assert eng.devices[("input", "/dev/input/event9")]["state"] == "removed"
     assert eng.devices[("input", "/dev/input/event9")]["virtual"] is True
+
+
+def test_audio_device_changes_and_sources_without_evidence_are_alerted_at_once():
+    from station.events import DeviceEvent
+    ok = DeviceEvent(int(0.5 * S), "audio", "alsa_input.usb-Jabra-00.mono-fallback", "present", name="Jabra",
+                     bus="usb", vendor="0b0e", product="0300", detail="agent: the calibrated headset")
+    moved = DeviceEvent(int(1.0 * S), "audio", "player.monitor", "changed", name="Monitor of player", virtual=True,
+                        evidence=False, detail="agent: the recorded stream was moved here")
+    gone = DeviceEvent(int(1.5 * S), "audio", "alsa_input.usb-Jabra-00.mono-fallback", "removed", name="Jabra",
+                       evidence=False, detail="agent: removed")
+    eng, outs = run([focus(0, "crm"), ok, moved, gone], end_s=3)
+    alerts = [b for k, _, b in outs if k == "alert" and b["type"] == "device_changed"]
+    assert [(a["device"], a["state"], a["evidence"]) for a in alerts] == [
+        ("player.monitor", "changed", False), ("alsa_input.usb-Jabra-00.mono-fallback", "removed", False)]
+    assert [c["device"] for c in eng.device_changes] == ["player.monitor", "alsa_input.usb-Jabra-00.mono-fallback"]

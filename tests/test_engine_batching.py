@@ -259,3 +259,108 @@ def test_live_and_every_replay_agree_on_late_events(tmp_path_factory, seed):
         assert rep["late_events"]["count"] == len(held)
     finally:
         j.close()
+
+
+def _injected_on_top(rng: random.Random, events: list) -> list:
+    """Input from devices without evidence over a session: XTEST/uinput-like keys (typing-task
+    characters too), mouse bins, clicks and scrolls, all flagged ``injected`` by the capture."""
+    from station.events import KeyClass, KeyEvent, MouseBin, MouseClick, MouseScroll
+    extra = []
+    for _ in range(rng.randint(3, 8)):
+        a = rng.uniform(0, END_S - 10)
+        for k in range(rng.randint(5, 40)):
+            t = int((a + k * 0.12) * S)
+            extra += [KeyEvent(t, KeyClass.PRINTABLE, True, False, True, "x"),
+                      KeyEvent(t + 30_000_000, KeyClass.PRINTABLE, False, False, True, "")]
+    for _ in range(rng.randint(2, 5)):
+        a = rng.uniform(0, END_S - 10)
+        for k in range(rng.randint(10, 200)):
+            n = rng.randint(1, 4)
+            extra.append(MouseBin(int((a + k * 0.01) * S), n, 5 * n, n))
+        extra += [MouseClick(int((a + 0.5) * S), 1, True, True), MouseClick(int((a + 0.6) * S), 1, False, True),
+                  MouseScroll(int((a + 0.7) * S), 0, 1, True)]
+    return events + extra
+
+
+def _figures(eng) -> tuple:
+    totals = {k: v for k, v in eng.session_totals().items() if k != "injected_input"}
+    return ([dict(c) for c in eng.contacts], eng.typing.closed.all.tolist(), eng.mouse.closed.all.tolist(),
+            eng.presses.n, list(eng.typed), totals, eng.evidence()["competences"])
+
+
+@settings(max_examples=4, deadline=None)
+@given(st.integers(0, 10_000))
+def test_input_without_evidence_changes_no_figure_live_or_in_replay(tmp_path_factory, seed):
+    """The same exam with and without input from devices without evidence on top (keys, mouse
+    bins, clicks, scrolls flagged injected) gives identical figures: contacts, typing and mouse
+    spans, keys pressed, typed characters, session totals, the 19 competences; the injected
+    input is counted and alerted; exact and fast replay of the journal reproduce it."""
+    from station.recorder.replay import replay
+    rng = random.Random(seed)
+    events = exam_events(rng)
+    injected = _injected_on_top(rng, events)
+    cuts = [k * 0.5 for k in range(1, int(END_S * 2) + 4)]
+    plain, dirty = Engine(short_gaps()), Engine(short_gaps())
+    alerts = []
+    for eng, evs in ((plain, events), (dirty, injected)):
+        bs = split(evs, cuts)
+        for b in bs:
+            out = eng.ingest(b)
+            if eng is dirty:
+                alerts += [body for kind, _, body in out if kind == "alert" and body["type"] == "injected_input"]
+        eng.finish(bs[-1].t_ns)
+    assert _figures(plain) == _figures(dirty)
+    n_keys = sum(1 for e in injected[len(events):] if e.STREAM == "key" and e.down)
+    assert dirty.injected["keys"] == n_keys > 0 and dirty.injected["mouse"] > 0
+    assert plain.injected == {"keys": 0, "mouse": 0} and alerts
+    j = _journal(tmp_path_factory.mktemp("inj"), split(injected, cuts))
+    try:
+        for exact in (True, False):
+            r = replay(j, exact=exact)
+            assert r.mismatches == []
+            got, want = _figures(r.engine)[0], _figures(plain)[0]
+            assert [{k: w[k] for k in g} for g, w in zip(got, want)] == got and len(got) == len(want)
+            assert r.engine.injected == dirty.injected
+    finally:
+        j.close()
+
+
+def test_a_mouse_bin_counts_only_for_its_moves_from_evidence_devices():
+    from station.events import MouseBin
+    from tests.engine_helpers import run
+    eng_mixed, _ = run([focus(0, "crm"), MouseBin(int(1 * S), 3, 9, 2)], end_s=4)
+    eng_all, _ = run([focus(0, "crm"), MouseBin(int(1 * S), 3, 9, 3)], end_s=4)
+    assert eng_mixed.mouse.closed.all.tolist() == [[1 * S, 1 * S + 10_000_000]]
+    assert eng_all.mouse.closed.all.tolist() == [] and eng_all.injected["mouse"] == 3
+
+
+def test_the_report_lists_input_devices_the_set_at_exam_start_and_input_without_evidence(tmp_path):
+    """The report's "Input devices": every device with identity, virtual, evidence and why; the
+    set in force at exam start (a device plugged in later is not in it); input counted as not
+    evidence; the same after replay (it is rebuilt from the journal)."""
+    from station.events import DeviceEvent, ExamControl, KeyClass, KeyEvent
+    from station.recorder.report import build_report
+    from station.rendering import render_html
+    kbd = DeviceEvent(int(0.2 * S), "input", "/dev/input/event3", "present", name="Logitech USB Keyboard", bus="usb",
+                      vendor="046d", product="c31c", phys="usb-0000:00:14.0-2/input0", detail="on the allow-list (input.allow entry 1)")
+    fake = DeviceEvent(int(0.3 * S), "input", "/dev/input/event9", "present", name="py-evdev-uinput", bus="usb",
+                       vendor="0001", product="0001", virtual=True, evidence=False, detail="not on the allow-list (input.allow)")
+    later = DeviceEvent(int(20 * S), "input", "/dev/input/event22", "present", name="Apple Keyboard", bus="usb",
+                        vendor="05ac", product="0220", phys="usb-0000:00:14.0-4/input0", evidence=False,
+                        detail="not on the allow-list (input.allow)")
+    ev = [focus(0, "crm"), kbd, fake, ExamControl(int(2 * S), "start"), later] + typing(3, 6)
+    ev += [KeyEvent(int(21 * S), KeyClass.PRINTABLE, True, injected=True), KeyEvent(int(21.1 * S), KeyClass.PRINTABLE, False, injected=True)]
+    j = _journal(tmp_path, split(ev, [k * 0.5 for k in range(1, 70)], end_s=35))
+    try:
+        rep = build_report(j)
+    finally:
+        j.close()
+    dev = rep["input_devices"]
+    assert [d["device"] for d in dev["devices"]] == ["/dev/input/event22", "/dev/input/event9", "/dev/input/event3"]
+    assert dev["without_evidence"] == ["/dev/input/event22", "/dev/input/event9"]
+    assert [d["name"] for d in dev["at_exam_start"]] == ["Logitech USB Keyboard", "py-evdev-uinput"]
+    assert dev["not_evidence_input"] == {"keys": 1, "mouse": 0}
+    assert rep["session_totals"]["keys_pressed"] == len(typing(3, 6)) // 2
+    page = render_html(rep)
+    assert "<h2>Input devices</h2>" in page and "Apple Keyboard" in page and "05ac:0220" in page
+    assert "without evidence: /dev/input/event22, /dev/input/event9" in page

@@ -36,7 +36,7 @@ import pytest  # noqa: E402
 from station import config  # noqa: E402
 from station.recorder.journal import Journal, list_sessions  # noqa: E402
 from station.recorder.replay import replay  # noqa: E402
-from tests.support import IN_CI, REPO, SocatRelay, require, station_cmd, wait_for  # noqa: E402
+from tests.support import IN_CI, REPO, XTEST_INPUT_TOML, SocatRelay, require, station_cmd, wait_for  # noqa: E402
 
 S = 1_000_000_000
 MS = 1_000_000
@@ -484,7 +484,8 @@ def test_capture_restarts_x_server_and_pulseaudio_and_reconnects(tmp_path):
     data = tmp_path / "data"
     cfgp = tmp_path / "station.toml"
     cfgp.write_text('[station]\nid = "restart-01"\n[publisher]\nenabled = false\n'
-                    '[audio]\nagent_device = "agent_monitor"\ncustomer_device = "customer_monitor"\n')
+                    '[audio]\nagent_device = "agent_monitor"\ncustomer_device = "customer_monitor"\n'
+                    + XTEST_INPUT_TOML)   # xdotool's keys count as a candidate's
     procs = []
 
     def alerts():

@@ -508,3 +508,31 @@ def test_a_connection_flood_is_journaled_in_aggregate(tmp_path):
         srv.stop()
     assert len(events) <= 3, [e.count for e in events]
     assert events[0].count == 1
+
+
+def test_after_a_reconnect_the_capture_announces_its_input_devices_again(tmp_path):
+    """A restarted recorder (maybe a new session) gets the input device set again: ``on_link``'s
+    events follow every link but the first (at the first, the sources announce it themselves)."""
+    from station.events import DeviceEvent
+    calls = []
+
+    def device_set():
+        calls.append(1)
+        return [DeviceEvent(monotonic_ns(), "input", "/dev/input/event3", "present", name="Logitech USB Keyboard")]
+    srv, rq = server(tmp_path)
+    cq = EventQueue()
+    cli = CaptureClient(tmp_path / "h.sock", cq, station_id="st-1", heartbeat_ms=200, queue_max_batches=100,
+                        interval_ms=50, on_link=device_set)
+    try:
+        cli.start()
+        assert wait(lambda: srv.link_state == "ok")
+        time.sleep(0.2)
+        assert calls == [] and not any(isinstance(e, DeviceEvent) for e in drained(rq))
+        srv.stop()
+        srv, rq = server(tmp_path)
+        got = []
+        assert wait(lambda: (got.extend(drained(rq)) or True) and any(isinstance(e, DeviceEvent) for e in got))
+        assert calls == [1] and [e.name for e in got if isinstance(e, DeviceEvent)] == ["Logitech USB Keyboard"]
+    finally:
+        cli.stop()
+        srv.stop()

@@ -19,6 +19,7 @@ from station.clock import monotonic_ns
 from station.config import load
 from station.errors import UserError
 from station.events import KeyClass, KeyEvent, MouseBin, MouseClick, MouseScroll
+from tests.support import wait_for
 from tests.x11_harness import Capture, x11_test_session
 
 
@@ -46,8 +47,17 @@ def server_devices(display):
         d.close()
 
 
+@pytest.fixture
+def cap_exam(xs):
+    """The capture as on an exam PC: XTEST off the allow-list."""
+    c = Capture(load(system=False), allow_xtest=False).start()
+    yield c
+    c.stop()
+
+
 @pytest.mark.real
-def test_xdotool_keys_moves_clicks_scrolls_are_flagged_injected(xs, cap):
+def test_xdotool_keys_moves_clicks_scrolls_are_flagged_injected(xs, cap_exam):
+    cap = cap_exam
     xs.activate(xs.crm)
     xs.xdotool("mousemove", "200", "200")
     time.sleep(0.15)
@@ -179,19 +189,47 @@ def test_event_time_stamps_from_the_server_clock():
 
 def test_input_backend_choice_and_override():
     x11 = platform.Backend("x11", ":5", "X11 display :5")
-    assert platform.input_backend(x11, {}, probe=lambda d: (2, 4))[0] == "xi2"
-    assert platform.input_backend(x11, {}, probe=lambda d: (2, 1))[0] == "xi2"
-    name, reason = platform.input_backend(x11, {}, probe=lambda d: (2, 0))
+    assert platform.input_backend(x11, {}, evdev=lambda: (False, ""), probe=lambda d: (2, 4))[0] == "xi2"
+    assert platform.input_backend(x11, {}, evdev=lambda: (False, ""), probe=lambda d: (2, 1))[0] == "xi2"
+    name, reason = platform.input_backend(x11, {}, evdev=lambda: (False, ""), probe=lambda d: (2, 0))
     assert name == "pynput" and "2.0" in reason
-    name, reason = platform.input_backend(x11, {}, probe=lambda d: (0, 0))
+    name, reason = platform.input_backend(x11, {}, evdev=lambda: (False, ""), probe=lambda d: (0, 0))
     assert name == "pynput" and "no XInputExtension" in reason
-    assert platform.input_backend(x11, {}, probe=lambda d: None)[0] == "xi2"   # not reachable yet
+    assert platform.input_backend(x11, {}, evdev=lambda: (False, ""), probe=lambda d: None)[0] == "xi2"   # not reachable yet
     env = {platform.INPUT_ENV_OVERRIDE: "pynput"}
     assert platform.input_backend(x11, env, probe=lambda d: (2, 4))[0] == "pynput"
     env = {platform.INPUT_ENV_OVERRIDE: " XI2 "}
     assert platform.input_backend(x11, env, probe=lambda d: (0, 0))[0] == "xi2"
-    with pytest.raises(UserError, match="allowed: xi2, pynput"):
-        platform.input_backend(x11, {platform.INPUT_ENV_OVERRIDE: "evdev"})
+    with pytest.raises(UserError, match="allowed: evdev, xi2, pynput"):
+        platform.input_backend(x11, {platform.INPUT_ENV_OVERRIDE: "uinput"})
+
+
+def test_evdev_where_dev_input_is_readable_else_xinput2_and_why():
+    """evdev is chosen wherever the capture account can read /dev/input (X11 or Wayland);
+    otherwise XInput 2 under X11; input.backend and then STATION_INPUT_BACKEND override."""
+    x11 = platform.Backend("x11", ":5", "X11 display :5")
+    wayland = platform.Backend("wayland", "", platform.WAYLAND_GNOME_MESSAGE)
+    yes = lambda: (True, "2 readable evdev node(s) in /dev/input")
+    no = lambda: (False, "no evdev nodes in /dev/input")
+    name, why = platform.input_backend(x11, {}, probe=lambda d: (2, 4), evdev=yes)
+    assert name == "evdev" and "readable" in why
+    assert platform.input_backend(wayland, {}, evdev=yes)[0] == "evdev"
+    name, why = platform.input_backend(x11, {}, probe=lambda d: (2, 4), evdev=no)
+    assert name == "xi2" and "no evdev nodes" in why and "XInputExtension 2.4" in why
+    name, why = platform.input_backend(x11, {}, probe=lambda d: (2, 4), configured="xi2", evdev=yes)
+    assert name == "xi2" and "input.backend" in why
+    env = {platform.INPUT_ENV_OVERRIDE: "evdev"}
+    assert platform.input_backend(x11, env, configured="xi2", evdev=no)[0] == "evdev"
+
+
+def test_evdev_probe_on_fixture_device_dirs(tmp_path):
+    assert platform.evdev_probe(str(tmp_path / "missing")) == (False, f"no evdev nodes in {tmp_path / 'missing'}")
+    d = tmp_path / "input"
+    d.mkdir()
+    (d / "event0").write_bytes(b"")
+    (d / "mouse0").write_bytes(b"")
+    ok, why = platform.evdev_probe(str(d))
+    assert ok and why.startswith("1 readable evdev node(s)")
 
 
 @pytest.mark.real
@@ -199,3 +237,62 @@ def test_xinput_version_probe_on_a_real_server(xs):
     v = platform.xinput_version(xs.display)
     assert v is not None and v >= (2, 2)
     assert platform.xinput_version(":9999") is None
+
+
+def _through_engine(events):
+    """The captured events in one batch through a live engine: (engine, alerts)."""
+    from station.engine import Engine
+    from station.events import Batch
+    evs = sorted(events, key=lambda e: e.t_ns)
+    end = evs[-1].t_ns + 5_000_000_000
+    eng = Engine(load(system=False))
+    out = eng.ingest(Batch.from_events(end, evs, watermark_ns=end - 1))
+    out += eng.finish(end)
+    return eng, [b for k, _, b in out if k == "alert"]
+
+
+def _type_hello(xs, cap):
+    xs.activate(xs.crm)
+    since = monotonic_ns()
+    xs.xdotool("type", "--delay", "10", "hello")
+    wait_for(lambda: sum(1 for k in cap.of(KeyEvent, since) if not k.down) >= 5, 5, "5 key releases")
+    return since
+
+
+@pytest.mark.real
+def test_xtest_off_the_allow_list_gives_no_evidence_and_an_alert(xs, cap_exam):
+    """As on an exam PC: the XTEST devices are announced without evidence, ``xdotool type``'s
+    keys are flagged injected, and through the engine they give 0 keys in the evidence and the
+    injected_input alert."""
+    from station.events import DeviceEvent
+    since = _type_hello(xs, cap_exam)
+    devs = {d.name: d for d in cap_exam.of(DeviceEvent)}
+    assert devs["Virtual core XTEST keyboard"].evidence is False and devs["Virtual core XTEST keyboard"].virtual
+    assert devs["Virtual core XTEST pointer"].evidence is False
+    assert all(d.evidence and not d.virtual for n, d in devs.items() if "XTEST" not in n)   # "Xvfb keyboard", ...
+    assert all(d.device.startswith("xi2:") and d.state == "present" for d in devs.values())
+    keys = cap_exam.of(KeyEvent, since)
+    assert len(keys) >= 10 and all(k.injected for k in keys)
+    eng, alerts = _through_engine(cap_exam.collect())
+    assert eng.presses.n == 0 and eng.typing.closed.all.tolist() == []
+    assert eng.injected["keys"] >= 5
+    assert any(a["type"] == "injected_input" and a["keys"] >= 5 for a in alerts)
+    # the X server's own XTEST devices exist in every X session: listed, not alerted on appearing
+    # (an alert at every exam start would teach assessors to ignore it); their use is alerted
+    assert not [a for a in alerts if a["type"] == "device_no_evidence" and "XTEST" in a["name"]]
+
+
+@pytest.mark.real
+def test_xtest_on_the_allow_list_counts_as_today(xs, cap):
+    """The tests' own config (``tests.support.xtest_input``): XTEST gives evidence, the keys
+    count in the evidence, nothing is injected."""
+    from station.events import DeviceEvent
+    since = _type_hello(xs, cap)
+    devs = {d.name: d for d in cap.of(DeviceEvent)}
+    assert devs["Virtual core XTEST keyboard"].evidence is True
+    assert "allow-list" in devs["Virtual core XTEST keyboard"].detail
+    keys = cap.of(KeyEvent, since)
+    assert len(keys) >= 10 and not any(k.injected for k in keys)
+    eng, alerts = _through_engine(cap.collect())
+    assert eng.presses.n == sum(1 for k in keys if k.down) and eng.injected["keys"] == 0
+    assert not any(a["type"] == "injected_input" for a in alerts)

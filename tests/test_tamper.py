@@ -200,7 +200,9 @@ def test_candidate_cannot_touch_the_journal_and_capture_stops_are_alerted(tmp_pa
 @pytest.mark.timeout(120)
 def test_xtest_injected_keys_reach_the_journal_flagged(tmp_path):
     """xdotool (XTEST) keys typed while the real capture runs in its own process, through the
-    hand-over, into the recorder's journal: the key stream's ``injected`` column is set."""
+    hand-over, into the recorder's journal: the key stream's ``injected`` column is set, the
+    XTEST devices are journaled without evidence, and the assessors get the injected_input
+    alert (XTEST is off the allow-list, as on an exam PC)."""
     require("Xvfb", "openbox", "xdotool")
     from tests.x11_harness import X11Session
     data = tmp_path / "data"
@@ -239,6 +241,14 @@ def test_xtest_injected_keys_reach_the_journal_flagged(tmp_path):
             # all ten events (5 presses, 5 releases) journaled
             cols = wait_for(lambda: (c := keys()) and sum(len(k["down"]) for k in c) >= 10 and c, 20,
                             "the typed keys in the journal", 0.2)
+
+            def alerts():
+                with Journal.open(list_sessions(data)[-1].path) as j:
+                    return [msgpack.unpackb(bytes(m.body)) for m in j.iter_messages(0) if m.kind == "alert"]
+            got = wait_for(lambda: (lambda a: a if "injected_input" in {x["type"] for x in a} else None)(alerts()),
+                           10, "the injected_input alert", 0.2)
+            with Journal.open(list_sessions(data)[-1].path) as j:
+                devices = [d for b in j.iter_batches() if "device" in b.streams for d in b.events("device")]
         finally:
             for p in reversed(procs):
                 if p.poll() is None:
@@ -250,3 +260,6 @@ def test_xtest_injected_keys_reach_the_journal_flagged(tmp_path):
     print(f"\nXTEST keys in the journal: {int(down.sum())} presses, {int(injected.sum())} of {len(injected)} events flagged injected")
     assert down.sum() >= 5
     assert injected.all(), "XTEST-injected keys must be flagged in the journal"
+    xtest = [d for d in devices if d.name == "Virtual core XTEST keyboard"]
+    assert xtest and not xtest[0].evidence and xtest[0].virtual, "the XTEST device is journaled without evidence"
+    assert next(a for a in got if a["type"] == "injected_input")["keys"] >= 5

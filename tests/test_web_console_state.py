@@ -122,6 +122,12 @@ def test_card_alerts_and_timeline_window():
     assert room.card("st-1", {"state": "unauthorised", "detail": "key", "last_rx_age_s": None})["red"]
     room.apply([msg(4, "alert", t + 1, {"type": "source_back", "source": "audio"})])
     assert "source_lost" not in {a["type"] for a in room.card("st-1", {"state": "connected", "last_rx_age_s": 0.1})["alerts"]}
+    room.apply([msg(5, "alert", t + 2, {"type": "device_changed", "kind": "audio", "device": "player.monitor",
+                                        "state": "changed", "evidence": False,
+                                        "detail": "agent: the recorded stream was moved here"})])
+    dev = [a["text"] for a in room.card("st-1", {"state": "connected", "last_rx_age_s": 0.1})["alerts"]
+           if a["type"] == "device"]
+    assert dev == ["audio player.monitor: changed, no evidence: agent: the recorded stream was moved here"]
     tl = room.timeline(room.stations["st-1"], t - 300 * S, t, 1000)
     assert tl["lanes"]["agent"] == [[t - 10 * S, t - 8 * S]]  # merged (gap < 1 px), the old span clipped away
     assert [f[2] for f in tl["lanes"]["focus"]] == ["crm", "knowledge"]
@@ -209,3 +215,36 @@ def test_a_journal_that_goes_back_is_an_alert_on_the_card():
 class _NoGaps:
     def gaps(self, station=None):
         return []
+
+
+def test_an_input_device_without_evidence_is_an_alert_on_the_card_at_once():
+    """The engine alerts in the very batch that brings the device (the next 500 ms cycle: well
+    within 2 s), its summaries list it while present, and the card shows it; gone once removed."""
+    from station.engine import Engine
+    from station.events import Batch, DeviceEvent
+    eng = Engine(cfg())
+    kbd = DeviceEvent(int(0.1 * S), "input", "/dev/input/event3", "present", name="Logitech USB Keyboard")
+    fake = DeviceEvent(int(1.2 * S), "input", "/dev/input/event9", "present", name="py-evdev-uinput",
+                       virtual=True, evidence=False, detail="not on the allow-list (input.allow)")
+    room = Room(cfg(), ["st-1"])
+    seq = 0
+
+    def cycle(t, events):
+        nonlocal seq
+        out = eng.ingest(Batch.from_events(t, events, watermark_ns=t - S))
+        for kind, tt, body in out:
+            seq += 1
+            room.apply([msg(seq, kind, tt, protocol.unpack_map(protocol.packb(body), "body"))])
+        return out
+
+    assert not [b for k, _, b in cycle(1 * S, [kbd]) if k == "alert"]
+    alerts = [b for k, _, b in cycle(int(1.5 * S), [fake]) if k == "alert"]
+    assert [a["type"] for a in alerts] == ["device_no_evidence"] and alerts[0]["name"] == "py-evdev-uinput"
+    cycle(2 * S, [])
+    card = room.card("st-1", {"state": "connected", "last_rx_age_s": 0.1})
+    assert any(a["type"] == "device_no_evidence" and "py-evdev-uinput" in a["text"] for a in card["alerts"])
+    cycle(int(2.5 * S), [DeviceEvent(int(2.2 * S), "input", "/dev/input/event9", "removed", name="py-evdev-uinput",
+                                     virtual=True, evidence=False)])
+    cycle(3 * S, [])
+    card = room.card("st-1", {"state": "connected", "last_rx_age_s": 0.1})
+    assert not any(a["type"] == "device_no_evidence" for a in card["alerts"])

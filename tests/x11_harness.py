@@ -219,12 +219,17 @@ def x11_test_session():
 
 class Capture:
     """Focus + input sources of this checkout running against the session's display, collecting
-    every event. ``wait_for(pred)`` returns the first collected event matching ``pred``."""
+    every event. ``wait_for(pred)`` returns the first collected event matching ``pred``.
+    ``allow_xtest``: xdotool's XTEST devices on the allow-list (``tests.support.xtest_input``), so
+    its input counts as a candidate's; False: off it, flagged injected as on an exam PC."""
 
-    def __init__(self, cfg, key_times=None, with_input: bool = True):
+    def __init__(self, cfg, key_times=None, with_input: bool = True, allow_xtest: bool = True):
         from station.capture.focus import FocusSource, FocusState
         from station.capture.input import InputSource
         from station.eventqueue import EventQueue
+        from tests.support import xtest_input
+
+        cfg = xtest_input(cfg, allow=allow_xtest)
 
         self.queue = EventQueue()
         self.state = FocusState()

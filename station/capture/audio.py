@@ -1,11 +1,23 @@
 """Audio source: headset microphone and customer signal -> VAD frames on the station clock.
 
-``AudioSource`` opens sounddevice (PortAudio) input streams for the agent microphone and the
-customer signal: two channels of one device (one stream), or two devices (two streams), e.g. the
-microphone and the monitor of the headset's sink. Config keys: ``audio.agent_device`` /
-``agent_channel`` / ``customer_device`` / ``customer_channel`` (a device is a sounddevice name, a
-unique part of one, or an index; ``""`` = the default input device for the agent and "same device
-as the agent" for the customer). Samples are 16-bit mono per channel at ``audio.sample_rate``
+``AudioSource`` opens input streams for the agent microphone and the customer signal: two
+channels of one device (one stream), or two devices (two streams), e.g. the microphone and the
+monitor of the headset's sink. Config keys: ``audio.agent_device`` / ``agent_channel`` /
+``customer_device`` / ``customer_channel``. Where blocks come from (``plan_streams``, the rule):
+a device that is exactly a sound-server source name (``station devices``), or ``""`` while a
+sound server answers (its default source), is recorded natively from the sound server
+(``station.capture.pulse_record``: libpulse, one wake-up per block); anything else (a
+sounddevice name, a unique part of one, an index; or any device when no sound server answers)
+through sounddevice (PortAudio). ``""`` for the customer = "same device as the agent".
+
+Source identity (native path only): at every open each source is judged
+(``station.capture.audio_identity``: the calibrated headset's identity from the profile, else no
+virtual source in exam mode) and journaled as a ``DeviceEvent`` ("present"); a source without
+evidence is not opened (the audio is lost with the reason and retried). While streams are open,
+``station.capture.audio_watch`` follows the sound server: a stream moved to another source, its
+source removed, the default source switched give ``DeviceEvent`` s at once and (except a default
+switch while every channel is configured by name) a loss: the queued blocks are dropped (none
+becomes a frame: they may come from the other source), and the configured source is reopened. Samples are 16-bit mono per channel at ``audio.sample_rate``
 (16 kHz), cut into frames of ``audio.frame_ms`` and classified by ``station.vad.FrameClassifier``
 into ``SpeechFrame`` events. No samples leave this module: only levels and decisions.
 
@@ -18,8 +30,10 @@ sink up to about two block periods after they were spoken (their stamps do not d
 ``delivered_until`` tells the recorder's watermark (``sources_watermark``) how far they have come,
 so that no frame arrives behind it.
 
-Timestamps (station clock, ns): each block is stamped from PortAudio's ``inputBufferAdcTime``
-(time of its first sample). Its clock is checked against ``currentTime`` for every block:
+Timestamps (station clock, ns): a native block is stamped by ``pulse_record`` (arrival minus
+libpulse's latency minus its duration: ``adc_clock`` "pulse"). A PortAudio block is stamped from
+``inputBufferAdcTime`` (time of its first sample). Its clock is checked against ``currentTime``
+for every block:
 - ``monotonic``: currentTime is near time.monotonic() (PortAudio's own clock, CLOCK_MONOTONIC):
   used as is;
 - ``realtime``: currentTime is near time.time() (Debian's ALSA ``pulse`` plugin reports
@@ -60,6 +74,7 @@ from typing import Any
 
 import numpy as np
 
+from station.capture.audio_identity import device_event
 from station.capture.base import HealthReporter
 from station.capture.keytimes import RecentKeyPresses
 from station.clock import monotonic_ns
@@ -138,29 +153,76 @@ def resolve_device(spec: str) -> dict[str, Any]:
 @dataclass
 class StreamPlan:
     """One input stream to open: device index/name, channels to open, and which logical channel
-    (Channel.AGENT / CUSTOMER) takes which column."""
+    (Channel.AGENT / CUSTOMER) takes which column. backend: "portaudio" (device = the PortAudio
+    index) or "pulse" (native from the sound server: source = its SourceInfo, device = -1)."""
 
     device: int
     name: str
     channels: int
     picks: list[tuple[int, int]]   # (logical channel, column)
+    backend: str = "portaudio"
+    source: Any = None             # soundserver.SourceInfo for backend "pulse"
+
+    @property
+    def roles(self) -> str:
+        return "+".join("agent" if ch == Channel.AGENT else "customer" for ch, _ in self.picks)
 
 
-def plan_streams(cfg: Config) -> list[StreamPlan]:
+def sound_server_sources() -> tuple[list[Any], str] | None:
+    """(the sound server's sources, its default source name), or None when no sound server
+    answers (or pulsectl is missing): then every device goes through PortAudio."""
+    from station.capture import soundserver
+    try:
+        with soundserver.connect() as pulse:
+            return soundserver.source_infos(pulse), soundserver.defaults(pulse)[0]
+    except soundserver.SoundServerError:
+        return None
+
+
+def _resolve(spec: str, server: tuple[list[Any], str] | None) -> dict[str, Any]:
+    """A device setting as a device dict: a sound-server source when the setting is exactly a
+    source's name, or "" while a sound server answers (its default source); else PortAudio's
+    ``resolve_device``. A pulse device dict has "index" = the source name (a str) and "source"."""
+    spec = (spec or "").strip()
+    if server is not None:
+        infos, default = server
+        name = spec or default
+        for info in infos:
+            if info.name == name:
+                return {"index": f"pulse:{info.name}", "name": info.name, "source": info,
+                        "max_input_channels": max(1, info.channels)}
+        if spec == "" and not default:
+            raise AudioDeviceError("the sound server has no default source")
+    return resolve_device(spec)
+
+
+def plan_streams(cfg: Config, server: tuple[list[Any], str] | None | bool = True) -> list[StreamPlan]:
     """The streams the config asks for (resolving device names now). The customer channel is left
-    out when it names exactly the agent's device and channel. Raises AudioDeviceError."""
+    out when it names exactly the agent's device and channel. server: the sound server's sources
+    (``sound_server_sources()``), None = no sound server, True = ask it now.
+
+    Which path (the rule): a device setting that is exactly the name of one of the sound server's
+    sources (``station devices`` lists them: ``alsa_input.usb-...``, ``<sink>.monitor``), or ""
+    while a sound server answers (= its default source), is recorded natively from the sound
+    server (``station.capture.pulse_record``); anything else (a PortAudio/ALSA name, a part of
+    one, an index; or any setting when no sound server answers) goes through PortAudio.
+    Raises AudioDeviceError."""
     a = cfg.audio
-    agent = resolve_device(a.agent_device)
-    customer = agent if (a.customer_device or "").strip() == "" else resolve_device(a.customer_device)
+    if server is True:
+        server = sound_server_sources()
+    agent = _resolve(a.agent_device, server)
+    customer = agent if (a.customer_device or "").strip() == "" else _resolve(a.customer_device, server)
     wants = [(agent, Channel.AGENT, a.agent_channel, "agent")]
     if not (customer["index"] == agent["index"] and a.customer_channel == a.agent_channel):
         wants.append((customer, Channel.CUSTOMER, a.customer_channel, "customer"))
-    plans: dict[int, StreamPlan] = {}
+    plans: dict[Any, StreamPlan] = {}
     for dev, ch, col, what in wants:
         if col >= dev["max_input_channels"]:
             raise AudioDeviceError(f"audio.{what}_channel = {col}, but {dev['name']!r} has "
                                    f"{dev['max_input_channels']} input channel(s)")
-        p = plans.setdefault(dev["index"], StreamPlan(dev["index"], dev["name"], 0, []))
+        native = "source" in dev
+        p = plans.setdefault(dev["index"], StreamPlan(-1 if native else dev["index"], dev["name"], 0, [],
+                                                      "pulse" if native else "portaudio", dev.get("source")))
         p.picks.append((int(ch), col))
         p.channels = max(p.channels, col + 1)
     return list(plans.values())
@@ -170,27 +232,40 @@ def doctor_checks(cfg: Config) -> list[tuple[str, bool, str]]:
     """Checks for ``station doctor``: (name, ok, detail). Never raises."""
     from station.headset import load_profile, profile_path, profile_warnings
     checks: list[tuple[str, bool, str]] = []
+    server = sound_server_sources()
+    checks.append(("audio: sound server", server is not None,
+                   f"{len(server[0])} source(s), default {server[1]!r}" if server is not None
+                   else "no sound server answers: only PortAudio devices can be recorded"))
     try:
         devices = list_devices()
     except OSError as e:
-        return [("audio: PortAudio", False, f"PortAudio library not loadable: {e}")]
+        if server is None:
+            return checks + [("audio: PortAudio", False, f"PortAudio library not loadable: {e}")]
+        devices = []
     n_in = sum(1 for d in devices if d["max_input_channels"] > 0)
-    checks.append(("audio: input devices", n_in > 0, f"{n_in} input device(s) of {len(devices)}"))
+    checks.append(("audio: PortAudio input devices", n_in > 0 or server is not None,
+                   f"{n_in} input device(s) of {len(devices)}"))
     try:
-        plans = plan_streams(cfg)
+        plans = plan_streams(cfg, server)
     except AudioDeviceError as e:
         checks.append(("audio: configured devices", False, str(e)))
         plans = []
     else:
         names = {Channel.AGENT: "agent", Channel.CUSTOMER: "customer"}
-        desc = "; ".join(f"{names[ch]} = {p.name!r} (id {p.device}) channel {col}"
-                         for p in plans for ch, col in p.picks)
+        desc = "; ".join(f"{names[ch]} = {p.name!r} " + ("(sound server)" if p.backend == "pulse" else f"(id {p.device})")
+                         + f" channel {col}" for p in plans for ch, col in p.picks)
         if not any(ch == Channel.CUSTOMER for p in plans for ch, _ in p.picks):
             checks.append(("audio: customer channel", False,
                            "customer device/channel equal the agent's: no customer signal"))
         checks.append(("audio: configured devices", True, desc))
-    sd = _sd()
     for p in plans:
+        if p.backend == "pulse":
+            from station.capture.audio_identity import evidence
+            expected = _expected_identity(load_profile_quietly(cfg), p)
+            ok, why = evidence(p.source, expected, cfg.station.mode == "exam")
+            checks.append((f"audio: evidence from {p.name}", ok, why))
+            continue
+        sd = _sd()
         try:
             sd.check_input_settings(device=p.device, channels=p.channels, dtype="int16",
                                     samplerate=cfg.audio.sample_rate)
@@ -214,6 +289,23 @@ def doctor_checks(cfg: Config) -> list[tuple[str, bool, str]]:
                            "; ".join(warnings) or f"{profile.headset_id}: gate {profile.gate_dbfs:g} dBFS, "
                            f"latency {profile.input_latency_ms:g} ms, coupling {profile.coupling_db:g} dB"))
     return checks
+
+
+def load_profile_quietly(cfg: Config) -> Any:
+    """The headset profile, or None when it is missing or invalid (doctor reports that)."""
+    from station.headset import load_profile
+    try:
+        return load_profile(cfg)
+    except Exception:
+        return None
+
+
+def _expected_identity(profile: Any, plan: StreamPlan) -> Any:
+    """The calibrated SourceIdentity for a plan's first role (None = none in the profile)."""
+    if profile is None:
+        return None
+    first = plan.picks[0][0]
+    return profile.agent_source if first == Channel.AGENT else profile.customer_source
 
 
 @dataclass
@@ -308,7 +400,10 @@ class AudioSource:
         self._gen = 0
         self._opened_ns = 0
         self._last_block_ns: dict[int, int] = {}
-        self._failed: str | None = None       # set from PortAudio's thread when a stream ends
+        self._failed: str | None = None       # set from PortAudio's / the reader's / the watch's thread
+        self._watch: Any = None               # audio_watch.SourceWatch while native streams are open
+        self._dev_lock = threading.Lock()
+        self._dev_last: dict[str, tuple] = {}  # device -> the last DeviceEvent's content (see _device)
         self._ok_pending = False
         self._tracks: dict[int, _Track] = {}
         # mic frames waiting for the customer signal and the key presses around them (see
@@ -351,7 +446,9 @@ class AudioSource:
         """State and counters for the health beat."""
         frames = {("agent" if ch == Channel.AGENT else "customer"): t.frames for ch, t in self._tracks.items()}
         reanchors = sum(t.reanchors for t in self._tracks.values())
+        paths = {p.roles: f"{p.backend}:{p.name}" for p in self._plans}
         return {"state": self.state, "detail": self.detail, "adc_clock": self.adc_clock, "frames": frames,
+                "paths": paths,
                 "reanchors": reanchors, "customer_channel": self._has_customer, **self.counters}
 
     def delivered_until(self) -> int | None:
@@ -374,25 +471,45 @@ class AudioSource:
                                                  coupling_db=self.coupling_db)
 
     def _open(self) -> None:
-        """Plan and open all streams. Raises AudioDeviceError / OSError / PortAudioError."""
-        sd = _sd()
-        if self.reinit_portaudio:
+        """Plan and open all streams; journal the sound-server sources' identity and follow them.
+        Raises AudioDeviceError / OSError / PortAudioError / PulseRecordError."""
+        server = sound_server_sources()
+        plans = plan_streams(self.cfg, server)
+        if any(p.backend == "portaudio" for p in plans) and self.reinit_portaudio:
+            sd = _sd()
             sd._terminate()
             sd._initialize()
-        plans = plan_streams(self.cfg)
+        now = monotonic_ns()
+        judged = {}
+        for plan in plans:
+            if plan.backend == "pulse":
+                ok, why = self._judge(plan.roles, plan.source)
+                if not ok:
+                    self._device(device_event(now, plan.source, "present", False, f"{plan.roles}: {why}"))
+                    raise AudioDeviceError(f"{plan.roles} audio gives no evidence: {why}")
+                judged[plan.name] = why
         self._gen += 1
         gen = self._gen
         streams = []
         try:
             for sidx, plan in enumerate(plans):
                 cols = [col for _, col in plan.picks]
+                if plan.backend == "pulse":
+                    from station.capture.pulse_record import PulseRecorder
+                    streams.append(PulseRecorder(plan.name, plan.channels, self.rate, self.block,
+                                                 f"station {plan.roles} {gen}",
+                                                 self._make_native_callback(gen, sidx, cols),
+                                                 self._make_native_error(gen)))
+                    continue
+                sd = _sd()
                 stream = sd.InputStream(device=plan.device, channels=plan.channels, samplerate=self.rate,
                                         dtype="int16", blocksize=self.block, latency="low",
                                         callback=self._make_callback(gen, sidx, cols),
                                         finished_callback=self._make_finished(gen, plan.name))
                 streams.append(stream)
             for s in streams:
-                s.start()
+                if hasattr(s, "start"):
+                    s.start()
         except BaseException:
             for s in streams:
                 self._close_stream(s)
@@ -408,6 +525,66 @@ class AudioSource:
                 if ch not in self._tracks:
                     self._tracks[ch] = _Track(ch, self._classifier(ch), self.rate, self.frame_len, self.dur_ns)
                 self._tracks[ch].reset()
+        native = [p for p in plans if p.backend == "pulse"]
+        for p in native:
+            self._device(device_event(now, p.source, "present", True, f"{p.roles}: {judged[p.name]}"))
+        if native:
+            from station.capture.audio_watch import SourceWatch, WatchedStream
+            a = self.cfg.audio
+            follow = (a.agent_device or "").strip() == "" or (a.customer_device or "").strip() == ""
+            self._watch = SourceWatch([WatchedStream(f"station {p.roles} {gen}", p.roles, p.source) for p in native],
+                                      server[1] if server else "", follow, self._judge,
+                                      self._make_watch_callback(gen))
+
+    def _judge(self, roles: str, info: Any) -> tuple[bool, str]:
+        """Whether audio from ``info`` (a SourceInfo) counts for ``roles`` (audio_identity rule)."""
+        from station.capture.audio_identity import evidence
+        p = self.profile
+        expected = None
+        if p is not None:
+            expected = getattr(p, "agent_source" if roles.startswith("agent") else "customer_source", None)
+        return evidence(info, expected, self.cfg.station.mode == "exam")
+
+    def _device(self, ev: Any) -> None:
+        """Journal a DeviceEvent; a "present" one only when it differs from the last for that device."""
+        key = ev.device
+        sig = (ev.state, ev.evidence, ev.detail, ev.name, ev.bus, ev.vendor, ev.product, ev.serial, ev.virtual)
+        with self._dev_lock:
+            if ev.state == "present" and self._dev_last.get(key) == sig:
+                return
+            self._dev_last[key] = sig
+        if self._sink is not None:
+            self._sink.put(ev)
+
+    def _make_watch_callback(self, gen: int):
+        def on_change(events: list, failure: str | None) -> None:   # the watch thread
+            for ev in events:
+                self._device(ev)
+            if failure and gen == self._gen and not self._stop.is_set():
+                self._failed = failure
+        return on_change
+
+    def _make_native_callback(self, gen: int, sidx: int, cols: list[int]):
+        put = self._blocks.put
+        qsize = self._blocks.qsize
+        counters = self.counters
+        single = cols[0] if len(cols) == 1 else None
+
+        def on_block(data, first_ns: int, arrival: int) -> None:   # the reader thread
+            if qsize() > MAX_QUEUED_BLOCKS:
+                counters["dropped_blocks"] += 1
+                return
+            if data.ndim > 1:
+                data = data[:, single] if single is not None else data[:, cols]
+            put((gen, sidx, data, first_ns, None, arrival, 0, False))
+
+        return on_block
+
+    def _make_native_error(self, gen: int):
+        def on_error(reason: str) -> None:
+            if gen == self._gen and not self._stop.is_set():
+                self._failed = reason
+        return on_error
 
     def _make_callback(self, gen: int, sidx: int, cols: list[int]):
         put = self._blocks.put
@@ -437,6 +614,9 @@ class AudioSource:
 
     @staticmethod
     def _close_stream(stream: Any) -> None:
+        if not hasattr(stream, "abort"):   # a PulseRecorder
+            stream.close()
+            return
         try:
             stream.abort(ignore_errors=True)
         except Exception:
@@ -449,6 +629,9 @@ class AudioSource:
     def _close_all(self) -> None:
         self._gen += 1          # blocks still queued from these streams are ignored
         streams, self._streams = self._streams, []
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.close()
         for s in streams:
             self._close_stream(s)
 
@@ -473,6 +656,12 @@ class AudioSource:
                 # streams), instead of one per block: a Python wake-up costs CPU of its own
                 if self._stop.wait(self.period_s):
                     break
+                if self._failed and self._streams:
+                    # the sound server moved the stream or removed its source: what is queued may
+                    # come from the wrong source; none of it becomes a frame (a gap, not evidence)
+                    self._lose(self._failed)
+                    next_open = monotonic_ns() + min(self.retry_ns, 200_000_000)
+                    continue
                 out: list = []
                 while True:
                     try:
@@ -536,6 +725,9 @@ class AudioSource:
 
     def _block_time(self, sidx: int, frames: int, adc: float, cur: float, arrival: int, wall: int) -> int:
         """Station time (ns) of a block's first sample, before the headset latency correction."""
+        if cur is None:             # native: adc is already the first sample's station time (ns)
+            self.adc_clock = "pulse"
+            return int(adc)
         if adc > 0 and cur > 0 and 0 <= (cur - adc) * 1e9 < ADC_MAX_AGE_NS:
             cur_ns = cur * 1e9
             if abs(cur_ns - arrival) < CLOCK_MATCH_NS:

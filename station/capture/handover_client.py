@@ -32,12 +32,16 @@ class CaptureClient:
     source_names: the capture's sources, announced in the HELLO with this software's identity
     (``station.software.identity``): the recorder refuses simulated sources in exam mode and
     alerts on software that differs from its own.
+    on_link: ``f() -> events`` put into the queue after every link but the first (a reconnect,
+    e.g. to a restarted recorder that may have begun a new session): the input source's current
+    device set (``DeviceEvent``s), so that every session's journal holds it.
     """
 
     def __init__(self, path: Path, queue: EventQueue, *, station_id: str, heartbeat_ms: int,
                  queue_max_batches: int, interval_ms: int = 250, clock: Callable[[], int] = monotonic_ns,
                  sources_status: Callable[[], dict] | None = None,
-                 watermark: Callable[[int], int] | None = None, source_names: tuple[str, ...] = ()):
+                 watermark: Callable[[int], int] | None = None, source_names: tuple[str, ...] = (),
+                 on_link: Callable[[], list] | None = None):
         self.path = Path(path)
         self.queue = queue
         self.station_id = station_id
@@ -47,6 +51,7 @@ class CaptureClient:
         self.sources_status = sources_status or (lambda: {})
         self.watermark_fn = watermark or (lambda now: now - DEFAULT_LAG_NS)
         self.source_names = list(source_names)
+        self.on_link = on_link
         self.outbox: collections.deque[bytes] = collections.deque()
         self.max_batches = queue_max_batches
         self.stats = collections.Counter()
@@ -100,6 +105,14 @@ class CaptureClient:
         self.connected = True
         self.refused = None
         self.stats["connects"] += 1
+        if self.stats["connects"] > 1 and self.on_link is not None:
+            try:
+                events = list(self.on_link())
+            except Exception as e:   # a source's bug must not stop the link
+                log.warning("re-announcing on reconnect failed: %s", e)
+                events = []
+            if events:
+                self.queue.put_many(events)
         return True
 
     def _enqueue_batch(self) -> None:

@@ -32,8 +32,11 @@ Focus backend (``focus_backend``), for the focus source:
 
 Override: ``STATION_FOCUS_BACKEND`` = ``x11`` | ``gnome`` | ``wlroots`` | ``none``.
 
-Input backend (``input_backend``), for the input source under X11:
+Input backend (``input_backend``), for the input source:
 
+- ``"evdev"``: the kernel's input devices (``station.capture.input._evdev``): the default
+  wherever ``/dev/input`` is readable by the capture account (group ``input``), X11 or Wayland:
+  device identity, the allow-list, and nothing the display server forges;
 - ``"xi2"``: XInput 2 raw events (``station.capture.input._xi2``): the default when the X server
   offers XInputExtension >= 2.1 (2.1 delivers raw events to the root window even while another
   client holds a grab; 2.0 does not), or when the display cannot be reached right now (every
@@ -42,7 +45,10 @@ Input backend (``input_backend``), for the input source under X11:
 - ``"pynput"``: pynput's X RECORD backend (``station.capture.input._pynput``), when XI 2.1 is
   missing.
 
-Override: ``STATION_INPUT_BACKEND`` = ``xi2`` | ``pynput`` (anything else is a ``UserError``).
+Otherwise (X11 only):
+
+Override: ``STATION_INPUT_BACKEND`` = ``evdev`` | ``xi2`` | ``pynput`` (anything else is a
+``UserError``), then ``input.backend`` in the configuration (``auto`` = the order above).
 """
 
 from __future__ import annotations
@@ -55,7 +61,7 @@ from station.errors import UserError
 
 BACKENDS = ("x11", "wayland", "none")
 ENV_OVERRIDE = "STATION_CAPTURE_BACKEND"
-INPUT_BACKENDS = ("xi2", "pynput")
+INPUT_BACKENDS = ("evdev", "xi2", "pynput")
 INPUT_ENV_OVERRIDE = "STATION_INPUT_BACKEND"
 XI2_MIN_VERSION = (2, 1)
 
@@ -199,11 +205,27 @@ def xinput_version(display: str) -> tuple[int, int] | None:
             pass
 
 
-def input_backend(backend: Backend, env: Mapping[str, str] | None = None,
-                  probe=xinput_version) -> tuple[str, str]:
-    """Choose the input backend: ("xi2" | "pynput", reason). ``backend`` is ``detect()``'s
-    choice; ``probe(display)`` returns the XInput version (see ``xinput_version``).
+def evdev_probe(dev_dir: str = "/dev/input") -> tuple[bool, str]:
+    """Can this process read the kernel's input devices? (readable, why); never raises."""
+    from station.capture.input.devices import readable_nodes
+    ok, denied = readable_nodes(dev_dir)
+    if ok:
+        return True, f"{len(ok)} readable evdev node(s) in {dev_dir}"
+    if denied:
+        return False, (f"{len(denied)} evdev node(s) in {dev_dir}, none readable by this account "
+                       "(the capture account needs group input)")
+    return False, f"no evdev nodes in {dev_dir}"
 
+
+def input_backend(backend: Backend, env: Mapping[str, str] | None = None,
+                  probe=xinput_version, configured: str = "auto", evdev=evdev_probe) -> tuple[str, str]:
+    """Choose the input backend: ("evdev" | "xi2" | "pynput", reason). ``backend`` is
+    ``detect()``'s choice; ``configured`` is ``input.backend`` (auto | evdev | xi2 | pynput);
+    ``evdev()`` says whether ``/dev/input`` is readable (see ``evdev_probe``); ``probe(display)``
+    returns the XInput version (see ``xinput_version``).
+
+    Order: ``STATION_INPUT_BACKEND``, then ``input.backend`` unless "auto", then evdev where
+    ``/dev/input`` is readable (X11 or Wayland), then XInput 2 / pynput under X11 as before.
     Raises UserError when STATION_INPUT_BACKEND holds an unknown name.
     """
     env = os.environ if env is None else env
@@ -213,12 +235,17 @@ def input_backend(backend: Backend, env: Mapping[str, str] | None = None,
             raise UserError(f"{INPUT_ENV_OVERRIDE}={forced!r} is not an input backend; allowed: "
                             + ", ".join(INPUT_BACKENDS), exit_code=2)
         return forced, f"forced by {INPUT_ENV_OVERRIDE}"
+    if configured and configured != "auto":
+        return configured, f"input.backend = {configured!r} in the configuration"
+    readable, why = evdev()
+    if readable:
+        return "evdev", f"{why}: the kernel's devices (identity, allow-list)"
     if backend.name != "x11":
-        return "xi2", "no X11 display (the source reports why it cannot capture)"
+        return "xi2", f"{why}; no X11 display (the source reports why it cannot capture)"
     version = probe(backend.display)
     if version is None:
-        return "xi2", f"X display {backend.display} not reachable now: XInput 2 assumed"
+        return "xi2", f"{why}; X display {backend.display} not reachable now: XInput 2 assumed"
     if version >= XI2_MIN_VERSION:
-        return "xi2", f"XInputExtension {version[0]}.{version[1]} on {backend.display}"
+        return "xi2", f"{why}; XInputExtension {version[0]}.{version[1]} on {backend.display}"
     have = "no XInputExtension" if version == (0, 0) else f"XInputExtension {version[0]}.{version[1]}"
-    return "pynput", f"{have} on {backend.display} (XI2 raw events need >= 2.1): X RECORD via pynput"
+    return "pynput", f"{why}; {have} on {backend.display} (XI2 raw events need >= 2.1): X RECORD via pynput"

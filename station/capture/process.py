@@ -98,7 +98,8 @@ def run_capture(cfg: Config, *, sources_kind: str = "real", seed: int = 1, speed
                            interval_ms=cfg.handover.batch_ms,
                            clock=clock, sources_status=lambda: sources_status(sources),
                            watermark=SourcesWatermark(sources, queue),
-                           source_names=tuple(getattr(src, "name", "source") for src in sources))
+                           source_names=tuple(getattr(src, "name", "source") for src in sources),
+                           on_link=lambda: [ev for src in sources for ev in getattr(src, "device_set", list)()])
     start_sources(sources, queue, clock)
     client.start()
     if notify is not None:

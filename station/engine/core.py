@@ -9,8 +9,11 @@ Outputs of ``ingest`` / ``finish`` are ``(kind, t_ns, body)`` tuples, body a pla
 - ``summary``: every ``engine.summary_interval_ms`` of batch time: live indicators, the current
   contact, session totals so far, spans closed since the previous summary;
 - ``contact``: a contact's final figures, once nothing later can change them;
-- ``alert``: dead air now, a source lost or back, synthetic input, an integrity event (what the
-  recorder refused or dropped: ``events.INTEGRITY_KINDS``);
+- ``alert``: dead air now, a source lost or back, input not from an evidence device
+  (``injected_input``; left out of every figure), an input device without evidence appeared
+  (``device_no_evidence``), an audio source changed, removed or without evidence
+  (``device_changed``), an integrity event (what the recorder refused or dropped:
+  ``events.INTEGRITY_KINDS``);
 - ``mark`` / ``exam``: an assessor mark, contact marker or exam command, as journaled;
 - ``evidence``: the 19 competences so far (figures, rules, marks), after a contact or mark.
 
@@ -39,7 +42,41 @@ LIVE_FIGURES_REFRESH_DIV = 100   # live contact figures are at most 1/100 of the
 LIVE_FIGURES_MIN_AGE_NS = 5_000_000_000   # ... or this old (ns), whichever is more
 MAX_HEALTH_LOG = 1_000         # health details kept per source (the report's capture links)
 MAX_INTEGRITY_EVENTS = 10_000   # integrity events kept for the report (all are counted)
+MAX_DEVICE_CHANGES = 1_000      # device changes kept for the report
 INTEGRITY_ALERT_NS = 60 * 1_000_000_000   # after the first, an integrity kind is alerted at most this often
+
+
+def _rows(cols: dict, keep: np.ndarray) -> dict:
+    """The rows of a stream's columns where ``keep`` (bool array) is set."""
+    idx = np.flatnonzero(keep)
+    return {c: ([v[i] for i in idx] if isinstance(v, list) else np.asarray(v)[keep]) for c, v in cols.items()}
+
+
+def _evidence_only(streams: dict) -> dict:
+    """The streams without input that is not evidence: key, click and scroll rows flagged
+    ``injected``; mouse bins with no move of an evidence device (``count - injected <= 0``).
+    Such input is counted (``Engine._count_injected``) and alerted, never in a figure (typing,
+    keys pressed, mouse activity, S1/S3/S4, D-figures, contacts). The decision is in the
+    journaled events, so every replay makes it the same way."""
+    out = streams
+    for name in ("key", "mouse", "click", "scroll"):
+        cols = streams.get(name)
+        if cols is None:
+            continue
+        inj = np.asarray(cols["injected"])
+        if name == "mouse":
+            keep = np.asarray(cols["count"]) - inj.astype(np.int64) > 0
+        else:
+            keep = ~inj.astype(bool)
+        if keep.all():
+            continue
+        if out is streams:
+            out = dict(streams)
+        if keep.any():
+            out[name] = _rows(cols, keep)
+        else:
+            del out[name]
+    return out
 
 
 class Engine:
@@ -85,6 +122,8 @@ class Engine:
         self.integrity_events: list[dict] = []       # the first MAX_INTEGRITY_EVENTS, for the report
         self._integrity_alert_t: dict[str, int] = {}
         self.devices: dict[tuple[str, str], dict] = {}   # (kind, device) -> its last DeviceEvent as a dict
+        self.exam_devices: list[dict] | None = None      # devices present at the (last) exam start
+        self.device_changes: list[dict] = []         # the first MAX_DEVICE_CHANGES alerted DeviceEvents
         self.simulated = False                       # fed by scenario (demo/test) sources
         self.lost: dict[str, list[list[int]]] = {}
         self.watermark = -FAR
@@ -96,7 +135,7 @@ class Engine:
         self._totals = {"phone": {}, "chat": {}, "email": {}}
         self.finished = False
         self.evidence_dirty = False
-        self.injected = {"keys": 0, "mouse": 0}   # synthetic (XTEST) input seen
+        self.injected = {"keys": 0, "mouse": 0}   # input not from an evidence device (counted, not in figures)
         self.injected_first_ns: int | None = None
         self._injected_alerted = {"keys": 0, "mouse": 0}
         self._injected_alert_t: int | None = None
@@ -120,9 +159,10 @@ class Engine:
             self._add_focus(s["focus"])
         if "speech" in s:
             self._add_speech(s["speech"])
+        self._count_injected(s)
+        s = _evidence_only(s)
         if "key" in s:
             self._add_keys(s["key"])
-        self._count_injected(s)
         mouse_t = [s[n]["t_ns"] for n in ("mouse", "click", "scroll") if n in s]
         if mouse_t:
             t = np.concatenate(mouse_t)
@@ -131,7 +171,7 @@ class Engine:
         self.mouse.add(iv.EMPTY, self.watermark)
         for track in (self.agent, self.customer):
             track.add(iv.EMPTY, self.watermark)
-        for name in ("contact", "mark", "exam", "health", "integrity", "device"):
+        for name in ("device", "contact", "mark", "exam", "health", "integrity"):
             if name in s:
                 for ev in batch.events(name):
                     out += getattr(self, f"_on_{name}")(ev)
@@ -179,15 +219,16 @@ class Engine:
             n = int(np.count_nonzero(late))
             counts[name] = n
             keep = ~late
-            idx = np.flatnonzero(keep)
-            out[name] = {c: ([v[i] for i in idx] if isinstance(v, list) else np.asarray(v)[keep]) for c, v in cols.items()}
+            out[name] = _rows(cols, keep)
             first = int(t[late].min())
             self.late_first_ns = first if self.late_first_ns is None else min(self.late_first_ns, first)
             self.late[name] = self.late.get(name, 0) + n
         return out, counts
 
     def _count_injected(self, s) -> None:
-        """Count synthetic input (keys, mouse moves, clicks, scrolls flagged injected)."""
+        """Count input not from an evidence device (keys, mouse moves, clicks, scrolls flagged
+        injected: XTEST, uinput, a device off the allow-list); ``_evidence_only`` then leaves it
+        out of every figure."""
         firsts = []
         if "key" in s:
             m = s["key"]["injected"] & s["key"]["down"]
@@ -269,6 +310,8 @@ class Engine:
             self.exam.update(candidate_id=ev.candidate_id, candidate_name=ev.candidate_name)
         elif ev.action in ("start", "end"):
             self.exam[f"{ev.action}_ns"] = ev.t_ns
+            if ev.action == "start":   # the device set in force at exam start (the report lists it)
+                self.exam_devices = [dict(d) for d in self.devices.values() if d["state"] != "removed"]
         return [("exam", ev.t_ns, body)]
 
     def _on_integrity(self, ev) -> list:
@@ -288,8 +331,40 @@ class Engine:
 
     def _on_device(self, ev) -> list:
         """Keep the last identity and evidence decision per device (the report lists them)."""
-        self.devices[(ev.kind, ev.device)] = dataclasses.asdict(ev)
-        return []
+        prev = self.devices.get((ev.kind, ev.device))
+        self.devices[(ev.kind, ev.device)] = new = dataclasses.asdict(ev)
+        if prev is not None and {k: v for k, v in prev.items() if k != "t_ns"} == \
+                {k: v for k, v in new.items() if k != "t_ns"}:
+            return []   # the same device announced again (the capture re-announces after a reconnect)
+        return self._device_alerts(ev)
+
+    def _device_alerts(self, ev) -> list:
+        """("alert", t_ns, body) tuples for a device event, at once:
+
+        - input: a device without evidence appeared or changed (``device_no_evidence``; what it
+          sends is counted as injected). The X server's own XTEST devices exist in every X
+          session: they are listed (card, report) but not alerted on appearing; input through
+          them is alerted as ``injected_input``;
+        - audio: a source changed (the recorded stream moved to another source, the default source
+          switched), went away (headset unplugged) or gives no evidence (``device_changed``);
+          nothing for a source present with evidence.
+        Alerted device events are kept in ``device_changes`` (the first MAX_DEVICE_CHANGES)."""
+        if ev.kind == "input":
+            if "XTEST" in ev.name and ev.device.startswith("xi2:"):
+                return []
+            if ev.state not in ("present", "changed") or ev.evidence:
+                return []
+            body = {"type": "device_no_evidence", "kind": ev.kind, "device": ev.device, "name": ev.name,
+                    "bus": ev.bus, "vendor": ev.vendor, "product": ev.product, "virtual": ev.virtual,
+                    "detail": ev.detail}
+        else:
+            if ev.state == "present" and ev.evidence:
+                return []
+            body = {"type": "device_changed", "kind": ev.kind, "device": ev.device, "state": ev.state,
+                    "evidence": ev.evidence, "virtual": ev.virtual, "name": ev.name, "detail": ev.detail}
+        if len(self.device_changes) < MAX_DEVICE_CHANGES:
+            self.device_changes.append(dataclasses.asdict(ev))
+        return [("alert", ev.t_ns, body)]
 
     def _on_health(self, ev) -> list:
         prev = self.health.get(ev.source)
@@ -588,6 +663,10 @@ class Engine:
                "simulated": self.simulated}
         if self.late:   # only then: a session without late events gives the summaries it always gave
             out["late_events"] = sum(self.late.values())
+        no_evidence = sorted(d["name"] or d["device"] for (kind, _), d in self.devices.items()
+                             if kind == "input" and not d["evidence"] and d["state"] != "removed")
+        if no_evidence:   # input devices present now whose input counts toward nothing (console card)
+            out["input_no_evidence"] = no_evidence
         return out
 
     def evidence(self) -> dict:

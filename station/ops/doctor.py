@@ -5,7 +5,13 @@ Checks (all required; each never raises, a failure is a ``Check`` with ``ok=Fals
 - ``display``: the capture backend (``station.capture.platform``): X11 and reachable passes;
   Wayland fails with the message that other applications' input and focus are not visible;
   no display fails.
-- ``xinput2``: XInput >= 2.1 (the default keyboard/mouse backend; flags XTEST-injected input);
+- ``input backend``: which keyboard/mouse backend the capture will use and why
+  (``platform.input_backend``: evdev where ``/dev/input`` is readable by this account, else
+  XInput 2 under X11; ``input.backend``, ``STATION_INPUT_BACKEND``); fails when it cannot see input;
+- ``input allow-list`` (a warning only): ``input.allow`` pins the exam's devices, or is empty
+  (every physical device gives evidence);
+- ``xinput2``: XInput >= 2.1 (the X11 keyboard/mouse backend when evdev is not readable; required
+  only when it is the chosen backend; flags input from devices without evidence, XTEST by default);
 - ``xrecord``: the RECORD extension (needed only by the pynput fallback backend).
 - ``window manager``: an EWMH window manager runs (``_NET_SUPPORTING_WM_CHECK``) and announces
   ``_NET_ACTIVE_WINDOW`` in ``_NET_SUPPORTED`` (event-driven focus capture).
@@ -42,7 +48,37 @@ class Check:
         return asdict(self)
 
 
-def _x11_checks(backend: platform.Backend) -> list[Check]:
+def _input_backend(backend: platform.Backend, configured: str) -> tuple[str, str]:
+    try:
+        return platform.input_backend(backend, configured=configured)
+    except Exception as e:   # a bad STATION_INPUT_BACKEND
+        return "", str(e)
+
+
+def _input_check(backend: platform.Backend, configured: str) -> Check:
+    """Which input backend the capture will use, and why; fails where it cannot see input."""
+    chosen, why = _input_backend(backend, configured)
+    if not chosen:
+        return Check("input backend", False, why)
+    if chosen == "evdev":
+        ok, detail = platform.evdev_probe()
+        return Check("input backend", ok, f"evdev: {why}" if ok else f"evdev chosen, but {detail}")
+    if backend.name != "x11":
+        return Check("input backend", False, f"{chosen}: {why}; {backend.reason}")
+    return Check("input backend", True, f"{chosen}: {why}")
+
+
+def _allow_check(cfg) -> Check:
+    """Whether the exam's input devices are pinned (``input.allow``); a warning, not required."""
+    n = len(cfg.input.allow)
+    if n:
+        return Check("input allow-list", True, f"{n} entr{'y' if n == 1 else 'ies'}: only matching devices give evidence",
+                     required=False)
+    return Check("input allow-list", False, "input.allow is empty: every physical keyboard and mouse gives evidence, "
+                 "a USB key injector too; pin the exam's devices with `station input devices`", required=False)
+
+
+def _x11_checks(backend: platform.Backend, configured: str = "auto") -> list[Check]:
     if backend.name != "x11":
         why = "not an X11 session"
         return [Check("display", False, backend.reason),
@@ -56,10 +92,7 @@ def _x11_checks(backend: platform.Backend) -> list[Check]:
                 Check("window manager", False, "no X display")]
     try:
         out = [Check("display", True, f"X11 {backend.display} ({d.display.info.vendor})")]
-        try:
-            chosen, why = platform.input_backend(backend)
-        except Exception as e:
-            chosen, why = "xi2", str(e)
+        chosen, _ = _input_backend(backend, configured)
         xi = platform.xinput_version(backend.display)
         xi_ok = xi is not None and xi >= (2, 1)
         out.append(Check("xinput2", xi_ok, f"XInput {xi[0]}.{xi[1]}" + (" (input backend)" if chosen == "xi2" else "")
@@ -97,8 +130,8 @@ def _ewmh_check(d) -> Check:
     return Check("window manager", True, f"{name or 'EWMH window manager'}, _NET_ACTIVE_WINDOW supported")
 
 
-def _wayland_checks(backend: platform.Backend) -> list[Check]:
-    """What works in a GNOME or wlroots Wayland session: focus; not input."""
+def _wayland_checks(backend: platform.Backend, configured: str = "auto") -> list[Check]:
+    """What works in a GNOME or wlroots Wayland session: focus; input only through evdev."""
     try:
         kind, _ = platform.focus_backend(backend)
     except Exception as e:
@@ -112,6 +145,9 @@ def _wayland_checks(backend: platform.Backend) -> list[Check]:
     else:
         from station.capture import focus_wlr
         ok, detail = focus_wlr.probe()
+    chosen, why = _input_backend(backend, configured)
+    if chosen == "evdev":
+        return [Check("focus", ok, detail), Check("input", True, f"evdev: {why}")]
     return [Check("focus", ok, detail), Check("input", False, backend.reason)]
 
 
@@ -170,14 +206,18 @@ def run_checks(load_config: Callable[[], Any]) -> list[Check]:
         backend = platform.detect()
     except UserError as e:
         backend = platform.Backend("none", "", str(e))
-    checks = _x11_checks(backend)
-    checks += _wayland_checks(backend)
     cfg = None
     try:
         cfg = load_config()
         config_check = Check("config", True, "valid: " + ", ".join(cfg.sources))
     except (ConfigError, UserError) as e:
         config_check = Check("config", False, str(e))
+    configured = cfg.input.backend if cfg is not None else "auto"
+    checks = _x11_checks(backend, configured)
+    checks += _wayland_checks(backend, configured)
+    checks.append(_input_check(backend, configured))
+    if cfg is not None:
+        checks.append(_allow_check(cfg))
     if cfg is not None:
         checks += _audio_checks(cfg)
     else:

@@ -88,6 +88,12 @@ data_dir = "/var/lib/station"   # journals and keys (owner station, 0700)
 retention_days = 90
 headset = ""                    # headset id after `station calibrate` (config/headsets/<id>.toml)
 
+[input]
+# Only these keyboards and mice give evidence (docs/operations.md "Input devices"). Run
+# `station input devices` as root with exactly the exam's devices plugged in and paste the
+# entries it prints here. [] = every physical device, a USB key injector too: pin them.
+allow = []
+
 [handover]
 socket = "{socket}"  # capture (account station-capture) -> recorder (account station)
 capture_user = "{capture_user}"   # the only account the recorder accepts on the socket

@@ -80,7 +80,9 @@ def build_report(journal, exact: bool = True, anchor: dict | None = None) -> dic
                         "first_wall": _iso(h.wall_ns(eng.late_first_ns)) if eng.late_first_ns is not None else None},
         "synthetic_input": {"keys": eng.injected["keys"], "mouse": eng.injected["mouse"],
                             "first_wall": _iso(h.wall_ns(eng.injected_first_ns)) if eng.injected_first_ns else None},
+        "input_devices": _input_devices(journal, eng),
         "security": _security(journal, eng),
+        "devices": _devices(journal, eng),
         "contacts": contacts,
         "competences": evidence,
         "agreement": exam_agreement({cid: c["assessors"] for cid, c in evidence.items()}),
@@ -88,6 +90,23 @@ def build_report(journal, exact: bool = True, anchor: dict | None = None) -> dic
         "marks": eng.marks,
         "timeline": timeline(eng, "session", start, end),
     }
+
+
+def _input_devices(journal, eng) -> dict:
+    """Every input device the capture announced (last identity and evidence decision, first
+    seen / last change in UTC), the set in force at exam start, and how much input came from
+    devices without evidence (counted as ``injected``, in no figure)."""
+    wall = journal.header.wall_ns
+
+    def row(d: dict) -> dict:
+        return {**d, "wall": _iso(wall(d["t_ns"]))}
+    devices = sorted((row(d) for (kind, _), d in eng.devices.items() if kind == "input"),
+                     key=lambda d: (d["evidence"], d["device"]))
+    at_start = eng.exam_devices
+    return {"devices": devices,
+            "at_exam_start": None if at_start is None else [row(d) for d in at_start if d["kind"] == "input"],
+            "without_evidence": [d["device"] for d in devices if not d["evidence"]],
+            "not_evidence_input": {"keys": eng.injected["keys"], "mouse": eng.injected["mouse"]}}
 
 
 def _security(journal, eng) -> dict:
@@ -103,6 +122,14 @@ def _security(journal, eng) -> dict:
     return {"ok": not counts and not eng.simulated, "simulated": eng.simulated, "counts": counts,
             "events": [e for e in events if e["kind"] != "simulated"],
             "recorder_software": recorder_sw, "capture_links": captures}
+
+
+def _devices(journal, eng) -> dict:
+    """The devices the capture read from, each with its last identity and evidence decision
+    (``DeviceEvent``), and every change, removal or evidence refusal with its time."""
+    last = [dict(d) for _, d in sorted(eng.devices.items())]
+    changes = [dict(d, wall=_iso(journal.header.wall_ns(d["t_ns"]))) for d in eng.device_changes]
+    return {"ok": not changes, "last": last, "changes": changes}
 
 
 def _headset_status(journal) -> dict:

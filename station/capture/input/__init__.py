@@ -2,14 +2,20 @@
 
 ``InputSource(cfg, focus_state, key_times=None)`` (source name ``"input"``) is the public class.
 It picks its backend once, in ``start()``, through ``station.capture.platform.input_backend``
-(the one place that decides; override ``STATION_INPUT_BACKEND=xi2|pynput``):
+(the one place that decides; ``input.backend``, override ``STATION_INPUT_BACKEND=evdev|xi2|pynput``):
 
+- ``"evdev"`` (``station.capture.input._evdev``, default wherever ``/dev/input`` is readable, X11
+  or Wayland): the kernel's devices, each with its identity (``DeviceEvent``) and the allow-list;
 - ``"xi2"`` (``station.capture.input._xi2``, default on X11 with XInput >= 2.1): XI2 raw events
   read by one thread on its own X connection, parsed with ``struct``; flags XTEST-injected input;
 - ``"pynput"`` (``station.capture.input._pynput``): pynput's xorg backend (X RECORD); cannot tell
   XTEST-injected input from real input; several times the CPU cost.
 
-Both backends emit the same events:
+Every backend emits the same events:
+
+- ``DeviceEvent("input", device, ...)``: every input device with its identity and whether it
+  gives evidence (``devices.Policy``, config ``input.allow``), the whole set when the backend
+  connects, then on hot-plug / removal;
 
 - ``KeyEvent`` (class only, see ``KeyClass``; ``repeat`` = keyboard auto-repeat press;
   ``char`` only inside ``typing_task`` windows, see below); ``key_times.note(t_ns)`` is called
@@ -17,6 +23,13 @@ Both backends emit the same events:
 - ``MouseBin``: moves aggregated per 10 ms bin aligned on the station clock (count, path length
   in px rounded, how many moves were injected);
 - ``MouseClick`` (X button number: 1-3, 8, 9...), ``MouseScroll`` (steps, +dy = up, +dx = right).
+
+``injected`` on each of them means: NOT from a device with evidence (XTEST, uinput, a device
+off the allow-list). The engine counts, alerts and reports such input and leaves it out of every
+figure.
+
+Characters under evdev: from the display server's keymap (XInput 2), and only for keys that
+have their kernel twin within a few ms; an X key without one is injected (``_evdev.TwinChars``).
 
 Privacy rule for ``char`` (``KeyPipeline``): a key press keeps its character only if the focus
 category was ``typing_task`` at the key's time AND stayed so for ``CHAR_GRACE_NS`` afterwards
@@ -62,8 +75,11 @@ class InputSource:
     def start(self, sink: EventSink) -> None:
         if self._impl is not None:
             raise RuntimeError("input source already started")
-        self.backend, self.backend_reason = platform.input_backend(platform.detect())
-        if self.backend == "xi2":
+        configured = getattr(getattr(self.cfg, "input", None), "backend", "auto")
+        self.backend, self.backend_reason = platform.input_backend(platform.detect(), configured=configured)
+        if self.backend == "evdev":
+            from ._evdev import EvdevInput as impl_cls
+        elif self.backend == "xi2":
             from ._xi2 import Xi2Input as impl_cls
         else:
             from ._pynput import PynputInput as impl_cls
@@ -87,6 +103,13 @@ class InputSource:
         if impl is None:
             return {"state": "stopped", "detail": "", "backend": self.backend}
         return {**impl.status(), "backend": self.backend}
+
+    def device_set(self) -> list:
+        """The input devices the backend reads now, as ``DeviceEvent("present")`` stamped now
+        (re-announced to a recorder after a reconnect); [] for a backend without devices."""
+        impl = self._impl
+        fn = getattr(impl, "device_set", None)
+        return fn() if fn is not None else []
 
     @property
     def counts(self) -> collections.Counter:

@@ -55,6 +55,13 @@ def classify_key(key: Any) -> tuple[int, str]:
     return KeyClass.OTHER, ""
 
 
+class _Resolve(str):
+    """The placeholder character of a key whose character is asked for later (``KeyPipeline.resolve``)."""
+
+
+RESOLVE = _Resolve("?")
+
+
 class KeyPipeline:
     """Key presses/releases -> ``KeyEvent`` on the sink, applying the ``char`` privacy rule.
 
@@ -64,14 +71,19 @@ class KeyPipeline:
     a character becomes due (None when nothing waits). Events leave in arrival order.
     """
 
-    def __init__(self, sink: EventSink, focus_state: Any, key_times: Any, counts: collections.Counter):
+    def __init__(self, sink: EventSink, focus_state: Any, key_times: Any, counts: collections.Counter,
+                 resolve: Any = None):
+        """resolve: ``f(t_ns, code) -> char`` for a backend that learns a key's character only
+        later (the evdev backend asks the display server's twin of the key, ``_evdev.TwinChars``):
+        a press in a typing_task window with ``char=RESOLVE`` asks it when its grace is over."""
         self.sink = sink
         self.focus_state = focus_state
         self.key_times = key_times
         self.counts = counts
-        self.pending: collections.deque = collections.deque()  # (KeyEvent without char, char)
+        self.resolve = resolve
+        self.pending: collections.deque = collections.deque()  # (KeyEvent without char, char, code)
 
-    def press(self, t_ns: int, key_class: int, char: str, injected: bool, repeat: bool) -> None:
+    def press(self, t_ns: int, key_class: int, char: str, injected: bool, repeat: bool, code: int = 0) -> None:
         if self.key_times is not None:
             try:
                 self.key_times.note(t_ns)
@@ -79,11 +91,11 @@ class KeyPipeline:
                 pass
         ev = KeyEvent(t_ns, int(key_class), True, repeat, injected, "")
         keep = char if char and self.focus_state.category_at(t_ns) == "typing_task" else ""
-        self.pending.append((ev, keep))
+        self.pending.append((ev, keep, code))
         self.counts["keys"] += 1
 
-    def release(self, t_ns: int, key_class: int, injected: bool) -> None:
-        self.pending.append((KeyEvent(t_ns, int(key_class), False, False, injected, ""), ""))
+    def release(self, t_ns: int, key_class: int, injected: bool, code: int = 0) -> None:
+        self.pending.append((KeyEvent(t_ns, int(key_class), False, False, injected, ""), "", code))
 
     def deadline(self) -> int | None:
         return self.pending[0][0].t_ns + CHAR_GRACE_NS + 1 if self.pending else None
@@ -91,10 +103,12 @@ class KeyPipeline:
     def release_due(self, now_ns: int, force: bool = False) -> None:
         pending = self.pending
         while pending:
-            ev, char = pending[0]
+            ev, char, code = pending[0]
             if char and not force and now_ns < ev.t_ns + CHAR_GRACE_NS:
                 return
             pending.popleft()
+            if char is RESOLVE:
+                char = self.resolve(ev.t_ns, code) if self.resolve is not None else ""
             if char and self.focus_state.steady("typing_task", ev.t_ns, ev.t_ns + CHAR_GRACE_NS):
                 ev = KeyEvent(ev.t_ns, ev.key_class, ev.down, ev.repeat, ev.injected, char)
             self.sink.put(ev)

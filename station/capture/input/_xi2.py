@@ -22,10 +22,14 @@ server's time is implausible). Mouse bins are closed when a later bin's move arr
 ``BIN_CLOSE_LAG_NS`` (50 ms) after their end; a move read after its bin was closed counts in the
 next bin.
 
-Injected input: ``XIQueryDevice`` lists the slave devices; those whose name contains ``XTEST``
-("Virtual core XTEST pointer/keyboard", one pair per master) are the XTEST devices, and every
-event whose ``sourceid`` is one of them is ``injected`` (``is_injected``). The list is read again
-on ``XI_HierarchyChanged``. NOT seen at all by raw events (so neither counted nor flagged):
+Injected input: ``XIQueryDevice`` lists the slave devices; each gets an identity (from sysfs
+when Xorg's driver names its kernel node in the "Device Node" property, else by name; those
+whose name contains ``XTEST``, "Virtual core XTEST pointer/keyboard", one pair per master, are
+the virtual XTEST devices) and the allow-list's decision (``devices.Policy``, ``input.allow``;
+by default XTEST never gives evidence) and is announced as a ``DeviceEvent("input", "xi2:ID")``.
+Every event whose ``sourceid`` is not a device with evidence is ``injected``. The list is read
+again (and changes announced) on ``XI_HierarchyChanged``. NOT seen at all by raw events (so
+neither counted nor flagged):
 ``XWarpPointer`` moves (``xdotool mousemove`` warps; ``mousemove_relative`` is XTEST) and
 ``XSendEvent`` events (delivered to one window, not through a device). See
 ``INJECTED_DETECTION``.
@@ -81,11 +85,13 @@ from station.capture import platform
 from station.capture.base import ThreadedSource, reconnect_loop
 from station.capture.delivery import DeliveryBound
 from station.clock import monotonic_ns
-from station.events import KeyClass, MouseBin, MouseClick, MouseScroll
+from station.events import DeviceEvent, KeyClass, MouseBin, MouseClick, MouseScroll
 
 from ._base import BIN_NS, KeyPipeline
+from .devices import Identity, Policy, identity_from_sysfs, xi2_identity
 
-INJECTED_DETECTION = ("xi2 backend: events from XTEST slave devices (sourceid) are marked injected; "
+INJECTED_DETECTION = ("xi2 backend: events from slave devices without evidence (sourceid; XTEST unless on "
+                      "input.allow) are marked injected; "
                       "XWarpPointer moves and XSendEvent events produce no raw events and are not seen")
 DEFAULT_REPEAT_DELAY_MS = 660
 DEFAULT_REPEAT_INTERVAL_MS = 40
@@ -109,6 +115,7 @@ _XI_ALL_DEVICES, _XI_ALL_MASTER_DEVICES = 0, 1
 _XI_SLAVE_POINTER, _XI_SLAVE_KEYBOARD, _XI_FLOATING_SLAVE = 3, 4, 5
 _RAW_MASK = sum(1 << e for e in (_XI_RAW_KEY_PRESS, _XI_RAW_KEY_RELEASE, _XI_RAW_BUTTON_PRESS,
                                  _XI_RAW_BUTTON_RELEASE, _XI_RAW_MOTION))
+KEY_MASK = (1 << _XI_RAW_KEY_PRESS) | (1 << _XI_RAW_KEY_RELEASE)
 _QUERY_POINTER_OPCODE = 38
 _LOCK_MASK = 2
 _SCROLL_BUTTONS = {4: (0, 1), 5: (0, -1), 6: (-1, 0), 7: (1, 0)}
@@ -259,10 +266,21 @@ def is_injected(sourceid: int, xtest_ids: frozenset[int]) -> bool:
 class _ServerState:
     """What the reader needs from the server besides events; read with python-xlib requests."""
 
-    def __init__(self, d: Any):
+    def __init__(self, d: Any, policy: Policy | None = None):
         devs = d.xinput_query_device(_XI_ALL_DEVICES).devices
         self.devices = [(int(x.deviceid), str(x.name), int(x.use)) for x in devs]
         self.xtest = xtest_device_ids(self.devices)
+        policy = policy if policy is not None else Policy()
+        # slave devices: identity and the evidence decision; events of any other sourceid
+        # (XTEST by default, devices off the allow-list, ids not known yet) are injected
+        self.slaves: dict[int, tuple[Identity, bool, str]] = {}
+        for dev, name, use in self.devices:
+            if use in (_XI_SLAVE_POINTER, _XI_SLAVE_KEYBOARD, _XI_FLOATING_SLAVE):
+                ident = _slave_identity(d, dev, name)
+                if ident.sys_path and not (ident.keyboard or ident.pointer):
+                    continue   # a power button, lid switch, video bus: neither announced nor evidence
+                self.slaves[dev] = (ident, *policy.decide(ident))
+        self.evidence = frozenset(dev for dev, (_, ok, _) in self.slaves.items() if ok)
         info = d.display.info
         first, last = info.min_keycode, info.max_keycode
         rows = d.get_keyboard_mapping(first, last - first + 1)
@@ -282,6 +300,27 @@ class _ServerState:
 
     def repeats(self, keycode: int) -> bool:
         return self.repeat_on and bool(self.per_key[keycode >> 3] & (1 << (keycode & 7)))
+
+
+def _slave_identity(d: Any, deviceid: int, name: str) -> Identity:
+    """An X slave device's identity: from sysfs when the driver names its kernel node (Xorg's
+    evdev/libinput drivers set the "Device Node" property), else by name (``xi2_identity``:
+    XTEST devices virtual). Never raises."""
+    if "XTEST" not in name:
+        try:
+            atom = d.intern_atom("Device Node", only_if_exists=True)
+            if atom:
+                r = d.xinput_get_device_property(deviceid, atom, 0, 0, 256)   # AnyPropertyType
+                data = r.value[1] if isinstance(r.value, tuple) else r.value
+                data = data.encode() if isinstance(data, str) else bytes(data or b"")
+                node = data.split(b"\0")[0].decode(errors="replace")
+                if node.startswith("/dev/input/event"):
+                    ident = identity_from_sysfs(node)
+                    if ident is not None:
+                        return ident
+        except Exception:
+            pass
+    return xi2_identity(name)
 
 
 def _xkb_repeat(d: Any) -> tuple[int, int, bool, bytes]:
@@ -314,12 +353,12 @@ def _xkb_repeat(d: Any) -> tuple[int, int, bool, bytes]:
     return int(r.repeat_delay), int(r.repeat_interval), bool(r.enabled_ctrls & 1), bytes(r.per_key_repeat)
 
 
-def _open_state(display: str) -> _ServerState:
+def _open_state(display: str, policy: Policy | None = None) -> _ServerState:
     """Read the server state on a short-lived side connection (device or mapping changes)."""
     import Xlib.display
     d = Xlib.display.Display(display or None)
     try:
-        return _ServerState(d)
+        return _ServerState(d, policy)
     finally:
         d.close()
 
@@ -346,13 +385,20 @@ class Xi2Input(ThreadedSource):
     thread_name = "station-input-xi2"
 
     def __init__(self, cfg: Any, focus_state: Any, key_times: Any = None,
-                 connected: threading.Event | None = None):
+                 connected: threading.Event | None = None, keys: Any = None, raw_mask: int = 0):
+        """keys: where key presses/releases go instead of a ``KeyPipeline`` on the sink (the evdev
+        backend's ``TwinChars``); raw_mask: the XI2 raw events to select (default: keys, buttons,
+        motion; ``KEY_MASK``: keys only)."""
         self.cfg = cfg
+        self._keys = keys
+        self.raw_mask = raw_mask or _RAW_MASK
         self.focus_state = focus_state
         self.key_times = key_times
         self.connected = connected if connected is not None else threading.Event()
         self.counts: collections.Counter = collections.Counter()
         self.reconnects = 0
+        self.policy = Policy.from_config(cfg)
+        self._known: dict[int, tuple[Identity, bool, str]] = {}   # slave devices announced (DeviceEvent)
         # a later event is stamped at most the margin before a moment the socket was drained,
         # and its mouse bin starts up to BIN_NS before its stamp
         self.bound = DeliveryBound(DELIVERY_MARGIN_NS, BIN_NS)
@@ -373,13 +419,33 @@ class Xi2Input(ThreadedSource):
                 "reconnects": self.reconnects, "queued": 0,
                 "injected_detection": INJECTED_DETECTION, **self.counts}
 
+    def device_set(self) -> list[DeviceEvent]:
+        """The slave devices announced last, as "present" events stamped now."""
+        now = monotonic_ns()
+        return [_device_event(now, dev, "present", *v) for dev, v in dict(self._known).items()]
+
+    def announce(self, state: "_ServerState", t_ns: int, full: bool = False) -> None:
+        """DeviceEvents for the slave devices of ``state``: all of them when ``full`` (a new
+        connection), else those that appeared, changed or went away since the last call."""
+        known = {} if full else self._known
+        out = []
+        for dev, (ident, ok, detail) in self._known.items():   # gone (a restarted server: not there now)
+            if dev not in state.slaves:
+                out.append(_device_event(t_ns, dev, "removed", ident, ok, detail))
+        for dev, (ident, ok, detail) in state.slaves.items():
+            if known.get(dev) != (ident, ok, detail):
+                out.append(_device_event(t_ns, dev, "changed" if dev in known else "present", ident, ok, detail))
+        self._known = dict(state.slaves)
+        if out:
+            self._sink.put_many(out)
+
     def _run(self) -> None:
         backend = platform.detect()
         if not backend.capturable:
             self._health.report("lost", platform.unavailable_reason(backend))
             self._stop.wait()
             return
-        keys = KeyPipeline(self._sink, self.focus_state, self.key_times, self.counts)
+        keys = self._keys or KeyPipeline(self._sink, self.focus_state, self.key_times, self.counts)
         reconnect_loop(self._stop, lambda connected: self._session(keys, backend.display, connected),
                        self._count_reconnect)
         keys.release_due(monotonic_ns(), force=True)
@@ -417,6 +483,12 @@ class Xi2Input(ThreadedSource):
                 self.key_times.resume()   # nothing more will be read from that connection
 
 
+def _device_event(t_ns: int, dev: int, state: str, ident: Identity, evidence: bool, detail: str) -> DeviceEvent:
+    return DeviceEvent(t_ns, "input", f"xi2:{dev}", state, name=ident.name, bus=ident.bus, vendor=ident.vendor,
+                       product=ident.product, serial=ident.serial, phys=ident.phys, virtual=ident.virtual,
+                       evidence=evidence, detail=detail)
+
+
 class _Reader:
     """One X connection's worth of reading (see module docstring); raises on connection loss."""
 
@@ -438,10 +510,11 @@ class _Reader:
             self.version = (int(r.major_version), int(r.minor_version))
             if self.version < (2, 0):
                 raise _Unsupported(f"XInputExtension {self.version[0]}.{self.version[1]} < 2.0")
-            self.state = _ServerState(d)
+            self.state = _ServerState(d, src.policy)
+            src.announce(self.state, monotonic_ns(), full=True)
             root = d.screen().root
             self.root_id = root.id
-            root.xinput_select_events([(xinput.AllMasterDevices, _RAW_MASK),
+            root.xinput_select_events([(xinput.AllMasterDevices, src.raw_mask),
                                        (xinput.AllDevices, xinput.HierarchyChangedMask)])
             p = root.query_pointer()
             self.pos: tuple[int, int] | None = (int(p.root_x), int(p.root_y))
@@ -703,11 +776,11 @@ class _Reader:
                         # valuator mask right after the 32-byte header: a move has x or y
                         if unpack("=H", buf, off + 22)[0] and buf[off + 32] & 3:
                             server_ms, _, sourceid = unpack("=IIH", buf, off + 12)
-                            self._move(self._stamp(server_ms, now), sourceid in self.state.xtest)
+                            self._move(self._stamp(server_ms, now), sourceid not in self.state.evidence)
                     elif _XI_RAW_KEY_PRESS <= evtype <= _XI_RAW_BUTTON_RELEASE:
                         server_ms, detail, sourceid, _, flags = unpack("=IIHHI", buf, off + 12)
                         self._button_or_key(self._stamp(server_ms, now), evtype, detail,
-                                            sourceid in self.state.xtest, flags)
+                                            sourceid not in self.state.evidence, flags)
                     elif evtype == _XI_HIERARCHY_CHANGED:
                         self._refresh(devices=True)
             elif typ == 1:
@@ -726,7 +799,8 @@ class _Reader:
         """Re-read devices / keyboard mapping on a side connection (rare: hierarchy or mapping
         changes). The event stream waits meanwhile (the server buffers it)."""
         try:
-            self.state = _open_state(self.display_name)
+            self.state = _open_state(self.display_name, self.src.policy)
+            self.src.announce(self.state, monotonic_ns())
             self.counts["refreshes"] += 1
         except Exception:
             self.counts["refresh_failures"] += 1
@@ -743,7 +817,7 @@ class _Reader:
         interval = max(1, self.state.repeat_interval_ms) * 1_000_000
         while self.repeat_kc and self.repeat_next < t:
             cls, ch = self._classify(self.repeat_kc)
-            self.keys.press(self.repeat_next, cls, ch, self.repeat_inj, True)
+            self.keys.press(self.repeat_next, cls, ch, self.repeat_inj, True, code=self.repeat_kc)
             self.repeat_next += interval
 
     def _button_or_key(self, t: int, evtype: int, detail: int, inj: bool, flags: int) -> None:
@@ -754,7 +828,7 @@ class _Reader:
             role = self.state.keymap.role.get(kc, 0)
             repeat = bool(flags & _XI_KEY_REPEAT)  # the server says: this key was already down
             cls, ch = self._classify(kc)
-            self.keys.press(t, cls, ch, inj, repeat)
+            self.keys.press(t, cls, ch, inj, repeat, code=kc)
             if repeat:
                 self.counts["server_repeats"] += 1
                 if kc == self.repeat_kc:
@@ -782,7 +856,7 @@ class _Reader:
                 self.counts["stray_releases"] += 1
                 return
             cls, _ = self._classify(kc)
-            self.keys.release(t, cls, inj)
+            self.keys.release(t, cls, inj, code=kc)
             self.down.discard(kc)
             self.shift.discard(kc)
             self.level3.discard(kc)

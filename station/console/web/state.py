@@ -82,6 +82,7 @@ class StationModel:
         self.evidence: dict = {}
         self.evidence_t: int | None = None
         self.sources_lost: dict[str, dict] = {}
+        self.devices_flagged: dict[str, dict] = {}   # "kind device" -> the last device_changed alert
         self.alerts: collections.deque = collections.deque(maxlen=L["alerts"])
         self.health: dict = {}
         self.health_wall_ns = 0
@@ -161,6 +162,13 @@ class StationModel:
             self.sources_lost[str(d.get("source"))] = {"since_ns": t, "detail": str(d.get("detail", ""))}
         elif typ == "source_back":
             self.sources_lost.pop(str(d.get("source")), None)
+        elif typ == "device_changed":
+            key = f"{d.get('kind', '')} {d.get('device', '')}"
+            self.devices_flagged.pop(key, None)
+            self.devices_flagged[key] = {"t_ns": t, "text": (
+                f"{key}: {d.get('state', '')}{'' if d.get('evidence') else ', no evidence'}: {d.get('detail', '')}")}
+            while len(self.devices_flagged) > 20:
+                self.devices_flagged.pop(next(iter(self.devices_flagged)))
 
     def _on_mark(self, t: int, d: dict) -> None:
         if d.get("type") == "contact_marker":
@@ -326,6 +334,8 @@ class Room:
         for src, info in ((st.health.get("sources") or {}).items() if isinstance(st.health.get("sources"), dict) else []):
             if isinstance(info, dict) and info.get("state") not in (None, "ok") and src not in st.sources_lost:
                 alerts.append({"type": "source_lost", "text": f"source {src}: {info.get('state')}"})
+        for info in list(st.devices_flagged.values())[-3:]:   # the latest: a moved stream, a swapped headset
+            alerts.append({"type": "device", "text": info["text"][:200]})
         dead_ms = _num(st.live.get("dead_air_ms")) or 0
         if dead_ms >= self.cfg.activity.dead_air_ms and not silent:
             alerts.append({"type": "dead_air", "text": f"dead air now: {dead_ms / 1000:.1f} s"})
@@ -339,6 +349,10 @@ class Room:
         if isinstance(inj, dict) and (_num(inj.get("keys")) or _num(inj.get("mouse"))):
             alerts.append({"type": "injected", "text": f"synthetic input: {_num(inj.get('keys')) or 0} keys, "
                                                       f"{_num(inj.get('mouse')) or 0} mouse events injected"})
+        no_ev = st.totals.get("input_no_evidence")
+        if isinstance(no_ev, list) and no_ev:   # devices whose input is counted, never evidence
+            alerts.append({"type": "device_no_evidence", "text": "input devices without evidence: "
+                           + ", ".join(str(n) for n in no_ev[:5]) + (f" (+{len(no_ev) - 5})" if len(no_ev) > 5 else "")})
         if st.rewound:
             alerts.append({"type": "journal_rewound", "text": st.rewound})
         integ = st.totals.get("integrity") or {}
