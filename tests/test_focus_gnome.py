@@ -81,7 +81,7 @@ def test_focus_title_disable_impostor_and_recovery(session_env):
     cap = Capture(load(system=False), with_input=False)
     cap.queue = CheckedQueue()
     cap.start()
-    sampler = BoundSampler(cap.focus, cap.queue, FOCUS).start()
+    sampler = BoundSampler(cap.focus, cap.queue, FOCUS, interval_s=0.01).start()
     try:
         _health(cap, "ok")
         crm = g.open_window("org.example.crm", "Klant 4471")

@@ -47,7 +47,7 @@ def test_focus_title_close_and_compositor_loss(sway):
     cap = Capture(load(system=False), with_input=False)
     cap.queue = CheckedQueue()
     cap.start()
-    sampler = BoundSampler(cap.focus, cap.queue, FOCUS).start()
+    sampler = BoundSampler(cap.focus, cap.queue, FOCUS, interval_s=0.01).start()
     try:
         _wait(cap, lambda e: isinstance(e, SourceHealth) and e.source == "focus" and e.state == "ok")
         sway.open_window("org.example.crm", "Klant 4471")
