@@ -10,7 +10,12 @@
    bodies) served by one station process to a console that starts empty. Prints the seconds until
    the console has stored and delivered all of them.
 
-    .venv/bin/python benchmarks/streaming_bench.py [--stations 100] [--duration 60] [--skip-fanin]
+    .venv/bin/python benchmarks/streaming_bench.py [--stations 100] [--seconds 60] [--runs 1]
+        [--skip-fanin] [--skip-gapfill]
+
+   ``--seconds 10 --skip-gapfill`` is a quick run (about 25 s). Each fan-in run prints the load
+   average (1 min) before and after: the machine is shared, so compare console and raw within
+   a run.
 """
 
 from __future__ import annotations
@@ -164,7 +169,9 @@ def _spawn_host(root: Path, index: int, count: int, rate: float, gapfill: bool =
         if line.strip() == "READY":
             return p, infos
         infos.append(json.loads(line))
-    raise RuntimeError("station host failed to start")
+    p.kill()
+    p.wait(10)
+    raise RuntimeError("a station host failed to start (see its messages above)")
 
 
 def _console(root: Path, infos: list[dict], name: str) -> Console:
@@ -191,8 +198,19 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def fanin(root: Path, stations: int, hosts: int, rate: float, duration: float) -> dict:
+    procs: list[subprocess.Popen] = []
+    try:
+        return _fanin(root, stations, hosts, rate, duration, procs)
+    finally:
+        for p in procs:   # on any error too: no station host or raw subscriber left behind
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+
+
+def _fanin(root: Path, stations: int, hosts: int, rate: float, duration: float, procs: list) -> dict:
     per = [stations // hosts + (1 if k < stations % hosts else 0) for k in range(hosts)]
-    procs, infos = [], []
+    infos = []
     for k, n in enumerate(per):
         p, inf = _spawn_host(root, k, n, rate)
         procs.append(p)
@@ -200,6 +218,7 @@ def fanin(root: Path, stations: int, hosts: int, rate: float, duration: float) -
     Path(root, "raw-endpoints.json").write_text(json.dumps(infos))
     raw = subprocess.Popen([sys.executable, __file__, "--raw", "--root", str(root), "--duration", str(duration)],
                            stdout=subprocess.PIPE, text=True)   # warms up and measures with the console
+    procs.append(raw)
     con = _console(root, infos, "console-fanin")
     lat: list[float] = []
     delivered = 0
@@ -217,10 +236,14 @@ def fanin(root: Path, stations: int, hosts: int, rate: float, duration: float) -
     r1, w1 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
     cpu = (r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) / (w1 - w0) * 100
     raw_out, _ = raw.communicate(timeout=60)
-    raw_fig = json.loads(raw_out.strip().splitlines()[-1])
-    for p in procs:
+    try:
+        raw_fig = json.loads(raw_out.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        raise RuntimeError(f"the raw subscriber gave no figures (exit code {raw.returncode})") from None
+    hosts_ = procs[:-1]
+    for p in hosts_:
         p.send_signal(signal.SIGTERM)
-    for p in procs:
+    for p in hosts_:
         p.wait(60)
     settle = time.monotonic() + 10
     while time.monotonic() < settle:  # anything the console still lacks comes by replay now
@@ -261,6 +284,17 @@ def gapfill(root: Path, rate: float) -> dict:
 
 
 def main() -> int:
+    try:
+        return _main()
+    except KeyboardInterrupt:
+        print("streaming_bench: interrupted", file=sys.stderr)
+        return 130
+    except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+        print(f"streaming_bench: {e}", file=sys.stderr)
+        return 1
+
+
+def _main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--host", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--gapfill", action="store_true", help=argparse.SUPPRESS)
@@ -271,7 +305,9 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=10.0)
     ap.add_argument("--stations", type=int, default=100)
     ap.add_argument("--hosts", type=int, default=2)
-    ap.add_argument("--duration", type=float, default=60.0)
+    ap.add_argument("--duration", "--seconds", dest="duration", type=float, default=60.0,
+                    help="fan-in measuring time in s (default 60; e.g. --seconds 10 for a quick run)")
+    ap.add_argument("--runs", type=int, default=1, help="fan-in runs, one table row pair each")
     ap.add_argument("--gap-rate", type=float, default=10.0)
     ap.add_argument("--skip-fanin", action="store_true")
     ap.add_argument("--skip-gapfill", action="store_true")
@@ -285,20 +321,28 @@ def main() -> int:
         _setup_keys(root)
         print(f"machine: {os.cpu_count()} cores; station hosts and console on the same machine")
         if not a.skip_fanin:
-            r = fanin(root, a.stations, a.hosts, a.rate, a.duration)
-            print(f"fan-in: {r['stations']} stations x {r['rate']:g} msg/s for {r['duration_s']:g} s "
-                  f"(CURVE, real journals)")
-            print(f"  messages journaled {r['expected']}, stored by the console {r['stored']}, "
-                  f"missing {r['missing']}, fetched by replay {r['needed_replay']}")
-            w = r["raw"]
+            print(f"fan-in: {a.stations} stations x {a.rate:g} msg/s for {a.duration:g} s per run "
+                  f"(CURVE, real journals), {a.runs} run(s)")
             print("  side by side, same load, same run (latency: station publish -> received;"
                   " the console's: stored, committed and delivered to the application):")
-            print(f"  {'subscriber':<28} {'messages':>9} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'CPU % of a core':>16}")
-            print(f"  {'station console (goal)':<28} {'all':>9} {'':>7} {'<= 5':>7} {'':>7} {'<= 20':>16}")
-            print(f"  {'station console':<28} {r['measured_msgs']:>9} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} "
-                  f"{r['max_ms']:>7.1f} {r['console_cpu_pct_of_core']:>16.1f}")
-            print(f"  {'raw pyzmq SUB (no store)':<28} {w['messages']:>9} {w['p50_ms']:>7.2f} {w['p99_ms']:>7.2f} "
-                  f"{w['max_ms']:>7.1f} {w['cpu_pct_of_core']:>16.1f}")
+            print(f"  {'run':<4}{'subscriber':<26} {'messages':>9} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
+                  f"{'CPU % of a core':>16}  load avg (1 min) before/after")
+            print(f"  {'':<4}{'station console (goal)':<26} {'all':>9} {'':>7} {'<= 5':>7} {'':>7} {'<= 20':>16}")
+            for run in range(1, a.runs + 1):
+                load0 = os.getloadavg()[0]
+                run_root = root / f"run{run}"
+                run_root.mkdir()
+                _setup_keys(run_root)
+                r = fanin(run_root, a.stations, a.hosts, a.rate, a.duration)
+                load1 = os.getloadavg()[0]
+                w = r["raw"]
+                print(f"  {run:<4}{'station console':<26} {r['measured_msgs']:>9} {r['p50_ms']:>7.2f} "
+                      f"{r['p99_ms']:>7.2f} {r['max_ms']:>7.1f} {r['console_cpu_pct_of_core']:>16.1f}  "
+                      f"{load0:.2f} / {load1:.2f}")
+                print(f"  {'':<4}{'raw pyzmq SUB (no store)':<26} {w['messages']:>9} {w['p50_ms']:>7.2f} "
+                      f"{w['p99_ms']:>7.2f} {w['max_ms']:>7.1f} {w['cpu_pct_of_core']:>16.1f}")
+                print(f"  {'':<4}messages journaled {r['expected']}, stored by the console {r['stored']}, "
+                      f"missing {r['missing']}, fetched by replay {r['needed_replay']}", flush=True)
         if not a.skip_gapfill:
             g = gapfill(root, a.gap_rate)
             print(f"gap fill: 1 hour at {a.gap_rate:g} msg/s = {g['messages']} messages to an empty "

@@ -145,20 +145,35 @@ def decode_body(body: bytes, what: str = "body") -> dict:
     return unpack_map(body, what)
 
 
+_LIVE_CHECKED: dict[tuple[str, str, str], bytes] = {}   # (station, session, kind) seen valid -> topic
+_LIVE_CHECKED_MAX = 4096
+
+
 def decode_live(frames: list[bytes]) -> Message:
-    """Decode and check a live message. Raises ProtocolError / SchemaError."""
+    """Decode and check a live message. Raises ProtocolError / SchemaError.
+
+    The identifiers of a (station, session, kind) checked once are remembered (at most
+    ``_LIVE_CHECKED_MAX``), so the next messages of a stream skip the pattern checks."""
     if len(frames) != 3:
         raise ProtocolError(f"live message: {len(frames)} frames, expected 3")
-    topic, hdr, body = (bytes(f) for f in frames)
+    topic, hdr, body = (f if type(f) is bytes else bytes(f) for f in frames)
     h = unpack_map(hdr, "live header")
     check_schema(h, "live message")
-    station = _str(h, "station", "live header", pattern=_ID_RE)
-    session = _str(h, "session", "live header", pattern=_ID_RE)
-    kind = _str(h, "kind", "live header", pattern=_KIND_RE)
+    station, session, kind = h.get("station"), h.get("session"), h.get("kind")
+    want = (_LIVE_CHECKED.get((station, session, kind))
+            if type(station) is str and type(session) is str and type(kind) is str else None)
+    if want is None:
+        station = _str(h, "station", "live header", pattern=_ID_RE)
+        session = _str(h, "session", "live header", pattern=_ID_RE)
+        kind = _str(h, "kind", "live header", pattern=_KIND_RE)
+        want = f"{station}/{kind}".encode()
+        if len(_LIVE_CHECKED) >= _LIVE_CHECKED_MAX:
+            _LIVE_CHECKED.clear()
+        _LIVE_CHECKED[(station, session, kind)] = want
     seq = _int(h, "seq", "live header")
     t_ns = _int(h, "t_ns", "live header", -MAX_SEQ)
     wall_ns = _int(h, "wall_ns", "live header", -MAX_SEQ)
-    if topic != f"{station}/{kind}".encode():
+    if topic != want:
         raise ProtocolError("live message: topic does not match the header")
     data = decode_body(body, "live body")
     return Message(station, session, seq, kind, t_ns, wall_ns, body, data)

@@ -145,8 +145,8 @@ def _alerts(events) -> list:
 def test_moved_stream_unloaded_sink_and_new_default_are_journaled_and_alerted(pulse, cfg):
     run = _Run(cfg)
     try:
-        run.first(lambda e: e.STREAM == "health" and e.state == "ok", 0, 5, "audio ok")
-        run.first(lambda e: e.STREAM == "speech", 0, 2, "frames")
+        run.first(lambda e: e.STREAM == "health" and e.state == "ok", 0, 25, "audio ok")
+        run.first(lambda e: e.STREAM == "speech", 0, 10, "frames")
         present = {e.device: e for e in run.collect() if e.STREAM == "device" and e.state == "present"}
         assert present["agent.monitor"].detail.startswith("agent:") and present["agent.monitor"].virtual
         assert present["customer.monitor"].evidence
@@ -154,33 +154,33 @@ def test_moved_stream_unloaded_sink_and_new_default_are_journaled_and_alerted(pu
         # 1. the candidate moves the recorded microphone stream to another source
         t, m = time.monotonic_ns(), run.mark()
         pulse.pactl("move-source-output", _our_output(pulse, "agent.monitor"), "customer.monitor")
-        moved = run.first(lambda e: e.STREAM == "device" and e.state == "changed", m, 2, "a DeviceEvent for the move")
+        moved = run.first(lambda e: e.STREAM == "device" and e.state == "changed", m, 10, "a DeviceEvent for the move")
         assert moved.device == "customer.monitor" and not moved.evidence and "moved here from 'agent.monitor'" in moved.detail
         assert moved.t_ns - t < 2_000 * MS
-        lost = run.first(lambda e: e.STREAM == "health" and e.state == "lost", m, 2, "audio lost after the move")
+        lost = run.first(lambda e: e.STREAM == "health" and e.state == "lost", m, 10, "audio lost after the move")
         assert "moved" in lost.detail
         # no frame of the agent channel comes from the other source: a gap until the capture reopened
-        back = run.first(lambda e: e.STREAM == "health" and e.state == "ok", m, 3, "audio back on agent.monitor")
+        back = run.first(lambda e: e.STREAM == "health" and e.state == "ok", m, 15, "audio back on agent.monitor")
         assert not [e for e in run.collect() if e.STREAM == "speech" and e.channel == Channel.AGENT
                     and lost.t_ns <= e.t_ns < back.t_ns]
-        wait_for(lambda: _our_output(pulse, "agent.monitor"), 2, "the stream reopened on the configured source")
+        wait_for(lambda: _our_output(pulse, "agent.monitor"), 10, "the stream reopened on the configured source")
 
         # 2. a new default source
         pulse.load_module("module-null-sink", "sink_name=player", "rate=16000", "channels=1")
         t, m = time.monotonic_ns(), run.mark()
         pulse.pactl("set-default-source", "player.monitor")
-        default = run.first(lambda e: e.STREAM == "device" and "default source changed" in e.detail, m, 2,
+        default = run.first(lambda e: e.STREAM == "device" and "default source changed" in e.detail, m, 10,
                             "a DeviceEvent for the new default source")
         assert default.device == "player.monitor" and not default.evidence and default.t_ns - t < 2_000 * MS
         # PulseAudio moves the capture's streams to the new default: noticed, reopened on agent.monitor
-        run.first(lambda e: e.STREAM == "health" and e.state == "ok", m, 3, "audio back")
+        run.first(lambda e: e.STREAM == "health" and e.state == "ok", m, 15, "audio back")
 
         # 3. the headset is unplugged (its sink unloaded: the server moves our stream elsewhere)
         t, m = time.monotonic_ns(), run.mark()
         pulse.unload_sink("agent")
-        removed = run.first(lambda e: e.STREAM == "device" and e.state == "removed", m, 2, "a DeviceEvent for the removal")
+        removed = run.first(lambda e: e.STREAM == "device" and e.state == "removed", m, 10, "a DeviceEvent for the removal")
         assert removed.device == "agent.monitor" and not removed.evidence and removed.t_ns - t < 2_000 * MS
-        run.first(lambda e: e.STREAM == "health" and e.state == "lost", m, 2, "audio lost after the unload")
+        run.first(lambda e: e.STREAM == "health" and e.state == "lost", m, 10, "audio lost after the unload")
         alerts = _alerts(run.collect())
         kinds = {(a["device"], a["state"]) for a in alerts if a["type"] == "device_changed"}
         assert {("customer.monitor", "changed"), ("player.monitor", "changed"), ("agent.monitor", "removed")} <= kinds
@@ -198,14 +198,14 @@ def test_a_frozen_sound_server_is_a_loss_and_the_capture_comes_back(pulse, cfg):
     run = _Run(cfg)
     pid = pulse.server_pid()
     try:
-        run.first(lambda e: e.STREAM == "health" and e.state == "ok", 0, 5, "audio ok")
+        run.first(lambda e: e.STREAM == "health" and e.state == "ok", 0, 25, "audio ok")
         m = run.mark()
         os.kill(pid, signal.SIGSTOP)
         t = time.monotonic_ns()
-        lost = run.first(lambda e: e.STREAM == "health" and e.state == "lost", m, 3, "audio lost while frozen")
+        lost = run.first(lambda e: e.STREAM == "health" and e.state == "lost", m, 15, "audio lost while frozen")
         assert "no audio from" in lost.detail and time.monotonic_ns() - t < 2_500 * MS
         os.kill(pid, signal.SIGCONT)
-        run.first(lambda e: e.STREAM == "health" and e.state == "ok", m, 5, "audio back after the thaw")
+        run.first(lambda e: e.STREAM == "health" and e.state == "ok", m, 25, "audio back after the thaw")
     finally:
         os.kill(pid, signal.SIGCONT)
         run.src.stop()
@@ -222,9 +222,9 @@ def test_a_source_that_is_not_the_calibrated_headset_gives_no_evidence(pulse, cf
                                 customer_source=customer)
     run = _Run(cfg, wrong)
     try:
-        lost = run.first(lambda e: e.STREAM == "health" and e.state == "lost", 0, 3, "audio lost")
+        lost = run.first(lambda e: e.STREAM == "health" and e.state == "lost", 0, 15, "audio lost")
         assert "not the calibrated headset" in lost.detail
-        dev = run.first(lambda e: e.STREAM == "device" and e.device == "agent.monitor", 0, 1, "a DeviceEvent")
+        dev = run.first(lambda e: e.STREAM == "device" and e.device == "agent.monitor", 0, 10, "a DeviceEvent")
         assert not dev.evidence and "headset.monitor" in dev.detail
         time.sleep(1.0)   # what matters: nothing at all arrives while it does not match
         assert not [e for e in run.collect() if e.STREAM == "speech"]
@@ -235,7 +235,7 @@ def test_a_source_that_is_not_the_calibrated_headset_gives_no_evidence(pulse, cf
                                 customer_source=customer)
     run = _Run(cfg, right)
     try:
-        run.first(lambda e: e.STREAM == "health" and e.state == "ok", 0, 5, "audio ok with the calibrated sources")
+        run.first(lambda e: e.STREAM == "health" and e.state == "ok", 0, 25, "audio ok with the calibrated sources")
         dev = [e for e in run.collect() if e.STREAM == "device" and e.device == "agent.monitor"]
         assert dev and dev[-1].evidence and "the calibrated headset" in dev[-1].detail
     finally:
@@ -261,8 +261,8 @@ def test_a_moved_stream_is_journaled_alerted_within_2_s_and_in_the_report(pulse,
         proc = subprocess.Popen(station_cmd("--no-system-config", "--config", str(conf), "run", "--data-dir", str(data)),
                                 env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
 
-    def journal():
-        infos = list_sessions(data)
+    def journal():   # a journal being created is listed with a problem until its header is in
+        infos = [i for i in list_sessions(data) if not i.problem]
         return Journal.open(infos[-1].path) if infos else None
 
     def speech_frames() -> int:

@@ -23,6 +23,7 @@ from station.config import load
 from station.events import FocusChange, SourceHealth
 from tests.wayland_harness import GnomeSession, available
 from tests.support import IN_CI, REPO, station_cmd, wait_for
+from tests.delivery_check import FOCUS, BoundSampler, CheckedQueue, assert_idle_keeps_up
 from tests.x11_harness import Capture
 
 pytestmark = [pytest.mark.real, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -77,7 +78,10 @@ def _health(cap, state, start=0, timeout=10.0):
 def test_focus_title_disable_impostor_and_recovery(session_env):
     g = session_env
     assert platform.focus_backend(platform.detect()) [0] == "gnome"
-    cap = Capture(load(system=False), with_input=False).start()
+    cap = Capture(load(system=False), with_input=False)
+    cap.queue = CheckedQueue()
+    cap.start()
+    sampler = BoundSampler(cap.focus, cap.queue, FOCUS, interval_s=0.01).start()
     try:
         _health(cap, "ok")
         crm = g.open_window("org.example.crm", "Klant 4471")
@@ -102,6 +106,7 @@ def test_focus_title_disable_impostor_and_recovery(session_env):
         wiki.close()
         ev = _change(cap, lambda e: e.category == "crm", start=n)
         assert ev.window_id and ev.pid == crm.pid
+        assert_idle_keeps_up([cap.focus], 100)     # idle: the bound keeps up with now
 
         # the candidate disables the extension: a source loss within 2 s, focus unknown
         n = len(cap.collect())
@@ -111,6 +116,7 @@ def test_focus_title_disable_impostor_and_recovery(session_env):
         print(f"extension disabled -> focus lost after {time.monotonic() - t0:.2f} s")
         assert time.monotonic() - t0 < 2.0 and focus_gnome.EXTENSION_UUID in lost.detail
         assert cap.state.category == "unknown"
+        assert cap.focus.delivered_until() is None      # lost: it holds nothing back
 
         # a program takes the name and sends invented focus: named, ignored
         n = len(cap.collect())
@@ -134,7 +140,11 @@ def test_focus_title_disable_impostor_and_recovery(session_env):
         _health(cap, "ok", start=n)
         ev = _change(cap, lambda e: e.category == "crm", start=n)
         assert ev.pid == crm.pid
+        wait_for(lambda: cap.focus.delivered_until() is not None, 5, "a bound again")
+        sampler.stop()
+        assert len(sampler.bounds()) > 100 and sampler.violations() == []
     finally:
+        sampler.stop()
         cap.stop()
 
 

@@ -16,6 +16,7 @@ from station.config import load
 from station.events import FocusChange, SourceHealth
 from tests.support import IN_CI, REPO, station_cmd
 from tests.wayland_harness import SwaySession, available
+from tests.delivery_check import FOCUS, BoundSampler, CheckedQueue, assert_idle_keeps_up
 from tests.x11_harness import Capture
 
 pytestmark = [pytest.mark.real, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -43,7 +44,10 @@ def _wait(cap, pred, start=0, timeout=30.0):    # a GTK window starting on a bus
 
 def test_focus_title_close_and_compositor_loss(sway):
     assert platform.focus_backend(platform.detect())[0] == "wlroots"
-    cap = Capture(load(system=False), with_input=False).start()
+    cap = Capture(load(system=False), with_input=False)
+    cap.queue = CheckedQueue()
+    cap.start()
+    sampler = BoundSampler(cap.focus, cap.queue, FOCUS, interval_s=0.01).start()
     try:
         _wait(cap, lambda e: isinstance(e, SourceHealth) and e.source == "focus" and e.state == "ok")
         sway.open_window("org.example.crm", "Klant 4471")
@@ -70,6 +74,10 @@ def test_focus_title_close_and_compositor_loss(sway):
         ev = _wait(cap, lambda e: isinstance(e, FocusChange) and e.window_id, start=n)
         assert ev.window_id == crm_id and ev.category == "crm"
         assert not [e for e in cap.of(FocusChange) if e.window_id == 0]   # no "no window" blip
+        # the delivery bound: never passed a change not yet put; idle, it keeps up with now
+        assert_idle_keeps_up([cap.focus], 100)
+        sampler.stop()
+        assert len(sampler.bounds()) > 100 and sampler.violations() == []
         # doctor in this session: focus works, input does not
         r = subprocess.run(station_cmd("--no-system-config", "doctor", "--json"),
                            env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=60)
@@ -84,5 +92,7 @@ def test_focus_title_close_and_compositor_loss(sway):
         sway.close()
         lost = _wait(cap, lambda e: isinstance(e, SourceHealth) and e.state == "lost", start=n)
         assert "Wayland" in lost.detail and cap.state.category == "unknown"
+        assert cap.focus.delivered_until() is None      # lost: it holds nothing back
     finally:
+        sampler.stop()
         cap.stop()

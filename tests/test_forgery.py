@@ -316,7 +316,7 @@ print(json.dumps(msgpack.unpackb(FrameReader(1 << 16).feed(s.recv(4096))[0][1]))
     assert ack["ok"] is False and "exam mode" in ack["error"], ack
 
     def refused():
-        infos = list_sessions(st.pc.data)
+        infos = [i for i in list_sessions(st.pc.data) if not i.problem]   # not one being created
         if not infos:
             return False
         with Journal.open(infos[-1].path) as j:

@@ -45,6 +45,7 @@ from typing import Any, Callable
 from station.capture import platform
 from station.capture.base import ThreadedSource, reconnect_loop
 from station.categories import Categorizer, Match
+from station.capture.delivery import DeliveryBound
 from station.clock import monotonic_ns
 from station.events import FocusChange
 
@@ -149,12 +150,22 @@ class FocusSource(ThreadedSource):
         self.reconnects = 0
         self.vanished = 0
         self.connected = threading.Event()  # set while an X connection is up and watched
+        # stamps are read times (taken after the wait, before reading): whatever the reader has
+        # not read yet will be stamped later than any moment it waited at, readable or not
+        self.bound = DeliveryBound(0, pending=lambda: False)
 
     # -- Source interface -------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         h = self._health
         return {"state": h.state if h else "stopped", "detail": h.detail if h else "",
                 "changes": self.changes, "reconnects": self.reconnects, "vanished": self.vanished}
+
+    def delivered_until(self) -> int | None:
+        """Station time (ns) below which every focus change is in the sink: the moment the
+        watcher last waited with everything read handled, or now while it waits (an idle
+        connection keeps up with now), but not past a "no window" change held for its debounce;
+        None while lost (``station.capture.delivery``)."""
+        return self.bound.until()
 
     # -- supervisor -------------------------------------------------------------------------
     def _run(self) -> None:
@@ -199,6 +210,7 @@ class FocusSource(ThreadedSource):
             self._lost(f"{where} connection lost: {_describe(e)}")
         finally:
             self.connected.clear()
+            self.bound.lost()
             watcher.close()
 
     def _session(self, display: str, connected) -> None:
@@ -225,6 +237,7 @@ class FocusSource(ThreadedSource):
     def _lost(self, detail: str) -> None:
         self.focus_state.set(UNKNOWN, monotonic_ns())
         self._health.report("lost", detail)
+        self.bound.lost()     # after the loss is in the sink
 
     def _emit(self, t_ns: int, window_id: int, wm_class: str, title: str, pid: int,
               instance: str = "", app_id: str = "") -> None:
@@ -388,14 +401,18 @@ class _X11Watcher:
         self._refresh(monotonic_ns())
         src.connected.set()
         fd = self.d.fileno()
+        bound = src.bound
         while True:
             if src._stop.is_set():
                 raise _Stopped()
+            bound.drained(monotonic_ns(), self.pending_none)   # all read so far is handled
             if not self.d.pending_events():
                 timeout = None
                 if self.pending_none is not None:
                     timeout = max(0.0, (self.pending_none + NONE_DEBOUNCE_NS - monotonic_ns()) / 1e9)
+                bound.waiting(self.pending_none)
                 r, _, _ = select.select([fd, src._wake_r], [], [], timeout)
+                bound.woke()
                 if src._wake_r in r:
                     raise _Stopped()
                 if not r:

@@ -210,7 +210,11 @@ class GnomeWatcher:
                     self._handle(t_ns, self.signals.popleft())
             if src._stop.is_set():
                 raise Stopped()
+            if self.owner:          # following the extension (else lost: no bound)
+                src.bound.drained(monotonic_ns())
+                src.bound.waiting()
             r, _, _ = select.select([fd, src._wake_r], [], [])
+            src.bound.woke()
             if src._wake_r in r:
                 raise Stopped()
             t_ns = monotonic_ns()

@@ -171,7 +171,10 @@ class WlrWatcher:
             timeout = None
             if self.pending_none is not None:
                 timeout = max(0.0, (self.pending_none + NONE_DEBOUNCE_NS - monotonic_ns()) / 1e9)
+            src.bound.drained(monotonic_ns(), self.pending_none)   # all read so far is handled
+            src.bound.waiting(self.pending_none)
             r, _, _ = select.select([fd, src._wake_r], [], [], timeout)
+            src.bound.woke()
             if src._wake_r in r:
                 raise Stopped()
             if not r:

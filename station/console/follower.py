@@ -14,7 +14,10 @@ station's public key. It follows zguide's Clone pattern:
 
 Messages are delivered to the application exactly once and in sequence order per session (a
 message that arrives ahead of a gap waits until the gap is filled); each is committed to the
-store before it is delivered. A sequence number the station no longer holds is recorded in the
+store before it is delivered. The I/O thread waits in epoll on the sockets' ``ZMQ_FD``; under
+load it runs one receive-store-deliver cycle per ``CYCLE_NS`` (one transaction per cycle; see
+``_iteration``). Session progress (``next_seq``) is saved about once a second (``PROGRESS_NS``),
+at once when it jumps over a gap; a restarted console resumes past what it stored meanwhile. A sequence number the station no longer holds is recorded in the
 store's ``gaps`` table (and counted as ``lost``) instead of being waited for forever.
 
 Clock: each station's offset (station monotonic ns minus console monotonic ns) is estimated from
@@ -43,6 +46,7 @@ import collections
 import concurrent.futures
 import logging
 import os
+import select
 import threading
 import time
 import uuid
@@ -65,9 +69,10 @@ NS_PER_MS = 1_000_000
 RETRY_NOT_YET_NS = 200 * NS_PER_MS   # the station has not committed the rest yet: ask again soon
 REAUTH_NS = 5_000 * NS_PER_MS        # after a refused handshake, reconnect this often
 APP_QUEUE_MAX = 200_000              # undelivered messages kept for the application
-TICK_NS = 50 * NS_PER_MS             # timers, monitors and state snapshots run this often
-FLUSH_NS = 10 * NS_PER_MS            # session progress alone (no message) is committed this often
-MSG_FLUSH_NS = 2 * NS_PER_MS         # received messages: stored (one commit) and delivered this often
+TICK_NS = 100 * NS_PER_MS            # timers and state snapshots run this often
+PROGRESS_NS = 1_000 * NS_PER_MS      # every session's progress is saved this often (some at once)
+CYCLE_NS = 2 * NS_PER_MS             # under load, one receive-store-deliver cycle this often
+SWEEP_NS = 1_000 * NS_PER_MS         # every socket is looked at this often, signalled or not
 
 
 from station.console.store import ConsoleStore
@@ -210,6 +215,8 @@ class Console:
         self._app: collections.deque = collections.deque()
         self._app_cv = threading.Condition()
         self._app_r, self._app_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._app_fd_waiters = 0            # apoll() calls waiting on _app_r
+        self._app_fd_written = False
         self._inbox: collections.deque = collections.deque()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._stats: collections.Counter = collections.Counter()
@@ -232,6 +239,7 @@ class Console:
         for link in self.links.values():
             self._connect(link)
         self._running = True
+        self.store.start_checkpoints()
         self._publish_states()
         self._thread = threading.Thread(target=named(self._run), name="console-io", daemon=True)
         self._thread.start()
@@ -263,7 +271,9 @@ class Console:
                 self._app_cv.wait(left)
             n = min(len(self._app), max_messages)
             out = [self._app.popleft() for _ in range(n)]
-        self._drain_fd(self._app_r)
+        if self._app_fd_written:
+            self._app_fd_written = False
+            self._drain_fd(self._app_r)
         return out
 
     async def apoll(self, timeout_ms: int | None = None) -> list[Message]:
@@ -274,6 +284,7 @@ class Console:
             if got or not self._running:
                 return got
             fut = loop.create_future()
+            self._app_fd_waiters += 1      # from now on a delivery writes the pipe
             loop.add_reader(self._app_r, lambda: fut.done() or fut.set_result(None))
             try:
                 if self._app:
@@ -283,6 +294,7 @@ class Console:
                 return []
             finally:
                 loop.remove_reader(self._app_r)
+                self._app_fd_waiters -= 1
 
     async def batches(self) -> AsyncIterator[list[Message]]:
         while self._running:
@@ -360,7 +372,11 @@ class Console:
             link = self.links.get(s["station"])
             if link is None:
                 continue
-            link.tracks[s["session"]] = _Track(s["session"], s["next_seq"], s["known_last"], dirty=False)
+            nxt = s["next_seq"]
+            if nxt is not None:   # past what was stored after the last progress save
+                nxt = self.store.resume_seq(s["station"], s["session"], nxt)
+            last = s["known_last"] if nxt is None else max(s["known_last"], nxt - 1)
+            link.tracks[s["session"]] = _Track(s["session"], nxt, last, dirty=nxt != s["next_seq"])
             link.session = s["session"]  # ordered by first seen: the last one is the latest
 
     def _secure(self, sock: zmq.Socket, server_key: bytes | None) -> None:
@@ -441,30 +457,50 @@ class Console:
             pass
 
     def _build_poller(self) -> None:
-        self._poller = zmq.Poller()
-        self._poller.register(self._wake_r, zmq.POLLIN)
-        self._sock_owner: dict[Any, tuple[str, _Link | None]] = {}
+        """(Re)register every socket's ZMQ_FD and the wake pipe with a fresh epoll object, and
+        mark every socket to be looked at once (messages may already wait on a new socket)."""
+        if self._ep is not None:
+            self._ep.close()
+        self._ep = select.epoll()
+        self._ep.register(self._wake_r, select.EPOLLIN)
+        if self._ep_wake is None:
+            self._ep_wake = select.epoll()      # the wake pipe alone: paced cycles watch it
+            self._ep_wake.register(self._wake_r, select.EPOLLIN)
+        self._fd_owner: dict[int, tuple[str, _Link | None, zmq.Socket]] = {}
+        owners: list[tuple[str, _Link | None, zmq.Socket]] = []
         if self._shared_sub is not None:
-            self._poller.register(self._shared_sub, zmq.POLLIN)
-            self._sock_owner[self._shared_sub] = ("sub", None)
+            owners.append(("sub", None, self._shared_sub))
         for link in self.links.values():
-            for kind, s in (("sub", link.sub), ("dealer", link.dealer)):
-                if s is not None and not (kind == "sub" and self._shared_sub is not None):
-                    self._poller.register(s, zmq.POLLIN)
-                    self._sock_owner[s] = (kind, link)
-        self._monitor_poller = zmq.Poller()
-        for link in self.links.values():
-            if link.monitor is not None:
-                self._monitor_poller.register(link.monitor, zmq.POLLIN)
-                self._sock_owner[link.monitor] = ("monitor", link)
+            if link.sub is not None and self._shared_sub is None:
+                owners.append(("sub", link, link.sub))
+            for kind, s in (("dealer", link.dealer), ("monitor", link.monitor)):
+                if s is not None:
+                    owners.append((kind, link, s))
+        for owner in owners:
+            fd = owner[2].getsockopt(zmq.FD)
+            self._fd_owner[fd] = owner
+            self._ep.register(fd, select.EPOLLIN)
+        self._check = dict(self._fd_owner)
         self._poller_dirty = False
 
+    def _check_later(self, sock: zmq.Socket | None) -> None:
+        """Look at this socket in the next cycle whatever its ZMQ_FD says: a send on it may
+        have consumed the signal of a message that arrived meanwhile."""
+        if sock is not None and not sock.closed:
+            fd = sock.getsockopt(zmq.FD)
+            owner = self._fd_owner.get(fd)
+            if owner is not None and owner[2] is sock:
+                self._check[fd] = owner
+
     def _run(self) -> None:
+        self._ep = self._ep_wake = None
+        self._busy = False
+        self._cycle_ns = 0
         self._build_poller()
         self._delivered: list[Message] = []
         self._pending_store: list[Message] = []
-        self._touched: dict[int, tuple] = {}    # id(track) -> (link, track) with messages pending
-        self._next_tick_ns = self._last_flush_ns = 0
+        self._urgent: dict[int, tuple] = {}     # id(track) -> (link, track): save progress now
+        self._next_tick_ns = self._last_full_ns = self._next_sweep_ns = 0
         try:
             while self._running:
                 try:
@@ -483,62 +519,96 @@ class Console:
             except Exception:
                 log.exception("console: final flush failed")
             self.store.close()
+            self._ep.close()
+            self._ep_wake.close()
             self.ctx.destroy(linger=0)
 
     def _iteration(self) -> None:
+        """One cycle: wait, drain every signalled socket, run the timers (every TICK_NS), then
+        store what was received in one transaction and deliver it (``_flush``).
+
+        Waiting: idle (nothing received in the last cycle), epoll on every socket's ZMQ_FD and
+        the wake pipe until one signals or the next tick, so a lone message is stored and
+        delivered at once. Under load, one cycle per CYCLE_NS: whatever arrives meanwhile waits
+        in the sockets and is read, stored (one commit) and delivered together, so the cost per
+        message does not grow with the wake-ups (at 1000 messages/s a few per cycle; the delay
+        this adds is at most CYCLE_NS). The wake pipe (commands) is watched throughout."""
         if self._poller_dirty:
             self._build_poller()
         now = time.monotonic_ns()
-        wait_ns = self._next_tick_ns - now
-        if self._pending_store or self._delivered:
-            wait_ns = min(wait_ns, self._last_flush_ns + MSG_FLUSH_NS - now)
-        ready = dict(self._poller.poll(max(0, wait_ns // NS_PER_MS)))
-        now = time.monotonic_ns()
-        if self._wake_r in ready:
-            self._drain_fd(self._wake_r)
+        timeout = 0.0
+        if not self._check:
+            if self._busy:
+                left = self._cycle_ns + CYCLE_NS - now
+                if left > 0:
+                    self._ep_wake.poll(left / 1e9)
+            else:
+                timeout = max(0, self._next_tick_ns - now) / 1e9
+        events = self._ep.poll(timeout)
+        self._cycle_ns = now = time.monotonic_ns()
+        check = self._check
+        for fd, _ in events:
+            if fd == self._wake_r:
+                self._drain_fd(fd)
+            else:
+                owner = self._fd_owner.get(fd)
+                if owner is not None:
+                    check[fd] = owner
+        self._check = {}
         while self._inbox:
             self._handle_inbox(self._inbox.popleft(), now)
-        for sock in ready:
-            owner = self._sock_owner.get(sock)
-            if owner is None:
+        received = len(self._pending_store)
+        # ZMQ_FD signals only that a socket's state may have changed: each signalled socket is
+        # read until it has nothing more (a socket left with messages gets no new signal)
+        for fd, (kind, link, sock) in check.items():
+            if sock.closed:
                 continue
-            kind, link = owner
             if kind == "sub":
-                self._recv_live(sock, link, now)
+                more = self._recv_live(sock, link, now)
             elif kind == "dealer":
-                self._recv_replies(link, now)
+                more = self._recv_replies(link, now)
+            else:
+                more = self._recv_monitor(link, now)
+            if more:
+                self._check[fd] = (kind, link, sock)
+        self._busy = len(self._pending_store) > received
         if now >= self._next_tick_ns:  # housekeeping at most every TICK_NS, not per message
             self._next_tick_ns = now + TICK_NS
-            for sock, _ in self._monitor_poller.poll(0):
-                owner = self._sock_owner.get(sock)
-                if owner is not None:
-                    self._recv_monitor(owner[1], now)
             for link in self.links.values():
                 self._timers(link, now)
             self._publish_states()
-        # received messages are stored in one commit per MSG_FLUSH_NS (at 1000 messages/s a few
-        # per commit), then delivered: a message counts as delivered only once it is stored
-        since = now - self._last_flush_ns
-        if since >= FLUSH_NS or ((self._pending_store or self._delivered) and since >= MSG_FLUSH_NS):
-            self._flush(full=since >= FLUSH_NS)
+            if now >= self._next_sweep_ns:   # a bound on any signal missed: look at every socket
+                self._next_sweep_ns = now + SWEEP_NS
+                self._check.update(self._fd_owner)
+        # a message counts as delivered only once it is stored: one commit per cycle, then the
+        # application gets the cycle's messages
+        full = now - self._last_full_ns >= PROGRESS_NS
+        if self._pending_store or self._delivered or self._urgent or full:
+            self._flush(full=full)
 
     def _flush(self, full: bool = True) -> None:
-        """Commit stored messages and track progress, then hand delivered ones to the app.
-        full: look at every track for unsaved progress; otherwise only at the tracks whose
-        messages this flush stores (the full look comes every FLUSH_NS)."""
+        """Store the cycle's messages (one transaction), then hand the delivered ones to the
+        application. Session progress goes into the same transaction for the tracks marked
+        ``_save_soon`` (a jump over a gap, a start learned, new snapshot info), and for every
+        track with unsaved progress when ``full`` (every PROGRESS_NS): a message stored counts
+        as progress on restart anyway (``ConsoleStore.resume_seq``)."""
         if full:
             dirty = [(l, t) for l in self.links.values() for t in l.tracks.values() if t.dirty]
+            self._last_full_ns = time.monotonic_ns()
         else:
-            dirty = [(l, t) for l, t in self._touched.values() if t.dirty]
-        self._touched = {}
-        if self._pending_store or dirty:
+            dirty = list(self._urgent.values())
+        self._urgent = {}
+        if self._pending_store or dirty or self.store.db.in_transaction:
             if self._pending_store:
                 self.store.add(self._pending_store, time.time_ns())
                 self._pending_store = []
-            for link, t in dirty:
-                info = link.snapshot_packed if t.session == link.session and link.snapshot_info else None
-                self.store.save_session(link.id, t.session, t.next_seq, t.known_last, info)
-                t.dirty = False
+            if dirty:
+                self.store.save_sessions([
+                    (link.id, t.session, t.next_seq, t.known_last,
+                     link.snapshot_packed if t.session == link.session and link.snapshot_info else None)
+                    for link, t in dirty])
+                for _, t in dirty:
+                    t.dirty = False
             self.store.commit()
         if self._delivered:
             self._stats["delivered"] += len(self._delivered)
@@ -550,12 +620,13 @@ class Console:
                         self._app.popleft()
                         self._stats["app_dropped"] += 1
                     self._app_cv.notify_all()
-                try:
-                    os.write(self._app_w, b"x")
-                except OSError:
-                    pass
+                if self._app_fd_waiters:   # (apoll counts itself in before it looks at _app)
+                    self._app_fd_written = True
+                    try:
+                        os.write(self._app_w, b"x")
+                    except OSError:
+                        pass
             self._delivered = []
-        self._last_flush_ns = time.monotonic_ns()
 
     def _publish_states(self) -> None:
         with self._states_lock:
@@ -584,12 +655,19 @@ class Console:
 
     # -- live
 
-    def _recv_live(self, sock: zmq.Socket, link: _Link | None, now: int) -> None:
-        for _ in range(5000):
+    def _recv_live(self, sock: zmq.Socket, link: _Link | None, now: int) -> bool:
+        """Read live messages until the socket has none (False) or 5000 were read (True: more
+        may wait)."""
+        recv, events = sock.recv_multipart, sock.getsockopt
+        for i in range(5000):
+            # signalled: the first read is tried at once; then whether more waits is asked
+            # (cheaper than a raised zmq.Again)
+            if i and not events(zmq.EVENTS) & zmq.POLLIN:
+                return False
             try:
-                frames = sock.recv_multipart(flags=zmq.NOBLOCK)
+                frames = recv(flags=zmq.NOBLOCK)
             except zmq.Again:
-                return
+                return False
             try:
                 m = protocol.decode_live(frames)
             except protocol.SchemaError as e:
@@ -613,12 +691,20 @@ class Console:
             target.last_rx_ns = now
             target.counts["live"] += 1
             self._accept(target, m, now, live=True)
+        return True
+
+    def _save_soon(self, link: _Link, t: _Track) -> None:
+        """Save this track's progress in the next flush (not only in the next full one): its
+        next_seq moved in a way the stored messages do not show (a gap, a start learned)."""
+        t.dirty = True
+        self._urgent[id(t)] = (link, t)
 
     def _track(self, link: _Link, session: str) -> _Track:
         t = link.tracks.get(session)
         if t is None:
             t = link.tracks[session] = _Track(session)
             link.next_snapshot_ns = 0  # learn about the new session now
+            self._save_soon(link, t)   # listed in the store at once
         return t
 
     def _accept(self, link: _Link, m: Message, now: int, live: bool) -> None:
@@ -634,7 +720,6 @@ class Console:
             link.counts["duplicate"] += 1
             return
         self._pending_store.append(m)
-        self._touched[id(t)] = (link, t)
         if t.next_seq is not None and m.seq == t.next_seq:
             self._delivered.append(m)
             t.next_seq += 1
@@ -660,6 +745,7 @@ class Console:
             link.dealer.send_multipart(frames, flags=zmq.NOBLOCK)
         except zmq.Again:
             req.deadline_ns = now + 100 * NS_PER_MS  # not connected yet: try again soon
+        self._check_later(link.dealer)
         return rid
 
     def _resend(self, link: _Link, rid: int, req: _Request, now: int) -> None:
@@ -724,12 +810,15 @@ class Console:
                                          session=t.session, from_seq=lo, to_seq=hi)
                 return
 
-    def _recv_replies(self, link: _Link, now: int) -> None:
+    def _recv_replies(self, link: _Link, now: int) -> bool:
+        """Read replies until the DEALER has none (False) or 1000 were read (True)."""
         for _ in range(1000):
+            if not link.dealer.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                return False
             try:
                 frames = link.dealer.recv_multipart(flags=zmq.NOBLOCK)
             except zmq.Again:
-                return
+                return False
             link.last_rx_ns = now
             try:
                 hdr, payload = protocol.decode_reply(frames)
@@ -758,6 +847,7 @@ class Console:
                 if req.op == "replay":
                     link.tracks[req.context].replay_id = None
                     link.tracks[req.context].retry_at = now + RETRY_NOT_YET_NS
+        return True
 
     def _on_snapshot(self, link: _Link, req: _Request, hdr: dict, payload, now: int) -> None:
         link.snapshot_inflight = False
@@ -773,8 +863,11 @@ class Console:
         if link.session != session:
             link.session = session
         link.snapshot_info = info
-        link.snapshot_packed = protocol.packb(info)   # stored with the session's progress
+        packed = protocol.packb(info)                 # stored with the session's progress
         t = self._track(link, session)
+        if packed != link.snapshot_packed:
+            link.snapshot_packed = packed
+            self._save_soon(link, t)
         if last > t.known_last:
             t.known_last = last
         t.dirty = True
@@ -799,6 +892,7 @@ class Console:
                     self.store.add_gap(link.id, t.session, lo, t.known_last, "session unavailable")
                     link.counts["lost"] += t.known_last - lo + 1
                 t.unavailable = True
+                self._save_soon(link, t)
             t.retry_at = now + RETRY_NOT_YET_NS
             return
         msgs = protocol.decode_replay_payload(link.id, t.session, payload)
@@ -811,6 +905,8 @@ class Console:
                 t.next_seq = msgs[0].seq  # the session starts here
             elif served_to >= hdr.get("from_seq", 0):
                 t.next_seq = served_to + 1
+            if t.next_seq is not None:
+                self._save_soon(link, t)
         link.counts["replayed"] += len(msgs)
         for m in msgs:
             if m.session == t.session:
@@ -823,6 +919,7 @@ class Console:
             hi = min(nxt_have, served_to + 1) - 1
             self.store.add_gap(link.id, t.session, t.next_seq, hi, "not in station journal")
             link.counts["lost"] += hi - t.next_seq + 1
+            self._save_soon(link, t)
             t.next_seq = hi + 1
             while t.next_seq in t.ahead:
                 self._delivered.append(t.ahead.pop(t.next_seq))
@@ -859,14 +956,15 @@ class Console:
         else:
             fut.set_exception(CommandError(f"station {link.id} refused the command: {hdr['error']}"))
 
-    def _recv_monitor(self, link: _Link, now: int) -> None:
+    def _recv_monitor(self, link: _Link, now: int) -> bool:
+        """Read the DEALER's monitor events until there are none (returns False)."""
         while True:
             try:
                 msg = link.monitor.recv_multipart(flags=zmq.NOBLOCK)
             except zmq.Again:
-                return
+                return False
             except zmq.ZMQError:
-                return
+                return False
             try:
                 ev = parse_monitor_message(msg)["event"]
             except Exception:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
@@ -10,13 +11,16 @@ from typing import Any
 
 from station import protocol
 from station.errors import UserError
+from station.osthread import named
 from station.protocol import Message
+
+log = logging.getLogger(__name__)
 
 SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS messages (
     station TEXT NOT NULL, session TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL,
     t_ns INTEGER NOT NULL, wall_ns INTEGER NOT NULL, recv_wall_ns INTEGER NOT NULL, body BLOB NOT NULL,
-    PRIMARY KEY (station, session, seq)) WITHOUT ROWID;
+    UNIQUE (station, session, seq));
 CREATE TABLE IF NOT EXISTS sessions (
     station TEXT NOT NULL, session TEXT NOT NULL, next_seq INTEGER, known_last INTEGER NOT NULL,
     first_seen_wall_ns INTEGER NOT NULL, info BLOB,
@@ -29,16 +33,31 @@ CREATE TABLE IF NOT EXISTS clock (
     rtt_ns INTEGER NOT NULL);
 """
 STORE_VERSION = 1
+CHECKPOINT_S = 2.0    # the write-ahead log is copied into the database this often
 
 
 class ConsoleStore:
     """The console's SQLite store (WAL). One writer (the Console's I/O thread); any number of
     readers, each with its own ``ConsoleStore(path, readonly=True)``.
 
-    messages: every message received, unique per (station, session, seq).
-    sessions: per station session, ``next_seq`` (all seqs below it are stored or recorded as
-    gaps; NULL = start not known yet) and ``known_last`` (highest seq known to exist).
+    messages: every message received, unique per (station, session, seq). Rows are kept in
+    arrival order (rowid) with a unique index on (station, session, seq): a commit appends to one
+    page and updates small index entries, where a table clustered on the key (stores made before
+    issue 17's console work: ``WITHOUT ROWID``, still read and written the same) rewrote a
+    ~350-byte-row page per followed station in every commit.
+    sessions: per station session, ``next_seq`` and ``known_last`` (highest seq known to exist).
+    ``next_seq``: all seqs below it are stored or recorded as gaps (NULL = start not known yet);
+    the Console saves it about once a second (and at once when it jumps over a gap), so a
+    restarted console resumes at ``resume_seq``: past the seqs stored after it in one run.
     gaps: seq ranges the station could not supply. clock: offset estimates.
+
+    The writer commits into the write-ahead log only (``wal_autocheckpoint = 0``); a background
+    thread (``start_checkpoints``) copies it into the database every ``CHECKPOINT_S`` without
+    blocking the writer, so that neither the copy nor its fsync delays a commit.
+
+    Failure modes: a file that is not a console store, or one of a newer version, raises
+    ``UserError`` (exit code 3) from the constructor; a failing checkpoint is logged and tried
+    again (the log grows meanwhile, nothing is lost).
     """
 
     def __init__(self, path: Path, readonly: bool = False):
@@ -52,6 +71,7 @@ class ConsoleStore:
                 self.db = sqlite3.connect(self.path, check_same_thread=False)
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA synchronous=NORMAL")
+                self.db.execute("PRAGMA wal_autocheckpoint=0")   # start_checkpoints does it
                 ver = self.db.execute("PRAGMA user_version").fetchone()[0]
                 if ver > STORE_VERSION:
                     raise UserError(f"{self.path}: console store of a newer version ({ver})", 3)
@@ -61,8 +81,30 @@ class ConsoleStore:
         except sqlite3.DatabaseError as e:
             raise UserError(f"{self.path}: cannot open the console store: {e}", 3) from None
         self.lock = threading.Lock()
+        self._ckpt_stop = threading.Event()
+        self._ckpt_thread: threading.Thread | None = None
+
+    def start_checkpoints(self, every_s: float = CHECKPOINT_S) -> None:
+        """Copy the write-ahead log into the database every ``every_s`` seconds (PASSIVE: never
+        waits for, nor blocks, the writer or readers), from a thread of its own with its own
+        connection, until ``close()``."""
+        def run() -> None:
+            db = sqlite3.connect(self.path, check_same_thread=False)
+            try:
+                while not self._ckpt_stop.wait(every_s):
+                    try:
+                        db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    except sqlite3.Error as e:
+                        log.warning("console store %s: checkpoint failed: %s", self.path, e)
+            finally:
+                db.close()
+        self._ckpt_thread = threading.Thread(target=named(run), name="console-ckpt", daemon=True)
+        self._ckpt_thread.start()
 
     def close(self) -> None:
+        self._ckpt_stop.set()
+        if self._ckpt_thread is not None:
+            self._ckpt_thread.join(timeout=10)
         self.db.close()
 
     # -- writer side
@@ -72,13 +114,33 @@ class ConsoleStore:
             [(m.station, m.session, m.seq, m.kind, m.t_ns, m.wall_ns, recv_wall_ns, m.body)
              for m in msgs])
 
-    def save_session(self, station: str, session: str, next_seq: int | None, known_last: int,
-                     info: bytes | None = None) -> None:
-        self.db.execute(
+    def save_sessions(self, rows: list[tuple[str, str, int | None, int, bytes | None]]) -> None:
+        """Progress of sessions: (station, session, next_seq, known_last, info or None = keep)."""
+        now = time.time_ns()
+        self.db.executemany(
             "INSERT INTO sessions VALUES (?,?,?,?,?,?) ON CONFLICT(station, session) DO UPDATE SET "
             "next_seq=excluded.next_seq, known_last=excluded.known_last, "
             "info=COALESCE(excluded.info, sessions.info)",
-            (station, session, next_seq, known_last, time.time_ns(), info))
+            [(st, se, nxt, last, now, info) for st, se, nxt, last, info in rows])
+
+    def save_session(self, station: str, session: str, next_seq: int | None, known_last: int,
+                     info: bytes | None = None) -> None:
+        self.save_sessions([(station, session, next_seq, known_last, info)])
+
+    def resume_seq(self, station: str, session: str, next_seq: int) -> int:
+        """The first seq >= next_seq that is not stored: where a console that saved ``next_seq``
+        resumes (the seqs stored after its last progress save are not fetched nor delivered
+        again)."""
+        while True:
+            rows = self.db.execute(
+                "SELECT seq FROM messages WHERE station=? AND session=? AND seq>=? ORDER BY seq "
+                "LIMIT 1000", (station, session, next_seq)).fetchall()
+            for (seq,) in rows:
+                if seq != next_seq:
+                    return next_seq
+                next_seq += 1
+            if len(rows) < 1000:
+                return next_seq
 
     def add_gap(self, station: str, session: str, lo: int, hi: int, reason: str) -> None:
         self.db.execute("INSERT INTO gaps VALUES (?,?,?,?,?,?)",

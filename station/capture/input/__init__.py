@@ -91,6 +91,13 @@ class InputSource:
             self._impl.stop()
             self._last, self._impl = self._impl, None
 
+    def delivered_until(self) -> int | None:
+        """The backend's delivery bound (station ns below which every event is in the sink;
+        None when stopped, lost or not reading): see each backend's ``delivered_until``."""
+        impl = self._impl
+        until = getattr(impl, "delivered_until", None)
+        return until() if until is not None else None
+
     def status(self) -> dict[str, Any]:
         impl = self._impl or self._last
         if impl is None:

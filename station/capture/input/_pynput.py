@@ -41,6 +41,7 @@ from typing import Any
 
 from station.capture import platform
 from station.capture.base import HealthReporter, reconnect_loop
+from station.capture.delivery import DeliveryBound
 from station.clock import monotonic_ns
 from station.eventqueue import EventSink
 from station.events import MouseBin, MouseClick, MouseScroll
@@ -49,6 +50,7 @@ from station.osthread import named
 from ._base import BIN_NS, BIN_SLACK_NS, KeyPipeline, classify_key
 
 WORKER_BATCH_S = 0.010     # the worker collects raw events this long after a wake-up
+DELIVERY_MARGIN_NS = 50_000_000  # a hook callback queues its event within this after stamping it
 INJECTED_LIMITATION = ("pynput/xorg backend: injected marks XSendEvent events only; XTEST injection "
                        "(xdotool, automation tools) is indistinguishable from real input")
 
@@ -78,8 +80,22 @@ class PynputInput:
         self.connected = connected if connected is not None else threading.Event()  # both listeners run
         self.counts = collections.Counter()
         self.reconnects = 0
+        # events are stamped in the hook callbacks, then queued: one stamped before a moment the
+        # queue was empty may still come (DELIVERY_MARGIN_NS); a move's bin starts up to BIN_NS
+        # before its stamp
+        self.bound = DeliveryBound(DELIVERY_MARGIN_NS, BIN_NS, pending=lambda: not self._q.empty())
 
     # -- Source interface -------------------------------------------------------------------
+    def delivered_until(self) -> int | None:
+        """Station time (ns) below which every event is in the sink: the last moment the worker
+        found the queue empty less ``DELIVERY_MARGIN_NS`` (a callback stamps, then queues) and
+        one mouse bin, or the same taken now while the worker waits on an empty queue (idle
+        keeps up with now); never past the open mouse bin or a key within its grace. None
+        while the X connection is not up (``station.capture.delivery``)."""
+        if not self.connected.is_set():
+            return None
+        return self.bound.until()
+
     def start(self, sink: EventSink) -> None:
         if self._sup is not None:
             raise RuntimeError("input source already started")
@@ -269,6 +285,15 @@ class PynputInput:
                 return True
             return False
 
+        def held() -> int | None:
+            """The earliest time (ns) of an event still held: the open bin, a key in its grace."""
+            k = keys.pending[0][0].t_ns if keys.pending else None
+            if bin_t < 0:
+                return k
+            return bin_t if k is None else min(bin_t, k)
+
+        bound = self.bound
+        q = self._q
         while True:
             now = monotonic_ns()
             deadlines = []
@@ -278,27 +303,35 @@ class PynputInput:
             if d is not None:
                 deadlines.append(d)
             timeout = max(0.0, (min(deadlines) - now) / 1e9) if deadlines else None
+            bound.waiting(held())
             try:
-                items = [self._q.get(timeout=timeout)]
+                items = [q.get(timeout=timeout)]
             except queue.Empty:
-                now = monotonic_ns()
+                bound.woke()
+                t0 = now = monotonic_ns()
                 if bin_t >= 0 and now >= bin_t + BIN_NS + BIN_SLACK_NS:
                     flush_bin()
                 keys.release_due(now)
+                if q.empty():
+                    bound.drained(t0, held())
                 continue
+            bound.woke()
             # Woken by an event: let more arrive, then take them all (at most ~1/WORKER_BATCH_S
             # wake-ups per second under load instead of one per event; stamps are already taken).
             if items[0][1] != _QUIT:
                 time.sleep(WORKER_BATCH_S)
             try:
                 while True:
-                    items.append(self._q.get_nowait())
+                    t0 = monotonic_ns()
+                    items.append(q.get_nowait())
             except queue.Empty:
-                pass
+                pass       # the queue was empty at t0
             for item in items:
                 if process(item):
+                    bound.lost()
                     return
             keys.release_due(monotonic_ns())
+            bound.drained(t0, held())
 
 
 def _has_record(display: str) -> bool:

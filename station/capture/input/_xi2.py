@@ -83,6 +83,7 @@ from typing import Any, Iterable
 
 from station.capture import platform
 from station.capture.base import ThreadedSource, reconnect_loop
+from station.capture.delivery import DeliveryBound
 from station.clock import monotonic_ns
 from station.events import DeviceEvent, KeyClass, MouseBin, MouseClick, MouseScroll
 
@@ -98,6 +99,8 @@ BURST_GAP_NS = 100_000_000  # a move after this long without one starts a new bu
 STOP_DRAIN_S = 0.2
 READ_BATCH_S = 0.400  # after a read with motion, wait this long before reading again
 READ_MARGIN_NS = 5_000_000  # events stamped after (read time - this) may still be on their way
+DELIVERY_MARGIN_NS = 100_000_000  # delivered_until: an event the server sends this much later than
+                                  # its time (a frozen or very busy server) is late for the engine
 BIN_CLOSE_LAG_NS = 50_000_000  # a bin without later moves is closed this long after its end
 MAX_EVENT_AGE_NS = 2_000_000_000  # an event time older than this (vs read time) is not trusted  # on stop, wait this long at most for the last bins' pointer positions
 
@@ -396,7 +399,19 @@ class Xi2Input(ThreadedSource):
         self.reconnects = 0
         self.policy = Policy.from_config(cfg)
         self._known: dict[int, tuple[Identity, bool, str]] = {}   # slave devices announced (DeviceEvent)
+        # a later event is stamped at most the margin before a moment the socket was drained,
+        # and its mouse bin starts up to BIN_NS before its stamp
+        self.bound = DeliveryBound(DELIVERY_MARGIN_NS, BIN_NS)
         super().__init__()
+
+    def delivered_until(self) -> int | None:
+        """Station time (ns) below which every event is in the sink: the last moment the X
+        socket was drained less ``DELIVERY_MARGIN_NS`` (events carry the server's time; an
+        event sent later than that after its time counts as late) and one mouse bin, or the
+        same taken now while the reader waits with nothing unread (an idle connection keeps
+        up with now); never past an event still held (``_Reader._held``). None while lost or
+        not yet reading (``station.capture.delivery``)."""
+        return self.bound.until()
 
     def status(self) -> dict[str, Any]:
         h = self._health
@@ -462,6 +477,7 @@ class Xi2Input(ThreadedSource):
             reader.finish(monotonic_ns(), drain=False)
         finally:
             self.connected.clear()
+            self.bound.lost()    # what finish() emitted is in the sink, and the loss before it
             reader.close()
             if self.key_times is not None:
                 self.key_times.resume()   # nothing more will be read from that connection
@@ -531,6 +547,7 @@ class _Reader:
         disp.data_recv = b""
         disp.recv_packet_len = 0
         self.buf = pre
+        self.buf_t0: int | None = monotonic_ns() if pre else None  # when a partial event's first part was read
         # state
         self.shift: set[int] = set()
         self.level3: set[int] = set()
@@ -566,21 +583,33 @@ class _Reader:
         if self.buf:
             self._parse(monotonic_ns())
             self._flush()
+            if not self.buf:
+                self.buf_t0 = None
         rlist = [fd, wake]
         stop_wait = src._stop.wait
         key_times = src.key_times
+        bound = src.bound
+        readable = select.select
+
+        def pending() -> bool:   # for delivered_until(), from another thread
+            return bool(readable([fd], [], [], 0)[0])
         while True:
             if src._stop.is_set():
                 raise _Stopped()
             timeout = self._timeout(monotonic_ns())
+            t0 = monotonic_ns()
             r, _, _ = select.select(rlist, [], [], 0)
             if not r:
+                bound.drained(t0, self._held())
                 if key_times is not None:
                     key_times.resume()   # nothing waits to be read: every press so far is noted
+                bound.waiting(self._held(), pending)
                 r, _, _ = select.select(rlist, [], [], timeout)
+                bound.woke()
             if wake in r:
                 raise _Stopped()
             if r:
+                t0 = monotonic_ns()
                 chunk = self.sock.recv(262144)
                 if not chunk:
                     raise ConnectionError("X server closed the connection")
@@ -588,10 +617,16 @@ class _Reader:
                 self.buf += chunk
                 self.moved = False
                 self._parse(read_ns)
+                if self.buf and self.buf_t0 is None:
+                    self.buf_t0 = t0      # part of an event waits for the rest
+                elif not self.buf:
+                    self.buf_t0 = None
                 if key_times is not None:
                     key_times.resume()
                 self._timers(monotonic_ns())
                 self._flush()
+                if len(chunk) < 262144:   # the socket was drained at t0
+                    bound.drained(t0, self._held())
                 if self.moved:
                     # Let more arrive before the next read, so that continuous motion (and typing
                     # meanwhile) costs one wake-up per READ_BATCH_S, not one per event. Events
@@ -604,6 +639,28 @@ class _Reader:
             else:
                 self._timers(monotonic_ns())
                 self._flush()
+
+    def _held(self) -> int | None:
+        """The earliest station time (ns) of an event this reader still holds: a key within its
+        grace, the open mouse bin, closed bins waiting for the pointer position, the next
+        derived repeat press, a partly read event (its stamp may be up to the margin and a bin
+        before the read that brought its first part); None when nothing is held."""
+        c = []
+        if self.keys.pending:
+            c.append(self.keys.pending[0][0].t_ns)
+        if self.bin_t >= 0:
+            c.append(self.bin_t)
+        if self.closing:
+            c.append(self.closing[0][0])
+        for group in self.awaiting:
+            if group:
+                c.append(group[0][0])
+                break
+        if self.repeat_kc:
+            c.append(self.repeat_next)
+        if self.buf_t0 is not None:
+            c.append(self.buf_t0 - DELIVERY_MARGIN_NS - BIN_NS)
+        return min(c) if c else None
 
     def _flush(self) -> None:
         if self.closing:

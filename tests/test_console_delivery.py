@@ -1,0 +1,109 @@
+"""Stored before delivered: a message reaches the console's application only after its store
+commit, and a console killed right after a delivery has that message in its store.
+
+Real parts: the test station (tests/streaming_station.py: real Journal + Publisher, CURVE) at
+100 messages/s; the console library in this process, and `station console --plain` in its own
+process for the kill.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+
+import pytest
+
+from station import config
+from station.console.follower import Console
+from station.console.store import ConsoleStore
+from tests.streaming_station import Rig
+from tests.support import station_cmd
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def _stored(path, session) -> set[int]:
+    """Seqs committed in the store, seen by a connection of its own (uncommitted rows are not)."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return {r[0] for r in db.execute("SELECT seq FROM messages WHERE session=?", (session,))}
+    finally:
+        db.close()
+
+
+def test_every_delivered_message_is_already_committed(tmp_path):
+    rig = Rig(tmp_path)
+    station, ready = rig.start_station(rate=100)
+    con = Console(config.load([rig.console_cfg("console-b")], system=False))
+    con.start()
+    seen = []
+    try:
+        end = time.monotonic() + 3
+        while time.monotonic() < end:
+            batch = con.poll(100)
+            if batch:
+                # checked at once, by another connection: only committed rows are visible to it
+                missing = {m.seq for m in batch} - _stored(tmp_path / "console-b.sqlite", ready["session"])
+                assert not missing, f"delivered before they were committed: {sorted(missing)[:10]}"
+                seen += [m.seq for m in batch]
+    finally:
+        con.stop()
+        station.terminate()
+        station.wait(15)
+    assert len(seen) > 150 and seen == list(range(seen[0], seen[0] + len(seen)))
+
+
+def test_a_console_killed_right_after_delivery_has_the_message_and_resumes_after_it(tmp_path):
+    rig = Rig(tmp_path)
+    station, ready = rig.start_station(rate=100)
+    cfg = rig.console_cfg("console-a")
+    store = tmp_path / "console-a.sqlite"
+    cmd = station_cmd("--config", str(cfg), "--no-system-config", "console", "--plain")
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        printed = []
+        for raw in proc.stdout:           # each line is printed after poll() delivered it
+            parts = raw.decode().split()
+            if len(parts) > 3 and not raw.startswith(b"#") and parts[2].isdigit():
+                printed.append(int(parts[2]))
+                if len(printed) >= 50:
+                    os.kill(proc.pid, signal.SIGKILL)
+                    break
+        printed += [int(p.split()[2]) for p in proc.stdout.read().decode().splitlines()
+                    if not p.startswith("#") and len(p.split()) > 3 and p.split()[2].isdigit()]
+        proc.wait(10)
+        assert len(printed) >= 50
+        stored = _stored(store, ready["session"])
+        assert set(printed) <= stored, f"printed but not stored: {sorted(set(printed) - stored)[:10]}"
+        ro = ConsoleStore(store, readonly=True)
+        saved = ro.sessions("st-1")[0]["next_seq"]
+        resume = ro.resume_seq("st-1", ready["session"], saved)
+        ro.close()
+        assert resume > max(printed)
+        # restarted: it goes on right after what its store holds, nothing delivered twice
+        out = subprocess.run(cmd[:-1] + ["--plain", "--duration", "2"], capture_output=True,
+                             timeout=30).stdout.decode().splitlines()
+        again = [int(p.split()[2]) for p in out if not p.startswith("#") and len(p.split()) > 3
+                 and p.split()[2].isdigit()]
+        assert again and again[0] == resume and not set(again) & set(printed), (again[:3], resume)
+        assert again == list(range(resume, resume + len(again)))
+    finally:
+        station.terminate()
+        station.wait(15)
+
+
+def test_progress_saved_late_is_taken_from_the_stored_messages(tmp_path):
+    """ConsoleStore.resume_seq: past the seqs stored after the saved next_seq, stops at a hole."""
+    st = ConsoleStore(tmp_path / "s.sqlite")
+    from station.protocol import Message
+    msgs = [Message("st-1", "sess-1", q, "summary", q, q, b"\x80", {}) for q in (3, 4, 5, 7)]
+    st.add(msgs, 0)
+    st.commit()
+    assert st.resume_seq("st-1", "sess-1", 3) == 6
+    assert st.resume_seq("st-1", "sess-1", 6) == 6
+    assert st.resume_seq("st-1", "sess-1", 7) == 8
+    assert st.resume_seq("st-1", "other", 3) == 3
+    st.close()
