@@ -36,7 +36,14 @@ def cap(xs):
 
 
 def activate_and_wait(xs, cap, win, timeout=5.0, shell=None):
-    start = len(cap.collect())
+    """Activate ``win`` and wait for its FocusChange: (t0, event or None). A window the window
+    manager focused on its own when it was mapped (openbox does) has its FocusChange already;
+    activating it again changes nothing, so that event is the answer (t0 = its stamp)."""
+    events = cap.collect()
+    start = len(events)
+    last = next((e for e in reversed(events) if isinstance(e, FocusChange)), None)
+    if last is not None and last.window_id == win.wid:
+        return last.t_ns, last
     if shell is not None:
         t0 = shell.send(f"windowactivate --sync {win.wid}")
     else:
