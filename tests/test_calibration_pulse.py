@@ -10,6 +10,7 @@ artificial mouth).
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -79,9 +80,19 @@ def simulator(pa, *args):
     return proc, proc.stdout.readline().strip()
 
 
+NEVER_STARTED = re.compile(r"stopped delivering audio \(no samples for \d+ s after 0\.0 s")
+
+
 def calibrate(pa, cfg, *args, timeout=90):
-    return subprocess.run(station_cmd("--no-system-config", "--config", str(cfg), "calibrate", "run", *args),
-                          capture_output=True, text=True, timeout=timeout, env=pa.child_env())
+    """``station calibrate run`` against the private sound server. A stream that never delivered
+    a single sample (the calibration's own stall message "after 0.0 s") is the busy CI machine's
+    sound server failing to start a stream, seen once in a full run, not what these tests check:
+    that run is repeated once; any other outcome, including a stall later in a stream, counts."""
+    cmd = station_cmd("--no-system-config", "--config", str(cfg), "calibrate", "run", *args)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=pa.child_env())
+    if r.returncode != 0 and NEVER_STARTED.search(r.stderr):
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=pa.child_env())
+    return r
 
 
 def test_espeak_at_two_gains_through_the_sound_server(pa, tmp_path):
