@@ -50,7 +50,7 @@ def test_input_event_records_are_24_bytes_and_decode_to_their_own_timestamps():
 def test_sysfs_identity_and_virtual_classification(tmp_path, kind, bus, vendor, product, virtual, keyboard, pointer):
     fx.add_device(tmp_path, "event7", kind)
     ident = identity_from_sysfs("/dev/input/event7", tmp_path)
-    assert (ident.bus, ident.vendor, ident.product, ident.virtual, ident.keyboard, ident.pointer) == (
+    assert (ident.hardware.bus, ident.hardware.vendor, ident.hardware.product, ident.virtual, ident.keyboard, ident.pointer) == (
         bus, vendor, product, virtual, keyboard, pointer)
     assert ident.name == fx.DEVICES[kind][1] and ident.phys == fx.DEVICES[kind][2]
     assert ident.sys_path.startswith("/devices/") and ident.sys_path.endswith("/event7")

@@ -63,11 +63,6 @@ INJECTED_DETECTION = ("evdev backend: input from devices without evidence (input
                       "devices read")
 
 
-def _present(t_ns: int, node: str, ident: Identity, evidence: bool, detail: str) -> DeviceEvent:
-    return DeviceEvent(t_ns, "input", node, "present", name=ident.name, bus=ident.bus, vendor=ident.vendor,
-                       product=ident.product, serial=ident.serial, phys=ident.phys, virtual=ident.virtual,
-                       evidence=evidence, detail=detail)
-
 
 class DeviceSet:
     """The open devices of ``dev_dir``: ``scan(t_ns)`` opens new nodes and closes vanished ones,
@@ -117,12 +112,12 @@ class DeviceSet:
                 self.counts["clock_not_set"] += 1   # a FIFO or file (tests); stamps are checked anyway
             evidence, detail = self.policy.decide(ident)
             self.open[node] = (fd, _Device(node, evidence, detail), ident, inode)
-            out.append(_present(t_ns, node, ident, evidence, detail))
+            out.append(ident.device_event(t_ns, node, "present", evidence, detail))
         return out
 
     def present(self, t_ns: int) -> list[DeviceEvent]:
         """The open devices as "present" events at ``t_ns`` (safe from another thread)."""
-        return [_present(t_ns, node, v[2], not v[1].injected, v[1].detail) for node, v in dict(self.open).items()]
+        return [v[2].device_event(t_ns, node, "present", not v[1].injected, v[1].detail) for node, v in dict(self.open).items()]
 
     def close(self, node: str, t_ns: int, why: str) -> DeviceEvent:
         fd, dev, ident, inode = self.open.pop(node)
@@ -132,9 +127,7 @@ class DeviceSet:
             pass
         if why == "end of file":
             self.dead.add(inode)
-        return DeviceEvent(t_ns, "input", node, "removed", name=ident.name, bus=ident.bus, vendor=ident.vendor,
-                           product=ident.product, serial=ident.serial, phys=ident.phys, virtual=ident.virtual,
-                           evidence=not dev.injected, detail=why)
+        return ident.device_event(t_ns, node, "removed", not dev.injected, why)
 
     def close_all(self, t_ns: int) -> list[DeviceEvent]:
         return [self.close(n, t_ns, "capture stopped") for n in list(self.open)]

@@ -484,9 +484,7 @@ class Xi2Input(ThreadedSource):
 
 
 def _device_event(t_ns: int, dev: int, state: str, ident: Identity, evidence: bool, detail: str) -> DeviceEvent:
-    return DeviceEvent(t_ns, "input", f"xi2:{dev}", state, name=ident.name, bus=ident.bus, vendor=ident.vendor,
-                       product=ident.product, serial=ident.serial, phys=ident.phys, virtual=ident.virtual,
-                       evidence=evidence, detail=detail)
+    return ident.device_event(t_ns, f"xi2:{dev}", state, evidence, detail)
 
 
 class _Reader:
