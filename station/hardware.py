@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from station.events import DeviceEvent
+from station.events import DEVICE_ROLES, DeviceEvent
 
 DETAIL_MAX = 300   # characters of DeviceEvent.detail kept
 
@@ -48,10 +48,13 @@ FIELDS = tuple(f.name for f in dataclasses.fields(Hardware))
 
 
 def device_event(t_ns: int, kind: str, device: str, state: str, *, name: str, hardware: Hardware,
-                 phys: str = "", virtual: bool = False, evidence: bool = True,
+                 role: str, phys: str = "", virtual: bool = False, evidence: bool = True,
                  detail: str = "") -> DeviceEvent:
     """The ``DeviceEvent`` of one device (see its docstring for the fields; ``t_ns`` station clock
-    ns). ``detail`` is cut to DETAIL_MAX characters."""
+    ns; ``role``: one of ``DEVICE_ROLES``, else ValueError). ``detail`` is cut to DETAIL_MAX
+    characters."""
+    if role not in DEVICE_ROLES:
+        raise ValueError(f"unknown device role {role!r}")
     return DeviceEvent(t_ns, kind, device, state, name=name, bus=hardware.bus, vendor=hardware.vendor,
                        product=hardware.product, serial=hardware.serial, phys=phys, virtual=virtual,
-                       evidence=evidence, detail=detail[:DETAIL_MAX])
+                       evidence=evidence, detail=detail[:DETAIL_MAX], role=role)

@@ -139,7 +139,7 @@ class SourceWatch:
             old = ws.source
             out = outputs.get(ws.stream_name)
             if old.name not in by_name:
-                events.append(old.device_event(now, "removed", False,
+                events.append(old.device_event(now, "removed", ws.roles, False,
                                                f"{ws.roles}: {old.name!r} was removed from the sound server"))
                 failure = failure or f"{old.name!r} was removed from the sound server (headset unplugged?)"
             if out is None:
@@ -147,7 +147,7 @@ class SourceWatch:
             elif out.source != old.index or (old.name in by_name and by_name[old.name].index != old.index):
                 new = by_index.get(out.source)
                 if new is not None and new.name != old.name:
-                    events.append(new.device_event(now, "changed", False,
+                    events.append(new.device_event(now, "changed", ws.roles, False,
                                                    f"{ws.roles}: the recorded stream was moved here from {old.name!r}; "
                                                    f"no evidence (not the configured source)"))
                     failure = failure or f"the recorded stream was moved from {old.name!r} to {new.name!r}"
@@ -155,8 +155,9 @@ class SourceWatch:
             info = by_name.get(default)
             ours = [ws for ws in self.streams if ws.source.name == default]
             if info is not None:
-                ok, why = self.judge(ours[0].roles, info) if ours else (False, "not recorded by the station")
-                events.append(info.device_event(now, "changed", ok,
+                roles = ours[0].roles if ours else ""
+                ok, why = self.judge(roles, info) if ours else (False, "not recorded by the station")
+                events.append(info.device_event(now, "changed", roles, ok,
                                                 f"default source changed from {self.default_source!r} to {default!r}: {why}"))
             if self.follow_default:
                 failure = failure or f"the default source changed from {self.default_source!r} to {default!r}"

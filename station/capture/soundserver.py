@@ -77,11 +77,14 @@ class SourceInfo:
         d = asdict(self)
         return {**{k: v for k, v in d.items() if k != "hardware"}, **d["hardware"], "is_monitor": self.is_monitor}
 
-    def device_event(self, t_ns: int, state: str, evidence: bool, detail: str) -> DeviceEvent:
+    def device_event(self, t_ns: int, state: str, roles: str, evidence: bool, detail: str) -> DeviceEvent:
         """This source's ``DeviceEvent``: kind "audio", device = the source name, name = its
-        description, phys = its sysfs path."""
+        description, phys = its sysfs path, role = the channels it carries (``roles``: "agent",
+        "customer", both joined by "+", or "" for none)."""
+        carried = roles.split("+")
+        role = "+".join(r for r in ("agent", "customer") if r in carried)
         return device_event(t_ns, "audio", self.name, state, name=self.description, hardware=self.hardware,
-                            phys=self.sysfs_path, virtual=self.virtual, evidence=evidence, detail=detail)
+                            role=role, phys=self.sysfs_path, virtual=self.virtual, evidence=evidence, detail=detail)
 
 
 def _pulsectl():

@@ -54,7 +54,8 @@ HARDWARE_KEYS = frozenset(f.name for f in dataclasses.fields(Hardware))
 class Identity:
     """An input device's identity. hardware: bus, vendor/product (4 lowercase hex digits), serial
     ("" = unknown). phys: where it is plugged in. sys_path: the resolved sysfs path ("" for X
-    devices). keyboard/pointer: what it can send."""
+    devices). keyboard/pointer: what it can send. xtest: the X server's XTEST device (as the server
+    marks it: its "XTEST Device" property)."""
 
     name: str
     hardware: Hardware = Hardware()
@@ -63,6 +64,12 @@ class Identity:
     sys_path: str = ""
     keyboard: bool = False
     pointer: bool = False
+    xtest: bool = False
+
+    @property
+    def role(self) -> str:
+        """Its ``DeviceEvent.role``: "xtest", "keyboard" (can send keys) or "pointer"."""
+        return "xtest" if self.xtest else "keyboard" if self.keyboard else "pointer"
 
     def value(self, key: str) -> str:
         """A field by its allow-list / DeviceEvent name ("name", "bus", "vendor", "product",
@@ -70,14 +77,14 @@ class Identity:
         return getattr(self.hardware if key in HARDWARE_KEYS else self, key)
 
     def as_dict(self) -> dict[str, Any]:
-        """Flat: name, bus, vendor, product, serial, phys, virtual, sys_path, keyboard, pointer."""
+        """Flat: name, bus, vendor, product, serial, phys, virtual, sys_path, keyboard, pointer, xtest."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "hardware"}
         return {"name": d.pop("name"), **dataclasses.asdict(self.hardware), **d}
 
     def device_event(self, t_ns: int, device: str, state: str, evidence: bool, detail: str) -> DeviceEvent:
         """This device's ``DeviceEvent`` (kind "input"; ``device``: the node or "xi2:ID")."""
         return device_event(t_ns, "input", device, state, name=self.name, hardware=self.hardware,
-                            phys=self.phys, virtual=self.virtual, evidence=evidence, detail=detail)
+                            role=self.role, phys=self.phys, virtual=self.virtual, evidence=evidence, detail=detail)
 
     def allow_entry(self) -> str:
         """A ready-to-paste ``input.allow`` entry (TOML inline table) matching this device."""
@@ -153,13 +160,14 @@ def identity_from_sysfs(node: str, sys_root: str | Path = "/sys") -> Identity | 
                     virtual=is_virtual(rel, bus, phys), sys_path=rel, keyboard=keyboard, pointer=pointer)
 
 
-def xi2_identity(name: str) -> Identity:
-    """Identity of an X slave device known only by its name: XTEST devices are virtual; others
-    (an Xorg driver's device, named by the kernel: "Logitech USB Keyboard"; Xvfb's own "Xvfb
-    keyboard") are taken as physical, with nothing else known."""
-    xtest = "XTEST" in name
-    return Identity(name=name, hardware=Hardware(bus="virtual" if xtest else ""), virtual=xtest, phys="" if xtest else "x11",
-                    keyboard="keyboard" in name.lower(), pointer="keyboard" not in name.lower())
+def xi2_identity(name: str, xtest: bool) -> Identity:
+    """Identity of an X slave device known only by its name and whether the server marks it as
+    its XTEST device: XTEST devices are virtual; others (an Xorg driver's device, named by the
+    kernel: "Logitech USB Keyboard"; Xvfb's own "Xvfb keyboard") are taken as physical, with
+    nothing else known."""
+    return Identity(name=name, hardware=Hardware(bus="virtual" if xtest else ""), virtual=xtest,
+                    phys="" if xtest else "x11", keyboard="keyboard" in name.lower(),
+                    pointer="keyboard" not in name.lower(), xtest=xtest)
 
 
 class Policy:
