@@ -48,6 +48,7 @@ import wave
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 SYSTEM_ALSA_CONF = "/usr/share/alsa/alsa.conf"
 
@@ -261,7 +262,7 @@ class PulseServer:
         self.modules: dict[str, int] = {}          # sink name -> module index
         self._keepalive: dict[str, subprocess.Popen] = {}
         self._players: list[Playback] = []
-        self._saved_env: dict[str, str | None] | None = None
+        self._env_patch: pytest.MonkeyPatch | None = None   # while activated
 
     # -- paths and environment ------------------------------------------------------------
 
@@ -355,21 +356,18 @@ class PulseServer:
     def activate(self) -> None:
         """Point this process at the server(s): set ``env`` in os.environ and re-initialise
         PortAudio (if sounddevice is imported) so that it lists the ``<sink>_monitor`` devices."""
-        if self._saved_env is None:
-            self._saved_env = {k: os.environ.get(k) for k in self.env}
-        os.environ.update(self.env)
+        if self._env_patch is None:
+            self._env_patch = pytest.MonkeyPatch()
+        for k, v in self.env.items():
+            self._env_patch.setenv(k, v)
         refresh_portaudio()
 
     def deactivate(self) -> None:
         """Undo ``activate`` (restore the environment, re-initialise PortAudio)."""
-        if self._saved_env is None:
+        if self._env_patch is None:
             return
-        for k, v in self._saved_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        self._saved_env = None
+        self._env_patch.undo()
+        self._env_patch = None
         refresh_portaudio()
 
     # -- pactl --------------------------------------------------------------------------------

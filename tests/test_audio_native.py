@@ -30,19 +30,11 @@ MS = 1_000_000
 @pytest.fixture(scope="module")
 def pulse():
     require("pulseaudio", "pactl", "pacat", "parec", "espeak-ng", "sox")
-    with PulseServer() as pa:
-        saved = {k: os.environ.get(k) for k in ("PULSE_SERVER", "PULSE_CLIENTCONFIG", "ALSA_CONFIG_PATH")}
-        os.environ.pop("ALSA_CONFIG_PATH", None)     # no ALSA routing: the native path needs none
-        os.environ["PULSE_SERVER"] = pa.server()
-        os.environ["PULSE_CLIENTCONFIG"] = str(pa.client_conf)
-        try:
-            yield pa
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+    with PulseServer() as pa, pytest.MonkeyPatch.context() as mp:
+        mp.delenv("ALSA_CONFIG_PATH", raising=False)     # no ALSA routing: the native path needs none
+        mp.setenv("PULSE_SERVER", pa.server())
+        mp.setenv("PULSE_CLIENTCONFIG", str(pa.client_conf))
+        yield pa
 
 
 @pytest.fixture(scope="module")
