@@ -572,3 +572,30 @@ def espeak(text: str, path: str | Path, *, rate: int = 16000, voice: str = "en",
     if got != rate:
         raise PulseError(f"sox wrote {got} Hz, expected {rate} Hz")
     return samples
+
+
+# -- the dialogue both audio capture tests play ----------------------------------------------------
+
+AGENT_LINES = ["Good morning, you are speaking with Anna from the service desk.",
+               "Could you give me your customer number, please?",
+               "Thank you. I can see your order here, it left our warehouse yesterday."]
+CUSTOMER_LINES = ["Hello, I am calling about my order.",
+                  "Yes, it is four five seven two one.",
+                  "Great, so when will it arrive?"]
+
+
+def monitor_config(agent_device: str, customer_device: str):
+    """The station's defaults (no system config) recording ``agent_device`` and ``customer_device``
+    (PortAudio names such as ``agent_monitor``, or sound-server names such as ``agent.monitor``)."""
+    from station import config
+    return config.load(system=False).replace(audio={"agent_device": agent_device,
+                                                   "customer_device": customer_device})
+
+
+@pytest.fixture(scope="module")
+def voices(tmp_path_factory):
+    """{"agent": [...], "customer": [...]}: the dialogue's lines spoken by espeak-ng at 165 words a
+    minute, int16 at 16 kHz (a test module imports this fixture by name)."""
+    d = tmp_path_factory.mktemp("voices")
+    return {who: [espeak(t, d / f"{who}{i}.wav", speed_wpm=165) for i, t in enumerate(lines)]
+            for who, lines in (("agent", AGENT_LINES), ("customer", CUSTOMER_LINES))}

@@ -19,9 +19,9 @@ import pytest
 
 from station import config
 from station.events import Batch, Channel
-from tests.pulse_harness import PulseServer, espeak
+from tests.pulse_harness import PulseServer, monitor_config, voices  # noqa: F401  (voices: a fixture)
 from tests.support import require, station_cmd, wait_for
-from tests.test_audio_capture import AGENT_LINES, CUSTOMER_LINES, run_dialog
+from tests.test_audio_capture import run_dialog
 
 pytestmark = [pytest.mark.real, pytest.mark.timeout(300)]
 MS = 1_000_000
@@ -39,15 +39,7 @@ def pulse():
 
 @pytest.fixture(scope="module")
 def cfg():
-    return config.load(system=False).replace(audio={"agent_device": "agent.monitor",
-                                                   "customer_device": "customer.monitor"})
-
-
-@pytest.fixture(scope="module")
-def voices(tmp_path_factory):
-    d = tmp_path_factory.mktemp("voices")
-    return {who: [espeak(t, d / f"{who}{i}.wav", speed_wpm=165) for i, t in enumerate(lines)]
-            for who, lines in (("agent", AGENT_LINES), ("customer", CUSTOMER_LINES))}
+    return monitor_config("agent.monitor", "customer.monitor")   # the sound server's own names
 
 
 def test_station_devices_lists_the_sound_servers_sources_by_name(pulse, tmp_path):
