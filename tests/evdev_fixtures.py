@@ -20,6 +20,10 @@ sysfs trees (``make_sysfs``) follow the layout of real machines: ``class/input/e
 symlink into ``devices/.../inputM/eventN``; ``inputM`` holds ``name``, ``phys``, ``uniq``,
 ``id/{bustype,vendor,product,version}`` and ``capabilities/{ev,key,rel,abs}`` (hex longs, most
 significant first), as ``udevadm info -a`` shows them.
+
+udev events (``udev_records``, ``RecordedUdev``): transcripts in ``tests/udev_records/`` in the
+layout ``udevadm monitor --udev --property`` prints (where they come from: each file's header),
+fed to the backend's hot-plug code in place of udev's netlink socket.
 """
 
 from __future__ import annotations
@@ -156,3 +160,69 @@ def add_device(sys_root: Path, event: str, kind: str) -> Path:
 
 def remove_device(sys_root: Path, event: str) -> None:
     (sys_root / "class" / "input" / event).unlink()
+
+
+# -- recorded udev events --------------------------------------------------------------------------
+
+UDEV_RECORDS = Path(__file__).parent / "udev_records"
+
+
+def udev_records(path: str | Path) -> list[list[dict[str, str]]]:
+    """The events of a ``udevadm monitor --udev --property`` transcript (``tests/udev_records/``),
+    as property dicts, in groups separated by a ``--`` line (e.g. [plug events, unplug events]).
+    Comment lines (#), the monitor's banner and the "UDEV  [...]" headers are skipped."""
+    groups: list[list[dict[str, str]]] = [[]]
+    current: dict[str, str] | None = None
+    for line in Path(path).read_text().splitlines():
+        if line.strip() == "--":
+            groups.append([])
+            current = None
+        elif line.startswith("UDEV  ["):   # "UDEV  [uptime] action devpath (subsystem)"
+            current = {}
+            groups[-1].append(current)
+        elif current is not None and "=" in line and not line.startswith("#"):
+            k, v = line.split("=", 1)
+            current[k] = v
+        elif not line.strip():
+            current = None
+    return groups
+
+
+class RecordedUdev:
+    """Recorded udev events fed to the evdev backend in place of ``_hotplug.UdevMonitor``: the
+    same ``fileno()`` (a pipe's read end, readable while events wait), ``receive()`` (the
+    waiting events as ``_hotplug.from_properties`` makes them from udev's properties) and ``how``.
+    ``send(events)`` hands a list of property dicts over, as udevd would multicast them."""
+
+    how = "recorded udev events (tests/udev_records)"
+
+    def __init__(self) -> None:
+        import threading
+        self._r, self._w = os.pipe()
+        os.set_blocking(self._r, False)
+        self._lock = threading.Lock()
+        self._waiting: list[dict[str, str]] = []
+        self.received = 0
+
+    def send(self, events: list[dict[str, str]]) -> None:
+        with self._lock:
+            self._waiting.extend(events)
+        os.write(self._w, b"!")
+
+    def fileno(self) -> int:
+        return self._r
+
+    def receive(self) -> list:
+        from station.capture.input._hotplug import from_properties
+        try:
+            os.read(self._r, 4096)
+        except BlockingIOError:
+            pass
+        with self._lock:
+            events, self._waiting = self._waiting, []
+        self.received += len(events)
+        return [from_properties(p) for p in events]
+
+    def close(self) -> None:
+        os.close(self._r)
+        os.close(self._w)
