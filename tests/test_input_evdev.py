@@ -507,3 +507,27 @@ def test_without_udev_the_backend_rescans_and_says_why(tmp_path):
             assert src.status()["hotplug"].startswith(_hotplug.RESCAN_HOW)
     finally:
         src.stop()
+
+
+def test_udevs_own_netlink_framing_reaches_the_backend_through_libudev(tmp_path):
+    """The real monitor (pyudev, libudev, the kernel's netlink multicast and socket filter) in a
+    private network namespace, fed the recorded transcript framed as udevd sends it: only the
+    event node's add and remove become DeviceEvents (libudev's filter passes the input
+    subsystem's four events: input22 and event22, added and removed)."""
+    import json
+    import subprocess
+    import sys
+    from tests.support import IN_CI, REPO, require
+    require("unshare")
+    if os.geteuid() != 0:
+        (pytest.fail if IN_CI else pytest.skip)("a network namespace needs root")
+    r = subprocess.run(["unshare", "--net", sys.executable, "-m", "tests.evdev_fixtures", "udev-netlink",
+                        str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr + r.stdout
+    lines = [json.loads(x) for x in r.stdout.splitlines()]
+    devs, status = lines[:-1], lines[-1]["status"]
+    assert [(d["device"].rsplit("/", 1)[1], d["state"], d["detail"]) for d in devs] == [
+        ("event22", "present", "physical device (input.allow is empty: every physical device gives evidence)"),
+        ("event22", "removed", "removed")]
+    assert devs[0]["name"] == "Apple Keyboard" and devs[0]["vendor"] == "05ac" and devs[0]["role"] == "keyboard"
+    assert status == {"hotplug": "udev events over netlink (pyudev)", "udev_events": 4}

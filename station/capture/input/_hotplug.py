@@ -8,8 +8,9 @@ device comes or goes. Each event becomes a ``Uevent`` (``from_properties``: the 
 sends, as ``udevadm monitor --udev --property`` prints them), and ``DeviceSet.on_uevent``
 (``_evdev``) acts on it: "add" of an event node opens it, "remove" closes it, anything else
 (change, bind, the ``inputN`` parent, ``mouseN``/``jsN`` nodes) is ignored. Tests feed the same
-code with recorded events (``tests/evdev_fixtures.py``, ``tests/udev_records/``) through an object
-with the same two methods, ``fileno`` and ``receive``.
+code with recorded events (``tests/evdev_fixtures.py``, ``tests/udev_records/``): through an
+object with the same ``fileno`` and ``receive``, and, framed as udevd multicasts them, through
+this very monitor in a private network namespace.
 
 Where udev does not run (no ``/run/udev/control``: a container, a minimal system) or pyudev /
 libudev cannot be loaded, there is no event to wait for: ``open_monitor`` says why, and the
