@@ -230,8 +230,10 @@ class EvdevInput(ThreadedSource):
         conv.twin = twin
         devs = self._devs = DeviceSet(self.dev_dir, self.sys_root, policy, self.counts)
         monitor = self._monitor
+        opened = None                 # the monitor this run opened (closed at its end)
         if monitor is None:
             monitor, why = open_monitor()
+            opened = monitor
             self.hotplug = monitor.how if monitor is not None else f"{RESCAN_HOW} ({why})"
         next_scan: int | None = 0     # the device set at start; then only without a monitor (or after it failed)
         wake = self._wake_r
@@ -308,6 +310,8 @@ class EvdevInput(ThreadedSource):
             conv.timers(monotonic_ns(), force=True)
             for ev in devs.close_all(monotonic_ns()):
                 self._sink.put(ev)
+            if opened is not None:
+                opened.close()
             self.connected.clear()
 
     def _hotplug(self, monitor: Any, devs: DeviceSet, next_scan: int | None) -> tuple[Any, int | None]:
