@@ -253,7 +253,9 @@ class DeviceEvent:
     ("" = unknown; vendor/product as 4 hex digits). virtual: no hardware behind it (uinput,
     /sys/devices/virtual, XTEST, a null sink's monitor). evidence: False = input or audio from it is
     counted and shown but never counts toward any figure (not on the allow-list, not the calibrated
-    headset). detail: an operator-readable reason for ``evidence``."""
+    headset). detail: an operator-readable reason for ``evidence``.
+    role: what the device is to the capture, one of ``DEVICE_ROLES`` (set by the capture, which
+    knows; "" in journals written before the field existed)."""
 
     STREAM: ClassVar[str] = "device"
     t_ns: int
@@ -269,9 +271,20 @@ class DeviceEvent:
     virtual: bool = False
     evidence: bool = True
     detail: str = ""
+    role: str = ""
 
 
 DEVICE_STATES = ("present", "removed", "changed")
+DEVICE_ROLES = {
+    "xtest": "input: the X server's own XTEST device (every X session has one pair per master; "
+             "what it sends is injected unless input.allow names it)",
+    "keyboard": "input: a device that can send keys (a combo with a pointer included)",
+    "pointer": "input: a pointer (mouse, touchpad, tablet) that is not a keyboard",
+    "agent": "audio: the source of the microphone channel",
+    "customer": "audio: the source of the customer-signal channel",
+    "agent+customer": "audio: one source carrying both channels",
+    "": "not given: a journal written before roles, or an audio source carrying no channel",
+}
 
 
 INTEGRITY_KINDS = {

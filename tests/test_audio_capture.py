@@ -23,12 +23,12 @@ from time import monotonic_ns as monotonic_now
 import numpy as np
 import pytest
 
-from station import config, intervals
+from station import intervals
 from station.capture.base import sources_watermark
 from station.capture.keytimes import RecentKeyPresses
 from station.eventqueue import EventQueue
 from station.events import Channel, FrameFlag
-from tests.pulse_harness import PulseServer, espeak
+from tests.pulse_harness import PulseServer, monitor_config, voices  # noqa: F401  (voices: a fixture)
 from tests.support import require, wait_for
 
 pytestmark = [pytest.mark.real, pytest.mark.timeout(300)]
@@ -38,14 +38,6 @@ MS = 1_000_000
 MARKER_AT = 0.3                   # s into a calibration buffer
 MARKER_AMP = 8000                 # 1 kHz sine amplitude -> -15.2 dBFS RMS
 MARKER_DBFS = 20 * np.log10(MARKER_AMP / np.sqrt(2) / 32768)
-
-AGENT_LINES = ["Good morning, you are speaking with Anna from the service desk.",
-               "Could you give me your customer number, please?",
-               "Thank you. I can see your order here, it left our warehouse yesterday."]
-CUSTOMER_LINES = ["Hello, I am calling about my order.",
-                  "Yes, it is four five seven two one.",
-                  "Great, so when will it arrive?"]
-
 
 @pytest.fixture(scope="module")
 def pulse():
@@ -58,15 +50,7 @@ def pulse():
 
 @pytest.fixture(scope="module")
 def cfg():
-    return config.load(system=False).replace(audio={"agent_device": "agent_monitor",
-                                                   "customer_device": "customer_monitor"})
-
-
-@pytest.fixture(scope="module")
-def voices(tmp_path_factory):
-    d = tmp_path_factory.mktemp("voices")
-    return {who: [espeak(t, d / f"{who}{i}.wav", speed_wpm=165) for i, t in enumerate(lines)]
-            for who, lines in (("agent", AGENT_LINES), ("customer", CUSTOMER_LINES))}
+    return monitor_config("agent_monitor", "customer_monitor")   # the harness's ALSA PCMs
 
 
 # -- signal helpers ------------------------------------------------------------------------------

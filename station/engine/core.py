@@ -342,15 +342,16 @@ class Engine:
         """("alert", t_ns, body) tuples for a device event, at once:
 
         - input: a device without evidence appeared or changed (``device_no_evidence``; what it
-          sends is counted as injected). The X server's own XTEST devices exist in every X
-          session: they are listed (card, report) but not alerted on appearing; input through
-          them is alerted as ``injected_input``;
+          sends is counted as injected). The X server's own XTEST devices (role "xtest", as the
+          capture found the server marks them; never by name) exist in every X session: they are
+          listed (card, report) but not alerted on appearing; input through them is alerted as
+          ``injected_input``. A journal written before roles has none: its XTEST devices alert;
         - audio: a source changed (the recorded stream moved to another source, the default source
           switched), went away (headset unplugged) or gives no evidence (``device_changed``);
           nothing for a source present with evidence.
         Alerted device events are kept in ``device_changes`` (the first MAX_DEVICE_CHANGES)."""
         if ev.kind == "input":
-            if "XTEST" in ev.name and ev.device.startswith("xi2:"):
+            if ev.role == "xtest":
                 return []
             if ev.state not in ("present", "changed") or ev.evidence:
                 return []
