@@ -255,7 +255,7 @@ class DeviceEvent:
     counted and shown but never counts toward any figure (not on the allow-list, not the calibrated
     headset). detail: an operator-readable reason for ``evidence``.
     role: what the device is to the capture, one of ``DEVICE_ROLES`` (set by the capture, which
-    knows; "" in journals written before the field existed)."""
+    knows; "?" when decoded from a journal written before the field existed)."""
 
     STREAM: ClassVar[str] = "device"
     t_ns: int
@@ -283,8 +283,11 @@ DEVICE_ROLES = {
     "agent": "audio: the source of the microphone channel",
     "customer": "audio: the source of the customer-signal channel",
     "agent+customer": "audio: one source carrying both channels",
-    "": "not given: a journal written before roles, or an audio source carrying no channel",
+    "": "not given: an audio source carrying no channel",
+    "?": "unknown: decoded from a journal written before roles existed (the engine then applies "
+         "that software's rule: an xi2 device named XTEST is the X server's own)",
 }
+ROLE_BEFORE_ROLES = "?"
 
 
 INTEGRITY_KINDS = {
@@ -321,6 +324,7 @@ COLUMNS: dict[str, list[tuple[str, str]]] = {name: _columns_of(cls) for name, cl
 DEFAULTS: dict[str, dict[str, Any]] = {
     name: {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
     for name, cls in STREAMS.items()}
+DEFAULTS["device"]["role"] = ROLE_BEFORE_ROLES   # not "": replays of older journals stay exact
 # one tuple of an event's field values (every stream has t_ns and more, so always a tuple)
 _ROW_OF = {name: operator.attrgetter(*(col for col, _ in cols)) for name, cols in COLUMNS.items()}
 assert all(len(cols) >= 2 for cols in COLUMNS.values())

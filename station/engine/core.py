@@ -29,6 +29,7 @@ import dataclasses
 import numpy as np
 
 from station import intervals as iv
+from station.events import ROLE_BEFORE_ROLES
 from station.engine.contacts import Clusterer, MarkerBook
 from station.engine.figures import CAT_CODES, CAT_NAMES, LIVE_FIGURES, NS_PER_MS, WindowData, share, window_figures
 from station.engine.tracks import Points, SpanTrack
@@ -345,13 +346,15 @@ class Engine:
           sends is counted as injected). The X server's own XTEST devices (role "xtest", as the
           capture found the server marks them; never by name) exist in every X session: they are
           listed (card, report) but not alerted on appearing; input through them is alerted as
-          ``injected_input``. A journal written before roles has none: its XTEST devices alert;
+          ``injected_input``. A journal written before roles decodes with role "?": there the rule of
+          the software that wrote it applies (an xi2 device named XTEST), so its replay is exact;
         - audio: a source changed (the recorded stream moved to another source, the default source
           switched), went away (headset unplugged) or gives no evidence (``device_changed``);
           nothing for a source present with evidence.
         Alerted device events are kept in ``device_changes`` (the first MAX_DEVICE_CHANGES)."""
         if ev.kind == "input":
-            if ev.role == "xtest":
+            if ev.role == "xtest" or (ev.role == ROLE_BEFORE_ROLES and "XTEST" in ev.name
+                                      and ev.device.startswith("xi2:")):
                 return []
             if ev.state not in ("present", "changed") or ev.evidence:
                 return []
