@@ -527,3 +527,13 @@ def test_real_speech_in_steady_noise_at_10db_snr(pulse, cfg):
                          turns=["librivox_0880", "librivox_0890", "librivox_0930"])
     r = _corpus_capture(pulse, cfg, scene, [("steady 10 dB", None)])["steady 10 dB"]
     assert r["f1"] >= 0.88 and abs(r["talk_err_pct"]) <= 10, r
+
+
+def test_real_speech_in_a_quiet_room_meets_the_issue_bound(pulse, cfg):
+    """Issue 19 end to end: the candidate's real speech (the five LibriVox sentences at -26 dBFS,
+    1.5 s pauses) in a quiet room, through PulseAudio and the agent's audio source, no headset
+    profile: frame F1 >= 0.90 and talk-spurt edges within 60 ms (p95) of the truth's."""
+    from tests import corpus
+    scene = corpus.scene(level_dbfs=-26.0, dead_after=-1)
+    r = _corpus_capture(pulse, cfg, scene, [("quiet", None)])["quiet"]
+    assert r["f1"] >= 0.9 and r["edge_p95_ms"] <= 60.0, r
