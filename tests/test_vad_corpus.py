@@ -100,16 +100,18 @@ def test_truth_spans_follow_the_forced_alignment():
     assert corpus.load("librivox_0870")[1][-1][1] >= words["librivox_0870"][-1][1] + 100, "the last word is in"
 
 
-def test_report_shows_the_seconds_rejected_as_another_voice(tmp_path):
-    """Assessors see what was not counted: the neighbour scene's frames, classified by the agent's
-    own FrameClassifier, journaled as speech frames; the engine counts those webrtcvad called
-    speech and the capture rejected as DISTANT (another voice) or NOISE, from the journaled flags,
-    the same on replay (the report's integrity check), and the report shows the seconds."""
+@pytest.mark.parametrize("kind", ["neighbour", "noise"])
+def test_report_shows_the_seconds_rejected_as_another_voice_or_noise(tmp_path, kind):
+    """Assessors see what was not counted: a scene's frames (a neighbour at -20 dB; steady noise
+    at 5 dB SNR), classified by the agent's own FrameClassifier, journaled as speech frames; the
+    engine counts those webrtcvad called speech and the capture rejected as DISTANT (another
+    voice) or NOISE, from the journaled flags, the same on replay (the report's integrity check),
+    and the report shows the seconds."""
     from station.events import SpeechFrame
     from station.recorder.report import build_report
     from station.rendering import render_html
     from tests.test_engine_batching import S, _journal, split
-    scene = corpus.scene(neighbour_db=-20.0)
+    scene = corpus.scene(neighbour_db=-20.0) if kind == "neighbour" else corpus.scene(noise="steady", snr_db=5.0)
     clf = classifier(anchor=-26.0)()
     x = scene.int16()
     n = len(x) // clf.frame_len
@@ -123,7 +125,10 @@ def test_report_shows_the_seconds_rejected_as_another_voice(tmp_path):
     vad = np.array([f.vad for f in frames])
     distant_ms = int(np.count_nonzero(vad & ((flags & int(FrameFlag.DISTANT)) != 0))) * clf.frame_ms
     noise_ms = int(np.count_nonzero(vad & ((flags & int(FrameFlag.NOISE)) != 0))) * clf.frame_ms
-    assert distant_ms >= 1000, "the neighbour was heard and rejected for a second or more"
+    if kind == "neighbour":
+        assert distant_ms >= 1000, "the neighbour was heard and rejected for a second or more"
+    else:
+        assert noise_ms >= 1000, "webrtcvad called the noise speech for a second or more, rejected"
     end_s = 1 + n * clf.frame_ms / 1000 + 2
     j = _journal(tmp_path, split(frames, [k * 0.4 for k in range(1, int(end_s / 0.4))], end_s=end_s))
     try:
@@ -131,10 +136,12 @@ def test_report_shows_the_seconds_rejected_as_another_voice(tmp_path):
     finally:
         j.close()
     assert rep["integrity"]["ok"], rep["integrity"]
+    print(kind, rep["voice_rejected"])
     assert rep["voice_rejected"] == {"other_voice_ms": distant_ms, "noise_ms": noise_ms}
     assert rep["session_totals"]["agent_voice_rejected_ms"] == {"other_voice": distant_ms, "noise": noise_ms}
     page = render_html(rep)
-    assert f"heard for {distant_ms / 1000:.1f} s" in page and "Voices not counted" in page
+    assert f"heard for {distant_ms / 1000:.1f} s" in page and f"speech, {noise_ms / 1000:.1f} s" in page
+    assert "Voices not counted" in page
 
 
 def test_steady_noise_at_10db_snr():
