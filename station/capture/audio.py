@@ -404,6 +404,7 @@ class AudioSource:
         self._gen = 0
         self._opened_ns = 0
         self._last_block_ns: dict[int, int] = {}
+        self._open_error = ""      # the last reason an open failed (logged once per reason)
         self._failed: str | None = None       # set from PortAudio's / the reader's / the watch's thread
         self._watch: Any = None               # audio_watch.SourceWatch while native streams are open
         self._dev_lock = threading.Lock()
@@ -481,11 +482,20 @@ class AudioSource:
         """Plan and open all streams; journal the sound-server sources' identity and follow them.
         Raises AudioDeviceError / OSError / PortAudioError / PulseRecordError."""
         server = sound_server_sources()
+        if self.reinit_portaudio:
+            # PortAudio enumerates its devices once, at initialisation: a device missing then
+            # (its sound server restarting, a headset replugged) stays missing, and indices may
+            # have moved. So re-enumerate, then resolve the names on the fresh list; a plan that
+            # fails on the stale list is tried again on the fresh one.
+            try:
+                uses_portaudio = any(p.backend == "portaudio" for p in plan_streams(self.cfg, server))
+            except AudioDeviceError:
+                uses_portaudio = True
+            if uses_portaudio:
+                sd = _sd()
+                sd._terminate()
+                sd._initialize()
         plans = plan_streams(self.cfg, server)
-        if any(p.backend == "portaudio" for p in plans) and self.reinit_portaudio:
-            sd = _sd()
-            sd._terminate()
-            sd._initialize()
         now = monotonic_ns()
         judged = {}
         for plan in plans:
@@ -653,10 +663,15 @@ class AudioSource:
                     try:
                         self._open()
                     except Exception as e:  # AudioDeviceError, PortAudioError, OSError, ValueError
+                        reason = self._reason(e)
                         if next_open == 0:  # at start: say it on stderr too, not only as a gap
                             log.warning("audio cannot start: %s (see `station devices`; retrying every "
-                                        "%d ms)", self._reason(e), self.retry_ns // 1_000_000)
-                        self._lose(self._reason(e))
+                                        "%d ms)", reason, self.retry_ns // 1_000_000)
+                        elif reason != self._open_error:   # each new reason once, not every retry
+                            log.warning("audio cannot reopen: %s (retrying every %d ms)", reason,
+                                        self.retry_ns // 1_000_000)
+                        self._open_error = reason
+                        self._lose(reason)
                         next_open = monotonic_ns() + self.retry_ns
                         continue
                 # one wake-up per block period handles every block that came meanwhile (both

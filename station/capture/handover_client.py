@@ -46,6 +46,7 @@ class CaptureClient:
         self.queue = queue
         self.station_id = station_id
         self.heartbeat_ns = heartbeat_ms * 1_000_000
+        self._last_batch_ns = 0         # when the last batch went into the outbox (ns)
         self.interval_s = interval_ms / 1000
         self.clock = clock
         self.sources_status = sources_status or (lambda: {})
@@ -118,8 +119,11 @@ class CaptureClient:
     def _enqueue_batch(self) -> None:
         now = self.clock()
         batch = self.queue.drain_batch(now, self.watermark_fn)   # events and the audio source's batches
-        if not batch.count():
+        if not batch.count() and now - self._last_batch_ns < self.heartbeat_ns:
             return
+        # an empty batch once per beat carries the watermark: with no audio (lost) and an idle
+        # candidate the recorder would otherwise declare the capture's watermark stalled
+        self._last_batch_ns = now
         self.outbox.append(frame(BATCH, encode_batch(batch)))
         while len(self.outbox) > self.max_batches:
             self.outbox.popleft()
