@@ -609,5 +609,7 @@ def test_station_run_with_a_neighbour_reports_talk_time_dead_air_and_the_rejecte
     print(r, rejected)
     assert abs(r["talk_err_pct"]) <= 10 and r["dead_air_kept"] and r["f1"] >= 0.9, r
     distant_ms = sum(f.dur_ns for f in frames if f.channel == Channel.AGENT and f.vad and f.flags & FrameFlag.DISTANT) // MS
-    assert rejected["other_voice_ms"] == distant_ms >= 1000, (rejected, distant_ms)
-    assert f"heard for {distant_ms / 1000:.1f} s" in render_html(rep)
+    # another voice: the DISTANT runs away from the candidate's own speech (not the soft edges of
+    # the candidate's words, which are DISTANT too)
+    assert 1000 <= rejected["other_voice_ms"] <= distant_ms, (rejected, distant_ms)
+    assert f"heard for {rejected['other_voice_ms'] / 1000:.1f} s" in render_html(rep)

@@ -31,9 +31,9 @@ import numpy as np
 from station import intervals as iv
 from station.events import ROLE_BEFORE_ROLES
 from station.engine.contacts import Clusterer, MarkerBook
+from station.engine.rejected import RejectedVoice
 from station.engine.figures import CAT_CODES, CAT_NAMES, LIVE_FIGURES, NS_PER_MS, WindowData, share, window_figures
 from station.engine.tracks import Points, SpanTrack
-from station.events import FrameFlag
 
 MOUSE_BIN_NS = 10 * NS_PER_MS
 FAR = 2 ** 62
@@ -138,7 +138,7 @@ class Engine:
         self.finished = False
         self.evidence_dirty = False
         self.injected = {"keys": 0, "mouse": 0}   # input not from an evidence device (counted, not in figures)
-        self.voice_rejected_ns = {"other_voice": 0, "noise": 0}   # agent frames webrtcvad called speech, not counted
+        self.rejected = RejectedVoice(sp.padding_ms * NS_PER_MS)   # agent speech frames not counted
         self.injected_first_ns: int | None = None
         self._injected_alerted = {"keys": 0, "mouse": 0}
         self._injected_alert_t: int | None = None
@@ -263,21 +263,15 @@ class Engine:
             track.add(elem, int(end[m].max()))
 
     def _count_rejected_voice(self, cols) -> None:
-        """Add to ``voice_rejected_ns`` the agent-channel frames (ns) that webrtcvad called speech
-        and the capture rejected as another person's voice (FrameFlag.DISTANT) or as noise above
-        the tracked noise floor (FrameFlag.NOISE), from the journaled flags (so a replay counts
-        the same). The two are exclusive: only frames that passed the noise check are checked
-        for the wearer's level."""
+        """Feed the agent channel's frames to ``rejected`` (see station/engine/rejected.py), from
+        the journaled flags, so a replay counts the same."""
         flags = cols.get("flags")
         if flags is None:
             return
-        flags = np.asarray(flags, dtype=np.int64)
-        rejected = (np.asarray(cols["channel"]) == 0) & np.asarray(cols["vad"], dtype=bool) & ~np.asarray(cols["speech"], dtype=bool)
-        if not rejected.any():
-            return
-        dur = np.asarray(cols["dur_ns"], dtype=np.int64)
-        for name, bit in (("other_voice", FrameFlag.DISTANT), ("noise", FrameFlag.NOISE)):
-            self.voice_rejected_ns[name] += int(dur[rejected & ((flags & int(bit)) != 0)].sum())
+        a = np.asarray(cols["channel"]) == 0
+        if a.any():
+            self.rejected.add(cols["t_ns"][a], cols["dur_ns"][a], np.asarray(cols["vad"])[a],
+                              np.asarray(cols["speech"])[a], np.asarray(flags)[a])
 
     def _add_keys(self, cols) -> None:
         t, down = cols["t_ns"], cols["down"]
@@ -685,8 +679,8 @@ class Engine:
                "keys_pressed": self.presses.n, "marks": len(self.marks),
                "injected_input": dict(self.injected), "integrity": dict(self.integrity),
                "simulated": self.simulated}
-        if any(self.voice_rejected_ns.values()):   # only then, like late_events: older summaries unchanged
-            out["agent_voice_rejected_ms"] = {k: v // NS_PER_MS for k, v in self.voice_rejected_ns.items()}
+        if any(self.rejected.totals.values()):   # only then, like late_events: older summaries unchanged
+            out["agent_voice_rejected_ms"] = {k: v // NS_PER_MS for k, v in self.rejected.totals.items()}
         if self.late:   # only then: a session without late events gives the summaries it always gave
             out["late_events"] = sum(self.late.values())
         no_evidence = sorted(d["name"] or d["device"] for (kind, _), d in self.devices.items()
