@@ -72,11 +72,14 @@ def _combine(a: np.ndarray, b: np.ndarray, op) -> np.ndarray:
 
 
 def union(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Parts in a or b: the two sets' rows merged (``normalize``), the same set as the
+    elementary-interval combination of ``intersect``/``difference`` (exact integers), at a
+    fraction of its cost for long sets (one stable sort of two sorted runs, no ``np.unique``)."""
     if len(a) == 0:
         return b.copy()
     if len(b) == 0:
         return a.copy()
-    return _combine(a, b, np.logical_or)
+    return normalize(np.concatenate((a, b)))
 
 
 def intersect(a: np.ndarray, b: np.ndarray) -> np.ndarray:

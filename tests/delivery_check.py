@@ -41,6 +41,11 @@ class CheckedQueue(EventQueue):
             self.log.extend(events)
             super().put_many(events)
 
+    def put_batch(self, batch) -> None:
+        with self.lock:
+            self.log.extend(batch.events())
+            super().put_batch(batch)
+
 
 class BoundSampler:
     """Samples ``source.delivered_until()`` into ``samples``: (events put before, bound, now).

@@ -1,7 +1,7 @@
 """The recorder's status file: what ``station status`` shows.
 
 The recorder writes ``<data_dir>/status.json`` atomically (temp file + rename, mode 0600) every
-time it publishes a health beat (once a second): the health message body (sources, session,
+other health beat (every 2 s, ``loop.STATUS_INTERVAL_NS``): the health message body (sources, session,
 journal last_seq/size/disk free, queue, counters, publisher) plus ``pid``, ``written_wall_ns``
 (wall clock, for display only) and ``written_mono_ns`` (monotonic ns: freshness test, same boot).
 It lives in the data directory (0700, owner of the recorder) so only that account and root read it.
