@@ -4,14 +4,21 @@
    CURVE, publishing ``--rate`` messages/s (default 10) for ``--duration`` s (default 60), hosted in
    ``--hosts`` station processes; one Console (CURVE, SQLite store) in this process follows all.
    Prints: messages expected / delivered / missing / needing replay, end-to-end latency p50/p99/max
-   (station publish -> console application, same machine so the same monotonic clock), console
-   CPU share (this process's CPU time / wall time, in % of one core).
+   (stamped with CLOCK_MONOTONIC in the station host just before ``publish()``, taken again on
+   the same clock when the application thread of this process gets the message, after the
+   store's commit), console CPU share (this process's CPU time / wall time, in % of one core:
+   the console's I/O and checkpoint threads, ZeroMQ's I/O thread and the application thread),
+   and what counts the work: the console's I/O wake-ups and commits per second, the process's
+   context switches per second and CPU per thread. A raw pyzmq CURVE SUB in a process of its
+   own, connected to the same stations, is measured over the same seconds (latency at receipt,
+   it stores nothing) and printed beside it; with several runs, the range over them.
+   ``--cycle-ms 0 2`` repeats every run once per console pacing (``Console.cycle_ns``), in turn.
 2. Gap fill: a journal holding 1 hour of messages (``--gap-rate`` msg/s, default 10, ~300-byte
    bodies) served by one station process to a console that starts empty. Prints the seconds until
    the console has stored and delivered all of them.
 
     .venv/bin/python benchmarks/streaming_bench.py [--stations 100] [--seconds 60] [--runs 1]
-        [--skip-fanin] [--skip-gapfill]
+        [--cycle-ms MS ...] [--skip-fanin] [--skip-gapfill]
 
    ``--seconds 10 --skip-gapfill`` is a quick run (about 25 s). Each fan-in run prints the load
    average (1 min) before and after: the machine is shared, so compare console and raw within
