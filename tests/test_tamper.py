@@ -121,6 +121,9 @@ def test_candidate_cannot_touch_the_journal_and_capture_stops_are_alerted(tmp_pa
                                  + (tmp_path / "rec.log").read_text()[-1500:])
 
         pump(lambda: sum(1 for _, m in seen if m.kind == "summary") >= 4, 60, "summaries at the console")
+        # the capture's interpreter may take seconds to start on a busy machine: only a link that
+        # is up can be lost (before its first HELLO the console has "capture not connected")
+        pump(lambda: alert("source_back", 0), 60, "the capture's link to the recorder")
         # 1. the candidate's processes cannot read or change what the recorder keeps
         journals = wait_for(lambda: [str(i.path) for i in list_sessions(data)], 20, "the session's journal")
         r = subprocess.run(as_user(CANDIDATE, "-c", PROBE, str(data), *journals), capture_output=True, text=True, timeout=60)
