@@ -189,7 +189,9 @@ class Console:
 
     Construct, ``start()``, then ``poll()`` / ``apoll()`` for messages; ``stop()`` at the end.
     ``specs`` overrides the configured station list (tests, benchmarks); ``deliver=False`` keeps
-    no application queue (store only).
+    no application queue (store only). ``cycle_ns`` (set before ``start()``): pacing under load,
+    ns, 0 = store and deliver at every wake-up (see ``CYCLE_NS``). ``stats()`` counts, among
+    others, the I/O thread's ``wakeups`` and store ``commits``.
     """
 
     def __init__(self, cfg, *, specs: list[StationSpec] | None = None,
