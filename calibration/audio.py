@@ -57,7 +57,16 @@ def _server_names() -> tuple[set[str], set[str]]:
 @contextlib.contextmanager
 def _routed(source: str | None = None, sink: str | None = None):
     """While opening a stream on the ALSA ``pulse`` PCM: route it to a sound-server source / sink by
-    name (libpulse reads ``PULSE_SOURCE`` / ``PULSE_SINK`` when the plugin connects)."""
+    name (libpulse reads ``PULSE_SOURCE`` / ``PULSE_SINK`` when the plugin connects); both are
+    restored (or unset) on exit.
+
+    Why the process environment: ALSA's PCM takes the name as an argument (``pulse:DEVICE=<name>``),
+    but PortAudio opens such a string only through ``paUseHostApiSpecificDeviceSpecification``,
+    which sounddevice does not expose; it opens enumerated devices only. The capture's native path
+    (``station.capture.pulse_record``) passes the name to libpulse directly and needs no variable.
+    The change is process-wide for the time a stream opens: calibration opens its streams from one
+    thread, and a stream already running (its PortAudio callback thread) has connected and reads
+    neither variable again."""
     saved = {k: os.environ.get(k) for k in ("PULSE_SOURCE", "PULSE_SINK")}
     try:
         if source:

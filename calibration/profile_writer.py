@@ -20,7 +20,7 @@ from pathlib import Path
 import tomli_w
 
 from station.errors import UserError
-from station.headset import HeadsetProfile, read_profile
+from station.headset import HeadsetProfile, SourceIdentity, read_profile
 
 HEADER = ("# Headset profile written by `station calibrate`; read by the agent (station/headset.py).\n"
           "# Units: dBFS, dB, ms; created is UTC. Re-run the calibration rather than editing it.\n")
@@ -35,8 +35,8 @@ def profile_dict(profile: HeadsetProfile) -> dict:
             continue
         if isinstance(v, float):
             v = round(v, 2)
-        elif dataclasses.is_dataclass(v):   # a SourceIdentity: a [profile.<name>] table
-            v = dataclasses.asdict(v)
+        elif isinstance(v, SourceIdentity):   # a [profile.<name>] table
+            v = v.table()
         body[f.name] = v
     return {"profile": body}
 

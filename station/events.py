@@ -253,7 +253,9 @@ class DeviceEvent:
     ("" = unknown; vendor/product as 4 hex digits). virtual: no hardware behind it (uinput,
     /sys/devices/virtual, XTEST, a null sink's monitor). evidence: False = input or audio from it is
     counted and shown but never counts toward any figure (not on the allow-list, not the calibrated
-    headset). detail: an operator-readable reason for ``evidence``."""
+    headset). detail: an operator-readable reason for ``evidence``.
+    role: what the device is to the capture, one of ``DEVICE_ROLES`` (set by the capture, which
+    knows; "?" when decoded from a journal written before the field existed)."""
 
     STREAM: ClassVar[str] = "device"
     t_ns: int
@@ -269,9 +271,23 @@ class DeviceEvent:
     virtual: bool = False
     evidence: bool = True
     detail: str = ""
+    role: str = ""
 
 
 DEVICE_STATES = ("present", "removed", "changed")
+DEVICE_ROLES = {
+    "xtest": "input: the X server's own XTEST device (every X session has one pair per master; "
+             "what it sends is injected unless input.allow names it)",
+    "keyboard": "input: a device that can send keys (a combo with a pointer included)",
+    "pointer": "input: a pointer (mouse, touchpad, tablet) that is not a keyboard",
+    "agent": "audio: the source of the microphone channel",
+    "customer": "audio: the source of the customer-signal channel",
+    "agent+customer": "audio: one source carrying both channels",
+    "": "not given: an audio source carrying no channel",
+    "?": "unknown: decoded from a journal written before roles existed (the engine then applies "
+         "that software's rule: an xi2 device named XTEST is the X server's own)",
+}
+ROLE_BEFORE_ROLES = "?"
 
 
 INTEGRITY_KINDS = {
@@ -308,6 +324,7 @@ COLUMNS: dict[str, list[tuple[str, str]]] = {name: _columns_of(cls) for name, cl
 DEFAULTS: dict[str, dict[str, Any]] = {
     name: {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
     for name, cls in STREAMS.items()}
+DEFAULTS["device"]["role"] = ROLE_BEFORE_ROLES   # not "": replays of older journals stay exact
 # one tuple of an event's field values (every stream has t_ns and more, so always a tuple)
 _ROW_OF = {name: operator.attrgetter(*(col for col, _ in cols)) for name, cols in COLUMNS.items()}
 assert all(len(cols) >= 2 for cols in COLUMNS.values())

@@ -16,23 +16,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from station.config import Config, ConfigError
+from station.hardware import FIELDS as HARDWARE_FIELDS, Hardware
 
 
 @dataclass(frozen=True)
 class SourceIdentity:
     """The sound-server source calibration measured, as the server named it ("" = not reported):
-    name (source name, e.g. ``alsa_input.usb-Jabra_...``), bus (``device.bus``), vendor / product
-    (``device.vendor.id`` / ``device.product.id``, hex), serial (``device.serial``), monitor (a
-    sink's monitor, i.e. the customer signal, rather than a capture device). Written by calibration
-    as ``[profile.agent_source]`` / ``[profile.customer_source]``; the capture gives no evidence
-    from a source that does not match it (``station.capture.audio_identity``)."""
+    name (source name, e.g. ``alsa_input.usb-Jabra_...``), hardware (``device.bus``,
+    ``device.vendor.id`` / ``device.product.id`` hex, ``device.serial``), monitor (a sink's monitor,
+    i.e. the customer signal, rather than a capture device). Written by calibration as the flat
+    table ``[profile.agent_source]`` / ``[profile.customer_source]`` (``table``: name, bus, vendor,
+    product, serial, monitor); the capture gives no evidence from a source that does not match it
+    (``station.capture.audio_identity``)."""
 
     name: str = ""
-    bus: str = ""
-    vendor: str = ""
-    product: str = ""
-    serial: str = ""
+    hardware: Hardware = Hardware()
     monitor: bool = False
+
+    def table(self) -> dict:
+        """The profile's flat table of this identity."""
+        return {"name": self.name, **dataclasses.asdict(self.hardware), "monitor": self.monitor}
 
 
 _IDENTITY_FIELDS = ("agent_source", "customer_source")
@@ -89,8 +92,8 @@ def _read_identity(path: Path, key: str, v) -> SourceIdentity:
     """A ``[profile.<key>]`` table as a SourceIdentity. Raises ConfigError naming the key."""
     if not isinstance(v, dict):
         raise ConfigError(f"{path}: profile.{key} must be a table")
-    known = {f.name: f for f in dataclasses.fields(SourceIdentity)}
-    unknown = set(v) - set(known)
+    known = {"name", "monitor", *HARDWARE_FIELDS}
+    unknown = set(v) - known
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) profile.{key}." + f", profile.{key}.".join(sorted(unknown)))
     for k, x in v.items():
@@ -98,7 +101,8 @@ def _read_identity(path: Path, key: str, v) -> SourceIdentity:
         if not isinstance(x, want):
             raise ConfigError(f"{path}: profile.{key}.{k} = {x!r}; allowed: "
                               + ("true or false" if want is bool else "a string"))
-    return SourceIdentity(**v)
+    hardware = Hardware(**{k: x for k, x in v.items() if k in HARDWARE_FIELDS})
+    return SourceIdentity(name=v.get("name", ""), hardware=hardware, monitor=v.get("monitor", False))
 
 
 def profile_dir(cfg: Config) -> Path:

@@ -234,6 +234,17 @@ def input_devices_html(dev: dict | None) -> str:
             "<th>Virtual</th><th>Evidence</th><th>Why</th><th>Last change (UTC)</th></tr>" + "".join(rows) + "</table>")
 
 
+def voice_rejected_text(rejected: dict) -> str:
+    """The report's line on the headset microphone's frames that the voice detector called speech
+    and the station did not count as the candidate's (``voice_rejected``: other_voice_ms, noise_ms)."""
+    other, noise = int(rejected.get("other_voice_ms", 0)), int(rejected.get("noise_ms", 0))
+    if not other and not noise:
+        return "none: every frame the voice detector called speech counted as the candidate's"
+    return (f"another voice, far below the candidate's own level (e.g. a neighbour), heard for "
+            f"{other / 1000:.1f} s; noise above the room's noise floor that the voice detector took for "
+            f"speech, {noise / 1000:.1f} s. Neither counts as the candidate's talk time.")
+
+
 def render_html(rep: dict) -> str:
     s = rep["session"]
     e = rep["exam"]
@@ -256,6 +267,7 @@ td,th{{border:1px solid #bbb;padding:3px 6px;font-size:12px;vertical-align:top}}
 <tr><th>Time (UTC)</th><td>{esc(s['wall_start'])} – {esc(s['wall_end'])} ({s['duration_ms'] // 60000} min)</td></tr>
 <tr><th>Software</th><td>station {esc(rep['software_version'])} (session recorded with {esc(s['session_software_version'])}), config {esc(s['config_hash'][:12])}</td></tr>
 <tr><th>Headset calibration</th><td>{_fmt(rep['headset'])}</td></tr>
+<tr><th>Voices not counted</th><td>{esc(voice_rejected_text(rep.get('voice_rejected') or {}))}</td></tr>
 <tr><th>Integrity</th><td class="{'ok' if integ['ok'] else 'bad'}">{'journal intact, replay reproduces the published figures' if integ['ok'] else esc('; '.join(integ['journal_problems'] + integ.get('anchor_problems', []) + integ['replay_mismatches'])[:2000])}</td></tr>
 <tr><th>Anchor (consoles)</th><td class="{'na' if integ.get('anchor') is None else 'ok' if not integ.get('anchor_problems') else 'bad'}">{esc(anchor_text(integ.get('anchor'), integ.get('anchor_problems') or []))}</td></tr>
 <tr><th>Agreement</th><td>{esc(agreement_text(rep.get('agreement') or {}))}</td></tr>

@@ -20,6 +20,10 @@ sysfs trees (``make_sysfs``) follow the layout of real machines: ``class/input/e
 symlink into ``devices/.../inputM/eventN``; ``inputM`` holds ``name``, ``phys``, ``uniq``,
 ``id/{bustype,vendor,product,version}`` and ``capabilities/{ev,key,rel,abs}`` (hex longs, most
 significant first), as ``udevadm info -a`` shows them.
+
+udev events (``udev_records``, ``RecordedUdev``): transcripts in ``tests/udev_records/`` in the
+layout ``udevadm monitor --udev --property`` prints (where they come from: each file's header),
+fed to the backend's hot-plug code in place of udev's netlink socket.
 """
 
 from __future__ import annotations
@@ -156,3 +160,170 @@ def add_device(sys_root: Path, event: str, kind: str) -> Path:
 
 def remove_device(sys_root: Path, event: str) -> None:
     (sys_root / "class" / "input" / event).unlink()
+
+
+# -- recorded udev events --------------------------------------------------------------------------
+
+UDEV_RECORDS = Path(__file__).parent / "udev_records"
+
+
+def udev_records(path: str | Path) -> list[list[dict[str, str]]]:
+    """The events of a ``udevadm monitor --udev --property`` transcript (``tests/udev_records/``),
+    as property dicts, in groups separated by a ``--`` line (e.g. [plug events, unplug events]).
+    Comment lines (#), the monitor's banner and the "UDEV  [...]" headers are skipped."""
+    groups: list[list[dict[str, str]]] = [[]]
+    current: dict[str, str] | None = None
+    for line in Path(path).read_text().splitlines():
+        if line.strip() == "--":
+            groups.append([])
+            current = None
+        elif line.startswith("UDEV  ["):   # "UDEV  [uptime] action devpath (subsystem)"
+            current = {}
+            groups[-1].append(current)
+        elif current is not None and "=" in line and not line.startswith("#"):
+            k, v = line.split("=", 1)
+            current[k] = v
+        elif not line.strip():
+            current = None
+    return groups
+
+
+class RecordedUdev:
+    """Recorded udev events fed to the evdev backend in place of ``_hotplug.UdevMonitor``: the
+    same ``fileno()`` (a pipe's read end, readable while events wait), ``receive()`` (the
+    waiting events as ``_hotplug.from_properties`` makes them from udev's properties) and ``how``.
+    ``send(events)`` hands a list of property dicts over, as udevd would multicast them."""
+
+    how = "recorded udev events (tests/udev_records)"
+
+    def __init__(self) -> None:
+        import threading
+        self._r, self._w = os.pipe()
+        os.set_blocking(self._r, False)
+        self._lock = threading.Lock()
+        self._waiting: list[dict[str, str]] = []
+        self.received = 0
+
+    def send(self, events: list[dict[str, str]]) -> None:
+        with self._lock:
+            self._waiting.extend(events)
+        os.write(self._w, b"!")
+
+    def fileno(self) -> int:
+        return self._r
+
+    def receive(self) -> list:
+        from station.capture.input._hotplug import from_properties
+        try:
+            os.read(self._r, 4096)
+        except BlockingIOError:
+            pass
+        with self._lock:
+            events, self._waiting = self._waiting, []
+        self.received += len(events)
+        return [from_properties(p) for p in events]
+
+    def close(self) -> None:
+        os.close(self._r)
+        os.close(self._w)
+
+
+def _murmur2(data: bytes, seed: int = 0) -> int:
+    """MurmurHash2 (32 bit), the hash libudev's socket filter compares (systemd's
+    ``string_hash32``)."""
+    m = 0x5BD1E995
+    h = (seed ^ len(data)) & 0xFFFFFFFF
+    n = len(data) - len(data) % 4
+    for i in range(0, n, 4):
+        k = (int.from_bytes(data[i:i + 4], "little") * m) & 0xFFFFFFFF
+        k = ((k ^ (k >> 24)) * m) & 0xFFFFFFFF
+        h = ((h * m) & 0xFFFFFFFF) ^ k
+    rest = data[n:]
+    if len(rest) == 3:
+        h ^= rest[2] << 16
+    if len(rest) >= 2:
+        h ^= rest[1] << 8
+    if rest:
+        h = ((h ^ rest[0]) * m) & 0xFFFFFFFF
+    h = ((h ^ (h >> 13)) * m) & 0xFFFFFFFF
+    return h ^ (h >> 15)
+
+
+def udev_frame(props: dict[str, str]) -> bytes:
+    """One event as udevd multicasts it on netlink (systemd's ``monitor_netlink_header``,
+    sd-device/device-monitor.c): "libudev\\0", magic 0xfeedcafe and the subsystem / devtype
+    hashes in network order, header size, properties offset and length in host order, no tag
+    bloom; then the properties as NUL-terminated KEY=VALUE strings."""
+    import struct
+    body = b"".join(f"{k}={v}".encode() + b"\0" for k, v in props.items())
+    devtype = props.get("DEVTYPE", "")
+    return (b"libudev\0" + struct.pack(">I", 0xFEEDCAFE) + struct.pack("=III", 40, 40, len(body))
+            + struct.pack(">III", _murmur2(props.get("SUBSYSTEM", "").encode()),
+                          _murmur2(devtype.encode()) if devtype else 0, 0) + struct.pack(">I", 0) + body)
+
+
+def udev_netlink_child(root: str) -> None:
+    """Run in a private network namespace (``unshare --net``: netlink's uevent groups are per
+    namespace, so nothing outside sees these events): the evdev backend on an empty fixture
+    tree at ``root`` with udev's real monitor (``_hotplug.UdevMonitor``: libudev through
+    pyudev); once its first scan found nothing, the keyboard of the recorded transcript is made
+    (sysfs entry, FIFO node) and its plug multicast on udev's group as udevd would
+    (``udev_frame``), then it is taken away and the unplug sent. Prints one JSON line per
+    DeviceEvent, then the status."""
+    import dataclasses
+    import json
+    import socket
+    import time
+
+    from station.capture.focus import FocusState
+    from station.capture.input._evdev import EvdevInput
+    from station.capture.input._hotplug import UdevMonitor
+    from station.config import load
+    from station.eventqueue import EventQueue
+    from station.events import DeviceEvent
+
+    plug, unplug = udev_records(UDEV_RECORDS / "usb_keyboard.txt")
+    for d in ("dev-input", "sys"):
+        os.makedirs(f"{root}/{d}", exist_ok=True)
+    q = EventQueue()
+    src = EvdevInput(load(system=False), FocusState(), dev_dir=f"{root}/dev-input", sys_root=f"{root}/sys",
+                     twin_chars=False, hotplug=UdevMonitor())
+    sender = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 15)   # NETLINK_KOBJECT_UEVENT
+    sender.bind((0, 0))
+    got: list = []
+
+    def wait(pred, what: str) -> None:
+        deadline = time.monotonic() + 5
+        while not pred():
+            got.extend(e for e in q.drain_events() if isinstance(e, DeviceEvent))
+            if time.monotonic() > deadline:
+                raise SystemExit(f"timed out waiting for {what}: {got}")
+            time.sleep(0.005)
+
+    src.start(q)
+    try:
+        wait(lambda: src.status()["state"] == "lost", "the first scan (no device yet)")
+        add_device(Path(root) / "sys", "event22", "usb_injector")
+        os.mkfifo(f"{root}/dev-input/event22")
+        for props in plug:
+            sender.sendto(udev_frame(props), (0, 2))                   # udev's multicast group
+        wait(lambda: any(e.state == "present" for e in got), "the plug")
+        os.unlink(f"{root}/dev-input/event22")
+        remove_device(Path(root) / "sys", "event22")
+        for props in unplug:
+            sender.sendto(udev_frame(props), (0, 2))
+        wait(lambda: any(e.state == "removed" for e in got), "the unplug")
+        status = src.status()
+    finally:
+        src.stop()
+    for e in got:
+        print(json.dumps(dataclasses.asdict(e)))
+    print(json.dumps({"status": {k: status.get(k) for k in ("hotplug", "udev_events")}}))
+
+
+if __name__ == "__main__":   # python -m tests.evdev_fixtures udev-netlink ROOT (see udev_netlink_child)
+    import sys
+    if sys.argv[1:2] == ["udev-netlink"] and len(sys.argv) == 3:
+        udev_netlink_child(sys.argv[2])
+    else:
+        raise SystemExit("usage: python -m tests.evdev_fixtures udev-netlink ROOT")

@@ -48,6 +48,7 @@ import wave
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 SYSTEM_ALSA_CONF = "/usr/share/alsa/alsa.conf"
 
@@ -261,7 +262,7 @@ class PulseServer:
         self.modules: dict[str, int] = {}          # sink name -> module index
         self._keepalive: dict[str, subprocess.Popen] = {}
         self._players: list[Playback] = []
-        self._saved_env: dict[str, str | None] | None = None
+        self._env_patch: pytest.MonkeyPatch | None = None   # while activated
 
     # -- paths and environment ------------------------------------------------------------
 
@@ -355,21 +356,18 @@ class PulseServer:
     def activate(self) -> None:
         """Point this process at the server(s): set ``env`` in os.environ and re-initialise
         PortAudio (if sounddevice is imported) so that it lists the ``<sink>_monitor`` devices."""
-        if self._saved_env is None:
-            self._saved_env = {k: os.environ.get(k) for k in self.env}
-        os.environ.update(self.env)
+        if self._env_patch is None:
+            self._env_patch = pytest.MonkeyPatch()
+        for k, v in self.env.items():
+            self._env_patch.setenv(k, v)
         refresh_portaudio()
 
     def deactivate(self) -> None:
         """Undo ``activate`` (restore the environment, re-initialise PortAudio)."""
-        if self._saved_env is None:
+        if self._env_patch is None:
             return
-        for k, v in self._saved_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        self._saved_env = None
+        self._env_patch.undo()
+        self._env_patch = None
         refresh_portaudio()
 
     # -- pactl --------------------------------------------------------------------------------
@@ -574,3 +572,30 @@ def espeak(text: str, path: str | Path, *, rate: int = 16000, voice: str = "en",
     if got != rate:
         raise PulseError(f"sox wrote {got} Hz, expected {rate} Hz")
     return samples
+
+
+# -- the dialogue both audio capture tests play ----------------------------------------------------
+
+AGENT_LINES = ["Good morning, you are speaking with Anna from the service desk.",
+               "Could you give me your customer number, please?",
+               "Thank you. I can see your order here, it left our warehouse yesterday."]
+CUSTOMER_LINES = ["Hello, I am calling about my order.",
+                  "Yes, it is four five seven two one.",
+                  "Great, so when will it arrive?"]
+
+
+def monitor_config(agent_device: str, customer_device: str):
+    """The station's defaults (no system config) recording ``agent_device`` and ``customer_device``
+    (PortAudio names such as ``agent_monitor``, or sound-server names such as ``agent.monitor``)."""
+    from station import config
+    return config.load(system=False).replace(audio={"agent_device": agent_device,
+                                                   "customer_device": customer_device})
+
+
+@pytest.fixture(scope="module")
+def voices(tmp_path_factory):
+    """{"agent": [...], "customer": [...]}: the dialogue's lines spoken by espeak-ng at 165 words a
+    minute, int16 at 16 kHz (a test module imports this fixture by name)."""
+    d = tmp_path_factory.mktemp("voices")
+    return {who: [espeak(t, d / f"{who}{i}.wav", speed_wpm=165) for i, t in enumerate(lines)]
+            for who, lines in (("agent", AGENT_LINES), ("customer", CUSTOMER_LINES))}

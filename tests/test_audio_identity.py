@@ -2,18 +2,20 @@
 
 from station.capture.audio_identity import evidence, identity_of
 from station.capture.soundserver import SourceInfo
+from station.hardware import Hardware
 from station.headset import SourceIdentity
 
-JABRA = SourceInfo(3, "alsa_input.usb-Jabra_Evolve_20_A1B2-00.mono-fallback", "Jabra EVOLVE 20 Mono", bus="usb",
-                   vendor="0b0e", product="0300", serial="Jabra_Evolve_20_A1B2",
+JABRA = SourceInfo(3, "alsa_input.usb-Jabra_Evolve_20_A1B2-00.mono-fallback", "Jabra EVOLVE 20 Mono",
+                   hardware=Hardware(bus="usb", vendor="0b0e", product="0300", serial="Jabra_Evolve_20_A1B2"),
                    sysfs_path="/devices/pci0000:00/usb1/1-1/sound/card1", device_class="sound",
                    module="module-alsa-card")
 JABRA_MONITOR = SourceInfo(4, "alsa_output.usb-Jabra_Evolve_20_A1B2-00.analog-stereo.monitor", "Monitor of Jabra",
-                           monitor_of="alsa_output.usb-Jabra_Evolve_20_A1B2-00.analog-stereo", bus="usb",
-                           vendor="0b0e", product="0300", serial="Jabra_Evolve_20_A1B2", device_class="monitor",
+                           monitor_of="alsa_output.usb-Jabra_Evolve_20_A1B2-00.analog-stereo",
+                           hardware=Hardware(bus="usb", vendor="0b0e", product="0300", serial="Jabra_Evolve_20_A1B2"),
+                           device_class="monitor",
                            module="module-alsa-card")
-OTHER = SourceInfo(5, "alsa_input.usb-Logitech_H390-00.mono-fallback", "Logitech H390", bus="usb", vendor="046d",
-                   product="0a44", serial="", module="module-alsa-card")
+OTHER = SourceInfo(5, "alsa_input.usb-Logitech_H390-00.mono-fallback", "Logitech H390",
+                   hardware=Hardware(bus="usb", vendor="046d", product="0a44"), module="module-alsa-card")
 PLAYER = SourceInfo(6, "player.monitor", "Monitor of player", monitor_of="player", device_class="monitor",
                     module="module-null-sink", virtual=True, why_virtual="made by module-null-sink")
 

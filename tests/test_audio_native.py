@@ -19,9 +19,9 @@ import pytest
 
 from station import config
 from station.events import Batch, Channel
-from tests.pulse_harness import PulseServer, espeak
+from tests.pulse_harness import PulseServer, monitor_config, voices  # noqa: F401  (voices: a fixture)
 from tests.support import require, station_cmd, wait_for
-from tests.test_audio_capture import AGENT_LINES, CUSTOMER_LINES, run_dialog
+from tests.test_audio_capture import run_dialog
 
 pytestmark = [pytest.mark.real, pytest.mark.timeout(300)]
 MS = 1_000_000
@@ -30,32 +30,16 @@ MS = 1_000_000
 @pytest.fixture(scope="module")
 def pulse():
     require("pulseaudio", "pactl", "pacat", "parec", "espeak-ng", "sox")
-    with PulseServer() as pa:
-        saved = {k: os.environ.get(k) for k in ("PULSE_SERVER", "PULSE_CLIENTCONFIG", "ALSA_CONFIG_PATH")}
-        os.environ.pop("ALSA_CONFIG_PATH", None)     # no ALSA routing: the native path needs none
-        os.environ["PULSE_SERVER"] = pa.server()
-        os.environ["PULSE_CLIENTCONFIG"] = str(pa.client_conf)
-        try:
-            yield pa
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+    with PulseServer() as pa, pytest.MonkeyPatch.context() as mp:
+        mp.delenv("ALSA_CONFIG_PATH", raising=False)     # no ALSA routing: the native path needs none
+        mp.setenv("PULSE_SERVER", pa.server())
+        mp.setenv("PULSE_CLIENTCONFIG", str(pa.client_conf))
+        yield pa
 
 
 @pytest.fixture(scope="module")
 def cfg():
-    return config.load(system=False).replace(audio={"agent_device": "agent.monitor",
-                                                   "customer_device": "customer.monitor"})
-
-
-@pytest.fixture(scope="module")
-def voices(tmp_path_factory):
-    d = tmp_path_factory.mktemp("voices")
-    return {who: [espeak(t, d / f"{who}{i}.wav", speed_wpm=165) for i, t in enumerate(lines)]
-            for who, lines in (("agent", AGENT_LINES), ("customer", CUSTOMER_LINES))}
+    return monitor_config("agent.monitor", "customer.monitor")   # the sound server's own names
 
 
 def test_station_devices_lists_the_sound_servers_sources_by_name(pulse, tmp_path):

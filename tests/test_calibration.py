@@ -97,11 +97,12 @@ def test_profile_writer_round_trips_through_the_agents_reader(tmp_path):
 
 def test_profile_keeps_the_calibrated_sources_identity(tmp_path):
     from station.config import ConfigError
+    from station.hardware import Hardware
     from station.headset import SourceIdentity
-    mic = SourceIdentity(name="alsa_input.usb-Jabra_Evolve_20_A1B2-00.mono-fallback", bus="usb", vendor="0b0e",
-                         product="0300", serial="Jabra_Evolve_20_A1B2")
-    ear = SourceIdentity(name="alsa_output.usb-Jabra_Evolve_20_A1B2-00.analog-stereo.monitor", bus="usb",
-                         vendor="0b0e", product="0300", serial="Jabra_Evolve_20_A1B2", monitor=True)
+    jabra = Hardware(bus="usb", vendor="0b0e", product="0300", serial="Jabra_Evolve_20_A1B2")
+    mic = SourceIdentity(name="alsa_input.usb-Jabra_Evolve_20_A1B2-00.mono-fallback", hardware=jabra)
+    ear = SourceIdentity(name="alsa_output.usb-Jabra_Evolve_20_A1B2-00.analog-stereo.monitor", hardware=jabra,
+                         monitor=True)
     p = write_profile(profile(agent_source=mic, customer_source=ear), tmp_path / "hs1.toml")
     assert "[profile.agent_source]" in p.read_text()
     got = read_profile(p)

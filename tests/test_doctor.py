@@ -116,3 +116,6 @@ def test_doctor_says_which_input_backend_and_why(tmp_path):
             line = next(l for l in r.stdout.splitlines() if l.startswith("input backend"))
             assert "FAIL" in line and "evdev chosen, but" in line and why in line
             assert r.returncode == 1
+            # how it would follow hot-plug: this machine runs no udev, so by rescanning (a warning)
+            hot = next(l for l in r.stdout.splitlines() if l.startswith("input hot-plug"))
+            assert "rescan of the device directory every 0.5 s" in hot and "/run/udev/control" in hot, hot

@@ -50,7 +50,7 @@ def test_input_event_records_are_24_bytes_and_decode_to_their_own_timestamps():
 def test_sysfs_identity_and_virtual_classification(tmp_path, kind, bus, vendor, product, virtual, keyboard, pointer):
     fx.add_device(tmp_path, "event7", kind)
     ident = identity_from_sysfs("/dev/input/event7", tmp_path)
-    assert (ident.bus, ident.vendor, ident.product, ident.virtual, ident.keyboard, ident.pointer) == (
+    assert (ident.hardware.bus, ident.hardware.vendor, ident.hardware.product, ident.virtual, ident.keyboard, ident.pointer) == (
         bus, vendor, product, virtual, keyboard, pointer)
     assert ident.name == fx.DEVICES[kind][1] and ident.phys == fx.DEVICES[kind][2]
     assert ident.sys_path.startswith("/devices/") and ident.sys_path.endswith("/event7")
@@ -424,3 +424,110 @@ def test_the_evdev_source_with_a_display_puts_xtest_typing_out_as_injected(tmp_p
     assert [(e.t_ns, e.down, e.char) for e in q_keys] == [(t, True, ""), (t + 80 * MS, False, "")]   # no X twin: no char
     st = src.status()
     assert st["x_no_twin"] == 2 and "x_twins" not in st
+
+
+def test_recorded_udev_events_are_what_the_monitor_acts_on():
+    """The plug/unplug transcript of a USB keyboard: of its events (usb device and interface,
+    hid, the input22 parent, a LED, hidraw, bind) only "add" / "remove" of the event node
+    (event22) are the monitor's business."""
+    from station.capture.input._hotplug import from_properties
+    plug, unplug = fx.udev_records(fx.UDEV_RECORDS / "usb_keyboard.txt")
+    assert len(plug) == 9 and len(unplug) == 8
+    ours = [(u.action, u.event_node()) for u in map(from_properties, plug + unplug) if u.event_node()]
+    assert ours == [("add", "event22"), ("remove", "event22")]
+
+
+def test_hot_plug_follows_recorded_udev_events_and_wakes_on_nothing_else(tmp_path):
+    """The source with udev's events (recorded, fed through the monitor's own interface): the
+    device set at start, the keyboard announced on udev's "add" and closed on its "remove"; a node
+    that appears without a udev event is never opened (nothing rescans)."""
+    f, q, src = _source(tmp_path, PINNED)
+    udev = fx.RecordedUdev()
+    src = _evdev.EvdevInput(src.cfg, FocusState(), dev_dir=str(f.dev), sys_root=str(f.sys), hotplug=udev)
+    plug, unplug = fx.udev_records(fx.UDEV_RECORDS / "usb_keyboard.txt")
+    f.plug("event3", "usb_keyboard")
+    events: list = []
+
+    def of(cls, pred=lambda e: True):
+        events.extend(q.drain_events())
+        return [e for e in events if isinstance(e, cls) and pred(e)]
+
+    def devices(pred=lambda d: True):
+        return of(DeviceEvent, pred)
+
+    src.start(q)
+    try:
+        wait_for(lambda: devices(), 5, "the device set")
+        assert [d.device.rsplit("/", 1)[1] for d in devices()] == ["event3"]
+        assert src.status()["hotplug"] == fx.RecordedUdev.how
+        f.plug("event22", "usb_injector")      # the kernel made the node; udev then sends its events
+        f.plug("event23", "usb_mouse")         # a node no udev event tells of
+        udev.send(plug)
+        inj = wait_for(lambda: devices(lambda d: d.device.endswith("event22")), 3, "the keyboard added")[0]
+        assert inj.state == "present" and not inj.evidence and inj.role == "keyboard" and inj.name == "Apple Keyboard"
+        t1 = monotonic_ns() - 10 * MS
+        t1 -= t1 % 1000
+        f.write("event22", fx.tap(t1, E.KEY_A))
+        keys = wait_for(lambda: of(KeyEvent), 3, "its keys")
+        assert keys[0].t_ns == t1 and keys[0].injected
+        os.unlink(f.dev / "event22")          # unplugged: the node goes, udev tells (the FIFO's writer stays open)
+        fx.remove_device(f.sys, "event22")
+        udev.send(unplug)
+        gone = wait_for(lambda: devices(lambda d: d.device.endswith("event22") and d.state == "removed"), 3,
+                        "the keyboard removed")
+        assert gone[0].detail == "removed"
+        assert src.status()["udev_events"] == len(plug) + len(unplug) == udev.received
+    finally:
+        src.stop()
+        f.close()
+        udev.close()
+    assert not devices(lambda d: d.device.endswith("event23"))
+
+
+def test_without_udev_the_backend_rescans_and_says_why(tmp_path):
+    """No udevd (no /run/udev/control, as on this CI machine): no monitor, the reason; where the
+    control socket exists, udev's netlink monitor opens through pyudev and libudev."""
+    from station.capture.input import _hotplug
+    mon, why = _hotplug.open_monitor(str(tmp_path / "control"))
+    assert mon is None and str(tmp_path / "control") in why
+    ok, how = _hotplug.describe(str(tmp_path / "control"))
+    assert not ok and how.startswith(_hotplug.RESCAN_HOW)
+    (tmp_path / "control").touch()
+    mon, why = _hotplug.open_monitor(str(tmp_path / "control"))
+    assert why == "" and mon is not None, why
+    try:
+        assert mon.fileno() >= 0 and mon.receive() == []
+    finally:
+        mon.close()
+    f, q, src = _source(tmp_path, [])
+    src.start(q)
+    try:
+        wait_for(lambda: src.status()["hotplug"] != "not started", 3, "the hot-plug choice")
+        if not os.path.exists(_hotplug.UDEV_CONTROL):
+            assert src.status()["hotplug"].startswith(_hotplug.RESCAN_HOW)
+    finally:
+        src.stop()
+
+
+def test_udevs_own_netlink_framing_reaches_the_backend_through_libudev(tmp_path):
+    """The real monitor (pyudev, libudev, the kernel's netlink multicast and socket filter) in a
+    private network namespace, fed the recorded transcript framed as udevd sends it: only the
+    event node's add and remove become DeviceEvents (libudev's filter passes the input
+    subsystem's four events: input22 and event22, added and removed)."""
+    import json
+    import subprocess
+    import sys
+    from tests.support import IN_CI, REPO, require
+    require("unshare")
+    if os.geteuid() != 0:
+        (pytest.fail if IN_CI else pytest.skip)("a network namespace needs root")
+    r = subprocess.run(["unshare", "--net", sys.executable, "-m", "tests.evdev_fixtures", "udev-netlink",
+                        str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr + r.stdout
+    lines = [json.loads(x) for x in r.stdout.splitlines()]
+    devs, status = lines[:-1], lines[-1]["status"]
+    assert [(d["device"].rsplit("/", 1)[1], d["state"], d["detail"]) for d in devs] == [
+        ("event22", "present", "physical device (input.allow is empty: every physical device gives evidence)"),
+        ("event22", "removed", "removed")]
+    assert devs[0]["name"] == "Apple Keyboard" and devs[0]["vendor"] == "05ac" and devs[0]["role"] == "keyboard"
+    assert status == {"hotplug": "udev events over netlink (pyudev)", "udev_events": 4}

@@ -271,6 +271,10 @@ def test_xtest_off_the_allow_list_gives_no_evidence_and_an_alert(xs, cap_exam):
     assert devs["Virtual core XTEST pointer"].evidence is False
     assert all(d.evidence and not d.virtual for n, d in devs.items() if "XTEST" not in n)   # "Xvfb keyboard", ...
     assert all(d.device.startswith("xi2:") and d.state == "present" for d in devs.values())
+    # the role comes from the server's own mark ("XTEST Device" property), not from the name
+    assert {n: d.role for n, d in devs.items() if d.role == "xtest"} == {
+        "Virtual core XTEST keyboard": "xtest", "Virtual core XTEST pointer": "xtest"}
+    assert devs["Xvfb keyboard"].role == "keyboard" and devs["Xvfb mouse"].role == "pointer"
     keys = cap_exam.of(KeyEvent, since)
     assert len(keys) >= 10 and all(k.injected for k in keys)
     eng, alerts = _through_engine(cap_exam.collect())

@@ -47,15 +47,29 @@ def room(tmp_path_factory):
         a = WebConsole(root, "anna", procs, "Anna A.", secret_key_file=assessor_key(root, "anna"))
         b = WebConsole(root, "bert", procs, "Bert B.", secret_key_file=assessor_key(root, "bert"))
         cons = [a.start(), b.start()]
+        def demos_connected(c):
+            """True, or each demo card's (id, state, has a session) for the timeout's message."""
+            cards = c.get("/api/room")["stations"][:3]
+            ok = all(x["state"] == "connected" and x["session"] for x in cards)
+            return True if ok else _NotYet((x["id"], x["state"], bool(x["session"])) for x in cards)
+
         for c in cons:
-            wait_for(lambda: all(x["state"] == "connected" and x["session"] for x in c.get("/api/room")["stations"][:3]),
-                     30, f"{c.name}: three demo stations connected")
+            # three demo stations, two consoles and their interpreters start at once: on a busy
+            # 2-core machine that takes tens of seconds
+            wait_for(lambda: demos_connected(c), 90, f"{c.name}: three demo stations connected", interval=0.5)
         yield {"demos": demos, "bad": bad, "a": a, "b": b, "root": root}
     finally:
         for c in cons:
             c.stop()
         for s in procs:
             s.stop()
+
+
+class _NotYet(tuple):
+    """A falsy value that still shows what was seen (wait_for prints the last value)."""
+
+    def __bool__(self):
+        return False
 
 
 def card(console, sid):

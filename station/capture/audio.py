@@ -74,7 +74,6 @@ from typing import Any
 
 import numpy as np
 
-from station.capture.audio_identity import device_event
 from station.capture.base import HealthReporter
 from station.capture.keytimes import RecentKeyPresses
 from station.clock import monotonic_ns
@@ -493,7 +492,7 @@ class AudioSource:
             if plan.backend == "pulse":
                 ok, why = self._judge(plan.roles, plan.source)
                 if not ok:
-                    self._device(device_event(now, plan.source, "present", False, f"{plan.roles}: {why}"))
+                    self._device(plan.source.device_event(now, "present", plan.roles, False, f"{plan.roles}: {why}"))
                     raise AudioDeviceError(f"{plan.roles} audio gives no evidence: {why}")
                 judged[plan.name] = why
         self._gen += 1
@@ -535,7 +534,7 @@ class AudioSource:
                 self._tracks[ch].reset()
         native = [p for p in plans if p.backend == "pulse"]
         for p in native:
-            self._device(device_event(now, p.source, "present", True, f"{p.roles}: {judged[p.name]}"))
+            self._device(p.source.device_event(now, "present", p.roles, True, f"{p.roles}: {judged[p.name]}"))
         if native:
             from station.capture.audio_watch import SourceWatch, WatchedStream
             a = self.cfg.audio

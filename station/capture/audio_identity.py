@@ -14,23 +14,21 @@ Rule (``evidence``), per channel role ("agent" = microphone, "customer" = custom
   ``[station] mode = "exam"``: no evidence, lost, alerted. In practice mode a virtual source is
   journaled (``virtual`` = true) and recorded.
 
-``DeviceEvent`` for audio (``device_event``): kind "audio", device = the source name, name = its
-description, bus/vendor/product/serial from the server, phys = its sysfs path, virtual,
-evidence, and detail = "<role>: <what happened>" (role "agent", "customer" or "agent+customer"
-when both channels come from one source).
+``DeviceEvent`` for audio (``SourceInfo.device_event``): kind "audio", device = the source name,
+name = its description, the hardware from the server, phys = its sysfs path, virtual, evidence,
+and detail = "<role>: <what happened>" (role "agent", "customer" or "agent+customer" when both
+channels come from one source).
 """
 
 from __future__ import annotations
 
 from station.capture.soundserver import SourceInfo
-from station.events import DeviceEvent
 from station.headset import SourceIdentity
 
 
 def identity_of(info: SourceInfo) -> SourceIdentity:
     """The identity calibration stores for a source."""
-    return SourceIdentity(name=info.name, bus=info.bus, vendor=info.vendor, product=info.product,
-                          serial=info.serial, monitor=info.is_monitor)
+    return SourceIdentity(name=info.name, hardware=info.hardware, monitor=info.is_monitor)
 
 
 def mismatch(info: SourceInfo, expected: SourceIdentity) -> str:
@@ -38,12 +36,12 @@ def mismatch(info: SourceInfo, expected: SourceIdentity) -> str:
     if info.is_monitor != expected.monitor:
         what = "a monitor" if info.is_monitor else "a capture device"
         return f"{info.name!r} is {what}, the calibrated source was not"
-    if not expected.vendor and not expected.product:
+    if not expected.hardware.vendor and not expected.hardware.product:
         return "" if info.name == expected.name else f"{info.name!r} is not the calibrated {expected.name!r}"
-    for field in ("bus", "vendor", "product", "serial"):
-        want, got = getattr(expected, field), getattr(info, field)
-        if want and want != got:
-            return f"{info.name!r} has {field} {got or '(none)'!r}, the calibrated headset {want!r}"
+    field = info.hardware.differing_field(expected.hardware)
+    if field:
+        got, want = getattr(info.hardware, field), getattr(expected.hardware, field)
+        return f"{info.name!r} has {field} {got or '(none)'!r}, the calibrated headset {want!r}"
     return ""
 
 
@@ -57,10 +55,3 @@ def evidence(info: SourceInfo, expected: SourceIdentity | None, exam: bool) -> t
             return False, f"virtual source ({info.why_virtual}) in exam mode"
         return True, f"virtual source ({info.why_virtual}); practice mode"
     return True, "no calibrated identity in the headset profile"
-
-
-def device_event(t_ns: int, info: SourceInfo, state: str, ok: bool, detail: str) -> DeviceEvent:
-    """The DeviceEvent for ``info`` (see the module doc)."""
-    return DeviceEvent(t_ns, "audio", info.name, state, name=info.description, bus=info.bus,
-                       vendor=info.vendor, product=info.product, serial=info.serial, phys=info.sysfs_path,
-                       virtual=info.virtual, evidence=ok, detail=detail[:300])

@@ -11,7 +11,7 @@ the server says now with what the capture opened:
 - a stream ended: our source output is gone;
 - the server's default source changed.
 
-Each finding becomes ``DeviceEvent`` s (``station.capture.audio_identity``) and, for all but a
+Each finding becomes ``DeviceEvent`` s (``SourceInfo.device_event``) and, for all but a
 default change while every channel is configured by name, a failure reason: ``on_change(events,
 failure)`` is called in the watch thread; the audio source journals the events and treats the
 failure as a loss (reopening the configured source). After the first failure the watch reports
@@ -31,7 +31,6 @@ import time
 from dataclasses import dataclass
 
 from station.capture import soundserver
-from station.capture.audio_identity import device_event
 from station.clock import monotonic_ns
 from station.osthread import named
 
@@ -140,25 +139,26 @@ class SourceWatch:
             old = ws.source
             out = outputs.get(ws.stream_name)
             if old.name not in by_name:
-                events.append(device_event(now, old, "removed", False,
-                                           f"{ws.roles}: {old.name!r} was removed from the sound server"))
+                events.append(old.device_event(now, "removed", ws.roles, False,
+                                               f"{ws.roles}: {old.name!r} was removed from the sound server"))
                 failure = failure or f"{old.name!r} was removed from the sound server (headset unplugged?)"
             if out is None:
                 failure = failure or f"the sound server ended the recorded stream on {old.name!r}"
             elif out.source != old.index or (old.name in by_name and by_name[old.name].index != old.index):
                 new = by_index.get(out.source)
                 if new is not None and new.name != old.name:
-                    events.append(device_event(now, new, "changed", False,
-                                               f"{ws.roles}: the recorded stream was moved here from {old.name!r}; "
-                                               f"no evidence (not the configured source)"))
+                    events.append(new.device_event(now, "changed", ws.roles, False,
+                                                   f"{ws.roles}: the recorded stream was moved here from {old.name!r}; "
+                                                   f"no evidence (not the configured source)"))
                     failure = failure or f"the recorded stream was moved from {old.name!r} to {new.name!r}"
         if default != self.default_source:
             info = by_name.get(default)
             ours = [ws for ws in self.streams if ws.source.name == default]
             if info is not None:
-                ok, why = self.judge(ours[0].roles, info) if ours else (False, "not recorded by the station")
-                events.append(device_event(now, info, "changed", ok,
-                                           f"default source changed from {self.default_source!r} to {default!r}: {why}"))
+                roles = ours[0].roles if ours else ""
+                ok, why = self.judge(roles, info) if ours else (False, "not recorded by the station")
+                events.append(info.device_event(now, "changed", roles, ok,
+                                                f"default source changed from {self.default_source!r} to {default!r}: {why}"))
             if self.follow_default:
                 failure = failure or f"the default source changed from {self.default_source!r} to {default!r}"
             self.default_source = default

@@ -1,8 +1,8 @@
 """The sound server (PulseAudio, or PipeWire's pulse server) by its own names, through pulsectl.
 
 What it tells: the sources (microphones, and the monitor of every sink), the sinks, the server's
-default source and sink, and for each source the hardware behind it (``SourceInfo``: bus, vendor
-and product id, serial, sysfs path) and whether it is *virtual*. It never records audio (that is
+default source and sink, and for each source the hardware behind it (``SourceInfo``: a
+``station.hardware.Hardware`` of bus, vendor and product id, serial; its sysfs path) and whether it is *virtual*. It never records audio (that is
 ``station.capture.pulse_record``).
 
 Which server: the one libpulse reaches by its own rules: ``$PULSE_SERVER`` (the capture unit sets
@@ -27,6 +27,9 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from station.events import DeviceEvent
+from station.hardware import Hardware, device_event
+
 CLIENT_NAME = "station-capture"
 VIRTUAL_MODULES = frozenset({
     "module-null-sink", "module-null-source", "module-pipe-source", "module-pipe-sink",
@@ -48,8 +51,8 @@ class SourceInfo:
 
     name: the server's source name (what ``audio.agent_device`` takes), e.g.
     ``alsa_input.usb-Jabra_...`` or ``<sink>.monitor``. description: its human name.
-    monitor_of: the sink it monitors ("" = a capture device). bus, vendor, product, serial:
-    ``device.bus``, ``device.vendor.id``, ``device.product.id``, ``device.serial``. sysfs_path:
+    monitor_of: the sink it monitors ("" = a capture device). hardware: bus, vendor, product, serial
+    from ``device.bus``, ``device.vendor.id``, ``device.product.id``, ``device.serial``. sysfs_path:
     ``sysfs.path`` (below /sys). device_class: ``device.class`` ("sound", "monitor" ...).
     module: the name of the module that owns it. channels: its channel count. virtual / why_virtual: see the module doc."""
 
@@ -57,10 +60,7 @@ class SourceInfo:
     name: str
     description: str
     monitor_of: str = ""
-    bus: str = ""
-    vendor: str = ""
-    product: str = ""
-    serial: str = ""
+    hardware: Hardware = Hardware()
     sysfs_path: str = ""
     device_class: str = ""
     module: str = ""
@@ -73,7 +73,18 @@ class SourceInfo:
         return bool(self.monitor_of) or self.device_class == "monitor"
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "is_monitor": self.is_monitor}
+        """Flat (the hardware's fields beside the others), with is_monitor."""
+        d = asdict(self)
+        return {**{k: v for k, v in d.items() if k != "hardware"}, **d["hardware"], "is_monitor": self.is_monitor}
+
+    def device_event(self, t_ns: int, state: str, roles: str, evidence: bool, detail: str) -> DeviceEvent:
+        """This source's ``DeviceEvent``: kind "audio", device = the source name, name = its
+        description, phys = its sysfs path, role = the channels it carries (``roles``: "agent",
+        "customer", both joined by "+", or "" for none)."""
+        carried = roles.split("+")
+        role = "+".join(r for r in ("agent", "customer") if r in carried)
+        return device_event(t_ns, "audio", self.name, state, name=self.description, hardware=self.hardware,
+                            role=role, phys=self.sysfs_path, virtual=self.virtual, evidence=evidence, detail=detail)
 
 
 def _pulsectl():
@@ -129,10 +140,12 @@ def source_infos(pulse) -> list[SourceInfo]:
                 module = module or modules.get(sink.owner_module, "")
             why = _virtual(props, module, monitor_of)
             out.append(SourceInfo(index=s.index, name=s.name, description=s.description or "",
-                                  monitor_of=monitor_of, bus=props.get("device.bus", ""),
-                                  vendor=props.get("device.vendor.id", ""),
-                                  product=props.get("device.product.id", ""),
-                                  serial=props.get("device.serial", ""), sysfs_path=props.get("sysfs.path", ""),
+                                  monitor_of=monitor_of,
+                                  hardware=Hardware(bus=props.get("device.bus", ""),
+                                                    vendor=props.get("device.vendor.id", ""),
+                                                    product=props.get("device.product.id", ""),
+                                                    serial=props.get("device.serial", "")),
+                                  sysfs_path=props.get("sysfs.path", ""),
                                   device_class=props.get("device.class", ""), module=module,
                                   channels=int(getattr(s, "channel_count", 0) or 0),
                                   virtual=bool(why), why_virtual=why))

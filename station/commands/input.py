@@ -9,7 +9,6 @@ input device (the line says why); 2 bad configuration.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 
@@ -34,7 +33,7 @@ def run_devices(args) -> int:
         if ident is None or not (ident.keyboard or ident.pointer):
             continue
         evidence, why = policy.decide(ident)
-        rows.append({"node": node, **dataclasses.asdict(ident), "evidence": evidence, "why": why,
+        rows.append({"node": node, **ident.as_dict(), "evidence": evidence, "why": why,
                      "allow_entry": ident.allow_entry()})
     pin = [r["allow_entry"] for r in rows if not r["virtual"]]
     if args.json:

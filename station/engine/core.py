@@ -29,7 +29,9 @@ import dataclasses
 import numpy as np
 
 from station import intervals as iv
+from station.events import ROLE_BEFORE_ROLES
 from station.engine.contacts import Clusterer, MarkerBook
+from station.engine.rejected import RejectedVoice
 from station.engine.figures import CAT_CODES, CAT_NAMES, LIVE_FIGURES, NS_PER_MS, WindowData, share, window_figures
 from station.engine.tracks import Points, SpanTrack
 
@@ -136,6 +138,7 @@ class Engine:
         self.finished = False
         self.evidence_dirty = False
         self.injected = {"keys": 0, "mouse": 0}   # input not from an evidence device (counted, not in figures)
+        self.rejected = RejectedVoice(sp.padding_ms * NS_PER_MS)   # agent speech frames not counted
         self.injected_first_ns: int | None = None
         self._injected_alerted = {"keys": 0, "mouse": 0}
         self._injected_alert_t: int | None = None
@@ -248,6 +251,7 @@ class Engine:
     def _add_speech(self, cols) -> None:
         t, dur, ch, sp = cols["t_ns"], cols["dur_ns"], cols["channel"], cols["speech"]
         end = t + dur
+        self._count_rejected_voice(cols)
         for channel, track in ((0, self.agent), (1, self.customer)):
             m = ch == channel
             if not m.any():
@@ -257,6 +261,17 @@ class Engine:
             elem[:, 0] = t[v]
             elem[:, 1] = end[v]
             track.add(elem, int(end[m].max()))
+
+    def _count_rejected_voice(self, cols) -> None:
+        """Feed the agent channel's frames to ``rejected`` (see station/engine/rejected.py), from
+        the journaled flags, so a replay counts the same."""
+        flags = cols.get("flags")
+        if flags is None:
+            return
+        a = np.asarray(cols["channel"]) == 0
+        if a.any():
+            self.rejected.add(cols["t_ns"][a], cols["dur_ns"][a], np.asarray(cols["vad"])[a],
+                              np.asarray(cols["speech"])[a], np.asarray(flags)[a])
 
     def _add_keys(self, cols) -> None:
         t, down = cols["t_ns"], cols["down"]
@@ -342,15 +357,18 @@ class Engine:
         """("alert", t_ns, body) tuples for a device event, at once:
 
         - input: a device without evidence appeared or changed (``device_no_evidence``; what it
-          sends is counted as injected). The X server's own XTEST devices exist in every X
-          session: they are listed (card, report) but not alerted on appearing; input through
-          them is alerted as ``injected_input``;
+          sends is counted as injected). The X server's own XTEST devices (role "xtest", as the
+          capture found the server marks them; never by name) exist in every X session: they are
+          listed (card, report) but not alerted on appearing; input through them is alerted as
+          ``injected_input``. A journal written before roles decodes with role "?": there the rule of
+          the software that wrote it applies (an xi2 device named XTEST), so its replay is exact;
         - audio: a source changed (the recorded stream moved to another source, the default source
           switched), went away (headset unplugged) or gives no evidence (``device_changed``);
           nothing for a source present with evidence.
         Alerted device events are kept in ``device_changes`` (the first MAX_DEVICE_CHANGES)."""
         if ev.kind == "input":
-            if "XTEST" in ev.name and ev.device.startswith("xi2:"):
+            if ev.role == "xtest" or (ev.role == ROLE_BEFORE_ROLES and "XTEST" in ev.name
+                                      and ev.device.startswith("xi2:")):
                 return []
             if ev.state not in ("present", "changed") or ev.evidence:
                 return []
@@ -661,6 +679,8 @@ class Engine:
                "keys_pressed": self.presses.n, "marks": len(self.marks),
                "injected_input": dict(self.injected), "integrity": dict(self.integrity),
                "simulated": self.simulated}
+        if any(self.rejected.totals.values()):   # only then, like late_events: older summaries unchanged
+            out["agent_voice_rejected_ms"] = {k: v // NS_PER_MS for k, v in self.rejected.totals.items()}
         if self.late:   # only then: a session without late events gives the summaries it always gave
             out["late_events"] = sum(self.late.values())
         no_evidence = sorted(d["name"] or d["device"] for (kind, _), d in self.devices.items()

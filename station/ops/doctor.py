@@ -8,6 +8,9 @@ Checks (all required; each never raises, a failure is a ``Check`` with ``ok=Fals
 - ``input backend``: which keyboard/mouse backend the capture will use and why
   (``platform.input_backend``: evdev where ``/dev/input`` is readable by this account, else
   XInput 2 under X11; ``input.backend``, ``STATION_INPUT_BACKEND``); fails when it cannot see input;
+- ``input hot-plug`` (a warning only; with the evdev backend): udev's events over netlink
+  (``station.capture.input._hotplug``), or a rescan of ``/dev/input`` every 0.5 s where udev does
+  not run (the warning says why);
 - ``input allow-list`` (a warning only): ``input.allow`` pins the exam's devices, or is empty
   (every physical device gives evidence);
 - ``xinput2``: XInput >= 2.1 (the X11 keyboard/mouse backend when evdev is not readable; required
@@ -66,6 +69,16 @@ def _input_check(backend: platform.Backend, configured: str) -> Check:
     if backend.name != "x11":
         return Check("input backend", False, f"{chosen}: {why}; {backend.reason}")
     return Check("input backend", True, f"{chosen}: {why}")
+
+
+def _hotplug_check(backend: platform.Backend, configured: str) -> list[Check]:
+    """How the evdev backend follows hot-plug (udev's events, or a rescan where udev does not
+    run): a warning when it must rescan; nothing when another backend reads input."""
+    if _input_backend(backend, configured)[0] != "evdev":
+        return []
+    from station.capture.input._hotplug import describe
+    ok, how = describe()
+    return [Check("input hot-plug", ok, how, required=False)]
 
 
 def _allow_check(cfg) -> Check:
@@ -216,6 +229,7 @@ def run_checks(load_config: Callable[[], Any]) -> list[Check]:
     checks = _x11_checks(backend, configured)
     checks += _wayland_checks(backend, configured)
     checks.append(_input_check(backend, configured))
+    checks += _hotplug_check(backend, configured)
     if cfg is not None:
         checks.append(_allow_check(cfg))
     if cfg is not None:

@@ -78,6 +78,8 @@ def build_report(journal, exact: bool = True, anchor: dict | None = None) -> dic
         "data_gaps": gaps,
         "late_events": {"count": sum(eng.late.values()), "streams": dict(eng.late),
                         "first_wall": _iso(h.wall_ns(eng.late_first_ns)) if eng.late_first_ns is not None else None},
+        "voice_rejected": {"other_voice_ms": eng.rejected.totals["other_voice"] // 1_000_000,
+                           "noise_ms": eng.rejected.totals["noise"] // 1_000_000},
         "synthetic_input": {"keys": eng.injected["keys"], "mouse": eng.injected["mouse"],
                             "first_wall": _iso(h.wall_ns(eng.injected_first_ns)) if eng.injected_first_ns else None},
         "input_devices": _input_devices(journal, eng),

@@ -302,11 +302,28 @@ class _ServerState:
         return self.repeat_on and bool(self.per_key[keycode >> 3] & (1 << (keycode & 7)))
 
 
+XTEST_PROPERTY = "XTEST Device"   # the X server sets it on the XTEST devices it creates (dix/xtest.c)
+
+
+def _is_xtest(d: Any, deviceid: int, name: str) -> bool:
+    """Whether the server marks ``deviceid`` as its XTEST device (the ``XTEST Device`` property:
+    a device a program names "... XTEST keyboard" does not have it). A server that does not know
+    the property at all (older than XI2's XTEST devices): by the name it gives them."""
+    try:
+        atom = d.intern_atom(XTEST_PROPERTY, only_if_exists=True)
+        if not atom:
+            return "XTEST" in name
+        return atom in d.xinput_list_device_properties(deviceid).atoms
+    except Exception:
+        return "XTEST" in name
+
+
 def _slave_identity(d: Any, deviceid: int, name: str) -> Identity:
     """An X slave device's identity: from sysfs when the driver names its kernel node (Xorg's
     evdev/libinput drivers set the "Device Node" property), else by name (``xi2_identity``:
-    XTEST devices virtual). Never raises."""
-    if "XTEST" not in name:
+    XTEST devices, as the server marks them, virtual). Never raises."""
+    xtest = _is_xtest(d, deviceid, name)
+    if not xtest:
         try:
             atom = d.intern_atom("Device Node", only_if_exists=True)
             if atom:
@@ -320,7 +337,7 @@ def _slave_identity(d: Any, deviceid: int, name: str) -> Identity:
                         return ident
         except Exception:
             pass
-    return xi2_identity(name)
+    return xi2_identity(name, xtest)
 
 
 def _xkb_repeat(d: Any) -> tuple[int, int, bool, bytes]:
@@ -484,9 +501,7 @@ class Xi2Input(ThreadedSource):
 
 
 def _device_event(t_ns: int, dev: int, state: str, ident: Identity, evidence: bool, detail: str) -> DeviceEvent:
-    return DeviceEvent(t_ns, "input", f"xi2:{dev}", state, name=ident.name, bus=ident.bus, vendor=ident.vendor,
-                       product=ident.product, serial=ident.serial, phys=ident.phys, virtual=ident.virtual,
-                       evidence=evidence, detail=detail)
+    return ident.device_event(t_ns, f"xi2:{dev}", state, evidence, detail)
 
 
 class _Reader:

@@ -1,7 +1,8 @@
 """Input device identity and the allow-list that decides which devices give evidence.
 
-Identity (``Identity``): what the kernel says about an input device: name, bus, vendor, product,
-serial (``uniq``), phys, and whether it is *virtual* (no hardware behind it). Read from sysfs for
+Identity (``Identity``): what the kernel says about an input device: name, its hardware
+(``station.hardware.Hardware``: bus, vendor, product, serial = ``uniq``), phys, and whether it is
+*virtual* (no hardware behind it). Read from sysfs for
 an evdev node (``identity_from_sysfs``: ``<sys>/class/input/eventN/device/{name,phys,uniq,
 id/bustype,id/vendor,id/product}``, the same values as the EVIOCGNAME/EVIOCGPHYS/EVIOCGID ioctls),
 or given by the XInput 2 backend for an X slave device (``xi2_identity``).
@@ -31,10 +32,14 @@ not (tests put the XTEST devices there to drive input with xdotool: ``tests/supp
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
+
+from station.events import DeviceEvent
+from station.hardware import Hardware, device_event
 
 # linux/input.h BUS_* -> name (what DeviceEvent.bus and the allow-list's "bus" use)
 BUS_NAMES = {0x01: "pci", 0x02: "isapnp", 0x03: "usb", 0x04: "hil", 0x05: "bluetooth", 0x06: "virtual",
@@ -42,28 +47,50 @@ BUS_NAMES = {0x01: "pci", 0x02: "isapnp", 0x03: "usb", 0x04: "hil", 0x05: "bluet
              0x16: "amiga", 0x17: "adb", 0x18: "i2c", 0x19: "host", 0x1a: "gsc", 0x1b: "atari", 0x1c: "spi",
              0x1d: "rmi", 0x1e: "cec", 0x1f: "intel-ishtp", 0x20: "amd-sfh"}
 MATCH_KEYS = ("name", "bus", "vendor", "product", "phys")
+HARDWARE_KEYS = frozenset(f.name for f in dataclasses.fields(Hardware))
 
 
 @dataclass(frozen=True)
 class Identity:
-    """An input device's identity. vendor/product: 4 lowercase hex digits ("" = unknown).
-    sys_path: the resolved sysfs path ("" for X devices). keyboard/pointer: what it can send."""
+    """An input device's identity. hardware: bus, vendor/product (4 lowercase hex digits), serial
+    ("" = unknown). phys: where it is plugged in. sys_path: the resolved sysfs path ("" for X
+    devices). keyboard/pointer: what it can send. xtest: the X server's XTEST device (as the server
+    marks it: its "XTEST Device" property)."""
 
     name: str
-    bus: str = ""
-    vendor: str = ""
-    product: str = ""
-    serial: str = ""
+    hardware: Hardware = Hardware()
     phys: str = ""
     virtual: bool = False
     sys_path: str = ""
     keyboard: bool = False
     pointer: bool = False
+    xtest: bool = False
+
+    @property
+    def role(self) -> str:
+        """Its ``DeviceEvent.role``: "xtest", "keyboard" (can send keys) or "pointer"."""
+        return "xtest" if self.xtest else "keyboard" if self.keyboard else "pointer"
+
+    def value(self, key: str) -> str:
+        """A field by its allow-list / DeviceEvent name ("name", "bus", "vendor", "product",
+        "serial", "phys")."""
+        return getattr(self.hardware if key in HARDWARE_KEYS else self, key)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Flat: name, bus, vendor, product, serial, phys, virtual, sys_path, keyboard, pointer, xtest."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "hardware"}
+        return {"name": d.pop("name"), **dataclasses.asdict(self.hardware), **d}
+
+    def device_event(self, t_ns: int, device: str, state: str, evidence: bool, detail: str) -> DeviceEvent:
+        """This device's ``DeviceEvent`` (kind "input"; ``device``: the node or "xi2:ID")."""
+        return device_event(t_ns, "input", device, state, name=self.name, hardware=self.hardware,
+                            role=self.role, phys=self.phys, virtual=self.virtual, evidence=evidence, detail=detail)
 
     def allow_entry(self) -> str:
         """A ready-to-paste ``input.allow`` entry (TOML inline table) matching this device."""
-        if self.vendor or self.product:
-            parts = [f'vendor = "{self.vendor}"', f'product = "{self.product}"']
+        hw = self.hardware
+        if hw.vendor or hw.product:
+            parts = [f'vendor = "{hw.vendor}"', f'product = "{hw.product}"']
         else:
             parts = [f'name = {_toml_str(self.name)}']
         if self.phys:
@@ -127,18 +154,20 @@ def identity_from_sysfs(node: str, sys_root: str | Path = "/sys") -> Identity | 
     keyboard = bool(ev & (1 << 1)) and bool(key & (1 << 30))           # EV_KEY with KEY_A
     pointer = (bool(ev & (1 << 2)) and (rel_bits & 3) == 3) or (       # EV_REL REL_X+REL_Y
         bool(ev & (1 << 3)) and (abs_bits & 3) == 3 and bool(key & ((1 << 0x110) | (1 << 0x14a))))
-    return Identity(name=_read(dev / "name"), bus=bus, vendor=_read(dev / "id" / "vendor").lower(),
-                    product=_read(dev / "id" / "product").lower(), serial=_read(dev / "uniq"), phys=phys,
+    hardware = Hardware(bus=bus, vendor=_read(dev / "id" / "vendor").lower(),
+                        product=_read(dev / "id" / "product").lower(), serial=_read(dev / "uniq"))
+    return Identity(name=_read(dev / "name"), hardware=hardware, phys=phys,
                     virtual=is_virtual(rel, bus, phys), sys_path=rel, keyboard=keyboard, pointer=pointer)
 
 
-def xi2_identity(name: str) -> Identity:
-    """Identity of an X slave device known only by its name: XTEST devices are virtual; others
-    (an Xorg driver's device, named by the kernel: "Logitech USB Keyboard"; Xvfb's own "Xvfb
-    keyboard") are taken as physical, with nothing else known."""
-    xtest = "XTEST" in name
-    return Identity(name=name, bus="virtual" if xtest else "", virtual=xtest, phys="" if xtest else "x11",
-                    keyboard="keyboard" in name.lower(), pointer="keyboard" not in name.lower())
+def xi2_identity(name: str, xtest: bool) -> Identity:
+    """Identity of an X slave device known only by its name and whether the server marks it as
+    its XTEST device: XTEST devices are virtual; others (an Xorg driver's device, named by the
+    kernel: "Logitech USB Keyboard"; Xvfb's own "Xvfb keyboard") are taken as physical, with
+    nothing else known."""
+    return Identity(name=name, hardware=Hardware(bus="virtual" if xtest else ""), virtual=xtest,
+                    phys="" if xtest else "x11", keyboard="keyboard" in name.lower(),
+                    pointer="keyboard" not in name.lower(), xtest=xtest)
 
 
 class Policy:
@@ -155,7 +184,7 @@ class Policy:
     def matches(self, entry: dict[str, Any], ident: Identity) -> bool:
         for k in MATCH_KEYS:
             want = entry.get(k) or ""
-            if want and want.lower() != (getattr(ident, k) or "").lower():
+            if want and want.lower() != (ident.value(k) or "").lower():
                 return False
         v = entry.get("virtual")
         return v is None or bool(v) == ident.virtual
