@@ -4,14 +4,21 @@
    CURVE, publishing ``--rate`` messages/s (default 10) for ``--duration`` s (default 60), hosted in
    ``--hosts`` station processes; one Console (CURVE, SQLite store) in this process follows all.
    Prints: messages expected / delivered / missing / needing replay, end-to-end latency p50/p99/max
-   (station publish -> console application, same machine so the same monotonic clock), console
-   CPU share (this process's CPU time / wall time, in % of one core).
+   (stamped with CLOCK_MONOTONIC in the station host just before ``publish()``, taken again on
+   the same clock when the application thread of this process gets the message, after the
+   store's commit), console CPU share (this process's CPU time / wall time, in % of one core:
+   the console's I/O and checkpoint threads, ZeroMQ's I/O thread and the application thread),
+   and what counts the work: the console's I/O wake-ups and commits per second, the process's
+   context switches per second and CPU per thread. A raw pyzmq CURVE SUB in a process of its
+   own, connected to the same stations, is measured over the same seconds (latency at receipt,
+   it stores nothing) and printed beside it; with several runs, the range over them.
+   ``--cycle-ms 0 2`` repeats every run once per console pacing (``Console.cycle_ns``), in turn.
 2. Gap fill: a journal holding 1 hour of messages (``--gap-rate`` msg/s, default 10, ~300-byte
    bodies) served by one station process to a console that starts empty. Prints the seconds until
    the console has stored and delivered all of them.
 
     .venv/bin/python benchmarks/streaming_bench.py [--stations 100] [--seconds 60] [--runs 1]
-        [--skip-fanin] [--skip-gapfill]
+        [--cycle-ms MS ...] [--skip-fanin] [--skip-gapfill]
 
    ``--seconds 10 --skip-gapfill`` is a quick run (about 25 s). Each fan-in run prints the load
    average (1 min) before and after: the machine is shared, so compare console and raw within
@@ -154,7 +161,8 @@ def raw_main(a) -> int:
     r1, w1 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
     cpu = (r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) / (w1 - w0) * 100
     print(json.dumps({"messages": len(lat), "p50_ms": _pct(lat, 0.5), "p99_ms": _pct(lat, 0.99),
-                      "max_ms": max(lat) if lat else None, "cpu_pct_of_core": cpu}), flush=True)
+                      "max_ms": max(lat) if lat else None, "cpu_pct_of_core": cpu,
+                      "switches_per_s": (_switches(r1) - _switches(r0)) / (w1 - w0)}), flush=True)
     sub.close(0)
     ctx.term()
     return 0
@@ -174,20 +182,45 @@ def _spawn_host(root: Path, index: int, count: int, rate: float, gapfill: bool =
     raise RuntimeError("a station host failed to start (see its messages above)")
 
 
-def _console(root: Path, infos: list[dict], name: str) -> Console:
+def _console(root: Path, infos: list[dict], name: str, cycle_ms: float | None = None) -> Console:
     cfg = config.load(system=False).replace(
         station={"data_dir": str(root / name)},
         console={"secret_key_file": str(root / "keys" / "console.key_secret"),
                  "store": str(root / f"{name}.sqlite")})
     pk = keys.load_public(root / "keys" / "station.key")
     specs = [StationSpec(i["id"], i["pub"], i["req"], pk) for i in infos]
-    return Console(cfg, specs=specs)
+    con = Console(cfg, specs=specs)
+    if cycle_ms is not None:
+        con.cycle_ns = int(cycle_ms * 1e6)
+    return con
 
 
 def _setup_keys(root: Path) -> None:
     keys.generate(root / "keys", "station")
     keys.generate(root / "keys", "console")
     keys.authorize(root / "keys" / "console.key", root / "allow")
+
+
+def _thread_cpu_s() -> dict[str, float]:
+    """CPU seconds (user + system) per thread of this process, summed by thread name (the
+    console's threads are named: console-io, console-ckpt; ZeroMQ's are ZMQbg/...), from
+    /proc/self/task/*/stat. Threads that end meanwhile are missing (none do while measuring)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def _switches(r) -> int:
+    """Context switches (voluntary: the process waited; involuntary: preempted) in a getrusage."""
+    return r.ru_nvcsw + r.ru_nivcsw
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -197,10 +230,11 @@ def _pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
-def fanin(root: Path, stations: int, hosts: int, rate: float, duration: float) -> dict:
+def fanin(root: Path, stations: int, hosts: int, rate: float, duration: float,
+          cycle_ms: float | None = None) -> dict:
     procs: list[subprocess.Popen] = []
     try:
-        return _fanin(root, stations, hosts, rate, duration, procs)
+        return _fanin(root, stations, hosts, rate, duration, procs, cycle_ms)
     finally:
         for p in procs:   # on any error too: no station host or raw subscriber left behind
             if p.poll() is None:
@@ -208,7 +242,8 @@ def fanin(root: Path, stations: int, hosts: int, rate: float, duration: float) -
                 p.wait(10)
 
 
-def _fanin(root: Path, stations: int, hosts: int, rate: float, duration: float, procs: list) -> dict:
+def _fanin(root: Path, stations: int, hosts: int, rate: float, duration: float, procs: list,
+           cycle_ms: float | None) -> dict:
     per = [stations // hosts + (1 if k < stations % hosts else 0) for k in range(hosts)]
     infos = []
     for k, n in enumerate(per):
@@ -219,13 +254,14 @@ def _fanin(root: Path, stations: int, hosts: int, rate: float, duration: float, 
     raw = subprocess.Popen([sys.executable, __file__, "--raw", "--root", str(root), "--duration", str(duration)],
                            stdout=subprocess.PIPE, text=True)   # warms up and measures with the console
     procs.append(raw)
-    con = _console(root, infos, "console-fanin")
+    con = _console(root, infos, "console-fanin", cycle_ms)
     lat: list[float] = []
     delivered = 0
     con.start()
     warm = time.monotonic() + 3  # connect, first snapshot, clock probes
     while time.monotonic() < warm:
         con.poll(100)
+    st0, th0 = con.stats(), _thread_cpu_s()
     r0, w0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
     end = w0 + duration
     while time.monotonic() < end:
@@ -234,7 +270,13 @@ def _fanin(root: Path, stations: int, hosts: int, rate: float, duration: float, 
         delivered += len(batch)
         lat += [(now - m.t_ns) / 1e6 for m in batch]
     r1, w1 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
-    cpu = (r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) / (w1 - w0) * 100
+    st1, th1 = con.stats(), _thread_cpu_s()
+    span = w1 - w0
+    cpu = (r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) / span * 100
+    threads = {name: (th1[name] - th0.get(name, 0.0)) / span * 100 for name in th1}
+    work = {"wakeups_per_s": (st1.get("wakeups", 0) - st0.get("wakeups", 0)) / span,
+            "commits_per_s": (st1.get("commits", 0) - st0.get("commits", 0)) / span,
+            "switches_per_s": (_switches(r1) - _switches(r0)) / span}
     raw_out, _ = raw.communicate(timeout=60)
     try:
         raw_fig = json.loads(raw_out.strip().splitlines()[-1])
@@ -262,7 +304,8 @@ def _fanin(root: Path, stations: int, hosts: int, rate: float, duration: float, 
     return {"stations": stations, "rate": rate, "duration_s": duration, "expected": expected,
             "stored": stored, "missing": expected - stored, "needed_replay": replayed,
             "measured_msgs": len(lat), "p50_ms": _pct(lat, 0.5), "p99_ms": _pct(lat, 0.99),
-            "max_ms": max(lat) if lat else float("nan"), "console_cpu_pct_of_core": cpu, "raw": raw_fig}
+            "max_ms": max(lat) if lat else float("nan"), "console_cpu_pct_of_core": cpu, "raw": raw_fig,
+            "threads_pct": threads, **work}
 
 
 def gapfill(root: Path, rate: float) -> dict:
@@ -281,6 +324,21 @@ def gapfill(root: Path, rate: float) -> dict:
     p.send_signal(signal.SIGTERM)
     p.wait(30)
     return {"messages": n, "delivered": got, "seconds": took, "journal_prep_s": prep}
+
+
+def _print_spread(results: list[dict], label: str = "") -> None:
+    """The range (lowest-highest) of each figure over the runs, console beside raw."""
+    def rng(vals: list[float], fmt: str) -> str:
+        return f"{format(min(vals), fmt)}-{format(max(vals), fmt)}"
+    print(f"  over {len(results)} runs{label} (lowest-highest):")
+    for label, get in (("station console", lambda r: (r["p50_ms"], r["p99_ms"], r["max_ms"],
+                                                       r["console_cpu_pct_of_core"])),
+                       ("raw pyzmq SUB", lambda r: (r["raw"]["p50_ms"], r["raw"]["p99_ms"],
+                                                    r["raw"]["max_ms"], r["raw"]["cpu_pct_of_core"]))):
+        cols = list(zip(*(get(r) for r in results)))
+        print(f"    {label:<16} p50 {rng(cols[0], '.2f')} ms, p99 {rng(cols[1], '.2f')} ms, "
+              f"max {rng(cols[2], '.1f')} ms, CPU {rng(cols[3], '.1f')} % of a core")
+    print(f"    missing messages in all runs: {sum(r['missing'] for r in results)}", flush=True)
 
 
 def main() -> int:
@@ -308,6 +366,10 @@ def _main() -> int:
     ap.add_argument("--duration", "--seconds", dest="duration", type=float, default=60.0,
                     help="fan-in measuring time in s (default 60; e.g. --seconds 10 for a quick run)")
     ap.add_argument("--runs", type=int, default=1, help="fan-in runs, one table row pair each")
+    ap.add_argument("--cycle-ms", type=float, nargs="+", default=None, metavar="MS",
+                    help="the console's pacing under load (Console.cycle_ns, default its own); "
+                         "several values: each run is repeated with each, in turn, for a comparison "
+                         "under the same machine load")
     ap.add_argument("--gap-rate", type=float, default=10.0)
     ap.add_argument("--skip-fanin", action="store_true")
     ap.add_argument("--skip-gapfill", action="store_true")
@@ -328,12 +390,15 @@ def _main() -> int:
             print(f"  {'run':<4}{'subscriber':<26} {'messages':>9} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
                   f"{'CPU % of a core':>16}  load avg (1 min) before/after")
             print(f"  {'':<4}{'station console (goal)':<26} {'all':>9} {'':>7} {'<= 5':>7} {'':>7} {'<= 20':>16}")
-            for run in range(1, a.runs + 1):
+            results: dict[float | None, list[dict]] = {c: [] for c in (a.cycle_ms or [None])}
+            for run, cycle in ((run, c) for run in range(1, a.runs + 1) for c in results):
                 load0 = os.getloadavg()[0]
-                run_root = root / f"run{run}"
+                run_root = root / f"run{run}-{cycle}"
                 run_root.mkdir()
                 _setup_keys(run_root)
-                r = fanin(run_root, a.stations, a.hosts, a.rate, a.duration)
+                if cycle is not None:
+                    print(f"  (console cycle {cycle:g} ms)")
+                r = fanin(run_root, a.stations, a.hosts, a.rate, a.duration, cycle)
                 load1 = os.getloadavg()[0]
                 w = r["raw"]
                 print(f"  {run:<4}{'station console':<26} {r['measured_msgs']:>9} {r['p50_ms']:>7.2f} "
@@ -342,7 +407,19 @@ def _main() -> int:
                 print(f"  {'':<4}{'raw pyzmq SUB (no store)':<26} {w['messages']:>9} {w['p50_ms']:>7.2f} "
                       f"{w['p99_ms']:>7.2f} {w['max_ms']:>7.1f} {w['cpu_pct_of_core']:>16.1f}")
                 print(f"  {'':<4}messages journaled {r['expected']}, stored by the console {r['stored']}, "
-                      f"missing {r['missing']}, fetched by replay {r['needed_replay']}", flush=True)
+                      f"missing {r['missing']}, fetched by replay {r['needed_replay']}")
+                msgs_s = r["measured_msgs"] / r["duration_s"]
+                print(f"  {'':<4}console work: {r['wakeups_per_s']:.0f} I/O wake-ups/s, "
+                      f"{r['commits_per_s']:.0f} commits/s ({msgs_s / max(r['commits_per_s'], 1e-9):.1f} "
+                      f"messages each), {r['switches_per_s']:.0f} context switches/s "
+                      f"(raw SUB {w['switches_per_s']:.0f}/s); CPU by thread: "
+                      + ", ".join(f"{n} {v:.1f} %" for n, v in sorted(r["threads_pct"].items(),
+                                                                      key=lambda kv: -kv[1]) if v >= 0.05),
+                      flush=True)
+                results[cycle].append(r)
+            for cycle, rs in results.items():
+                if len(rs) > 1:
+                    _print_spread(rs, "" if cycle is None else f", console cycle {cycle:g} ms")
         if not a.skip_gapfill:
             g = gapfill(root, a.gap_rate)
             print(f"gap fill: 1 hour at {a.gap_rate:g} msg/s = {g['messages']} messages to an empty "

@@ -34,10 +34,12 @@ def _stored(path, session) -> set[int]:
         db.close()
 
 
-def test_every_delivered_message_is_already_committed(tmp_path):
+@pytest.mark.parametrize("cycle_ns", [0, 2_000_000], ids=["every-wake-up", "paced-2ms"])
+def test_every_delivered_message_is_already_committed(tmp_path, cycle_ns):
     rig = Rig(tmp_path)
     station, ready = rig.start_station(rate=100)
     con = Console(config.load([rig.console_cfg("console-b")], system=False))
+    con.cycle_ns = cycle_ns    # the default (store and deliver at every wake-up) and the paced loop
     con.start()
     seen = []
     try:

@@ -14,8 +14,8 @@ station's public key. It follows zguide's Clone pattern:
 
 Messages are delivered to the application exactly once and in sequence order per session (a
 message that arrives ahead of a gap waits until the gap is filled); each is committed to the
-store before it is delivered. The I/O thread waits in epoll on the sockets' ``ZMQ_FD``; under
-load it runs one receive-store-deliver cycle per ``CYCLE_NS`` (one transaction per cycle; see
+store before it is delivered. The I/O thread waits in epoll on the sockets' ``ZMQ_FD``; each
+wake-up reads what waits, stores it in one transaction and then delivers it (see
 ``_iteration``). Session progress (``next_seq``) is saved about once a second (``PROGRESS_NS``),
 at once when it jumps over a gap; a restarted console resumes past what it stored meanwhile. A sequence number the station no longer holds is recorded in the
 store's ``gaps`` table (and counted as ``lost``) instead of being waited for forever.
@@ -71,7 +71,10 @@ REAUTH_NS = 5_000 * NS_PER_MS        # after a refused handshake, reconnect this
 APP_QUEUE_MAX = 200_000              # undelivered messages kept for the application
 TICK_NS = 100 * NS_PER_MS            # timers and state snapshots run this often
 PROGRESS_NS = 1_000 * NS_PER_MS      # every session's progress is saved this often (some at once)
-CYCLE_NS = 2 * NS_PER_MS             # under load, one receive-store-deliver cycle this often
+# Pacing under load (Console.cycle_ns): 0 = store and deliver at every wake-up (lowest delay);
+# N > 0 = at most one receive-store-deliver cycle per N ns while messages keep coming (fewer
+# wake-ups and commits, so less CPU, for up to N ns more delay; figures in docs/protocol.md)
+CYCLE_NS = 0
 SWEEP_NS = 1_000 * NS_PER_MS         # every socket is looked at this often, signalled or not
 
 
@@ -186,7 +189,9 @@ class Console:
 
     Construct, ``start()``, then ``poll()`` / ``apoll()`` for messages; ``stop()`` at the end.
     ``specs`` overrides the configured station list (tests, benchmarks); ``deliver=False`` keeps
-    no application queue (store only).
+    no application queue (store only). ``cycle_ns`` (set before ``start()``): pacing under load,
+    ns, 0 = store and deliver at every wake-up (see ``CYCLE_NS``). ``stats()`` counts, among
+    others, the I/O thread's ``wakeups`` and store ``commits``.
     """
 
     def __init__(self, cfg, *, specs: list[StationSpec] | None = None,
@@ -197,6 +202,7 @@ class Console:
         self.specs = specs if specs is not None else station_specs(cfg)
         self.store_path = Path(store) if store else store_path(cfg)
         self.deliver = deliver
+        self.cycle_ns = CYCLE_NS
         self._monitors = 0              # monitor sockets made (each gets its own inproc address)
         self.proxy_key: bytes | None = None
         if c.proxy_endpoint:
@@ -484,7 +490,7 @@ class Console:
         self._poller_dirty = False
 
     def _check_later(self, sock: zmq.Socket | None) -> None:
-        """Look at this socket in the next cycle whatever its ZMQ_FD says: a send on it may
+        """Look at this socket in the next wake-up whatever its ZMQ_FD says: a send on it may
         have consumed the signal of a message that arrived meanwhile."""
         if sock is not None and not sock.closed:
             fd = sock.getsockopt(zmq.FD)
@@ -524,28 +530,29 @@ class Console:
             self.ctx.destroy(linger=0)
 
     def _iteration(self) -> None:
-        """One cycle: wait, drain every signalled socket, run the timers (every TICK_NS), then
-        store what was received in one transaction and deliver it (``_flush``).
+        """One wake-up: wait, drain every signalled socket, run the timers (every TICK_NS), then
+        store what was read in this wake-up in one transaction and deliver it (``_flush``).
 
-        Waiting: idle (nothing received in the last cycle), epoll on every socket's ZMQ_FD and
-        the wake pipe until one signals or the next tick, so a lone message is stored and
-        delivered at once. Under load, one cycle per CYCLE_NS: whatever arrives meanwhile waits
-        in the sockets and is read, stored (one commit) and delivered together, so the cost per
-        message does not grow with the wake-ups (at 1000 messages/s a few per cycle; the delay
-        this adds is at most CYCLE_NS). The wake pipe (commands) is watched throughout."""
+        Waiting: epoll on every socket's ZMQ_FD and the wake pipe (commands) until one signals or
+        the next tick; no wait at all while a socket is known to hold more. With ``cycle_ns`` 0
+        (the default) there is no fixed cycle: what was read is committed and delivered at once,
+        so the delay a message gets here is the read, the commit and the hand-over; batching
+        comes from the load itself (what arrives while one wake-up reads and commits is read by
+        the next one, together). With ``cycle_ns`` > 0, a wake-up that follows one which read
+        messages first waits (watching only the wake pipe) until ``cycle_ns`` after that one."""
         if self._poller_dirty:
             self._build_poller()
-        now = time.monotonic_ns()
         timeout = 0.0
+        now = time.monotonic_ns()
         if not self._check:
-            if self._busy:
-                left = self._cycle_ns + CYCLE_NS - now
+            if self._busy and self.cycle_ns:
+                left = self._cycle_ns + self.cycle_ns - now
                 if left > 0:
                     self._ep_wake.poll(left / 1e9)
-            else:
-                timeout = max(0, self._next_tick_ns - now) / 1e9
+            timeout = max(0, self._next_tick_ns - now) / 1e9
         events = self._ep.poll(timeout)
         self._cycle_ns = now = time.monotonic_ns()
+        self._stats["wakeups"] += 1
         check = self._check
         for fd, _ in events:
             if fd == self._wake_r:
@@ -580,14 +587,14 @@ class Console:
             if now >= self._next_sweep_ns:   # a bound on any signal missed: look at every socket
                 self._next_sweep_ns = now + SWEEP_NS
                 self._check.update(self._fd_owner)
-        # a message counts as delivered only once it is stored: one commit per cycle, then the
-        # application gets the cycle's messages
+        # a message counts as delivered only once it is stored: one commit per wake-up, then the
+        # application gets this wake-up's messages
         full = now - self._last_full_ns >= PROGRESS_NS
         if self._pending_store or self._delivered or self._urgent or full:
             self._flush(full=full)
 
     def _flush(self, full: bool = True) -> None:
-        """Store the cycle's messages (one transaction), then hand the delivered ones to the
+        """Store the messages of this wake-up (one transaction), then hand the delivered ones to the
         application. Session progress goes into the same transaction for the tracks marked
         ``_save_soon`` (a jump over a gap, a start learned, new snapshot info), and for every
         track with unsaved progress when ``full`` (every PROGRESS_NS): a message stored counts
@@ -610,6 +617,7 @@ class Console:
                 for _, t in dirty:
                     t.dirty = False
             self.store.commit()
+            self._stats["commits"] += 1
         if self._delivered:
             self._stats["delivered"] += len(self._delivered)
             if self.deliver:
