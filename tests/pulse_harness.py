@@ -599,3 +599,26 @@ def voices(tmp_path_factory):
     d = tmp_path_factory.mktemp("voices")
     return {who: [espeak(t, d / f"{who}{i}.wav", speed_wpm=165) for i, t in enumerate(lines)]
             for who, lines in (("agent", AGENT_LINES), ("customer", CUSTOMER_LINES))}
+
+
+def start_station_run(conf_dir: Path, data: Path, log_path: Path, *, station_id: str,
+                      agent_device: str, customer_device: str) -> subprocess.Popen:
+    """``station run`` (the real sources, publisher off) recording the given audio devices into
+    ``data``, with a config written into ``conf_dir`` and its output in ``log_path``; without a
+    display, so only the audio source gives evidence. The caller stops it."""
+    from tests.support import REPO, station_cmd
+    conf = Path(conf_dir) / "station.toml"
+    conf.write_text(f'[station]\nid = "{station_id}"\n[publisher]\nenabled = false\n[audio]\n'
+                    f'agent_device = "{agent_device}"\ncustomer_device = "{customer_device}"\n')
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(station_cmd("--no-system-config", "--config", str(conf), "run", "--data-dir", str(data)),
+                                env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+
+
+def latest_journal(data: Path):
+    """The newest session journal under ``data``, open (a Journal), or None before there is one
+    (a journal being created is listed with a problem until its header is in)."""
+    from station.recorder.journal import Journal, list_sessions
+    infos = [i for i in list_sessions(data) if not i.problem]
+    return Journal.open(infos[-1].path) if infos else None

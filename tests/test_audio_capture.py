@@ -28,7 +28,7 @@ from station.capture.base import sources_watermark
 from station.capture.keytimes import RecentKeyPresses
 from station.eventqueue import EventQueue
 from station.events import Channel, FrameFlag
-from tests.pulse_harness import PulseServer, monitor_config, voices  # noqa: F401  (voices: a fixture)
+from tests.pulse_harness import PulseServer, latest_journal, monitor_config, start_station_run, voices  # noqa: F401  (voices: a fixture)
 from tests.support import require, wait_for
 
 pytestmark = [pytest.mark.real, pytest.mark.timeout(300)]
@@ -550,30 +550,19 @@ def test_station_run_with_a_neighbour_reports_talk_time_dead_air_and_the_rejecte
     neighbour's real voice 20 dB below it in the silences. The report (a replay of the journal)
     gives the agent's talk time within 10 % of the truth, keeps the dead air, and says for how
     long another voice was heard and not counted."""
-    import os
-    import subprocess
-
-    from station.recorder.journal import Journal, list_sessions
     from station.recorder.report import build_report
     from station.rendering import render_html
     from tests import corpus
-    from tests.support import REPO, station_cmd
     scene = corpus.scene(level_dbfs=-26.0, neighbour_db=-20.0, dead_after=1,
                          turns=["librivox_0880", "librivox_0890", "librivox_0930"])
     buf = _with_marker(scene)
     for attempt in range(3):
         data = tmp_path / f"data{attempt}"
-        conf = tmp_path / "station.toml"
-        conf.write_text('[station]\nid = "vad-01"\n[publisher]\nenabled = false\n[audio]\n'
-                        f'agent_device = "{cfg.audio.agent_device}"\ncustomer_device = "{cfg.audio.customer_device}"\n')
-        env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
-        with open(tmp_path / f"run{attempt}.log", "wb") as log:
-            proc = subprocess.Popen(station_cmd("--no-system-config", "--config", str(conf), "run", "--data-dir", str(data)),
-                                    env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        proc = start_station_run(tmp_path, data, tmp_path / f"run{attempt}.log", station_id="vad-01",
+                                 agent_device=cfg.audio.agent_device, customer_device=cfg.audio.customer_device)
 
-        def journal():   # a journal being created is listed with a problem until its header is in
-            infos = [i for i in list_sessions(data) if not i.problem]
-            return Journal.open(infos[-1].path) if infos else None
+        def journal():
+            return latest_journal(data)
 
         def last_speech_frame_ns() -> int:
             j = journal()

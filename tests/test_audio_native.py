@@ -19,7 +19,7 @@ import pytest
 
 from station import config
 from station.events import Batch, Channel
-from tests.pulse_harness import PulseServer, monitor_config, voices  # noqa: F401  (voices: a fixture)
+from tests.pulse_harness import PulseServer, latest_journal, monitor_config, start_station_run, voices  # noqa: F401  (voices: a fixture)
 from tests.support import require, station_cmd, wait_for
 from tests.test_audio_capture import run_dialog
 
@@ -232,22 +232,14 @@ def test_a_moved_stream_is_journaled_alerted_within_2_s_and_in_the_report(pulse,
     report's devices row lists the change."""
     import msgpack
 
-    from station.recorder.journal import Journal, list_sessions
     from station.recorder.report import build_report
     from station.rendering import render_html
-    from tests.support import REPO
     data = tmp_path / "data"
-    conf = tmp_path / "station.toml"
-    conf.write_text('[station]\nid = "native-01"\n[publisher]\nenabled = false\n[audio]\n'
-                    'agent_device = "agent.monitor"\ncustomer_device = "customer.monitor"\n')
-    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
-    with open(tmp_path / "run.log", "wb") as log:
-        proc = subprocess.Popen(station_cmd("--no-system-config", "--config", str(conf), "run", "--data-dir", str(data)),
-                                env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    proc = start_station_run(tmp_path, data, tmp_path / "run.log", station_id="native-01",
+                             agent_device="agent.monitor", customer_device="customer.monitor")
 
-    def journal():   # a journal being created is listed with a problem until its header is in
-        infos = [i for i in list_sessions(data) if not i.problem]
-        return Journal.open(infos[-1].path) if infos else None
+    def journal():
+        return latest_journal(data)
 
     def speech_frames() -> int:
         j = journal()
