@@ -248,3 +248,42 @@ def test_an_input_device_without_evidence_is_an_alert_on_the_card_at_once():
     cycle(3 * S, [])
     card = room.card("st-1", {"state": "connected", "last_rx_age_s": 0.1})
     assert not any(a["type"] == "device_no_evidence" for a in card["alerts"])
+
+
+def test_a_voice_not_counted_as_the_candidates_is_on_the_card():
+    """Frames webrtcvad called speech that the capture rejected as another voice (DISTANT, away
+    from the candidate's own speech) reach the card through the engine's summaries, in seconds;
+    the soft edges of the candidate's own words (DISTANT next to accepted speech) do not."""
+    from station.engine import Engine
+    from station.events import Batch, FrameFlag, SpeechFrame
+    eng = Engine(cfg())
+    room = Room(cfg(), ["st-1"])
+    seq = 0
+    ms20 = 20_000_000
+
+    def frames(t0_s, n, speech, flags):
+        return [SpeechFrame(int(t0_s * S) + k * ms20, 0, ms20, -300, True, speech, flags) for k in range(n)]
+
+    def cycle(t, events):
+        nonlocal seq
+        for kind, tt, body in eng.ingest(Batch.from_events(t, events, watermark_ns=t - S)):
+            seq += 1
+            room.apply([msg(seq, kind, tt, protocol.unpack_map(protocol.packb(body), "body"))])
+
+    def card_text():
+        card = room.card("st-1", {"state": "connected", "last_rx_age_s": 0.1})
+        return [a["text"] for a in card["alerts"] if a["type"] == "voice_rejected"]
+
+    # three words of 0.6 s, each ending in 0.4 s of soft ending (DISTANT, right after the speech):
+    # 1.2 s of DISTANT frames in all, none of it another voice
+    words = []
+    for k in range(3):
+        words += frames(1.0 + k, 30, True, 0) + frames(1.6 + k, 20, False, int(FrameFlag.DISTANT))
+    cycle(4 * S, words + frames(4.0, 20, True, 0))
+    cycle(5 * S, [])
+    assert card_text() == []
+    # a neighbour for 2 s in the candidate's pause, 1 s after the candidate's last word
+    cycle(7 * S, frames(5.4, 100, False, int(FrameFlag.DISTANT)))
+    cycle(8 * S, frames(7.4, 50, False, 0))          # silence after it decides the run
+    cycle(9 * S, [])
+    assert card_text() == ["not counted as the candidate's speech: another voice 2 s, noise 0 s"]

@@ -39,6 +39,7 @@ from station.figure_words import describe
 NS_PER_MS = 1_000_000
 NS_PER_S = 1_000_000_000
 LANES = ("agent", "customer", "typing", "mouse")
+VOICE_NOTICE_MS = 1_000   # the card says so once another voice or noise was not counted this long
 LIMITS = {"lane": 20_000, "focus": 20_000, "dead": 5_000, "contacts": 1_000, "marks": 10_000,
           "alerts": 100}
 
@@ -353,6 +354,12 @@ class Room:
         if isinstance(no_ev, list) and no_ev:   # devices whose input is counted, never evidence
             alerts.append({"type": "device_no_evidence", "text": "input devices without evidence: "
                            + ", ".join(str(n) for n in no_ev[:5]) + (f" (+{len(no_ev) - 5})" if len(no_ev) > 5 else "")})
+        rejected = st.totals.get("agent_voice_rejected_ms") or {}
+        if isinstance(rejected, dict):   # heard on the headset microphone, not the candidate's speech
+            other, noise = _num(rejected.get("other_voice")) or 0, _num(rejected.get("noise")) or 0
+            if other >= VOICE_NOTICE_MS or noise >= VOICE_NOTICE_MS:
+                alerts.append({"type": "voice_rejected", "text": f"not counted as the candidate's speech: "
+                               f"another voice {other / 1000:.0f} s, noise {noise / 1000:.0f} s"})
         if st.rewound:
             alerts.append({"type": "journal_rewound", "text": st.rewound})
         integ = st.totals.get("integrity") or {}
