@@ -5,6 +5,7 @@ journal and status file."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from station import config
@@ -35,3 +36,41 @@ def test_health_every_second_and_status_file_never_older_than_two_seconds(tmp_pa
     assert max(lags) <= recmod.STATUS_INTERVAL_NS <= 2 * S, f"status file up to {max(lags) / S:.1f} s old"
     assert len(status_t) < len(health_t), "the status file is rewritten at every health beat"
     assert state == "running"
+
+
+def test_the_headset_profile_is_read_again_only_when_it_changed(tmp_path, monkeypatch):
+    """The health beat (every second) says the headset profile's state; the file is parsed once
+    and again only after it changed on disk (a new calibration, a broken file)."""
+    from calibration.profile_writer import write_profile
+    from station.headset import HeadsetProfile, profile_path
+    cfg = config.load(system=False).replace(
+        station={"id": "timers-01", "headset": "hs1", "headset_dir": str(tmp_path / "headsets")},
+        publisher={"enabled": False})
+    prof = HeadsetProfile(headset_id="hs1", station_id="timers-01", technician="Tess", created="2026-12-01T00:00:00Z",
+                          noise_floor_dbfs=-70.0, gate_dbfs=-60.0, vad_mode=2, input_latency_ms=12.5,
+                          round_trip_ms=40.0, coupling_db=41.0, speech_level_dbfs=-26.0, passed=True)
+    path = write_profile(prof, profile_path(cfg))
+    reads = []
+    real = recmod.load_profile
+    monkeypatch.setattr(recmod, "load_profile", lambda c: reads.append(1) or real(c))
+    clock = [10 * S]
+    rec = recmod.Recorder(cfg, clock=lambda: clock[0], data_dir=tmp_path / "data")
+    rec.open_session()
+
+    def beats(n):
+        out = []
+        for _ in range(n):
+            clock[0] += S
+            out += [body["headset"] for _, kind, _, body in rec.step() if kind == "health"]
+        return out
+    try:
+        got = beats(5)
+        assert [h["technician"] for h in got] == ["Tess"] * 5 and len(reads) == 1
+        write_profile(dataclasses.replace(prof, technician="Theo"), path)   # recalibrated
+        got = beats(2)
+        assert got[-1]["technician"] == "Theo" and len(reads) == 2
+        path.write_text("this is not TOML = = =\n")            # edited in place: another size
+        got = beats(2)
+        assert got[-1]["status"] == "invalid" and len(reads) == 3
+    finally:
+        rec.close()
