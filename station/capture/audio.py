@@ -405,6 +405,7 @@ class AudioSource:
         self._opened_ns = 0
         self._last_block_ns: dict[int, int] = {}
         self._open_error = ""      # the last reason an open failed (logged once per reason)
+        self._native_sources: dict[str, tuple[Any, str]] = {}   # sound-server sources recorded: (info, roles)
         self._failed: str | None = None       # set from PortAudio's / the reader's / the watch's thread
         self._watch: Any = None               # audio_watch.SourceWatch while native streams are open
         self._dev_lock = threading.Lock()
@@ -482,6 +483,8 @@ class AudioSource:
         """Plan and open all streams; journal the sound-server sources' identity and follow them.
         Raises AudioDeviceError / OSError / PortAudioError / PulseRecordError."""
         server = sound_server_sources()
+        if server is not None:
+            self._journal_removed_sources(server[0])
         if self.reinit_portaudio:
             # PortAudio enumerates its devices once, at initialisation: a device missing then
             # (its sound server restarting, a headset replugged) stays missing, and indices may
@@ -545,6 +548,7 @@ class AudioSource:
         native = [p for p in plans if p.backend == "pulse"]
         for p in native:
             self._device(p.source.device_event(now, "present", p.roles, True, f"{p.roles}: {judged[p.name]}"))
+            self._native_sources[p.source.name] = (p.source, p.roles)
         if native:
             from station.capture.audio_watch import SourceWatch, WatchedStream
             a = self.cfg.audio
@@ -552,6 +556,22 @@ class AudioSource:
             self._watch = SourceWatch([WatchedStream(f"station {p.roles} {gen}", p.roles, p.source) for p in native],
                                       server[1] if server else "", follow, self._judge,
                                       self._make_watch_callback(gen))
+
+    def _journal_removed_sources(self, infos: list[Any]) -> None:
+        """A source the capture recorded that the sound server no longer has (a headset
+        unplugged) is journaled as removed here too: the watch says so only while a stream is
+        open, and the source may go while the capture is between two streams (reopening)."""
+        names = {i.name for i in infos}
+        now = monotonic_ns()
+        for name, (info, roles) in list(self._native_sources.items()):
+            if name in names:
+                continue
+            del self._native_sources[name]
+            with self._dev_lock:
+                already = (self._dev_last.get(name) or ("",))[0] == "removed"
+            if not already:
+                self._device(info.device_event(now, "removed", roles, False,
+                                               f"{roles}: {name!r} was removed from the sound server"))
 
     def _judge(self, roles: str, info: Any) -> tuple[bool, str]:
         """Whether audio from ``info`` (a SourceInfo) counts for ``roles`` (audio_identity rule)."""
