@@ -592,6 +592,8 @@ class Console:
         full = now - self._last_full_ns >= PROGRESS_NS
         if self._pending_store or self._delivered or self._urgent or full:
             self._flush(full=full)
+        if self.store.tail_checkpoint_due:   # after the delivery: only later messages wait on it
+            self.store.checkpoint_tail()
 
     def _flush(self, full: bool = True) -> None:
         """Store the messages of this wake-up (one transaction), then hand the delivered ones to the
