@@ -106,9 +106,9 @@ def measure(args, path: str) -> None:
               f"({rss_end - rss_first[1]:+.1f} MB)", flush=True)
 
 
-# the worker (PortAudio's threads inherit its name), libpulse's; native: audio-rec-*, audio-watch
-AUDIO_THREADS = ("audio-source", "threaded-ml", "audio-watch", "audio-rec-agent", "audio-rec-custo",
-                 "audio-rec-agent")
+# the worker (PortAudio's threads inherit its name; it also reads the native streams), libpulse's,
+# the native path's source watch
+AUDIO_THREADS = ("audio-source", "threaded-ml", "audio-watch")
 
 
 def _audio_thread_ns() -> dict[int, int]:

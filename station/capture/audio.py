@@ -22,8 +22,9 @@ becomes a frame: they may come from the other source), and the configured source
 into ``SpeechFrame`` events. No samples leave this module: only levels and decisions.
 
 Threads: PortAudio's callback only copies the block and its timing into a queue. One worker
-thread wakes once per block period (``audio.block_ms``, 400 ms), takes every block that came
-meanwhile, stamps, frames, aligns the channels, classifies whole blocks of frames
+thread wakes once per block period (``audio.block_ms``, 400 ms), reads what the native streams
+recorded meanwhile (``PulseRecorder.read``: no thread per stream) and takes every PortAudio
+block that came, stamps, frames, aligns the channels, classifies whole blocks of frames
 (``FrameClassifier.classify_block``), and hands the frames to the sink as one ``Batch``
 (``sink.put_batch``); it also watches for device loss and reopens. Frames therefore reach the
 sink up to about two block periods after they were spoken (their stamps do not depend on that);
@@ -400,6 +401,7 @@ class AudioSource:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._streams: list[Any] = []
+        self._native: list[tuple[int, Any, list[int]]] = []   # (stream index, PulseRecorder, columns)
         self._plans: list[StreamPlan] = []
         self._gen = 0
         self._opened_ns = 0
@@ -511,15 +513,15 @@ class AudioSource:
         self._gen += 1
         gen = self._gen
         streams = []
+        native: list[tuple[int, Any, list[int]]] = []
         try:
             for sidx, plan in enumerate(plans):
                 cols = [col for _, col in plan.picks]
                 if plan.backend == "pulse":
                     from station.capture.pulse_record import PulseRecorder
                     streams.append(PulseRecorder(plan.name, plan.channels, self.rate, self.block,
-                                                 f"station {plan.roles} {gen}",
-                                                 self._make_native_callback(gen, sidx, cols),
-                                                 self._make_native_error(gen)))
+                                                 f"station {plan.roles} {gen}"))
+                    native.append((sidx, streams[-1], cols))
                     continue
                 sd = _sd()
                 stream = sd.InputStream(device=plan.device, channels=plan.channels, samplerate=self.rate,
@@ -534,7 +536,7 @@ class AudioSource:
             for s in streams:
                 self._close_stream(s)
             raise
-        self._streams, self._plans = streams, plans
+        self._streams, self._plans, self._native = streams, plans, native
         self._opened_ns = monotonic_ns()
         self._last_block_ns = {}
         self._failed = None
@@ -601,28 +603,6 @@ class AudioSource:
                 self._failed = failure
         return on_change
 
-    def _make_native_callback(self, gen: int, sidx: int, cols: list[int]):
-        put = self._blocks.put
-        qsize = self._blocks.qsize
-        counters = self.counters
-        single = cols[0] if len(cols) == 1 else None
-
-        def on_block(data, first_ns: int, arrival: int) -> None:   # the reader thread
-            if qsize() > MAX_QUEUED_BLOCKS:
-                counters["dropped_blocks"] += 1
-                return
-            if data.ndim > 1:
-                data = data[:, single] if single is not None else data[:, cols]
-            put((gen, sidx, data, first_ns, None, arrival, 0, False))
-
-        return on_block
-
-    def _make_native_error(self, gen: int):
-        def on_error(reason: str) -> None:
-            if gen == self._gen and not self._stop.is_set():
-                self._failed = reason
-        return on_error
-
     def _make_callback(self, gen: int, sidx: int, cols: list[int]):
         put = self._blocks.put
         qsize = self._blocks.qsize
@@ -665,7 +645,7 @@ class AudioSource:
 
     def _close_all(self) -> None:
         self._gen += 1          # blocks still queued from these streams are ignored
-        streams, self._streams = self._streams, []
+        streams, self._streams, self._native = self._streams, [], []
         watch, self._watch = self._watch, None
         if watch is not None:
             watch.close()
@@ -705,6 +685,10 @@ class AudioSource:
                     next_open = monotonic_ns() + min(self.retry_ns, 200_000_000)
                     continue
                 out: list = []
+                if self._native and not self._read_native(out):
+                    self._lose(self._failed)
+                    next_open = monotonic_ns() + min(self.retry_ns, 200_000_000)
+                    continue
                 while True:
                     try:
                         item = self._blocks.get_nowait()
@@ -726,6 +710,24 @@ class AudioSource:
             self.state = "lost"
         finally:
             self._close_all()
+
+    def _read_native(self, out: list) -> bool:
+        """Read every native stream (what it recorded since the last wake-up) and process it
+        into ``out`` (``_process``); False (``_failed`` set) when a stream has failed."""
+        from station.capture.pulse_record import PulseRecordError
+        for sidx, recorder, cols in self._native:
+            try:
+                got = recorder.read()
+            except PulseRecordError as e:
+                self._failed = str(e)
+                return False
+            if got is None:
+                continue
+            data, first_ns, arrival = got
+            if data.ndim > 1:
+                data = data[:, cols[0]] if len(cols) == 1 else data[:, cols]
+            self._process((self._gen, sidx, data, first_ns, None, arrival, 0, False), out)
+        return True
 
     @staticmethod
     def _reason(e: Exception) -> str:

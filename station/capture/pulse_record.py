@@ -1,5 +1,5 @@
 """Record one sound-server source by name, natively: libpulse's asynchronous API through ctypes,
-its main loop run by the reader thread only once per block.
+its main loop run only once per block, by its owner's thread (``read``).
 
 Why not a wrapper: libpulse's simple API (and wrappers of it such as pasimple) and ALSA's pulse
 plugin run a main loop thread that wakes for every packet the server pushes; while a softphone
@@ -7,9 +7,12 @@ records the same device at 10 ms, that is about 100 packets/s per stream, and th
 reader wakes for each as well (measured: 320 + 210 wake-ups/s per stream, about 1.3 % of a core).
 ``PulseRecorder`` instead opens a record stream (``pa_stream_connect_record`` on the source name,
 ``fragsize`` = one block, ``audio.block_ms``) on a plain ``pa_mainloop`` that nobody polls between
-blocks: the server's packets wait in the socket, and the reader thread wakes once per block,
+blocks: the server's packets wait in the socket, and ``read``, called once per block by the
+audio source's worker (no thread of its own: the worker wakes once per block anyway; a reader
+thread per stream cost two more wake-ups per block, about 0.1 % of a core for two streams),
 dispatches everything that came (``pa_mainloop_iterate``, non-blocking) and peeks all recorded
-data out of the stream. No ALSA configuration, no PortAudio.
+data out of the stream. No ALSA configuration, no PortAudio. Not thread-safe: one thread opens,
+reads and closes a recorder.
 
 Stamps (station clock, ns): after draining, ``pa_stream_get_latency`` is the age of the next
 sample not yet recorded-and-read, i.e. the last sample read was taken at ``arrival - latency``
@@ -23,21 +26,19 @@ own source output on the server and follows where the server moves it (``audio_w
 
 Failure modes: ``PulseRecordError`` from the constructor (libpulse missing, no server, no such
 source: the server's error text; no answer within ``CONNECT_TIMEOUT_S``); a stream that fails
-later (source removed without another to move to, server gone, stream killed) calls
-``on_error(reason)`` once and ends the thread. Data lost in the server or the client (a hole) is
+later (source removed without another to move to, server gone, stream killed): ``read`` raises
+``PulseRecordError`` with the reason. Data lost in the server or the client (a hole) is
 counted as an overflow; the next block is stamped on its own, so the frames re-anchor.
 """
 
 from __future__ import annotations
 
 import ctypes
-import threading
 import time
 from ctypes import POINTER, Structure, byref, c_char_p, c_int, c_size_t, c_uint8, c_uint32, c_uint64, c_void_p
 
 import numpy as np
 
-from station.osthread import named
 
 CONNECT_TIMEOUT_S = 3.0
 PA_SAMPLE_S16LE = 3
@@ -108,13 +109,9 @@ class PulseRecorder:
     """A running record stream on ``source`` (a source name). See the module doc.
 
     channels, rate (Hz): the sample spec asked for (the server converts). block: frames per
-    wake-up (the reader wakes every block / rate seconds). on_block(data, first_sample_ns,
-    arrival_ns): called in the reader thread with everything recorded since the last wake-up
-    (about one block; int16, shape (n,) for one channel, (n, channels) else).
-    on_error(reason): called once when the stream fails (not after ``close``)."""
+    read (``read`` is meant to be called every block / rate seconds)."""
 
-    def __init__(self, source: str, channels: int, rate: int, block: int, stream_name: str,
-                 on_block, on_error):
+    def __init__(self, source: str, channels: int, rate: int, block: int, stream_name: str):
         self.lib = lib = _libpulse()
         self.source = source
         self.channels = channels
@@ -122,10 +119,8 @@ class PulseRecorder:
         self.block = block
         self.stream_name = stream_name
         self.frame_bytes = 2 * channels
-        self._on_block = on_block
-        self._on_error = on_error
-        self._closed = threading.Event()
         self.overflows = 0
+        self._pending = b""     # the bytes of an incomplete sample frame, kept for the next read
         self._ml = lib.pa_mainloop_new()
         self._ctx = self._stream = None
         try:
@@ -133,9 +128,6 @@ class PulseRecorder:
         except BaseException:
             self._free()
             raise
-        thread_name = f"audio-rec-{stream_name.split()[1] if ' ' in stream_name else stream_name}"[:15]
-        self._thread = threading.Thread(target=named(self._run), name=thread_name, daemon=True)
-        self._thread.start()
 
     # -- set-up (blocking, bounded) -------------------------------------------------------------
 
@@ -221,34 +213,25 @@ class PulseRecorder:
             return 0
         return -int(usec.value) * 1000 if negative.value else int(usec.value) * 1000
 
-    def _run(self) -> None:
-        period = self.block / self.rate
-        mono = time.monotonic_ns
-        pending = b""
-        next_t = time.monotonic() + period
-        try:
-            while not self._closed.wait(max(0.0, next_t - time.monotonic())):
-                now = time.monotonic()
-                next_t = next_t + period if next_t + period > now else now + period
-                raw = self._drain()
-                if raw is None:
-                    if not self._closed.is_set():
-                        self._on_error(f"sound server stream on {self.source!r} ended: {self._ctx_error()}")
-                    return
-                arrival = mono()
-                end_ns = arrival - self._latency_ns()   # time of the sample after the last one read
-                raw = pending + raw
-                usable = len(raw) // self.frame_bytes * self.frame_bytes
-                raw, pending = raw[:usable], raw[usable:]
-                if not raw:
-                    continue
-                data = np.frombuffer(raw, dtype="<i2")
-                if self.channels > 1:
-                    data = data.reshape(-1, self.channels)
-                n = len(raw) // self.frame_bytes
-                self._on_block(data, end_ns - n * 1_000_000_000 // self.rate, arrival)
-        finally:
-            self._free()
+    def read(self) -> tuple[np.ndarray, int, int] | None:
+        """Everything recorded since the last read, in whole sample frames: (samples: int16,
+        shape (n,) for one channel, (n, channels) else; station time (ns) of the first sample;
+        arrival time (ns): when it was read), or None when nothing came. Raises
+        PulseRecordError when the stream has failed (or was closed)."""
+        raw = self._drain() if self._stream else None
+        if raw is None:
+            raise PulseRecordError(f"sound server stream on {self.source!r} ended: {self._ctx_error()}")
+        arrival = time.monotonic_ns()
+        end_ns = arrival - self._latency_ns()   # time of the sample after the last one read
+        raw = self._pending + raw
+        usable = len(raw) // self.frame_bytes * self.frame_bytes
+        raw, self._pending = raw[:usable], raw[usable:]
+        if not raw:
+            return None
+        data = np.frombuffer(raw, dtype="<i2")
+        if self.channels > 1:
+            data = data.reshape(-1, self.channels)
+        return data, end_ns - len(raw) // self.frame_bytes * 1_000_000_000 // self.rate, arrival
 
     def _free(self) -> None:
         lib = self.lib
@@ -264,8 +247,6 @@ class PulseRecorder:
             lib.pa_mainloop_free(self._ml)
             self._ml = None
 
-    def close(self, wait_s: float = 1.0) -> None:
-        """Stop the reader; it frees the stream at once (it never blocks in the server)."""
-        self._closed.set()
-        if threading.current_thread() is not self._thread:
-            self._thread.join(wait_s)
+    def close(self) -> None:
+        """Disconnect and free the stream (it never blocks in the server). Safe to call twice."""
+        self._free()
