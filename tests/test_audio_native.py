@@ -273,3 +273,34 @@ def test_a_moved_stream_is_journaled_alerted_within_2_s_and_in_the_report(pulse,
     assert not devices["ok"] and [c["device"] for c in devices["changes"]] == ["customer.monitor"]
     assert {d["device"] for d in devices["last"]} == {"agent.monitor", "customer.monitor"}
     assert "customer.monitor" in render_html(rep) and any(g["source"] == "audio" for g in rep["data_gaps"])
+
+
+def test_a_recorder_is_read_by_its_owner_once_per_block_with_contiguous_stamps(pulse):
+    """``PulseRecorder.read`` (the audio worker's call, no thread per stream): each read returns
+    what was recorded since the previous one, stamped so that reads follow on without a gap or
+    an overlap of more than a frame; no recorder thread runs; a closed recorder raises."""
+    import threading
+
+    from station.capture.pulse_record import PulseRecorder, PulseRecordError
+    rate, block = 16000, 6400
+    before = {t.ident for t in threading.enumerate()}
+    rec = PulseRecorder("agent.monitor", 1, rate, block, "station test-read 1")
+    try:
+        assert {t.ident for t in threading.enumerate()} == before
+        reads = []
+        deadline = time.monotonic() + 10
+        while len(reads) < 5 and time.monotonic() < deadline:
+            time.sleep(block / rate)
+            got = rec.read()
+            if got is not None:
+                reads.append(got)
+        assert len(reads) == 5, "the monitor delivered no audio"
+        for (data, first, arrival), (data2, first2, _) in zip(reads, reads[1:]):
+            assert data.dtype == "<i2" and data.ndim == 1 and first < arrival
+            end = first + len(data) * 1_000_000_000 // rate
+            assert abs(first2 - end) <= 20 * MS, (first2 - end) / MS
+        assert sum(len(d) for d, _, _ in reads[1:]) >= 3 * block   # about a block per read
+    finally:
+        rec.close()
+    with pytest.raises(PulseRecordError):
+        rec.read()
