@@ -6,9 +6,9 @@
    Prints: messages expected / delivered / missing / needing replay, end-to-end latency p50/p99/max
    (stamped with CLOCK_MONOTONIC in the station host just before ``publish()``, taken again on
    the same clock when the application thread of this process gets the message, after the
-   store's commit), console CPU share (this process's CPU time / wall time, in % of one core:
+   store's write), console CPU share (this process's CPU time / wall time, in % of one core:
    the console's I/O and checkpoint threads, ZeroMQ's I/O thread and the application thread),
-   and what counts the work: the console's I/O wake-ups and commits per second, the process's
+   and what counts the work: the console's I/O wake-ups, store writes and SQLite commits per second, the process's
    context switches per second and CPU per thread. A raw pyzmq CURVE SUB in a process of its
    own, connected to the same stations, is measured over the same seconds (latency at receipt,
    it stores nothing) and printed beside it; with several runs, the range over them.
@@ -276,6 +276,7 @@ def _fanin(root: Path, stations: int, hosts: int, rate: float, duration: float, 
     threads = {name: (th1[name] - th0.get(name, 0.0)) / span * 100 for name in th1}
     work = {"wakeups_per_s": (st1.get("wakeups", 0) - st0.get("wakeups", 0)) / span,
             "commits_per_s": (st1.get("commits", 0) - st0.get("commits", 0)) / span,
+            "writes_per_s": (st1.get("store_writes", 0) - st0.get("store_writes", 0)) / span,
             "switches_per_s": (_switches(r1) - _switches(r0)) / span}
     raw_out, _ = raw.communicate(timeout=60)
     try:
@@ -386,7 +387,7 @@ def _main() -> int:
             print(f"fan-in: {a.stations} stations x {a.rate:g} msg/s for {a.duration:g} s per run "
                   f"(CURVE, real journals), {a.runs} run(s)")
             print("  side by side, same load, same run (latency: station publish -> received;"
-                  " the console's: stored, committed and delivered to the application):")
+                  " the console's: stored and delivered to the application):")
             print(f"  {'run':<4}{'subscriber':<26} {'messages':>9} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
                   f"{'CPU % of a core':>16}  load avg (1 min) before/after")
             print(f"  {'':<4}{'station console (goal)':<26} {'all':>9} {'':>7} {'<= 5':>7} {'':>7} {'<= 20':>16}")
@@ -410,8 +411,9 @@ def _main() -> int:
                       f"missing {r['missing']}, fetched by replay {r['needed_replay']}")
                 msgs_s = r["measured_msgs"] / r["duration_s"]
                 print(f"  {'':<4}console work: {r['wakeups_per_s']:.0f} I/O wake-ups/s, "
-                      f"{r['commits_per_s']:.0f} commits/s ({msgs_s / max(r['commits_per_s'], 1e-9):.1f} "
-                      f"messages each), {r['switches_per_s']:.0f} context switches/s "
+                      f"{r['writes_per_s']:.0f} store writes/s ({msgs_s / max(r['writes_per_s'], 1e-9):.1f} "
+                      f"messages each), {r['commits_per_s']:.0f} SQLite commits/s, "
+                      f"{r['switches_per_s']:.0f} context switches/s "
                       f"(raw SUB {w['switches_per_s']:.0f}/s); CPU by thread: "
                       + ", ".join(f"{n} {v:.1f} %" for n, v in sorted(r["threads_pct"].items(),
                                                                       key=lambda kv: -kv[1]) if v >= 0.05),
