@@ -46,6 +46,7 @@ import collections
 import concurrent.futures
 import logging
 import os
+import queue
 import select
 import threading
 import time
@@ -79,7 +80,7 @@ PROGRESS_NS = 1_000 * NS_PER_MS      # every session's progress is saved this of
 CYCLE_NS = 0
 SWEEP_NS = 1_000 * NS_PER_MS         # every socket is looked at this often, signalled or not
 STATES_NS = 250 * NS_PER_MS          # state snapshots (``state()``) are refreshed this often
-MOVE_NS = 250 * NS_PER_MS            # stored messages go from the recent log into SQLite this often
+MOVE_NS = 50 * NS_PER_MS             # stored messages go from the recent log into SQLite this often
 MOVE_MAX = 2000                      # ... or once this many wait there (a gap fill)
 
 
@@ -224,7 +225,10 @@ class Console:
         self.store = ConsoleStore(self.store_path)
         self.reader = ConsoleStore(self.store_path, readonly=True)
         self._app: collections.deque = collections.deque()
-        self._app_cv = threading.Condition()
+        # a token here tells a thread waiting in poll() that _app has something: put without a
+        # lock held, at most one waiting (a Condition made the woken thread block again at once
+        # on the lock its notifier still held: one more context switch per delivery)
+        self._app_bell: queue.SimpleQueue = queue.SimpleQueue()
         self._app_r, self._app_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._app_fd_waiters = 0            # apoll() calls waiting on _app_r
         self._app_fd_written = False
@@ -259,6 +263,7 @@ class Console:
         if self._running:
             self._running = False
             self._wake()
+            self._app_bell.put(None)      # a poll() waiting returns now
             if self._thread:
                 self._thread.join(timeout=10)
         elif self._thread is None:
@@ -274,14 +279,20 @@ class Console:
         """Messages delivered since the last call (in seq order per session); waits up to
         timeout_ms for the first one."""
         deadline = time.monotonic() + timeout_ms / 1000
-        with self._app_cv:
-            while not self._app:
-                left = deadline - time.monotonic()
-                if left <= 0 or not self._running:
-                    return []
-                self._app_cv.wait(left)
-            n = min(len(self._app), max_messages)
-            out = [self._app.popleft() for _ in range(n)]
+        while not self._app:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._running:
+                return []
+            try:
+                self._app_bell.get(timeout=left)
+            except queue.Empty:
+                pass
+        out = []
+        try:
+            for _ in range(min(len(self._app), max_messages)):
+                out.append(self._app.popleft())
+        except IndexError:         # another thread's poll() took the rest
+            pass
         if self._app_fd_written:
             self._app_fd_written = False
             self._drain_fd(self._app_r)
@@ -638,13 +649,15 @@ class Console:
         if self._delivered:
             self._stats["delivered"] += len(self._delivered)
             if self.deliver:
-                with self._app_cv:
-                    self._app.extend(self._delivered)
-                    over = len(self._app) - APP_QUEUE_MAX
-                    for _ in range(max(0, over)):
+                self._app.extend(self._delivered)
+                for _ in range(len(self._app) - APP_QUEUE_MAX):
+                    try:
                         self._app.popleft()
-                        self._stats["app_dropped"] += 1
-                    self._app_cv.notify_all()
+                    except IndexError:
+                        break
+                    self._stats["app_dropped"] += 1
+                if self._app_bell.empty():
+                    self._app_bell.put(None)
                 if self._app_fd_waiters:   # (apoll counts itself in before it looks at _app)
                     self._app_fd_written = True
                     try:
