@@ -229,9 +229,7 @@ class Console:
         # lock held, at most one waiting (a Condition made the woken thread block again at once
         # on the lock its notifier still held: one more context switch per delivery)
         self._app_bell: queue.SimpleQueue = queue.SimpleQueue()
-        self._app_r, self._app_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._app_fd_waiters = 0            # apoll() calls waiting on _app_r
-        self._app_fd_written = False
+        self._app_async: dict[int, tuple] = {}  # apoll() calls waiting: id -> (loop, future)
         self._inbox: collections.deque = collections.deque()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._stats: collections.Counter = collections.Counter()
@@ -268,7 +266,8 @@ class Console:
                 self._thread.join(timeout=10)
         elif self._thread is None:
             self.store.close()  # never started: the I/O thread would have closed it
-        for fd in (self._app_r, self._app_w, self._wake_r, self._wake_w):
+        self._wake_async()
+        for fd in (self._wake_r, self._wake_w):
             try:
                 os.close(fd)
             except OSError:
@@ -293,30 +292,30 @@ class Console:
                 out.append(self._app.popleft())
         except IndexError:         # another thread's poll() took the rest
             pass
-        if self._app_fd_written:
-            self._app_fd_written = False
-            self._drain_fd(self._app_r)
         return out
 
     async def apoll(self, timeout_ms: int | None = None) -> list[Message]:
-        """asyncio version of poll(): waits without blocking the event loop."""
+        """asyncio version of poll(): waits without blocking the event loop. The I/O thread wakes
+        it with ``call_soon_threadsafe`` (one write to the loop's own wake-up pipe; no file
+        descriptor registered and removed per call)."""
         loop = asyncio.get_running_loop()
+        deadline = None if timeout_ms is None else loop.time() + timeout_ms / 1000
         while True:
             got = self.poll(0)
             if got or not self._running:
                 return got
-            fut = loop.create_future()
-            self._app_fd_waiters += 1      # from now on a delivery writes the pipe
-            loop.add_reader(self._app_r, lambda: fut.done() or fut.set_result(None))
-            try:
-                if self._app:
-                    continue
-                await asyncio.wait_for(fut, None if timeout_ms is None else timeout_ms / 1000)
-            except asyncio.TimeoutError:
+            if deadline is not None and loop.time() >= deadline:
                 return []
+            fut = loop.create_future()
+            self._app_async[id(fut)] = (loop, fut)   # from now on a delivery wakes it
+            timer = None if deadline is None else loop.call_at(deadline, _settle, fut)
+            try:
+                if not self._app and self._running:
+                    await fut
             finally:
-                loop.remove_reader(self._app_r)
-                self._app_fd_waiters -= 1
+                self._app_async.pop(id(fut), None)
+                if timer is not None:
+                    timer.cancel()
 
     async def batches(self) -> AsyncIterator[list[Message]]:
         while self._running:
@@ -658,13 +657,16 @@ class Console:
                     self._stats["app_dropped"] += 1
                 if self._app_bell.empty():
                     self._app_bell.put(None)
-                if self._app_fd_waiters:   # (apoll counts itself in before it looks at _app)
-                    self._app_fd_written = True
-                    try:
-                        os.write(self._app_w, b"x")
-                    except OSError:
-                        pass
+                if self._app_async:        # (apoll counts itself in before it looks at _app)
+                    self._wake_async()
             self._delivered = []
+
+    def _wake_async(self) -> None:
+        for loop, fut in list(self._app_async.values()):
+            try:
+                loop.call_soon_threadsafe(_settle, fut)
+            except RuntimeError:                    # its event loop is closed
+                self._app_async.pop(id(fut), None)
 
     def _publish_states(self, now: int) -> None:
         with self._states_lock:
@@ -1028,6 +1030,11 @@ class Console:
                     link.fail_since_ns = now
             elif ev == zmq.EVENT_DISCONNECTED:
                 link.handshake_ok = False
+
+
+def _settle(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 def format_line(m: Message, width: int = 100) -> str:
