@@ -6,19 +6,21 @@
    Prints: messages expected / delivered / missing / needing replay, end-to-end latency p50/p99/max
    (stamped with CLOCK_MONOTONIC in the station host just before ``publish()``, taken again on
    the same clock when the application thread of this process gets the message, after the
-   store's commit), console CPU share (this process's CPU time / wall time, in % of one core:
+   store's write), console CPU share (this process's CPU time / wall time, in % of one core:
    the console's I/O and checkpoint threads, ZeroMQ's I/O thread and the application thread),
-   and what counts the work: the console's I/O wake-ups and commits per second, the process's
+   and what counts the work: the console's I/O wake-ups, store writes and SQLite commits per second, the process's
    context switches per second and CPU per thread. A raw pyzmq CURVE SUB in a process of its
    own, connected to the same stations, is measured over the same seconds (latency at receipt,
    it stores nothing) and printed beside it; with several runs, the range over them.
    ``--cycle-ms 0 2`` repeats every run once per console pacing (``Console.cycle_ns``), in turn.
+   ``--app asyncio`` takes the messages with ``Console.apoll()`` in an asyncio event loop, as the
+   web console does, instead of ``Console.poll()`` in a thread.
 2. Gap fill: a journal holding 1 hour of messages (``--gap-rate`` msg/s, default 10, ~300-byte
    bodies) served by one station process to a console that starts empty. Prints the seconds until
    the console has stored and delivered all of them.
 
     .venv/bin/python benchmarks/streaming_bench.py [--stations 100] [--seconds 60] [--runs 1]
-        [--cycle-ms MS ...] [--skip-fanin] [--skip-gapfill]
+        [--cycle-ms MS ...] [--app thread|asyncio] [--skip-fanin] [--skip-gapfill]
 
    ``--seconds 10 --skip-gapfill`` is a quick run (about 25 s). Each fan-in run prints the load
    average (1 min) before and after: the machine is shared, so compare console and raw within
@@ -231,10 +233,10 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def fanin(root: Path, stations: int, hosts: int, rate: float, duration: float,
-          cycle_ms: float | None = None) -> dict:
+          cycle_ms: float | None = None, app: str = "thread") -> dict:
     procs: list[subprocess.Popen] = []
     try:
-        return _fanin(root, stations, hosts, rate, duration, procs, cycle_ms)
+        return _fanin(root, stations, hosts, rate, duration, procs, cycle_ms, app)
     finally:
         for p in procs:   # on any error too: no station host or raw subscriber left behind
             if p.poll() is None:
@@ -243,7 +245,7 @@ def fanin(root: Path, stations: int, hosts: int, rate: float, duration: float,
 
 
 def _fanin(root: Path, stations: int, hosts: int, rate: float, duration: float, procs: list,
-           cycle_ms: float | None) -> dict:
+           cycle_ms: float | None, app: str) -> dict:
     per = [stations // hosts + (1 if k < stations % hosts else 0) for k in range(hosts)]
     infos = []
     for k, n in enumerate(per):
@@ -258,17 +260,35 @@ def _fanin(root: Path, stations: int, hosts: int, rate: float, duration: float, 
     lat: list[float] = []
     delivered = 0
     con.start()
-    warm = time.monotonic() + 3  # connect, first snapshot, clock probes
-    while time.monotonic() < warm:
-        con.poll(100)
-    st0, th0 = con.stats(), _thread_cpu_s()
-    r0, w0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
-    end = w0 + duration
-    while time.monotonic() < end:
-        batch = con.poll(100)
+
+    def note(batch: list) -> None:
+        nonlocal delivered
         now = time.monotonic_ns()
         delivered += len(batch)
-        lat += [(now - m.t_ns) / 1e6 for m in batch]
+        lat.extend((now - m.t_ns) / 1e6 for m in batch)
+
+    async def consume_async(until: float, record: bool) -> None:
+        while time.monotonic() < until:
+            batch = await con.apoll(100)
+            if record:
+                note(batch)
+
+    def consume(until: float, record: bool) -> None:
+        """Take messages until ``until`` (monotonic s): Console.poll() in this thread, or
+        Console.apoll() in an asyncio event loop, as the web console does."""
+        if app == "asyncio":
+            import asyncio
+            asyncio.run(consume_async(until, record))
+            return
+        while time.monotonic() < until:
+            batch = con.poll(100)
+            if record:
+                note(batch)
+
+    consume(time.monotonic() + 3, record=False)  # connect, first snapshot, clock probes
+    st0, th0 = con.stats(), _thread_cpu_s()
+    r0, w0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+    consume(w0 + duration, record=True)
     r1, w1 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
     st1, th1 = con.stats(), _thread_cpu_s()
     span = w1 - w0
@@ -276,6 +296,7 @@ def _fanin(root: Path, stations: int, hosts: int, rate: float, duration: float, 
     threads = {name: (th1[name] - th0.get(name, 0.0)) / span * 100 for name in th1}
     work = {"wakeups_per_s": (st1.get("wakeups", 0) - st0.get("wakeups", 0)) / span,
             "commits_per_s": (st1.get("commits", 0) - st0.get("commits", 0)) / span,
+            "writes_per_s": (st1.get("store_writes", 0) - st0.get("store_writes", 0)) / span,
             "switches_per_s": (_switches(r1) - _switches(r0)) / span}
     raw_out, _ = raw.communicate(timeout=60)
     try:
@@ -373,6 +394,9 @@ def _main() -> int:
     ap.add_argument("--gap-rate", type=float, default=10.0)
     ap.add_argument("--skip-fanin", action="store_true")
     ap.add_argument("--skip-gapfill", action="store_true")
+    ap.add_argument("--app", choices=("thread", "asyncio"), default="thread",
+                    help="how the application takes messages: Console.poll() in a thread, or "
+                         "Console.apoll() in an asyncio event loop (as the web console does)")
     a = ap.parse_args()
     if a.host:
         return host_main(a)
@@ -383,10 +407,11 @@ def _main() -> int:
         _setup_keys(root)
         print(f"machine: {os.cpu_count()} cores; station hosts and console on the same machine")
         if not a.skip_fanin:
-            print(f"fan-in: {a.stations} stations x {a.rate:g} msg/s for {a.duration:g} s per run "
+            print(f"fan-in: {a.stations} stations x {a.rate:g} msg/s for {a.duration:g} s per run, "
+                  f"application taking messages with {'Console.apoll() in asyncio' if a.app == 'asyncio' else 'Console.poll() in a thread'} "
                   f"(CURVE, real journals), {a.runs} run(s)")
             print("  side by side, same load, same run (latency: station publish -> received;"
-                  " the console's: stored, committed and delivered to the application):")
+                  " the console's: stored and delivered to the application):")
             print(f"  {'run':<4}{'subscriber':<26} {'messages':>9} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
                   f"{'CPU % of a core':>16}  load avg (1 min) before/after")
             print(f"  {'':<4}{'station console (goal)':<26} {'all':>9} {'':>7} {'<= 5':>7} {'':>7} {'<= 20':>16}")
@@ -398,7 +423,7 @@ def _main() -> int:
                 _setup_keys(run_root)
                 if cycle is not None:
                     print(f"  (console cycle {cycle:g} ms)")
-                r = fanin(run_root, a.stations, a.hosts, a.rate, a.duration, cycle)
+                r = fanin(run_root, a.stations, a.hosts, a.rate, a.duration, cycle, a.app)
                 load1 = os.getloadavg()[0]
                 w = r["raw"]
                 print(f"  {run:<4}{'station console':<26} {r['measured_msgs']:>9} {r['p50_ms']:>7.2f} "
@@ -410,8 +435,9 @@ def _main() -> int:
                       f"missing {r['missing']}, fetched by replay {r['needed_replay']}")
                 msgs_s = r["measured_msgs"] / r["duration_s"]
                 print(f"  {'':<4}console work: {r['wakeups_per_s']:.0f} I/O wake-ups/s, "
-                      f"{r['commits_per_s']:.0f} commits/s ({msgs_s / max(r['commits_per_s'], 1e-9):.1f} "
-                      f"messages each), {r['switches_per_s']:.0f} context switches/s "
+                      f"{r['writes_per_s']:.0f} store writes/s ({msgs_s / max(r['writes_per_s'], 1e-9):.1f} "
+                      f"messages each), {r['commits_per_s']:.0f} SQLite commits/s, "
+                      f"{r['switches_per_s']:.0f} context switches/s "
                       f"(raw SUB {w['switches_per_s']:.0f}/s); CPU by thread: "
                       + ", ".join(f"{n} {v:.1f} %" for n, v in sorted(r["threads_pct"].items(),
                                                                       key=lambda kv: -kv[1]) if v >= 0.05),

@@ -135,10 +135,14 @@ def _from_store(path: Path) -> dict[str, dict]:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     except sqlite3.Error as e:
         raise UserError(f"{path}: cannot open the console store: {e}") from None
+    from station.console.store import recent_rows
     out: dict[str, dict] = {}
+    recent = [r for r in recent_rows(path) if r[3] in ("health", "anchor")]  # read before the database
     try:
-        rows = db.execute("SELECT station, session, kind, body FROM messages WHERE kind IN ('health', 'anchor') "
-                          "ORDER BY station, session, seq").fetchall()
+        rows = db.execute("SELECT station, session, kind, body, seq FROM messages "
+                          "WHERE kind IN ('health', 'anchor')").fetchall()
+        rows = sorted({(r[0], r[1], r[4]): r for r in rows + [(r[0], r[1], r[3], r[7], r[2]) for r in recent]}
+                      .values(), key=lambda r: (r[0], r[1], r[4]))
         finals = []
         if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'anchors'").fetchone():
             finals = db.execute("SELECT station, session, record FROM anchors ORDER BY rowid").fetchall()
@@ -146,7 +150,7 @@ def _from_store(path: Path) -> dict[str, dict]:
         raise UserError(f"{path}: not a console store ({e})") from None
     finally:
         db.close()
-    for station, session, kind, body in rows:
+    for station, session, kind, body, _seq in rows:
         try:
             d = msgpack.unpackb(body, raw=False)
         except Exception:

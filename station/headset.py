@@ -173,6 +173,37 @@ def load_profile(cfg: Config) -> HeadsetProfile | None:
     return read_profile(path)
 
 
+class ProfileFile:
+    """The configured headset's profile as ``load_profile`` gives it, read again only when its
+    file changed (path, inode, size, mtime: calibration replaces the file, an edit in place
+    changes its size or mtime), for callers that ask every second (the recorder's health beat:
+    a TOML parse per beat cost CPU). ``current()`` returns the profile or None, or raises again
+    the error the file last gave (ConfigError for an invalid file, OSError for an unreadable one)."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self._key: tuple | None = None
+        self._value: HeadsetProfile | None = None
+        self._error: Exception | None = None
+
+    def current(self) -> HeadsetProfile | None:
+        path = profile_path(self.cfg) if self.cfg.station.headset else None
+        try:
+            st = path.stat() if path is not None else None
+            key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns) if st is not None else (str(path),)
+        except OSError:
+            key = (str(path),)
+        if key != self._key:
+            self._key = key
+            try:
+                self._value, self._error = load_profile(self.cfg), None
+            except (ConfigError, OSError) as e:
+                self._value, self._error = None, e
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
 def profile_warnings(cfg: Config, profile: HeadsetProfile | None, now: dt.datetime | None = None) -> list[str]:
     """Operator-readable warnings for the health beat; empty when the profile is fine."""
     now = now or dt.datetime.now(dt.timezone.utc)

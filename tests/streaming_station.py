@@ -192,14 +192,14 @@ def journal_messages(path: Path) -> list[tuple]:
 
 
 def store_messages(store: Path, station: str, session: str) -> list[tuple]:
-    import sqlite3
-    db = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
+    """(seq, kind, t_ns, body) of every message a console store holds for a session, read as any
+    reader does (the recent log and the database)."""
+    from station.console.store import ConsoleStore
+    reader = ConsoleStore(store, readonly=True)
     try:
-        return [(r[0], r[1], r[2], bytes(r[3])) for r in db.execute(
-            "SELECT seq, kind, t_ns, body FROM messages WHERE station=? AND session=? ORDER BY seq",
-            (station, session))]
+        return [(m.seq, m.kind, m.t_ns, bytes(m.body)) for m in reader.messages(station, session)]
     finally:
-        db.close()
+        reader.close()
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import time
 
@@ -26,16 +25,16 @@ pytestmark = pytest.mark.timeout(90)
 
 
 def _stored(path, session) -> set[int]:
-    """Seqs committed in the store, seen by a connection of its own (uncommitted rows are not)."""
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    """Seqs stored (in the recent log or committed in the database), seen by a reader of its own."""
+    reader = ConsoleStore(path, readonly=True)
     try:
-        return {r[0] for r in db.execute("SELECT seq FROM messages WHERE session=?", (session,))}
+        return set(reader.seqs("st-1", session))
     finally:
-        db.close()
+        reader.close()
 
 
 @pytest.mark.parametrize("cycle_ns", [0, 2_000_000], ids=["every-wake-up", "paced-2ms"])
-def test_every_delivered_message_is_already_committed(tmp_path, cycle_ns):
+def test_every_delivered_message_is_already_stored(tmp_path, cycle_ns):
     rig = Rig(tmp_path)
     station, ready = rig.start_station(rate=100)
     con = Console(config.load([rig.console_cfg("console-b")], system=False))
@@ -49,7 +48,7 @@ def test_every_delivered_message_is_already_committed(tmp_path, cycle_ns):
             if batch:
                 # checked at once, by another connection: only committed rows are visible to it
                 missing = {m.seq for m in batch} - _stored(tmp_path / "console-b.sqlite", ready["session"])
-                assert not missing, f"delivered before they were committed: {sorted(missing)[:10]}"
+                assert not missing, f"delivered before they were stored: {sorted(missing)[:10]}"
                 seen += [m.seq for m in batch]
     finally:
         con.stop()
@@ -109,3 +108,58 @@ def test_progress_saved_late_is_taken_from_the_stored_messages(tmp_path):
     assert st.resume_seq("st-1", "sess-1", 7) == 8
     assert st.resume_seq("st-1", "other", 3) == 3
     st.close()
+
+
+def test_apoll_in_an_event_loop_gets_every_message_in_order_times_out_and_ends_on_stop(tmp_path):
+    """Console.apoll(), as the web console uses it: woken from the I/O thread, each message once,
+    in order and already stored; a timeout gives []; stop() ends a wait without a timeout."""
+    import asyncio
+    rig = Rig(tmp_path)
+    station, ready = rig.start_station(rate=100)
+    con = Console(config.load([rig.console_cfg("console-b")], system=False))
+    con.start()
+    stopped = False
+
+    delays_ms = []
+
+    async def follow() -> list[int]:
+        seen, end = [], time.monotonic() + 3
+        while time.monotonic() < end:
+            batch = await con.apoll(1000)   # woken by the delivery, not by this timeout
+            now = time.monotonic_ns()       # (the station stamps t_ns on this machine's clock)
+            if batch:
+                delays_ms.extend((now - m.t_ns) / 1e6 for m in batch)
+                missing = {m.seq for m in batch} - _stored(tmp_path / "console-b.sqlite", ready["session"])
+                assert not missing, f"delivered before they were stored: {sorted(missing)[:10]}"
+                seen += [m.seq for m in batch]
+        return seen
+
+    async def quiet_then_stop() -> tuple[list, float, list]:
+        while await con.apoll(500):       # what is still on its way
+            pass
+        t0 = time.monotonic()
+        got = await con.apoll(200)
+        waited = time.monotonic() - t0
+        waiting = asyncio.ensure_future(con.apoll(None))
+        while not waiting.done() and not con._app_async:   # until it waits
+            await asyncio.sleep(0.01)
+        await asyncio.get_running_loop().run_in_executor(None, con.stop)
+        return got, waited, await asyncio.wait_for(waiting, 5)
+
+    try:
+        seen = asyncio.run(follow())
+        assert len(seen) > 150 and seen == list(range(seen[0], seen[0] + len(seen)))
+        live = sorted(delays_ms[len(delays_ms) // 2:])      # after the catch-up at the start
+        assert live[len(live) // 2] < 100, f"median delay {live[len(live) // 2]:.0f} ms"
+        station.terminate()
+        station.wait(15)
+        got, waited, at_stop = asyncio.run(quiet_then_stop())
+        stopped = True
+        assert got == [] and 0.15 <= waited < 2.0, (got[:3], waited)
+        assert at_stop == []
+    finally:
+        if not stopped:
+            con.stop()
+        if station.poll() is None:
+            station.terminate()
+            station.wait(15)

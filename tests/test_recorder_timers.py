@@ -50,9 +50,10 @@ def test_the_headset_profile_is_read_again_only_when_it_changed(tmp_path, monkey
                           noise_floor_dbfs=-70.0, gate_dbfs=-60.0, vad_mode=2, input_latency_ms=12.5,
                           round_trip_ms=40.0, coupling_db=41.0, speech_level_dbfs=-26.0, passed=True)
     path = write_profile(prof, profile_path(cfg))
+    import station.headset as headset_mod
     reads = []
-    real = recmod.load_profile
-    monkeypatch.setattr(recmod, "load_profile", lambda c: reads.append(1) or real(c))
+    real = headset_mod.load_profile
+    monkeypatch.setattr(headset_mod, "load_profile", lambda c: reads.append(1) or real(c))
     clock = [10 * S]
     rec = recmod.Recorder(cfg, clock=lambda: clock[0], data_dir=tmp_path / "data")
     rec.open_session()

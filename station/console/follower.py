@@ -13,10 +13,10 @@ station's public key. It follows zguide's Clone pattern:
    snapshot or the 1 Hz health beat) are filled the same way.
 
 Messages are delivered to the application exactly once and in sequence order per session (a
-message that arrives ahead of a gap waits until the gap is filled); each is committed to the
+message that arrives ahead of a gap waits until the gap is filled); each is in the
 store before it is delivered. The I/O thread waits in epoll on the sockets' ``ZMQ_FD``; each
-wake-up reads what waits, stores it in one transaction and then delivers it (see
-``_iteration``). Session progress (``next_seq``) is saved about once a second (``PROGRESS_NS``),
+wake-up reads what waits, stores it with one write to the store's recent log and then delivers
+it (see ``_iteration``); every ``MOVE_NS`` the recent log goes into SQLite in one transaction. Session progress (``next_seq``) is saved about once a second (``PROGRESS_NS``),
 at once when it jumps over a gap; a restarted console resumes past what it stored meanwhile. A sequence number the station no longer holds is recorded in the
 store's ``gaps`` table (and counted as ``lost``) instead of being waited for forever.
 
@@ -46,6 +46,7 @@ import collections
 import concurrent.futures
 import logging
 import os
+import queue
 import select
 import threading
 import time
@@ -65,17 +66,22 @@ from station.osthread import named
 from station.protocol import Message
 
 log = logging.getLogger(__name__)
+# plain ints: pyzmq's enum members cost a conversion per call (1-2 µs) on the per-message path
+_EVENTS, _POLLIN, _RCVMORE, _NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.RCVMORE), int(zmq.NOBLOCK)
 NS_PER_MS = 1_000_000
 RETRY_NOT_YET_NS = 200 * NS_PER_MS   # the station has not committed the rest yet: ask again soon
 REAUTH_NS = 5_000 * NS_PER_MS        # after a refused handshake, reconnect this often
 APP_QUEUE_MAX = 200_000              # undelivered messages kept for the application
-TICK_NS = 100 * NS_PER_MS            # timers and state snapshots run this often
+TICK_NS = 100 * NS_PER_MS            # timers run this often
 PROGRESS_NS = 1_000 * NS_PER_MS      # every session's progress is saved this often (some at once)
 # Pacing under load (Console.cycle_ns): 0 = store and deliver at every wake-up (lowest delay);
 # N > 0 = at most one receive-store-deliver cycle per N ns while messages keep coming (fewer
 # wake-ups and commits, so less CPU, for up to N ns more delay; figures in docs/protocol.md)
 CYCLE_NS = 0
 SWEEP_NS = 1_000 * NS_PER_MS         # every socket is looked at this often, signalled or not
+STATES_NS = 250 * NS_PER_MS          # state snapshots (``state()``) are refreshed this often
+MOVE_NS = 50 * NS_PER_MS             # stored messages go from the recent log into SQLite this often
+MOVE_MAX = 2000                      # ... or once this many wait there (a gap fill)
 
 
 from station.console.store import ConsoleStore
@@ -219,10 +225,11 @@ class Console:
         self.store = ConsoleStore(self.store_path)
         self.reader = ConsoleStore(self.store_path, readonly=True)
         self._app: collections.deque = collections.deque()
-        self._app_cv = threading.Condition()
-        self._app_r, self._app_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._app_fd_waiters = 0            # apoll() calls waiting on _app_r
-        self._app_fd_written = False
+        # a token here tells a thread waiting in poll() that _app has something: put without a
+        # lock held, at most one waiting (a Condition made the woken thread block again at once
+        # on the lock its notifier still held: one more context switch per delivery)
+        self._app_bell: queue.SimpleQueue = queue.SimpleQueue()
+        self._app_async: dict[int, tuple] = {}  # apoll() calls waiting: id -> (loop, future)
         self._inbox: collections.deque = collections.deque()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._stats: collections.Counter = collections.Counter()
@@ -246,7 +253,7 @@ class Console:
             self._connect(link)
         self._running = True
         self.store.start_checkpoints()
-        self._publish_states()
+        self._publish_states(time.monotonic_ns())
         self._thread = threading.Thread(target=named(self._run), name="console-io", daemon=True)
         self._thread.start()
 
@@ -254,11 +261,13 @@ class Console:
         if self._running:
             self._running = False
             self._wake()
+            self._app_bell.put(None)      # a poll() waiting returns now
             if self._thread:
                 self._thread.join(timeout=10)
         elif self._thread is None:
             self.store.close()  # never started: the I/O thread would have closed it
-        for fd in (self._app_r, self._app_w, self._wake_r, self._wake_w):
+        self._wake_async()
+        for fd in (self._wake_r, self._wake_w):
             try:
                 os.close(fd)
             except OSError:
@@ -269,38 +278,44 @@ class Console:
         """Messages delivered since the last call (in seq order per session); waits up to
         timeout_ms for the first one."""
         deadline = time.monotonic() + timeout_ms / 1000
-        with self._app_cv:
-            while not self._app:
-                left = deadline - time.monotonic()
-                if left <= 0 or not self._running:
-                    return []
-                self._app_cv.wait(left)
-            n = min(len(self._app), max_messages)
-            out = [self._app.popleft() for _ in range(n)]
-        if self._app_fd_written:
-            self._app_fd_written = False
-            self._drain_fd(self._app_r)
+        while not self._app:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._running:
+                return []
+            try:
+                self._app_bell.get(timeout=left)
+            except queue.Empty:
+                pass
+        out = []
+        try:
+            for _ in range(min(len(self._app), max_messages)):
+                out.append(self._app.popleft())
+        except IndexError:         # another thread's poll() took the rest
+            pass
         return out
 
     async def apoll(self, timeout_ms: int | None = None) -> list[Message]:
-        """asyncio version of poll(): waits without blocking the event loop."""
+        """asyncio version of poll(): waits without blocking the event loop. The I/O thread wakes
+        it with ``call_soon_threadsafe`` (one write to the loop's own wake-up pipe; no file
+        descriptor registered and removed per call)."""
         loop = asyncio.get_running_loop()
+        deadline = None if timeout_ms is None else loop.time() + timeout_ms / 1000
         while True:
             got = self.poll(0)
             if got or not self._running:
                 return got
-            fut = loop.create_future()
-            self._app_fd_waiters += 1      # from now on a delivery writes the pipe
-            loop.add_reader(self._app_r, lambda: fut.done() or fut.set_result(None))
-            try:
-                if self._app:
-                    continue
-                await asyncio.wait_for(fut, None if timeout_ms is None else timeout_ms / 1000)
-            except asyncio.TimeoutError:
+            if deadline is not None and loop.time() >= deadline:
                 return []
+            fut = loop.create_future()
+            self._app_async[id(fut)] = (loop, fut)   # from now on a delivery wakes it
+            timer = None if deadline is None else loop.call_at(deadline, _settle, fut)
+            try:
+                if not self._app and self._running:
+                    await fut
             finally:
-                loop.remove_reader(self._app_r)
-                self._app_fd_waiters -= 1
+                self._app_async.pop(id(fut), None)
+                if timer is not None:
+                    timer.cancel()
 
     async def batches(self) -> AsyncIterator[list[Message]]:
         while self._running:
@@ -506,7 +521,8 @@ class Console:
         self._delivered: list[Message] = []
         self._pending_store: list[Message] = []
         self._urgent: dict[int, tuple] = {}     # id(track) -> (link, track): save progress now
-        self._next_tick_ns = self._last_full_ns = self._next_sweep_ns = 0
+        self._next_tick_ns = self._last_full_ns = self._next_sweep_ns = self._next_move_ns = 0
+        self._next_states_ns = 0
         try:
             while self._running:
                 try:
@@ -583,21 +599,29 @@ class Console:
             self._next_tick_ns = now + TICK_NS
             for link in self.links.values():
                 self._timers(link, now)
-            self._publish_states()
+            if now >= self._next_states_ns:
+                self._next_states_ns = now + STATES_NS
+                self._publish_states(now)
             if now >= self._next_sweep_ns:   # a bound on any signal missed: look at every socket
                 self._next_sweep_ns = now + SWEEP_NS
                 self._check.update(self._fd_owner)
-        # a message counts as delivered only once it is stored: one commit per wake-up, then the
-        # application gets this wake-up's messages
+        # a message counts as delivered only once it is stored: one store write per wake-up, then
+        # the application gets this wake-up's messages
         full = now - self._last_full_ns >= PROGRESS_NS
         if self._pending_store or self._delivered or self._urgent or full:
             self._flush(full=full)
-        if self.store.tail_checkpoint_due:   # after the delivery: only later messages wait on it
+        # after the delivery, so that only later messages wait on these
+        if self.store.recent_count and (now >= self._next_move_ns
+                                        or self.store.recent_count >= MOVE_MAX):
+            self._next_move_ns = now + MOVE_NS
+            self.store.move_recent()
+            self._stats["commits"] += 1
+        if self.store.tail_checkpoint_due:
             self.store.checkpoint_tail()
 
     def _flush(self, full: bool = True) -> None:
-        """Store the messages of this wake-up (one transaction), then hand the delivered ones to the
-        application. Session progress goes into the same transaction for the tracks marked
+        """Store the messages of this wake-up (one append to the store's recent log), then hand
+        the delivered ones to the application. Session progress is committed for the tracks marked
         ``_save_soon`` (a jump over a gap, a start learned, new snapshot info), and for every
         track with unsaved progress when ``full`` (every PROGRESS_NS): a message stored counts
         as progress on restart anyway (``ConsoleStore.resume_seq``)."""
@@ -607,10 +631,11 @@ class Console:
         else:
             dirty = list(self._urgent.values())
         self._urgent = {}
-        if self._pending_store or dirty or self.store.db.in_transaction:
-            if self._pending_store:
-                self.store.add(self._pending_store, time.time_ns())
-                self._pending_store = []
+        if self._pending_store:
+            self.store.add(self._pending_store, time.time_ns())    # stored from here on
+            self._pending_store = []
+            self._stats["store_writes"] += 1
+        if dirty or self.store.db.in_transaction:
             if dirty:
                 self.store.save_sessions([
                     (link.id, t.session, t.next_seq, t.known_last,
@@ -623,22 +648,27 @@ class Console:
         if self._delivered:
             self._stats["delivered"] += len(self._delivered)
             if self.deliver:
-                with self._app_cv:
-                    self._app.extend(self._delivered)
-                    over = len(self._app) - APP_QUEUE_MAX
-                    for _ in range(max(0, over)):
-                        self._app.popleft()
-                        self._stats["app_dropped"] += 1
-                    self._app_cv.notify_all()
-                if self._app_fd_waiters:   # (apoll counts itself in before it looks at _app)
-                    self._app_fd_written = True
+                self._app.extend(self._delivered)
+                for _ in range(len(self._app) - APP_QUEUE_MAX):
                     try:
-                        os.write(self._app_w, b"x")
-                    except OSError:
-                        pass
+                        self._app.popleft()
+                    except IndexError:
+                        break
+                    self._stats["app_dropped"] += 1
+                if self._app_bell.empty():
+                    self._app_bell.put(None)
+                if self._app_async:        # (apoll counts itself in before it looks at _app)
+                    self._wake_async()
             self._delivered = []
 
-    def _publish_states(self) -> None:
+    def _wake_async(self) -> None:
+        for loop, fut in list(self._app_async.values()):
+            try:
+                loop.call_soon_threadsafe(_settle, fut)
+            except RuntimeError:                    # its event loop is closed
+                self._app_async.pop(id(fut), None)
+
+    def _publish_states(self, now: int) -> None:
         with self._states_lock:
             for link in self.links.values():
                 t = link.tracks.get(link.session) if link.session else None
@@ -646,7 +676,7 @@ class Console:
                     state, detail = "refused", link.refused
                 elif link.auth_failed:
                     state, detail = "unauthorised", link.auth_failed
-                elif (link.fail_since_ns and time.monotonic_ns() - link.fail_since_ns
+                elif (link.fail_since_ns and now - link.fail_since_ns
                       > 3 * self.c.stale_ms * NS_PER_MS):
                     state, detail = "unauthorised", ("secure handshake keeps failing (wrong station "
                                                      "public key pinned, or not a station)")
@@ -658,7 +688,7 @@ class Console:
                     "station": link.id, "state": state, "detail": detail, "session": link.session,
                     "next_seq": t.next_seq if t else None, "known_last": t.known_last if t else None,
                     "offset_ns": link.offset_ns, "rtt_ns": link.rtt_ns,
-                    "clock_age_s": (time.monotonic_ns() - link.clock_measured_ns) / 1e9
+                    "clock_age_s": (now - link.clock_measured_ns) / 1e9
                     if link.clock_measured_ns else None,
                     "counts": dict(link.counts), "_last_rx_ns": link.last_rx_ns,
                     "snapshot": dict(link.snapshot_info)}
@@ -668,14 +698,16 @@ class Console:
     def _recv_live(self, sock: zmq.Socket, link: _Link | None, now: int) -> bool:
         """Read live messages until the socket has none (False) or 5000 were read (True: more
         may wait)."""
-        recv, events = sock.recv_multipart, sock.getsockopt
+        recv, get = sock.recv, sock.get
         for i in range(5000):
             # signalled: the first read is tried at once; then whether more waits is asked
             # (cheaper than a raised zmq.Again)
-            if i and not events(zmq.EVENTS) & zmq.POLLIN:
+            if i and not get(_EVENTS) & _POLLIN:
                 return False
             try:
-                frames = recv(flags=zmq.NOBLOCK)
+                frames = [recv(_NOBLOCK)]
+                while get(_RCVMORE):
+                    frames.append(recv(_NOBLOCK))
             except zmq.Again:
                 return False
             try:
@@ -823,7 +855,7 @@ class Console:
     def _recv_replies(self, link: _Link, now: int) -> bool:
         """Read replies until the DEALER has none (False) or 1000 were read (True)."""
         for _ in range(1000):
-            if not link.dealer.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            if not link.dealer.get(_EVENTS) & _POLLIN:
                 return False
             try:
                 frames = link.dealer.recv_multipart(flags=zmq.NOBLOCK)
@@ -998,6 +1030,11 @@ class Console:
                     link.fail_since_ns = now
             elif ev == zmq.EVENT_DISCONNECTED:
                 link.handshake_ok = False
+
+
+def _settle(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 def format_line(m: Message, width: int = 100) -> str:

@@ -34,13 +34,13 @@ from typing import Any, Callable
 from station import __version__, software
 from station.competences import CommandError
 from station.clock import boot_id, monotonic_ns, wall_anchor
-from station.config import Config
+from station.config import Config, ConfigError
 from station.config import data_dir as config_data_dir
 from station.engine import Engine
 from station.errors import JournalError, UserError
 from station.eventqueue import EventQueue
 from station.events import DEFAULT_LAG_NS, Batch, ExamControl, IntegrityEvent, SourceHealth
-from station.headset import load_profile, profile_path, profile_warnings
+from station.headset import ProfileFile, profile_warnings
 from station.protocol import packb
 from station.recorder.assessor_commands import command_to_event
 from station.recorder.journal import Journal, SessionHeader, list_sessions, new_session_id
@@ -122,8 +122,7 @@ class Recorder:
         self.resumed = False
         self.backlog_cycles = 0     # ingest cycles not yet committed (disk full); see _journal_full
         self.status_file: Path | None = status_path(self.data_dir)   # None: no status file
-        self._profile_key: tuple | None = None   # the headset profile file as last read (_headset_status)
-        self._profile: Any = None                # ... and what reading it gave (a profile, None, an error)
+        self._profile_file = ProfileFile(cfg)      # the headset profile, for the health beat
 
     # ------------------------------------------------------------ session
     def open_session(self) -> Journal:
@@ -177,24 +176,12 @@ class Recorder:
         return self.journal
 
     def _headset_status(self) -> dict:
-        """The headset profile's state for the health beat (every second). The profile file is
-        read again only when it changed (path, inode, size, mtime: calibration
-        replaces the file, an edit in place changes its size or mtime): a TOML parse per beat cost CPU."""
-        path = profile_path(self.cfg) if self.cfg.station.headset else None
+        """The headset profile's state for the health beat (every second; the file is parsed
+        again only when it changed: ``ProfileFile``)."""
         try:
-            st = path.stat() if path is not None else None
-            key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns) if st is not None else (str(path),)
-        except OSError:
-            key = (str(path),)
-        if key != self._profile_key:
-            try:
-                self._profile = load_profile(self.cfg)
-            except Exception as e:
-                self._profile = e
-            self._profile_key = key
-        profile = self._profile
-        if isinstance(profile, Exception):
-            return {"status": "invalid", "warnings": [str(profile)]}
+            profile = self._profile_file.current()
+        except (ConfigError, OSError) as e:
+            return {"status": "invalid", "warnings": [str(e)]}
         warnings = profile_warnings(self.cfg, profile)
         out: dict[str, Any] = {"status": "ok" if not warnings else "warning", "warnings": warnings}
         if profile is not None:
