@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from station.errors import UserError
+from station.recent_log import recent_rows
 
 ANCHOR_FORMAT = 1
 EXPORT_FORMAT = 1
@@ -135,7 +136,6 @@ def _from_store(path: Path) -> dict[str, dict]:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     except sqlite3.Error as e:
         raise UserError(f"{path}: cannot open the console store: {e}") from None
-    from station.console.store import recent_rows
     out: dict[str, dict] = {}
     recent = [r for r in recent_rows(path) if r[3] in ("health", "anchor")]  # read before the database
     try:

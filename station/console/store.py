@@ -13,16 +13,13 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-import struct
 import threading
 import time
-import zlib
 from pathlib import Path
 from typing import Any
 
-import msgpack
-
 from station import protocol
+from station.recent_log import Row, encode_records, recent_path, recent_rows
 from station.errors import UserError
 from station.osthread import named
 from station.protocol import Message
@@ -48,55 +45,7 @@ CREATE TABLE IF NOT EXISTS clock (
 STORE_VERSION = 1
 CHECKPOINT_S = 1.0    # the write-ahead log is copied into the database this often
 WAL_LIMIT_BYTES = 32 << 20   # a restarted log longer than this (after a burst) is cut back to it
-RECENT_SUFFIX = "-recent"
-_RECORD_HEAD = struct.Struct("<II")   # payload length, CRC-32 of the payload
 _INSERT_SQL = "INSERT OR IGNORE INTO messages VALUES (?,?,?,?,?,?,?,?)"
-Row = tuple   # (station, session, seq, kind, t_ns, wall_ns, recv_wall_ns, body): a messages row
-
-
-def _records(rows: list[Row]) -> bytes:
-    out = []
-    for r in rows:
-        payload = protocol.packb(list(r))
-        out.append(_RECORD_HEAD.pack(len(payload), zlib.crc32(payload)) + payload)
-    return b"".join(out)
-
-
-def _parse_records(data: bytes) -> list[Row]:
-    """The rows of a recent log, up to its end or to the first record that is incomplete or fails
-    its CRC (a write cut short, or a read that met the writer's truncation: what follows it is in
-    the database or newer than the read)."""
-    rows, pos, n = [], 0, len(data)
-    while pos + _RECORD_HEAD.size <= n:
-        size, crc = _RECORD_HEAD.unpack_from(data, pos)
-        payload = data[pos + _RECORD_HEAD.size:pos + _RECORD_HEAD.size + size]
-        if len(payload) != size or zlib.crc32(payload) != crc:
-            break
-        try:
-            r = msgpack.unpackb(payload, raw=False)
-        except Exception:    # (passed its CRC: written by other software)
-            break
-        if not isinstance(r, list) or len(r) != 8:
-            break
-        rows.append(tuple(r))
-        pos += _RECORD_HEAD.size + size
-    return rows
-
-
-def recent_path(path: Path) -> Path:
-    return Path(str(path) + RECENT_SUFFIX)
-
-
-def recent_rows(path: Path) -> list[Row]:
-    """The messages of a store's recent log, not yet moved into its database (none when the file
-    is missing). Read it *before* querying the database: the writer commits the move before it
-    empties the log, so a message is always in one of the two for a reader in that order."""
-    try:
-        return _parse_records(recent_path(path).read_bytes())
-    except FileNotFoundError:
-        return []
-
-
 class ConsoleStore:
     """The console's store (SQLite in WAL mode, and the recent log). One writer (the Console's
     I/O thread); any number of readers, each with its own ``ConsoleStore(path, readonly=True)``.
@@ -253,7 +202,7 @@ class ConsoleStore:
         returns. Raises OSError (the log cut back to its last whole record: none of them stored)."""
         rows = [(m.station, m.session, m.seq, m.kind, m.t_ns, m.wall_ns, recv_wall_ns, m.body)
                 for m in msgs]
-        blob = _records(rows)
+        blob = encode_records(rows)
         left = memoryview(blob)
         try:
             while left:
