@@ -304,3 +304,29 @@ def test_a_recorder_is_read_by_its_owner_once_per_block_with_contiguous_stamps(p
         rec.close()
     with pytest.raises(PulseRecordError):
         rec.read()
+
+
+def test_a_change_made_while_the_watch_checks_is_noticed(pulse, cfg, monkeypatch):
+    """The watch queries the server in its own check; an event that comes in meanwhile (here: the
+    recorded stream moved during the first check) must lead to another check, not wait for the
+    next event (none comes: the stream just records from the other source)."""
+    from station.capture import audio_watch
+    real, moved = audio_watch.SourceWatch._check, []
+
+    def check_then_move(self, pulse_client):
+        real(self, pulse_client)
+        if not moved:
+            moved.append(1)
+            pulse.pactl("move-source-output", _our_output(pulse, "agent.monitor"), "customer.monitor")
+            pulse_client.server_info()      # a query: the move's events come in during it
+    monkeypatch.setattr(audio_watch.SourceWatch, "_check", check_then_move)
+    run = _Run(cfg)
+    try:
+        wait_for(lambda: moved, 25, "the first check")
+        ev = run.first(lambda e: e.STREAM == "device" and e.state == "changed", 0, 10,
+                       "a DeviceEvent for the stream moved during the check")
+        assert ev.device == "customer.monitor" and not ev.evidence
+    finally:
+        run.src.stop()
+        wait_for(lambda: 'media.name = "station ' not in pulse.pactl("list", "source-outputs"), 10,
+                 "the capture's streams closed")

@@ -29,12 +29,20 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from station.capture import soundserver
 from station.clock import monotonic_ns
 from station.osthread import named
 
 log = logging.getLogger(__name__)
+
+
+def removed_event(source: Any, roles: str, now_ns: int) -> Any:
+    """The DeviceEvent journaled when a recorded sound-server source (a SourceInfo) is gone from
+    the server: no evidence from it (the watch, and the audio source between two streams)."""
+    return source.device_event(now_ns, "removed", roles, False,
+                               f"{roles}: {source.name!r} was removed from the sound server")
 
 
 @dataclass
@@ -89,17 +97,28 @@ class SourceWatch:
             return
         self._pulse = pulse
         pending: list = []
+        listening = [False]
 
         def on_event(ev):
+            # pulsectl calls this from any of its calls, _check's own queries too: an event that
+            # comes during a check is kept for the next one (stopping the loop only in
+            # event_listen), and event_listen is not entered while one is kept, since it waits
+            # for the next event (seen: a sink unloaded while the watch checked was never noticed)
             pending.append(ev)
-            raise pulsectl.PulseLoopStop
+            if listening[0]:
+                raise pulsectl.PulseLoopStop
 
         try:
             pulse.event_mask_set("source", "source_output", "server")
             pulse.event_callback_set(on_event)
             self._check(pulse)
             while not self._stop.is_set() and not self._done:
-                pulse.event_listen()          # no timeout: no wake-up without an event (close stops it)
+                if not pending:
+                    listening[0] = True
+                    try:
+                        pulse.event_listen()  # no timeout: no wake-up without an event (close stops it)
+                    finally:
+                        listening[0] = False
                 if pending and not self._stop.is_set():
                     pending.clear()
                     self._check(pulse)
@@ -139,8 +158,7 @@ class SourceWatch:
             old = ws.source
             out = outputs.get(ws.stream_name)
             if old.name not in by_name:
-                events.append(old.device_event(now, "removed", ws.roles, False,
-                                               f"{ws.roles}: {old.name!r} was removed from the sound server"))
+                events.append(removed_event(old, ws.roles, now))
                 failure = failure or f"{old.name!r} was removed from the sound server (headset unplugged?)"
             if out is None:
                 failure = failure or f"the sound server ended the recorded stream on {old.name!r}"
