@@ -487,20 +487,21 @@ class AudioSource:
         server = sound_server_sources()
         if server is not None:
             self._journal_removed_sources(server[0])
-        if self.reinit_portaudio:
+        try:
+            plans: list[StreamPlan] | None = plan_streams(self.cfg, server)
+        except AudioDeviceError:
+            if not self.reinit_portaudio:
+                raise
+            plans = None
+        if self.reinit_portaudio and (plans is None or any(p.backend == "portaudio" for p in plans)):
             # PortAudio enumerates its devices once, at initialisation: a device missing then
             # (its sound server restarting, a headset replugged) stays missing, and indices may
-            # have moved. So re-enumerate, then resolve the names on the fresh list; a plan that
-            # fails on the stale list is tried again on the fresh one.
-            try:
-                uses_portaudio = any(p.backend == "portaudio" for p in plan_streams(self.cfg, server))
-            except AudioDeviceError:
-                uses_portaudio = True
-            if uses_portaudio:
-                sd = _sd()
-                sd._terminate()
-                sd._initialize()
-        plans = plan_streams(self.cfg, server)
+            # have moved. So re-enumerate, then resolve the names again on the fresh list (a plan
+            # that failed on the stale list is tried again there).
+            sd = _sd()
+            sd._terminate()
+            sd._initialize()
+            plans = plan_streams(self.cfg, server)
         now = monotonic_ns()
         judged = {}
         for plan in plans:
@@ -572,8 +573,8 @@ class AudioSource:
             with self._dev_lock:
                 already = (self._dev_last.get(name) or ("",))[0] == "removed"
             if not already:
-                self._device(info.device_event(now, "removed", roles, False,
-                                               f"{roles}: {name!r} was removed from the sound server"))
+                from station.capture.audio_watch import removed_event
+                self._device(removed_event(info, roles, now))
 
     def _judge(self, roles: str, info: Any) -> tuple[bool, str]:
         """Whether audio from ``info`` (a SourceInfo) counts for ``roles`` (audio_identity rule)."""
