@@ -163,3 +163,71 @@ def test_apoll_in_an_event_loop_gets_every_message_in_order_times_out_and_ends_o
         if station.poll() is None:
             station.terminate()
             station.wait(15)
+
+
+@pytest.mark.parametrize("app", ["poll", "apoll"])
+def test_the_console_stores_on_while_the_application_is_away(tmp_path, app):
+    """The application's own thread (poll) or event loop (apoll) runs the console's I/O loop
+    while it waits; when it is away (busy, or its event loop blocked), the I/O thread takes over
+    within LEAD_GRACE_NS and messages are still stored; afterwards the application gets every
+    message once and in order."""
+    import asyncio
+    import threading
+    rig = Rig(tmp_path)
+    station, ready = rig.start_station(rate=100)
+    con = Console(config.load([rig.console_cfg("console-c", key="console-b")], system=False))
+    store = tmp_path / "console-c.sqlite"
+    con.start()
+    seen: list[int] = []
+    grew: list[int] = []
+
+    def watch(start: int) -> None:      # from its own thread: the store while the app is away
+        end = time.monotonic() + 3
+        while time.monotonic() < end:
+            n = len(_stored(store, ready["session"]))
+            if n >= start + 60:
+                grew.append(n - start)
+                return
+            time.sleep(0.05)
+
+    def away() -> None:
+        w = threading.Thread(target=watch, args=(len(_stored(store, ready["session"])),))
+        w.start()
+        w.join()                          # the application does nothing meanwhile
+
+    async def take_async(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            seen.extend(m.seq for m in await con.apoll(100))
+
+    def take(seconds: float) -> None:
+        if app == "apoll":
+            asyncio.run(take_async(seconds))
+            return
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            seen.extend(m.seq for m in con.poll(100))
+
+    async def blocked_loop() -> None:   # an event loop that runs the console, then blocks
+        await take_async(1.5)
+        away()
+        await take_async(1.5)
+
+    try:
+        if app == "apoll":
+            asyncio.run(blocked_loop())
+        else:
+            take(1.5)
+            away()
+            take(1.5)
+        take(0.5)                          # and the other way of taking messages after it
+        if app == "apoll":
+            end = time.monotonic() + 0.5
+            while time.monotonic() < end:
+                seen.extend(m.seq for m in con.poll(100))
+    finally:
+        con.stop()
+        station.terminate()
+        station.wait(15)
+    assert grew, "nothing was stored while the application was away"
+    assert len(seen) > 300 and seen == list(range(seen[0], seen[0] + len(seen)))

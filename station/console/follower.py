@@ -1,9 +1,15 @@
 """Console side of the streaming protocol: follow N stations, lose nothing, store everything.
 
-``Console`` runs one I/O thread that owns every ZeroMQ socket and the writer connection of the
-console's SQLite store (``ConsoleStore``). Per configured station it keeps a SUB socket (or one
-shared SUB to a ``station proxy``) and a DEALER for requests, both CURVE clients that pin the
-station's public key. It follows zguide's Clone pattern:
+``Console`` runs one I/O loop that owns every ZeroMQ socket and the writer connection of the
+console's SQLite store (``ConsoleStore``). The application's own thread runs it while it waits in
+``poll()``, and an asyncio event loop runs it from the first ``apoll()`` on (a reader on the epoll
+descriptor); the console's I/O thread runs it whenever no application has waited for
+``LEAD_GRACE_NS`` (the application busy, its event loop blocked or gone), so messages are stored
+all the time; one lock decides who runs it. Running it in the application's thread saves the
+hand-over per delivery (a thread wake-up and the GIL hand-over: a fifth of the CPU with
+``apoll()``, docs/protocol.md). Per configured station it keeps a SUB socket (or one shared SUB to
+a ``station proxy``) and a DEALER for requests, both CURVE clients that pin the station's public
+key. It follows zguide's Clone pattern:
 
 1. subscribe first (live messages are stored as they come),
 2. ask the snapshot (session id and last sequence number),
@@ -14,7 +20,7 @@ station's public key. It follows zguide's Clone pattern:
 
 Messages are delivered to the application exactly once and in sequence order per session (a
 message that arrives ahead of a gap waits until the gap is filled); each is in the
-store before it is delivered. The I/O thread waits in epoll on the sockets' ``ZMQ_FD``; each
+store before it is delivered. The I/O loop waits in epoll on the sockets' ``ZMQ_FD``; each
 wake-up reads what waits, stores it with one write to the store's recent log and then delivers
 it (see ``_iteration``); every ``MOVE_NS`` the recent log goes into SQLite in one transaction. Session progress (``next_seq``) is saved about once a second (``PROGRESS_NS``),
 at once when it jumps over a gap; a restarted console resumes past what it stored meanwhile. A sequence number the station no longer holds is recorded in the
@@ -82,6 +88,9 @@ SWEEP_NS = 1_000 * NS_PER_MS         # every socket is looked at this often, sig
 STATES_NS = 250 * NS_PER_MS          # state snapshots (``state()``) are refreshed this often
 MOVE_NS = 50 * NS_PER_MS             # stored messages go from the recent log into SQLite this often
 MOVE_MAX = 2000                      # ... or once this many wait there (a gap fill)
+# The application's own thread runs the I/O loop while it waits in poll()/apoll() (see
+# ``Console._lead``); the I/O thread takes over once no application has waited for this long
+LEAD_GRACE_NS = 50 * NS_PER_MS
 
 
 from station.console.store import ConsoleStore
@@ -158,7 +167,7 @@ class _Request:
 
 
 class _Link:
-    """Runtime state of one followed station (used only by the I/O thread, except snapshot())."""
+    """Runtime state of one followed station (used only by the I/O loop, except snapshot())."""
 
     def __init__(self, spec: StationSpec):
         self.spec = spec
@@ -197,7 +206,7 @@ class Console:
     ``specs`` overrides the configured station list (tests, benchmarks); ``deliver=False`` keeps
     no application queue (store only). ``cycle_ns`` (set before ``start()``): pacing under load,
     ns, 0 = store and deliver at every wake-up (see ``CYCLE_NS``). ``stats()`` counts, among
-    others, the I/O thread's ``wakeups`` and store ``commits``.
+    others, the I/O loop's ``wakeups`` and store ``commits``.
     """
 
     def __init__(self, cfg, *, specs: list[StationSpec] | None = None,
@@ -238,6 +247,18 @@ class Console:
         self._req_id = int.from_bytes(os.urandom(3), "big")
         self._running = False
         self._thread: threading.Thread | None = None
+        # who runs the I/O loop: whoever holds _loop_lock. An application waiting in poll() or
+        # apoll() leads (_leading); the I/O thread parks on _io_go meanwhile and until
+        # LEAD_GRACE_NS after the application last waited (until _lead_until_ns), then takes over
+        self._loop_lock = threading.Lock()
+        self._leading = 0                      # application threads leading or asking to lead
+        self._leading_lock = threading.Lock()
+        self._lead_until_ns = 0
+        # an asyncio event loop that runs the I/O loop (see apoll): (loop, thread id, epoll fd)
+        self._attached: tuple | None = None
+        self._attached_tick: asyncio.TimerHandle | None = None
+        self._attached_tick_ns = 0              # the I/O loop's next tick that timer is for
+        self._io_go = threading.Event()
         self._load_tracks()
 
     # ------------------------------------------------------------------ application API
@@ -253,14 +274,18 @@ class Console:
             self._connect(link)
         self._running = True
         self.store.start_checkpoints()
+        self._init_loop()
         self._publish_states(time.monotonic_ns())
         self._thread = threading.Thread(target=named(self._run), name="console-io", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
+        if self._attached is not None and self._attached[1] == threading.get_ident():
+            self._detach()
         if self._running:
             self._running = False
             self._wake()
+            self._io_go.set()
             self._app_bell.put(None)      # a poll() waiting returns now
             if self._thread:
                 self._thread.join(timeout=10)
@@ -276,16 +301,21 @@ class Console:
 
     def poll(self, timeout_ms: int = 0, max_messages: int = 100_000) -> list[Message]:
         """Messages delivered since the last call (in seq order per session); waits up to
-        timeout_ms for the first one."""
-        deadline = time.monotonic() + timeout_ms / 1000
+        timeout_ms for the first one. While it waits, this thread runs the I/O loop itself
+        (``_lead``): no hand-over from the I/O thread per delivery."""
+        deadline = time.monotonic_ns() + int(timeout_ms * NS_PER_MS)
         while not self._app:
-            left = deadline - time.monotonic()
-            if left <= 0 or not self._running:
+            if not self._running or time.monotonic_ns() >= deadline:
                 return []
-            try:
-                self._app_bell.get(timeout=left)
+            if self._lead(deadline):
+                continue
+            try:            # the I/O thread is in the middle of a wake-up: it delivers to us
+                self._app_bell.get(timeout=max(0, deadline - time.monotonic_ns()) / 1e9)
             except queue.Empty:
                 pass
+        return self._take(max_messages)
+
+    def _take(self, max_messages: int) -> list[Message]:
         out = []
         try:
             for _ in range(min(len(self._app), max_messages)):
@@ -295,17 +325,22 @@ class Console:
         return out
 
     async def apoll(self, timeout_ms: int | None = None) -> list[Message]:
-        """asyncio version of poll(): waits without blocking the event loop. The I/O thread wakes
-        it with ``call_soon_threadsafe`` (one write to the loop's own wake-up pipe; no file
-        descriptor registered and removed per call)."""
+        """asyncio version of poll(): waits without blocking the event loop. The event loop runs
+        the console's I/O loop itself (``_attach``): a reader on the epoll descriptor of the
+        sockets and the wake pipe, and a timer for the housekeeping, each running one wake-up
+        that does not wait (``_iteration(0)``); a delivery then wakes this call directly. When the
+        event loop cannot have the I/O loop (the I/O thread does not hand it over within 5 ms,
+        or ``cycle_ns`` paces the loop), the I/O thread delivers and wakes this call with
+        ``call_soon_threadsafe``."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout_ms is None else loop.time() + timeout_ms / 1000
         while True:
-            got = self.poll(0)
-            if got or not self._running:
-                return got
+            if self._app or not self._running:
+                return self._take(100_000)
             if deadline is not None and loop.time() >= deadline:
                 return []
+            if self.cycle_ns == 0:
+                self._attach(loop)
             fut = loop.create_future()
             self._app_async[id(fut)] = (loop, fut)   # from now on a delivery wakes it
             timer = None if deadline is None else loop.call_at(deadline, _settle, fut)
@@ -316,6 +351,73 @@ class Console:
                 self._app_async.pop(id(fut), None)
                 if timer is not None:
                     timer.cancel()
+
+    def _attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Let ``loop`` (running in this thread) run the I/O loop from now on, unless it already
+        does. The I/O thread hands over (``_grab_loop``) and parks while the event loop keeps
+        coming back (``_on_ready`` at least every TICK_NS); it takes over again if the event loop
+        is blocked or gone for LEAD_GRACE_NS more, and the event loop then lets go
+        (``_detach``)."""
+        if self._attached is not None:
+            if self._attached[0] is loop and not loop.is_closed():
+                return
+            self._detach()
+        self._lead_enter()
+        try:
+            if not self._grab_loop(0.005):
+                return
+            try:
+                fd = self._ep.fileno()
+                loop.add_reader(fd, self._on_ready)
+                self._attached = (loop, threading.get_ident(), fd)
+                self._lead_until_ns = time.monotonic_ns() + TICK_NS + LEAD_GRACE_NS
+            finally:
+                self._loop_lock.release()
+        finally:
+            self._lead_exit()
+        loop.call_soon(self._on_ready)
+
+    def _detach(self) -> None:
+        loop, _, fd = self._attached
+        self._attached = None
+        if self._attached_tick is not None:
+            self._attached_tick.cancel()
+            self._attached_tick = None
+        if not loop.is_closed():
+            loop.remove_reader(fd)
+
+    def _on_tick(self) -> None:
+        self._attached_tick = None       # fired: the next wake-up sets the next one
+        self._on_ready()
+
+    def _on_ready(self) -> None:
+        """The attached event loop's wake-up: the epoll descriptor is readable, the housekeeping
+        is due, or a socket still holds messages."""
+        if self._attached is None:
+            return
+        loop = self._attached[0]
+        if not self._running or not self._loop_lock.acquire(blocking=False):
+            self._detach()       # the I/O thread took over (or stopped): do not spin on it
+            return
+        try:
+            self._safe_iteration(0.0)
+            fd = self._ep.fileno()           # the poller may have been rebuilt
+            if fd != self._attached[2]:
+                loop.remove_reader(self._attached[2])
+                loop.add_reader(fd, self._on_ready)
+                self._attached = (loop, self._attached[1], fd)
+            self._lead_until_ns = time.monotonic_ns() + TICK_NS + LEAD_GRACE_NS
+            if self._check:                  # a socket holds more: read on after other callbacks
+                loop.call_soon(self._on_ready)
+            tick = self._attached_tick
+            if tick is None or tick.cancelled() or self._attached_tick_ns != self._next_tick_ns:
+                if tick is not None:
+                    tick.cancel()
+                self._attached_tick_ns = self._next_tick_ns
+                self._attached_tick = loop.call_later(
+                    max(0, self._next_tick_ns - time.monotonic_ns()) / 1e9, self._on_tick)
+        finally:
+            self._loop_lock.release()
 
     async def batches(self) -> AsyncIterator[list[Message]]:
         while self._running:
@@ -373,6 +475,10 @@ class Console:
         full = protocol.validate_command(full)
         fut: concurrent.futures.Future = concurrent.futures.Future()
         self._inbox.append(("command", station_id, full, timeout, fut))
+        if not self._leading and self._attached is None:   # no application runs the loop:
+            # the I/O thread sends it now (a leader or attached event loop: the wake pipe)
+            self._lead_until_ns = 0
+            self._io_go.set()
         self._wake()
         return fut
 
@@ -461,7 +567,7 @@ class Console:
         self._poller_dirty = True          # closed sockets leave the pollers even if _connect fails
         self._connect(link)
 
-    # ------------------------------------------------------------------ I/O thread
+    # ------------------------------------------------------------------ I/O loop
 
     def _wake(self) -> None:
         try:
@@ -513,7 +619,7 @@ class Console:
             if owner is not None and owner[2] is sock:
                 self._check[fd] = owner
 
-    def _run(self) -> None:
+    def _init_loop(self) -> None:
         self._ep = self._ep_wake = None
         self._busy = False
         self._cycle_ns = 0
@@ -523,29 +629,85 @@ class Console:
         self._urgent: dict[int, tuple] = {}     # id(track) -> (link, track): save progress now
         self._next_tick_ns = self._last_full_ns = self._next_sweep_ns = self._next_move_ns = 0
         self._next_states_ns = 0
+
+    def _lead(self, deadline_ns: int) -> bool:
+        """Run the I/O loop in the calling (application) thread until something is delivered or
+        ``deadline_ns`` (monotonic). If the I/O thread has the loop, it is woken to hand it over
+        (it parks while an application leads and for LEAD_GRACE_NS after). False when the loop
+        could not be had before the deadline (another application thread leads); the I/O thread
+        then goes on running it."""
+        self._lead_enter()
+        try:
+            if not self._grab_loop(max(0, deadline_ns - time.monotonic_ns()) / 1e9):
+                return False
+            try:
+                while self._running:
+                    self._safe_iteration(max(0, deadline_ns - time.monotonic_ns()) / 1e9)
+                    if self._app or time.monotonic_ns() >= deadline_ns:
+                        break
+            finally:
+                self._loop_lock.release()
+            self._lead_until_ns = time.monotonic_ns() + LEAD_GRACE_NS
+            return True
+        finally:
+            self._lead_exit()
+
+    def _grab_loop(self, timeout: float) -> bool:
+        """Take ``_loop_lock`` for an application thread (counted in ``_leading`` by the
+        caller); if the I/O thread holds it, wake it so that it hands over, waiting up to
+        ``timeout`` s."""
+        if self._loop_lock.acquire(blocking=False):
+            return True
+        self._wake()
+        return self._loop_lock.acquire(timeout=timeout)
+
+    def _lead_enter(self) -> None:
+        with self._leading_lock:
+            self._leading += 1
+
+    def _lead_exit(self) -> None:
+        with self._leading_lock:
+            self._leading -= 1
+
+    def _safe_iteration(self, max_wait: float | None = None) -> None:
+        try:
+            self._iteration(max_wait)
+        except Exception:
+            self._stats["errors"] += 1
+            log.exception("console loop error")
+            time.sleep(0.05)
+
+    def _run(self) -> None:
+        """The I/O thread: runs the loop whenever no application does (see ``_lead``)."""
         try:
             while self._running:
-                try:
-                    self._iteration()
-                except Exception:
-                    self._stats["errors"] += 1
-                    log.exception("console loop error")
-                    time.sleep(0.05)
+                left = self._lead_until_ns - time.monotonic_ns()
+                if self._leading or left > 0:
+                    self._io_go.wait(max(left, LEAD_GRACE_NS) / 1e9)
+                    self._io_go.clear()
+                    continue
+                with self._loop_lock:
+                    if self._running and not self._leading:
+                        self._safe_iteration()
         finally:
-            for link in self.links.values():
-                for r in link.requests.values():
-                    if r.future and not r.future.done():
-                        r.future.set_exception(CommandError("console stopped"))
-            try:
-                self._flush()
-            except Exception:
-                log.exception("console: final flush failed")
-            self.store.close()
-            self._ep.close()
-            self._ep_wake.close()
-            self.ctx.destroy(linger=0)
+            with self._loop_lock:
+                self._close_loop()
 
-    def _iteration(self) -> None:
+    def _close_loop(self) -> None:
+        for link in self.links.values():
+            for r in link.requests.values():
+                if r.future and not r.future.done():
+                    r.future.set_exception(CommandError("console stopped"))
+        try:
+            self._flush()
+        except Exception:
+            log.exception("console: final flush failed")
+        self.store.close()
+        self._ep.close()
+        self._ep_wake.close()
+        self.ctx.destroy(linger=0)
+
+    def _iteration(self, max_wait: float | None = None) -> None:
         """One wake-up: wait, drain every signalled socket, run the timers (every TICK_NS), then
         store what was read in this wake-up in one transaction and deliver it (``_flush``).
 
@@ -555,7 +717,9 @@ class Console:
         so the delay a message gets here is the read, the commit and the hand-over; batching
         comes from the load itself (what arrives while one wake-up reads and commits is read by
         the next one, together). With ``cycle_ns`` > 0, a wake-up that follows one which read
-        messages first waits (watching only the wake pipe) until ``cycle_ns`` after that one."""
+        messages first waits (watching only the wake pipe) until ``cycle_ns`` after that one.
+        ``max_wait`` (s) bounds the wait (an application leading the loop: its own deadline).
+        Runs only with ``_loop_lock`` held."""
         if self._poller_dirty:
             self._build_poller()
         timeout = 0.0
@@ -566,6 +730,8 @@ class Console:
                 if left > 0:
                     self._ep_wake.poll(left / 1e9)
             timeout = max(0, self._next_tick_ns - now) / 1e9
+            if max_wait is not None:
+                timeout = min(timeout, max_wait)
         events = self._ep.poll(timeout)
         self._cycle_ns = now = time.monotonic_ns()
         self._stats["wakeups"] += 1
@@ -662,9 +828,14 @@ class Console:
             self._delivered = []
 
     def _wake_async(self) -> None:
+        here = self._attached[0] if (self._attached is not None
+                                     and self._attached[1] == threading.get_ident()) else None
         for loop, fut in list(self._app_async.values()):
             try:
-                loop.call_soon_threadsafe(_settle, fut)
+                if loop is here:                    # the attached event loop's own wake-up
+                    _settle(fut)
+                else:
+                    loop.call_soon_threadsafe(_settle, fut)
             except RuntimeError:                    # its event loop is closed
                 self._app_async.pop(id(fut), None)
 
