@@ -52,7 +52,6 @@ import collections
 import concurrent.futures
 import logging
 import os
-import queue
 import select
 import threading
 import time
@@ -234,10 +233,6 @@ class Console:
         self.store = ConsoleStore(self.store_path)
         self.reader = ConsoleStore(self.store_path, readonly=True)
         self._app: collections.deque = collections.deque()
-        # a token here tells a thread waiting in poll() that _app has something: put without a
-        # lock held, at most one waiting (a Condition made the woken thread block again at once
-        # on the lock its notifier still held: one more context switch per delivery)
-        self._app_bell: queue.SimpleQueue = queue.SimpleQueue()
         self._app_async: dict[int, tuple] = {}  # apoll() calls waiting: id -> (loop, future)
         self._inbox: collections.deque = collections.deque()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -286,7 +281,6 @@ class Console:
             self._running = False
             self._wake()
             self._io_go.set()
-            self._app_bell.put(None)      # a poll() waiting returns now
             if self._thread:
                 self._thread.join(timeout=10)
         elif self._thread is None:
@@ -307,12 +301,7 @@ class Console:
         while not self._app:
             if not self._running or time.monotonic_ns() >= deadline:
                 return []
-            if self._lead(deadline):
-                continue
-            try:            # the I/O thread is in the middle of a wake-up: it delivers to us
-                self._app_bell.get(timeout=max(0, deadline - time.monotonic_ns()) / 1e9)
-            except queue.Empty:
-                pass
+            self._lead(deadline)
         return self._take(max_messages)
 
     def _take(self, max_messages: int) -> list[Message]:
@@ -641,9 +630,9 @@ class Console:
             if not self._grab_loop(max(0, deadline_ns - time.monotonic_ns()) / 1e9):
                 return False
             try:
-                while self._running:
+                while self._running and not self._app:
                     self._safe_iteration(max(0, deadline_ns - time.monotonic_ns()) / 1e9)
-                    if self._app or time.monotonic_ns() >= deadline_ns:
+                    if time.monotonic_ns() >= deadline_ns:
                         break
             finally:
                 self._loop_lock.release()
@@ -821,8 +810,6 @@ class Console:
                     except IndexError:
                         break
                     self._stats["app_dropped"] += 1
-                if self._app_bell.empty():
-                    self._app_bell.put(None)
                 if self._app_async:        # (apoll counts itself in before it looks at _app)
                     self._wake_async()
             self._delivered = []
