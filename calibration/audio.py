@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ import numpy as np
 from station.errors import UserError
 
 STALL_S = 5.0   # a stream that delivers no sample for this long (s) has failed
+SERVER_PROBE_S = 2.0   # a sound server that does not answer within this time (s) is stuck
 
 Progress = Callable[[float], None]
 
@@ -52,6 +54,25 @@ def _server_names() -> tuple[set[str], set[str]]:
         return set(), set()
     except Exception:   # pulsectl errors while listing
         return set(), set()
+
+
+def _server_answers(timeout_s: float) -> bool:
+    """Whether the sound server answers (its server info) within ``timeout_s`` s; True when there
+    is none to ask (no server: the device is not behind one). A frozen server accepts the
+    connection and never answers: the probe's thread is then left blocked (a daemon thread)."""
+    from station.capture import soundserver
+    answered = threading.Event()
+
+    def probe():
+        try:
+            with soundserver.connect("station-calibrate-probe") as pulse:
+                pulse.server_info()
+        except Exception:   # no server, or it went away: nothing stuck to wait for
+            pass
+        answered.set()
+
+    threading.Thread(target=probe, name="sound-server-probe", daemon=True).start()
+    return answered.wait(timeout_s)
 
 
 @contextlib.contextmanager
@@ -96,11 +117,23 @@ class PlayRec:
     output_latency_s: float = 0.0
 
 
+class _Stalled(Exception):
+    """A stream delivered no sample for STALL_S; ``delivered_s``: seconds it had delivered."""
+
+    def __init__(self, delivered_s: float):
+        super().__init__(delivered_s)
+        self.delivered_s = delivered_s
+
+
 class SoundDeviceIO:
-    def __init__(self, cfg):
+    """notice: called with one line for the technician when a measurement is repeated (default:
+    the line goes to stderr)."""
+
+    def __init__(self, cfg, notice: Callable[[str], None] | None = None):
         import sounddevice as sd  # imported here: PortAudio missing is reported by check()
 
         self.sd = sd
+        self.notice = notice or (lambda line: print(f"      {line}", file=sys.stderr, flush=True))
         self.fs = int(cfg.audio.sample_rate)
         self.mic = _device(cfg.audio.agent_device)
         self.mic_channel = int(cfg.audio.agent_channel)
@@ -162,7 +195,11 @@ class SoundDeviceIO:
 
     # -- streams ----------------------------------------------------------------------------------
     def record(self, seconds: float, progress: Progress | None = None) -> np.ndarray:
-        """Record ``seconds`` of the microphone."""
+        """Record ``seconds`` of the microphone (int16 samples at ``audio.sample_rate`` Hz). A
+        stream that stalls is recorded once more from the start (see ``_measure``)."""
+        return self._measure(lambda: self._record_once(seconds, progress), "microphone", seconds)
+
+    def _record_once(self, seconds: float, progress: Progress | None) -> np.ndarray:
         n = int(round(seconds * self.fs))
         buf = np.zeros(n, dtype=np.int16)
         pos = [0]
@@ -189,7 +226,14 @@ class SoundDeviceIO:
     def playrec(self, signal: np.ndarray, tail_s: float = 0.6, with_customer: bool = False,
                 progress: Progress | None = None) -> PlayRec:
         """Play ``signal`` on the earpiece while recording the microphone (one duplex stream, so the
-        recorded index is aligned with the played index) and, optionally, the customer channel."""
+        recorded index is aligned with the played index) and, optionally, the customer channel.
+        A stream that stalls is played and recorded once more from the start (see ``_measure``)."""
+        seconds = (len(signal) + int(tail_s * self.fs)) / self.fs
+        return self._measure(lambda: self._playrec_once(signal, tail_s, with_customer, progress),
+                             "earpiece and microphone", seconds)
+
+    def _playrec_once(self, signal: np.ndarray, tail_s: float, with_customer: bool,
+                      progress: Progress | None) -> PlayRec:
         sd = self.sd
         out = np.asarray(signal, dtype=np.int16)
         n = len(out) + int(tail_s * self.fs)
@@ -245,11 +289,33 @@ class SoundDeviceIO:
         customer = np.concatenate(cust) if cust else (np.zeros(0, np.int16) if with_customer and self.has_customer else None)
         return PlayRec(mic=mic, customer=customer, adc_minus_dac_s=skew, output_latency_s=reported[0])
 
+    def _measure(self, attempt, what: str, seconds: float):
+        """``attempt()`` once more when its stream stalled (``_Stalled``) while the sound server
+        still answers: ALSA's pulse plugin sometimes stops serving one stream (seen about once in
+        400 streams on a loaded machine, at the start or near the end), and the technician should
+        not have to start the whole calibration again for it. The measurement is repeated from
+        the start, so no samples of the stalled stream are used. ``UserError`` when the second
+        attempt stalls too (a device unplugged), or from ``_run`` (a stuck server)."""
+        try:
+            return attempt()
+        except _Stalled as stalled:
+            first = stalled
+        where = f"no samples for {STALL_S:.0f} s after {first.delivered_s:.1f} s of {seconds:.1f} s"
+        self.notice(f"the {what} stopped delivering audio ({where}); measuring again")
+        try:
+            return attempt()
+        except _Stalled as again:
+            raise UserError(f"the {what} stopped delivering audio ({where}, and again after "
+                            f"{again.delivered_s:.1f} s when measured again): device unplugged or sound "
+                            "server stuck?") from None
+
     def _run(self, make, done: threading.Event, seconds: float, what: str, position) -> None:
         """Run the stream ``make()`` returns until ``done`` is set. ``position()`` is the number
-        of samples delivered so far: the stream has failed when it stays the same for STALL_S
-        (a busy machine may deliver late, but a stuck device delivers nothing), or when the run
-        takes longer than 3 x ``seconds`` + STALL_S in all."""
+        of samples delivered so far: the stream has stalled (``_Stalled``) when it stays the same
+        for STALL_S (a busy machine may deliver late, but a stuck device delivers nothing). It has
+        failed (``UserError``) when the sound server does not answer then either (stuck: asked
+        before the stream closes, since closing waits for a stuck server), or when the run takes
+        longer than 3 x ``seconds`` + STALL_S in all."""
         sd = self.sd
         try:
             with make():
@@ -261,9 +327,12 @@ class SoundDeviceIO:
                     if pos != last:
                         last, last_change = pos, now
                     if now - last_change > STALL_S:
-                        raise UserError(f"the {what} stopped delivering audio (no samples for {STALL_S:.0f} s "
-                                        f"after {last / self.fs:.1f} s of {seconds:.1f} s): device unplugged or "
-                                        "sound server stuck?")
+                        if not _server_answers(SERVER_PROBE_S):
+                            raise UserError(
+                                f"the {what} stopped delivering audio (no samples for {STALL_S:.0f} s after "
+                                f"{last / self.fs:.1f} s of {seconds:.1f} s) and the sound server does not "
+                                f"answer within {SERVER_PROBE_S:.0f} s: sound server stuck?")
+                        raise _Stalled(last / self.fs)
                     if now > deadline:
                         raise UserError(f"the {what} delivers audio too slowly ({last / self.fs:.1f} s of "
                                         f"{seconds:.1f} s in {3 * seconds + STALL_S:.0f} s): overloaded machine "

@@ -89,6 +89,9 @@ class Steps:
         self.out.flush()
 
     def say(self, text: str) -> None:
+        if self.tty and 0 <= self._last < 100:   # a bar is drawn on this line: end it first
+            self.out.write("\n")
+            self._last = -1
         print(f"      {text}", file=self.out)
         self.out.flush()
 
@@ -102,6 +105,8 @@ def run(cfg, io, opts: Options) -> Result:
     if opts.yes and rig is None:
         raise UserError("--yes needs a calibration rig (--rig URL): without one a technician must speak", 2)
     steps = Steps(opts.out, 7)
+    if getattr(io, "notice", None) is not None:
+        io.notice = steps.say     # "measuring again" lines go between the steps' own lines
     notes: list[str] = []
 
     def wait(prompt: str) -> None:

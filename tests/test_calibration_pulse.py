@@ -10,7 +10,6 @@ artificial mouth).
 
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -80,19 +79,12 @@ def simulator(pa, *args):
     return proc, proc.stdout.readline().strip()
 
 
-NEVER_STARTED = re.compile(r"stopped delivering audio \(no samples for \d+ s after 0\.0 s")
-
-
 def calibrate(pa, cfg, *args, timeout=90):
-    """``station calibrate run`` against the private sound server. A stream that never delivered
-    a single sample (the calibration's own stall message "after 0.0 s") is the busy CI machine's
-    sound server failing to start a stream, seen once in a full run, not what these tests check:
-    that run is repeated once; any other outcome, including a stall later in a stream, counts."""
+    """``station calibrate run`` against the private sound server. A stream that stalls once
+    (the busy machine's sound server, about once in 400 streams) is measured again by the
+    calibration itself; these tests see what a technician would."""
     cmd = station_cmd("--no-system-config", "--config", str(cfg), "calibrate", "run", *args)
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=pa.child_env())
-    if r.returncode != 0 and NEVER_STARTED.search(r.stderr):
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=pa.child_env())
-    return r
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=pa.child_env())
 
 
 def test_espeak_at_two_gains_through_the_sound_server(pa, tmp_path):
@@ -264,43 +256,83 @@ def test_no_audio_devices_at_all(tmp_path):
     assert "no input device for the microphone" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_a_stuck_sound_server_is_reported_after_five_seconds_without_samples(pa, tmp_path):
-    """The sound server is frozen (SIGSTOP) 1 s into a 4 s recording: the recording fails with
-    "no samples for 5 s" about 5 s later; a slow but moving stream would not (the watchdog
-    looks at progress, not at the total time)."""
+def _frozen_server_recording(pa, tmp_path, freeze_s: float | None):
+    """Record 4 s while the sound server is frozen (SIGSTOP) from 1 s on, for ``freeze_s`` s
+    (None: until the recording has returned or failed). Returns (samples or the UserError,
+    seconds from the freeze to the end, the notices given)."""
     import signal
     import threading
 
-    from calibration.audio import STALL_S, SoundDeviceIO
+    from calibration.audio import SoundDeviceIO
     from station import config
     from station.errors import UserError
     cfg = config.load([write_config(tmp_path)], system=False)
     server = pa._daemons["mic"].proc
+    notices: list[str] = []
+    stopped: list[float] = []
+
+    def freeze():
+        stopped.append(time.monotonic())
+        server.send_signal(signal.SIGSTOP)
+
     pa.activate()
+    timers = [threading.Timer(1.0, freeze)]
+    if freeze_s is not None:
+        timers.append(threading.Timer(1.0 + freeze_s, lambda: server.send_signal(signal.SIGCONT)))
     try:
-        io = SoundDeviceIO(cfg)
-        stopped: list[float] = []
-
-        def freeze():
-            stopped.append(time.monotonic())
-            server.send_signal(signal.SIGSTOP)
-
-        def thaw():
-            server.send_signal(signal.SIGCONT)
-
-        threading.Timer(1.0, freeze).start()
-        threading.Timer(1.0 + STALL_S + 3.0, thaw).start()   # lets the stream close afterwards
-        with pytest.raises(UserError) as err:
-            io.record(4.0)
-        failed = time.monotonic()
-        assert "stopped delivering audio (no samples for 5 s" in str(err.value)
-        assert STALL_S - 0.5 <= failed - stopped[0] <= STALL_S + 4.0, failed - stopped[0]
+        io = SoundDeviceIO(cfg, notice=notices.append)
+        for t in timers:
+            t.start()
+        try:
+            out = io.record(4.0)
+        except UserError as e:
+            out = e
+        return out, time.monotonic() - stopped[0], notices
     finally:
+        for t in timers:
+            t.cancel()
         server.send_signal(signal.SIGCONT)
         pa.deactivate()
-    # the server works again: a normal recording completes
+
+
+def test_a_stuck_sound_server_is_reported_after_five_seconds_without_samples(pa, tmp_path):
+    """The sound server is frozen (SIGSTOP) 1 s into a 4 s recording, for 10 s: the stream stalls
+    after 5 s without samples, the server does not answer either, and the recording fails with a
+    clear message (no second attempt, whose opening would hang on the frozen server). The
+    watchdog looks at progress, not at the total time. The stalled stream closes once the
+    server runs again; then a normal recording completes."""
+    from calibration.audio import SERVER_PROBE_S, STALL_S, SoundDeviceIO
+    from station import config
+    from station.errors import UserError
+    out, took, notices = _frozen_server_recording(pa, tmp_path, STALL_S + 5.0)
+    assert isinstance(out, UserError), "a recording from a frozen sound server succeeded"
+    assert "stopped delivering audio (no samples for 5 s" in str(out) and "does not answer" in str(out)
+    assert notices == []
+    # stall + probe, then the stream's close waits for the thaw (10 s after the freeze)
+    assert STALL_S + SERVER_PROBE_S - 0.5 <= took <= STALL_S + 5.0 + 4.0, took
     pa.activate()
     try:
-        assert len(SoundDeviceIO(cfg).record(0.5)) == 8000
+        assert len(SoundDeviceIO(config.load([write_config(tmp_path)], system=False)).record(0.5)) == 8000
     finally:
         pa.deactivate()
+
+
+def test_a_sound_server_that_stalls_once_is_recorded_again(pa, tmp_path):
+    """The sound server is frozen 1 s into a 4 s recording for 6.5 s, then runs again: the first
+    stream stalls, the server answers the probe (sent while frozen, answered on the thaw), the
+    technician is told, and the recording is made once more from the start: 4 s of samples come back, none of the stalled stream's (the room noise has no run of
+    zeros, which the frozen stream's unfilled buffer would leave)."""
+    from calibration.audio import STALL_S
+    noise = room_noise(pa)
+    try:
+        # thawed within the probe's 2 s after the stall is seen (5-5.5 s after the freeze)
+        out, took, notices = _frozen_server_recording(pa, tmp_path, STALL_S + 1.5)
+    finally:
+        noise.kill()
+    assert isinstance(out, np.ndarray), out
+    assert len(out) == 4 * FS
+    assert len(notices) == 1 and "measuring again" in notices[0], notices
+    assert took >= STALL_S + 1.5 + 3.5        # the second recording ran after the thaw
+    frame = 160
+    silent = np.all(out[:len(out) // frame * frame].reshape(-1, frame) == 0, axis=1)
+    assert not silent.any(), f"{int(silent.sum())} frames of 10 ms are all zeros"
