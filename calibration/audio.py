@@ -298,10 +298,9 @@ class SoundDeviceIO:
         attempt stalls too (a device unplugged), or from ``_run`` (a stuck server)."""
         try:
             return attempt()
-        except _Stalled as stalled:
-            first = stalled
-        where = f"no samples for {STALL_S:.0f} s after {first.delivered_s:.1f} s of {seconds:.1f} s"
-        self.notice(f"the {what} stopped delivering audio ({where}); measuring again")
+        except _Stalled as first:
+            where = f"no samples for {STALL_S:.0f} s after {first.delivered_s:.1f} s of {seconds:.1f} s"
+            self.notice(f"the {what} stopped delivering audio ({where}); measuring again")
         try:
             return attempt()
         except _Stalled as again:
